@@ -1,0 +1,229 @@
+import { z } from 'zod';
+
+/**
+ * Every setting comes from one table, so validation, defaults and `--help` can never drift apart.
+ * Each entry says what it expects in words; that phrase is the one-line error an operator sees.
+ */
+interface Setting {
+  name: string;
+  key: keyof Config;
+  expect: string;
+  help: string;
+  /** Default as the operator would type it; a function when it depends on other settings. */
+  default?: string | ((env: NodeJS.ProcessEnv) => string);
+  /** How --help shows a computed default. */
+  defaultText?: string;
+  schema: z.ZodType;
+}
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => ['true', '1', 'yes'].includes(v));
+const httpUrl = z
+  .string()
+  .url()
+  .refine((u) => /^https?:\/\//i.test(u))
+  .transform((u) => u.replace(/\/+$/, ''));
+const redisUrl = z
+  .string()
+  .url()
+  .refine((u) => /^rediss?:\/\//i.test(u));
+
+export const SETTINGS: readonly Setting[] = [
+  {
+    name: 'PORT',
+    key: 'port',
+    expect: 'a port number from 0 to 65535',
+    help: 'TCP port to listen on',
+    default: '8080',
+    schema: int(0, 65535),
+  },
+  {
+    name: 'HOST',
+    key: 'host',
+    expect: 'a host name or IP address',
+    help: 'Address to bind',
+    default: '0.0.0.0',
+    schema: z.string().min(1),
+  },
+  {
+    name: 'REDIS_URL',
+    key: 'redisUrl',
+    expect: 'a redis:// or rediss:// URL',
+    help: 'Redis holding the sessions, shared by all replicas. Unset: in-memory store (single process only)',
+    schema: redisUrl.optional(),
+  },
+  {
+    name: 'RZ_PUBLIC_BASE_URL',
+    key: 'publicBaseUrl',
+    expect: 'an absolute http(s) URL',
+    help: 'Externally visible base URL used to build session URLs (Location, url); never taken from Host',
+    default: (env) => `http://localhost:${env.PORT || '8080'}`,
+    defaultText: 'http://localhost:$PORT',
+    schema: httpUrl,
+  },
+  {
+    name: 'RZ_TTL_SECONDS',
+    key: 'ttlSeconds',
+    expect: 'an integer from 1 to 86400',
+    help: 'Session lifetime, fixed at creation',
+    default: '300',
+    schema: int(1, 86400),
+  },
+  {
+    name: 'RZ_MAX_BYTES',
+    key: 'maxBytes',
+    expect: 'an integer from 1 to 1048576',
+    help: 'Largest payload a session may hold, in bytes',
+    default: '4096',
+    schema: int(1, 1048576),
+  },
+  {
+    name: 'RZ_MAX_TXNS_PER_SESSION',
+    key: 'maxTxnsPerSession',
+    expect: 'an integer from 1 to 10000',
+    help: 'Transaction ids remembered per MSC4388 session (idempotent retries)',
+    default: '256',
+    schema: int(1, 10000),
+  },
+  {
+    name: 'RZ_REDIS_COMMAND_TIMEOUT_MS',
+    key: 'redisCommandTimeoutMs',
+    expect: 'an integer from 50 to 60000',
+    help: 'A Redis command not answered within this time fails the request with 503',
+    default: '1000',
+    schema: int(50, 60000),
+  },
+  {
+    name: 'RZ_SHUTDOWN_GRACE_SECONDS',
+    key: 'shutdownGraceSeconds',
+    expect: 'an integer from 0 to 3600',
+    help: 'On SIGTERM, how long in-flight requests may take before connections are cut',
+    default: '10',
+    schema: int(0, 3600),
+  },
+  {
+    name: 'RZ_HEADERS_TIMEOUT_MS',
+    key: 'headersTimeoutMs',
+    expect: 'an integer from 100 to 600000',
+    help: 'Time allowed to receive the request headers (slow clients are cut off)',
+    default: '10000',
+    schema: int(100, 600000),
+  },
+  {
+    name: 'RZ_REQUEST_TIMEOUT_MS',
+    key: 'requestTimeoutMs',
+    expect: 'an integer from 100 to 600000',
+    help: 'Time allowed to receive a whole request, body included',
+    default: '30000',
+    schema: int(100, 600000),
+  },
+  {
+    name: 'RZ_KEEPALIVE_TIMEOUT_MS',
+    key: 'keepAliveTimeoutMs',
+    expect: 'an integer from 0 to 600000',
+    help: 'Idle keep-alive connections are closed after this time',
+    default: '65000',
+    schema: int(0, 600000),
+  },
+  {
+    name: 'RZ_MAX_HEADER_BYTES',
+    key: 'maxHeaderBytes',
+    expect: 'an integer from 1024 to 65536',
+    help: 'Largest total size of request headers',
+    default: '16384',
+    schema: int(1024, 65536),
+  },
+  {
+    name: 'RZ_MAX_HEADERS_COUNT',
+    key: 'maxHeadersCount',
+    expect: 'an integer from 10 to 2000',
+    help: 'Most request headers read; the rest are ignored',
+    default: '100',
+    schema: int(10, 2000),
+  },
+  {
+    name: 'RZ_MAX_CONNECTIONS',
+    key: 'maxConnections',
+    expect: 'an integer from 0 to 1000000',
+    help: 'Most concurrent connections per replica (0: no limit)',
+    default: '10000',
+    schema: int(0, 1000000),
+  },
+  {
+    name: 'LOG_LEVEL',
+    key: 'logLevel',
+    expect: 'one of fatal, error, warn, info, debug, trace, silent',
+    help: 'Log verbosity (JSON lines on stdout)',
+    default: 'info',
+    schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  },
+  {
+    name: 'RZ_ACCESS_LOG',
+    key: 'accessLog',
+    expect: 'true or false',
+    help: 'Log one line per request (method, route, status, time; never payloads or tokens)',
+    default: 'false',
+    schema: bool,
+  },
+];
+
+export interface Config {
+  port: number;
+  host: string;
+  redisUrl: string | undefined;
+  publicBaseUrl: string;
+  ttlSeconds: number;
+  maxBytes: number;
+  maxTxnsPerSession: number;
+  redisCommandTimeoutMs: number;
+  shutdownGraceSeconds: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  maxHeaderBytes: number;
+  maxHeadersCount: number;
+  maxConnections: number;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  accessLog: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.join('\n'));
+    this.name = 'ConfigError';
+  }
+}
+
+/** Reads and validates the environment; throws ConfigError listing every bad value, one per line. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const problems: string[] = [];
+  const out: Record<string, unknown> = {};
+  for (const s of SETTINGS) {
+    const raw = env[s.name];
+    const given = raw !== undefined && raw !== '';
+    const value = given ? raw.trim() : typeof s.default === 'function' ? s.default(env) : s.default;
+    const parsed = s.schema.safeParse(value);
+    if (parsed.success) {
+      out[s.key] = parsed.data;
+    } else {
+      problems.push(`${s.name} must be ${s.expect} (got ${JSON.stringify(raw)})`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return out as unknown as Config;
+}
+
+export function helpText(): string {
+  const lines = [
+    'Usage: rendezvous-server [--help]',
+    '',
+    'A rendezvous server for Matrix "sign in with QR code" (MSC3886, MSC4108, MSC4388).',
+    'Configuration comes from environment variables:',
+    '',
+  ];
+  for (const s of SETTINGS) {
+    const def = typeof s.default === 'string' ? s.default : (s.defaultText ?? 'unset');
+    lines.push(`  ${s.name}`, `      ${s.help}.`, `      Expects ${s.expect}; default: ${def}.`);
+  }
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,22 @@
+import type { Middleware } from 'koa';
+import type { Logger } from 'pino';
+
+/** One line per request: method, matched route, status, duration. Never bodies, never headers. */
+export function accessLog(log: Logger): Middleware {
+  return async (ctx, next) => {
+    const start = process.hrtime.bigint();
+    try {
+      await next();
+    } finally {
+      log.info(
+        {
+          method: ctx.method,
+          route: ctx._matchedRoute ?? 'unmatched',
+          status: ctx.status,
+          ms: Number(process.hrtime.bigint() - start) / 1e6,
+        },
+        'request',
+      );
+    }
+  };
+}

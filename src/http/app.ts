@@ -1,0 +1,50 @@
+import Koa from 'koa';
+import Router from '@koa/router';
+import cors from '@koa/cors';
+import type { Logger } from 'pino';
+import type { Config } from '../config';
+import type { SessionStore } from '../store/types';
+import { msc3886Routes } from '../protocols/msc3886';
+import { commonHeaders } from './headers';
+import { errorHandler } from './errors';
+import { accessLog } from './access-log';
+import { healthRoutes, type Lifecycle } from './health';
+import { unrecognized } from './unrecognized';
+
+export interface AppDeps {
+  config: Config;
+  store: SessionStore;
+  log: Logger;
+  lifecycle: Lifecycle;
+}
+
+/** Browsers may read the validators from JS (Element Web fails with "ETag missing" otherwise). */
+const EXPOSED = ['ETag', 'Location', 'Expires', 'Last-Modified', 'Retry-After', 'Preference-Applied'];
+const ALLOWED = ['Content-Type', 'If-Match', 'If-None-Match', 'Authorization', 'X-Requested-With', 'Prefer'];
+
+/** The whole middleware stack, outermost first: read this to know what every request goes through. */
+export function createApp(deps: AppDeps): Koa {
+  const { config, store, log, lifecycle } = deps;
+  const app = new Koa();
+  app.silent = true;
+  app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
+
+  const routers: Router[] = [healthRoutes(store, lifecycle), msc3886Routes({ config, store, log })];
+
+  app.use(commonHeaders);
+  app.use(
+    cors({
+      origin: '*',
+      allowMethods: ['GET', 'PUT', 'POST', 'DELETE', 'OPTIONS'],
+      allowHeaders: ALLOWED,
+      exposeHeaders: EXPOSED,
+      maxAge: 86400,
+    }),
+  );
+  if (config.accessLog) app.use(accessLog(log));
+  app.use(lifecycle.middleware);
+  app.use(errorHandler(log));
+  for (const router of routers) app.use(router.routes());
+  app.use(unrecognized(routers));
+  return app;
+}

@@ -1,0 +1,10 @@
+import type { Config } from '../config';
+import type { SessionStore } from '../store/types';
+import type { Logger } from 'pino';
+
+/** What every protocol module is given: nothing else, so each stays a thin layer over the store. */
+export interface ProtocolDeps {
+  config: Config;
+  store: SessionStore;
+  log: Logger;
+}

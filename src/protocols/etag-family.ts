@@ -1,0 +1,59 @@
+import type { Context } from 'koa';
+import type { ServerResponse } from 'node:http';
+import { MatrixError } from '../http/errors';
+import { httpDate } from '../http/headers';
+import { OPAQUE_ID } from '../ids';
+import { type Session, type SessionMeta, etagOf } from '../store/types';
+import { type EntityTagCondition, parseEntityTags } from './conditional';
+
+/**
+ * What MSC3886 and MSC4108-2024 share: HTTP validators carry the concurrency. Every answer about an
+ * existing session carries ETag, Expires and Last-Modified, 304 and 412 included.
+ */
+export function setValidators(res: ServerResponse, meta: SessionMeta): void {
+  res.setHeader('ETag', `"${etagOf(meta)}"`);
+  res.setHeader('Expires', httpDate(meta.expiresAt));
+  res.setHeader('Last-Modified', httpDate(meta.modifiedAt));
+}
+
+/** The session id from the path, or a 404: an id outside the grammar can name no session. */
+export function sessionId(ctx: Context): string {
+  const id = ctx.params.id as string | undefined;
+  if (id === undefined || !OPAQUE_ID.test(id)) throw notFound();
+  return id;
+}
+
+export const notFound = (): MatrixError =>
+  new MatrixError(404, 'M_NOT_FOUND', 'No rendezvous session with this id (it may have expired)');
+
+/** Parses a conditional header; null when absent, 400 when it is not entity-tag syntax. */
+export function conditionHeader(ctx: Context, name: 'If-Match' | 'If-None-Match'): EntityTagCondition | null {
+  const raw = ctx.get(name);
+  if (raw === '') return null;
+  const cond = parseEntityTags(raw);
+  if (cond === null) throw new MatrixError(400, 'M_INVALID_PARAM', `${name} is not a valid entity-tag list`);
+  return cond;
+}
+
+/** Sends a body with exactly this Content-Type (Koa would otherwise append a charset). */
+export function sendBody(ctx: Context, status: number, contentType: string, body: Buffer | string): void {
+  ctx.status = status;
+  ctx.res.setHeader('Content-Type', contentType);
+  ctx.body = body;
+}
+
+export const EMPTY_JSON = '{}';
+
+/**
+ * 304 with the validators, the stored Content-Type and the Content-Length a 200 would have had
+ * (RFC 9110 section 8.6 allows exactly that). Koa strips both on 304, so this writes directly.
+ */
+export function sendNotModified(ctx: Context, session: Session, contentType = session.contentType): void {
+  ctx.status = 304;
+  ctx.respond = false;
+  const res = ctx.res;
+  setValidators(res, session);
+  res.setHeader('Content-Type', contentType);
+  res.setHeader('Content-Length', session.data.length);
+  res.end();
+}

@@ -1,0 +1,88 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { readBody } from '../http/body';
+import { MatrixError } from '../http/errors';
+import { etagOf } from '../store/types';
+import { conditionMatches } from './conditional';
+import type { ProtocolDeps } from './context';
+import { createSession } from './create';
+import {
+  EMPTY_JSON,
+  conditionHeader,
+  notFound,
+  sendBody,
+  sendNotModified,
+  sessionId,
+  setValidators,
+} from './etag-family';
+
+/** MSC3886 lives at the server root and under the prefix a homeserver can reverse-proxy. */
+export const MSC3886_PREFIXES = ['', '/_matrix/client/unstable/org.matrix.msc3886/rendezvous'] as const;
+
+const FAMILY = 'msc3886';
+const DEFAULT_TYPE = 'application/octet-stream';
+/** Stored per session and echoed verbatim, so it is bounded like the payload is. */
+const MAX_TYPE_LENGTH = 255;
+
+function requestContentType(ctx: Context): string {
+  const raw = ctx.get('Content-Type');
+  if (raw === '') return DEFAULT_TYPE;
+  if (raw.length > MAX_TYPE_LENGTH || !/^[\x20-\x7e]+$/.test(raw)) {
+    throw new MatrixError(400, 'M_INVALID_PARAM', 'Content-Type is too long or not printable ASCII');
+  }
+  return raw;
+}
+
+export function msc3886Routes({ config, store }: ProtocolDeps): Router {
+  const router = new Router();
+  const ttlMs = config.ttlSeconds * 1000;
+  const createdBody = (id: string) => JSON.stringify({ id, max_bytes: config.maxBytes });
+
+  for (const prefix of MSC3886_PREFIXES) {
+    const base = `${config.publicBaseUrl}${prefix}/`;
+
+    router.post(prefix === '' ? '/' : prefix, async (ctx) => {
+      const contentType = requestContentType(ctx);
+      const data = await readBody(ctx, config.maxBytes);
+      const meta = await createSession(store, { family: FAMILY, contentType, data, ttlMs });
+      setValidators(ctx.res, meta);
+      ctx.res.setHeader('Location', base + meta.id);
+      sendBody(ctx, 200, 'application/json', createdBody(meta.id));
+    });
+
+    router.put(`${prefix}/:id`, async (ctx) => {
+      const id = sessionId(ctx);
+      const cond = conditionHeader(ctx, 'If-Match');
+      const contentType = requestContentType(ctx);
+      const data = await readBody(ctx, config.maxBytes);
+      const result = await store.update(id, {
+        family: FAMILY,
+        condition: cond === null || cond.any ? { kind: 'any' } : { kind: 'etag', etags: cond.etags },
+        contentType,
+        data,
+      });
+      if (result.status === 'not_found') throw notFound();
+      setValidators(ctx.res, result.session);
+      if (result.status !== 'updated') {
+        throw new MatrixError(412, 'M_CONCURRENT_WRITE', 'The session was changed by someone else (If-Match)');
+      }
+      sendBody(ctx, 202, 'application/json', EMPTY_JSON);
+    });
+
+    router.get(`${prefix}/:id`, async (ctx) => {
+      const id = sessionId(ctx);
+      const cond = conditionHeader(ctx, 'If-None-Match');
+      const session = await store.get(id, FAMILY);
+      if (session === null) throw notFound();
+      if (cond !== null && conditionMatches(cond, etagOf(session))) return sendNotModified(ctx, session);
+      setValidators(ctx.res, session);
+      sendBody(ctx, 200, session.contentType, session.data);
+    });
+
+    router.delete(`${prefix}/:id`, async (ctx) => {
+      if (!(await store.delete(sessionId(ctx), FAMILY))) throw notFound();
+      ctx.status = 204;
+    });
+  }
+  return router;
+}

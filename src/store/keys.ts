@@ -1,0 +1,7 @@
+/**
+ * Every key and channel of one session shares the `{<id>}` hash tag, so they live in one Redis
+ * Cluster slot and one script may touch them all.
+ */
+export const sessionKey = (id: string): string => `rz:{${id}}`;
+export const txnKey = (id: string): string => `rz:{${id}}:txn`;
+export const wakeChannel = (id: string): string => `rz:{${id}}:wake`;

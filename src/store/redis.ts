@@ -1,0 +1,181 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Redis, Cluster } from 'ioredis';
+import {
+  type CreateInput,
+  type Family,
+  type Session,
+  type SessionMeta,
+  type SessionStore,
+  type UpdateInput,
+  type UpdateOutcome,
+  type UpdateResult,
+  StoreUnavailableError,
+} from './types';
+import { sessionKey, txnKey, wakeChannel } from './keys';
+
+type Client = Redis | Cluster;
+
+/** The scripts, each its own file named for what it does and how many keys it takes. */
+const SCRIPTS = {
+  rzCreateSession: 'createSession-1.lua',
+  rzUpdateSession: 'updateSession-2.lua',
+  rzDeleteSession: 'deleteSession-2.lua',
+} as const;
+
+interface ScriptCommands {
+  rzCreateSession(key: string, ...args: (string | number | Buffer)[]): Promise<[number, number] | 0>;
+  rzUpdateSession(k1: string, k2: string, ...args: (string | number | Buffer)[]): Promise<(number | Buffer)[]>;
+  rzDeleteSession(k1: string, k2: string, ...args: string[]): Promise<number>;
+}
+type ScriptBufferCommands = {
+  rzUpdateSessionBuffer(k1: string, k2: string, ...args: (string | number | Buffer)[]): Promise<(number | Buffer)[]>;
+};
+
+export function defineScripts(client: Client): void {
+  for (const [name, file] of Object.entries(SCRIPTS)) {
+    const numberOfKeys = Number(/-(\d+)\.lua$/.exec(file)![1]);
+    client.defineCommand(name, { numberOfKeys, lua: readFileSync(join(__dirname, 'lua', file), 'utf8') });
+  }
+}
+
+const OUTCOMES: Record<number, UpdateOutcome> = { 1: 'updated', 2: 'conflict', 3: 'unchanged' };
+
+/** Fields read on every GET, in this order, in one HMGET. */
+const FIELDS = ['f', 't', 'd', 'r', 'g', 'c', 'm', 'e'] as const;
+
+/** Redis errors that mean "not now" rather than "this server has a bug". */
+const TRANSIENT_REPLY = /^(LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|BUSY|NOREPLICAS|MOVED|ASK)\b/;
+
+function translate(err: unknown): Error {
+  if (err instanceof Error && err.name === 'ReplyError' && !TRANSIENT_REPLY.test(err.message)) return err;
+  return new StoreUnavailableError('session store unavailable', { cause: err });
+}
+
+export class RedisStore implements SessionStore {
+  readonly kind = 'redis' as const;
+  private readonly cmd: Client & ScriptCommands & ScriptBufferCommands;
+
+  /**
+   * @param client an ioredis client (single node, Sentinel or Cluster) created with auto-pipelining
+   *   and without an offline queue, so an outage fails requests fast instead of queueing them.
+   */
+  constructor(
+    readonly client: Client,
+    private readonly maxTxnsPerSession = 256,
+  ) {
+    defineScripts(client);
+    this.cmd = client as Client & ScriptCommands & ScriptBufferCommands;
+  }
+
+  async create(input: CreateInput): Promise<SessionMeta | null> {
+    let res: [number, number] | 0;
+    try {
+      res = await this.cmd.rzCreateSession(
+        sessionKey(input.id),
+        input.family,
+        input.contentType,
+        input.data,
+        input.ttlMs,
+        input.tag,
+      );
+    } catch (err) {
+      throw translate(err);
+    }
+    if (res === 0) return null;
+    return {
+      id: input.id,
+      family: input.family,
+      contentType: input.contentType,
+      rev: 1,
+      tag: input.tag,
+      createdAt: res[0],
+      modifiedAt: res[0],
+      expiresAt: res[1],
+    };
+  }
+
+  async get(id: string, family: Family): Promise<Session | null> {
+    let v: (Buffer | null)[];
+    try {
+      v = await this.client.hmgetBuffer(sessionKey(id), ...FIELDS);
+    } catch (err) {
+      throw translate(err);
+    }
+    // latin1 is a byte-for-byte copy: the fields are ASCII except the content type, echoed verbatim.
+    if (v[0] === null || v[0].toString('latin1') !== family) return null;
+    return {
+      id,
+      family,
+      contentType: v[1]!.toString('latin1'),
+      data: v[2]!,
+      rev: Number(v[3]!.toString('latin1')),
+      tag: v[4]!.toString('latin1'),
+      createdAt: Number(v[5]!.toString('latin1')),
+      modifiedAt: Number(v[6]!.toString('latin1')),
+      expiresAt: Number(v[7]!.toString('latin1')),
+    };
+  }
+
+  async update(id: string, input: UpdateInput): Promise<UpdateResult> {
+    const c = input.condition;
+    const expected = c.kind === 'etag' ? c.etags.join(' ') : c.kind === 'token' ? c.rev : '';
+    const txnId = c.kind === 'token' ? (c.txnId ?? '') : '';
+    let r: (number | Buffer)[];
+    try {
+      r = await this.cmd.rzUpdateSessionBuffer(
+        sessionKey(id),
+        txnKey(id),
+        input.family,
+        c.kind,
+        expected,
+        input.data,
+        input.contentType,
+        txnId,
+        this.maxTxnsPerSession,
+        wakeChannel(id),
+      );
+    } catch (err) {
+      throw translate(err);
+    }
+    const code = r[0] as number;
+    if (code === 0) return { status: 'not_found' };
+    const session: SessionMeta = {
+      id,
+      family: input.family,
+      contentType: (r[3] as Buffer).toString('latin1'),
+      rev: r[4] as number,
+      tag: (r[5] as Buffer).toString('latin1'),
+      createdAt: r[6] as number,
+      modifiedAt: r[7] as number,
+      expiresAt: r[8] as number,
+    };
+    if (code === 4) return { status: 'replayed', outcome: OUTCOMES[r[1] as number]!, rev: r[2] as number, session };
+    if (code === 5) return { status: 'txn_limit', session };
+    return { status: OUTCOMES[code]!, session };
+  }
+
+  async delete(id: string, family: Family): Promise<boolean> {
+    try {
+      return (await this.cmd.rzDeleteSession(sessionKey(id), txnKey(id), family, wakeChannel(id))) === 1;
+    } catch (err) {
+      throw translate(err);
+    }
+  }
+
+  async ping(): Promise<void> {
+    try {
+      await this.client.ping();
+    } catch (err) {
+      throw translate(err);
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.client.quit();
+    } catch {
+      this.client.disconnect();
+    }
+  }
+}
