@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { ConfigError, helpText, loadConfig, type Config } from './config';
 import { createLogger } from './logger';
+import { Metrics } from './metrics';
 import { createStore } from './store';
 import { createApp } from './http/app';
 import { Lifecycle } from './http/health';
@@ -17,7 +18,8 @@ export async function start(config: Config): Promise<RunningServer> {
   const log = createLogger(config);
   const store = await createStore(config, log);
   const lifecycle = new Lifecycle();
-  const app = createApp({ config, store, log, lifecycle });
+  const metrics = new Metrics();
+  const app = createApp({ config, store, log, lifecycle, metrics });
   const server = createHttpServer(app, config);
   const address = await listen(server, config.port, config.host);
   log.info({ port: address.port, host: config.host, store: store.kind }, 'listening');

@@ -4,6 +4,7 @@ import cors from '@koa/cors';
 import type { Logger } from 'pino';
 import type { Config } from '../config';
 import type { SessionStore } from '../store/types';
+import type { Metrics } from '../metrics';
 import { msc3886Routes } from '../protocols/msc3886';
 import { commonHeaders } from './headers';
 import { errorHandler } from './errors';
@@ -16,6 +17,7 @@ export interface AppDeps {
   store: SessionStore;
   log: Logger;
   lifecycle: Lifecycle;
+  metrics: Metrics;
 }
 
 /** Browsers may read the validators from JS (Element Web fails with "ETag missing" otherwise). */
@@ -24,12 +26,12 @@ const ALLOWED = ['Content-Type', 'If-Match', 'If-None-Match', 'Authorization', '
 
 /** The whole middleware stack, outermost first: read this to know what every request goes through. */
 export function createApp(deps: AppDeps): Koa {
-  const { config, store, log, lifecycle } = deps;
+  const { config, store, log, lifecycle, metrics } = deps;
   const app = new Koa();
   app.silent = true;
   app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
 
-  const routers: Router[] = [healthRoutes(store, lifecycle), msc3886Routes({ config, store, log })];
+  const routers: Router[] = [healthRoutes(store, lifecycle), msc3886Routes({ config, store, log, metrics })];
 
   app.use(commonHeaders);
   app.use(

@@ -1,0 +1,102 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Every metric the service exports, in one registry per server instance (so several in-process
+ * servers in tests never share counters). Names are prefixed `rendezvous_`.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly httpRequests = new Counter({
+    name: 'rendezvous_http_requests_total',
+    help: 'HTTP requests answered, by API family, method and status',
+    labelNames: ['family', 'method', 'status'] as const,
+    registers: [this.registry],
+  });
+
+  readonly httpDuration = new Histogram({
+    name: 'rendezvous_http_request_duration_seconds',
+    help: 'Time to answer an HTTP request (long-polls included), by API family and method',
+    labelNames: ['family', 'method'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30],
+    registers: [this.registry],
+  });
+
+  readonly sessionsCreated = new Counter({
+    name: 'rendezvous_sessions_created_total',
+    help: 'Sessions created, by API family',
+    labelNames: ['family'] as const,
+    registers: [this.registry],
+  });
+
+  readonly sessionWrites = new Counter({
+    name: 'rendezvous_session_writes_total',
+    help: 'Session writes, by API family and outcome (updated, conflict, unchanged, replayed, not_found)',
+    labelNames: ['family', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly casConflicts = new Counter({
+    name: 'rendezvous_cas_conflicts_total',
+    help: 'Writes refused because the session changed underneath them (412/409), by API family',
+    labelNames: ['family'] as const,
+    registers: [this.registry],
+  });
+
+  readonly sessionsDeleted = new Counter({
+    name: 'rendezvous_sessions_deleted_total',
+    help: 'Sessions deleted by a client, by API family',
+    labelNames: ['family'] as const,
+    registers: [this.registry],
+  });
+
+  readonly sessionsExpired = new Counter({
+    name: 'rendezvous_sessions_expired_total',
+    help: 'Sessions that reached their expiry without being deleted',
+    registers: [this.registry],
+  });
+
+  readonly sessionsLive = new Gauge({
+    name: 'rendezvous_sessions_live',
+    help: 'Live sessions (all replicas when the store is shared)',
+    registers: [this.registry],
+  });
+
+  readonly rateLimited = new Counter({
+    name: 'rendezvous_rate_limited_total',
+    help: 'Requests refused by a rate limit or session cap, by budget',
+    labelNames: ['budget'] as const,
+    registers: [this.registry],
+  });
+
+  readonly longPollWaiters = new Gauge({
+    name: 'rendezvous_longpoll_waiters',
+    help: 'Long-poll requests currently waiting on this replica',
+    registers: [this.registry],
+  });
+
+  readonly longPollWakeups = new Counter({
+    name: 'rendezvous_longpoll_wakeups_total',
+    help: 'Long-poll requests answered, by cause (change, timeout, deleted, shutdown)',
+    labelNames: ['cause'] as const,
+    registers: [this.registry],
+  });
+
+  readonly redisErrors = new Counter({
+    name: 'rendezvous_redis_errors_total',
+    help: 'Redis commands that failed (connection, timeout or reply errors)',
+    registers: [this.registry],
+  });
+
+  readonly redisDuration = new Histogram({
+    name: 'rendezvous_redis_command_duration_seconds',
+    help: 'Redis round-trip time by store operation',
+    labelNames: ['operation'] as const,
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
+    registers: [this.registry],
+  });
+
+  constructor(options: { processMetrics?: boolean } = {}) {
+    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'rendezvous_' });
+  }
+}
