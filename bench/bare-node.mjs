@@ -1,0 +1,25 @@
+// The runtime's per-process ceiling: a bare Node http server answering a fixed 304 with the same
+// headers a rendezvous 304 carries. Nothing the service does can be faster than this on one core.
+import http from 'node:http';
+
+const headers = {
+  'Cache-Control': 'no-store, no-transform',
+  Pragma: 'no-cache',
+  'X-Content-Type-Options': 'nosniff',
+  'Access-Control-Allow-Origin': '*',
+  'Access-Control-Expose-Headers': 'ETag, Location, Expires, Last-Modified',
+  ETag: '"AAAAAAAA.1"',
+  Expires: 'Thu, 01 Jan 2026 00:05:00 GMT',
+  'Last-Modified': 'Thu, 01 Jan 2026 00:00:00 GMT',
+  'Content-Type': 'application/octet-stream',
+  'Content-Length': '256',
+};
+
+const server = http.createServer((_req, res) => {
+  res.writeHead(304, headers);
+  res.end();
+});
+server.listen(0, '127.0.0.1', () => {
+  process.stdout.write(`${JSON.stringify({ msg: 'listening', port: server.address().port })}\n`);
+});
+process.on('SIGTERM', () => process.exit(0));

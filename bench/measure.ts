@@ -1,0 +1,91 @@
+import autocannon from 'autocannon';
+import { Checker } from './scenarios';
+
+// The parser autocannon uses; a dependency of autocannon, not of this project.
+const { HTTPParser } = require('http-parser-js') as { HTTPParser: { kOnHeadersComplete: number } };
+
+export interface Measurement {
+  /** Responses per second over the measured window. */
+  rps: number;
+  p50: number;
+  p99: number;
+  max: number;
+  requests: number;
+  /** Unexpected statuses, socket errors and timeouts, warm-up included. */
+  errors: number;
+  firstError?: string;
+}
+
+export interface LoadOptions {
+  url: string;
+  connections: number;
+  durationS: number;
+  warmupS: number;
+  requests: autocannon.Request[];
+  check: Checker;
+  /** Called about once a second with the seconds left in the measured window. */
+  tick?: (secondsLeft: number) => void;
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+/**
+ * The load generator's parser lets a 304's Content-Length (which RFC 9110 allows it to carry, as the
+ * length a 200 would have had) override the implied empty body, and then waits for bytes that never
+ * come. Telling it to skip the body of a 304 is what every HTTP client does.
+ */
+function skipBodyOf304(client: { parser: Record<number, (info: { statusCode: number }) => unknown> }): void {
+  queueMicrotask(() => {
+    const key = HTTPParser.kOnHeadersComplete;
+    const original = client.parser[key]!;
+    client.parser[key] = (info) => {
+      original(info);
+      return info.statusCode === 304;
+    };
+  });
+}
+
+function run(opts: LoadOptions, durationS: number, latencies: number[] | undefined) {
+  const instance = autocannon({
+    url: opts.url,
+    connections: opts.connections,
+    pipelining: 1,
+    duration: durationS,
+    timeout: 10,
+    requests: opts.requests,
+    setupClient: skipBodyOf304 as never,
+  }) as unknown as autocannon.Instance & PromiseLike<autocannon.Result>;
+  // autocannon's own histogram has 1 ms resolution; loopback latencies need finer, so keep every one.
+  if (latencies !== undefined) {
+    instance.on('response', (_client: unknown, _status: number, _bytes: number, ms: number) => latencies.push(ms));
+  }
+  let left = durationS;
+  const timer = opts.tick ? setInterval(() => opts.tick!(--left), 1000) : undefined;
+  return Promise.resolve(instance).finally(() => clearInterval(timer));
+}
+
+/** Warms the process up with the same load, then measures a fixed window at fixed concurrency. */
+export async function measure(opts: LoadOptions): Promise<Measurement> {
+  let transportErrors = 0;
+  if (opts.warmupS > 0) {
+    const w = await run(opts, opts.warmupS, undefined);
+    transportErrors += w.errors + w.timeouts;
+  }
+  const latencies: number[] = [];
+  const r = await run(opts, opts.durationS, latencies);
+  transportErrors += r.errors + r.timeouts;
+  const sorted = Float64Array.from(latencies).sort();
+  const errors = opts.check.unexpected + transportErrors;
+  return {
+    rps: r.requests.total / r.duration,
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    max: sorted.length > 0 ? sorted[sorted.length - 1]! : NaN,
+    requests: r.requests.total,
+    errors,
+    ...(errors > 0 ? { firstError: opts.check.first ?? `${transportErrors} socket errors or timeouts` } : {}),
+  };
+}

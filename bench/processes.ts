@@ -1,0 +1,66 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { Replica } from '../test/helpers/replica';
+
+export { RedisServer } from '../test/helpers/redis';
+export { Replica };
+
+/**
+ * Settings every measured replica gets: limits off (0 disables each), so the run measures the
+ * server and not the limiter; no access log; a TTL long enough to outlive the run.
+ */
+export const REPLICA_ENV: Record<string, string> = {
+  LOG_LEVEL: 'info',
+  RZ_ACCESS_LOG: 'false',
+  RZ_CREATE_RATE: '0',
+  RZ_REQUEST_RATE: '0',
+  RZ_MAX_SESSIONS: '0',
+  RZ_MAX_SESSIONS_PER_ADDRESS: '0',
+  RZ_TTL_SECONDS: '300',
+};
+
+export function startReplica(redisUrl: string | undefined): Promise<Replica> {
+  return Replica.start(redisUrl === undefined ? REPLICA_ENV : { ...REPLICA_ENV, REDIS_URL: redisUrl });
+}
+
+/** The bare Node baseline as its own process, like a replica. */
+export class BareNode {
+  private constructor(
+    readonly proc: ChildProcess,
+    readonly port: number,
+  ) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  static start(): Promise<BareNode> {
+    const proc = spawn(process.execPath, [join(__dirname, 'bare-node.mjs')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    return new Promise((resolve, reject) => {
+      createInterface({ input: proc.stdout! }).once('line', (line) => {
+        resolve(new BareNode(proc, (JSON.parse(line) as { port: number }).port));
+      });
+      proc.once('exit', (code) => reject(new Error(`bare node server exited with ${code}`)));
+    });
+  }
+
+  stop(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.proc.exitCode !== null) return resolve();
+      this.proc.once('exit', () => resolve());
+      this.proc.kill('SIGTERM');
+    });
+  }
+}
+
+/** Resident set size of a process in bytes (Linux), or undefined elsewhere. */
+export function rssOf(pid: number): number | undefined {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m === null ? undefined : Number(m[1]) * 1024;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,115 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+
+export interface CeilingRow {
+  name: string;
+  command: string;
+  rps: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+const LUA = join(__dirname, '..', 'dist', 'store', 'lua');
+
+/**
+ * Redis's own ceiling for the commands one request sends, measured with redis-benchmark at the same
+ * concurrency: what the service could reach if Node cost nothing. Keys are shaped like the store's.
+ */
+export async function redisCeiling(opts: {
+  port: number;
+  connections: number;
+  requests: number;
+  payload: string;
+}): Promise<CeilingRow[]> {
+  const client = new Redis({ port: opts.port, host: '127.0.0.1', lazyConnect: false });
+  try {
+    const sha = async (file: string) => (await client.script('LOAD', readFileSync(join(LUA, file), 'utf8'))) as string;
+    const create = await sha('createSession-1.lua');
+    const update = await sha('updateSession-2.lua');
+    const key = 'rz:{bench-ceiling}';
+    await client.del(key);
+    await client.evalsha(create, 1, key, 'msc3886', 'application/octet-stream', opts.payload, 600_000, 'tag');
+    // Random keys expire soon: they must not outlive the run or weigh on the memory figures.
+    const table: [string, string, string[]][] = [
+      ['poll / GET (read)', 'HMGET', ['HMGET', key, 'f', 't', 'd', 'r', 'g', 'c', 'm', 'e']],
+      [
+        'write / PUT (update script)',
+        'EVALSHA updateSession',
+        [
+          'EVALSHA',
+          update,
+          '2',
+          key,
+          `${key}:txn`,
+          'msc3886',
+          'any',
+          '',
+          opts.payload,
+          'application/octet-stream',
+          '',
+          '256',
+          `${key}:wake`,
+        ],
+      ],
+      [
+        'create / POST (create script)',
+        'EVALSHA createSession',
+        [
+          'EVALSHA',
+          create,
+          '1',
+          'rz:{bench-__rand_int__}',
+          'msc3886',
+          'application/octet-stream',
+          opts.payload,
+          '20000',
+          'tag',
+        ],
+      ],
+    ];
+    const rows: CeilingRow[] = [];
+    for (const [name, command, args] of table) {
+      rows.push({ name, command, ...(await redisBenchmark(opts, args)) });
+    }
+    return rows;
+  } finally {
+    client.disconnect();
+  }
+}
+
+function redisBenchmark(
+  opts: { port: number; connections: number; requests: number },
+  args: string[],
+): Promise<{ rps: number; p50: number; p99: number; max: number }> {
+  const argv = [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(opts.port),
+    '-c',
+    String(opts.connections),
+    '-n',
+    String(opts.requests),
+  ];
+  argv.push('-r', '1000000000', '--csv', ...args);
+  return new Promise((resolve, reject) => {
+    const proc = spawn('redis-benchmark', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    proc.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    proc.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    proc.once('error', reject);
+    proc.once('exit', (code) => {
+      const line = out.trim().split('\n').pop() ?? '';
+      const cells = line.split('","').map((c) => c.replace(/"/g, ''));
+      // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+      const rps = Number(cells[1]);
+      if (code !== 0 || !Number.isFinite(rps))
+        return reject(new Error(`redis-benchmark failed (${code}): ${err || out}`));
+      resolve({ rps, p50: Number(cells[4]), p99: Number(cells[6]), max: Number(cells[7]) });
+    });
+  });
+}

@@ -1,0 +1,160 @@
+import type autocannon from 'autocannon';
+import type { Family, Headers, Req, SessionRef } from './families';
+import { send } from './http';
+
+export const SCENARIOS = ['create', 'poll-unchanged', 'write', 'exchange'] as const;
+export type ScenarioName = (typeof SCENARIOS)[number];
+
+/** Requests one full exchange makes: create, join, three round trips (write + read), delete. */
+export const EXCHANGE_STEPS = 9;
+
+/** Answers that were not what the protocol promises; any of these is an error of the run. */
+export class Checker {
+  unexpected = 0;
+  first: string | undefined;
+
+  expect(what: string, status: number, expected: number): boolean {
+    if (status === expected) return true;
+    this.unexpected++;
+    this.first ??= `${what} answered ${status}, expected ${expected}`;
+    return false;
+  }
+}
+
+export interface Prepared {
+  requests: autocannon.Request[];
+  /** HTTP requests per iteration of `requests` (the exchange counts as one operation of 9). */
+  steps: number;
+}
+
+type Ctx = { s?: SessionRef; seen?: string };
+type AcRequest = autocannon.Request & Record<string, unknown>;
+
+/** A session that never exists: a step that lost its session still sends something, and counts. */
+const LOST: SessionRef = { path: '/bench-lost-session', version: '"lost"' };
+
+function request(
+  build: (ctx: Ctx) => Req,
+  onResponse?: (status: number, body: string, ctx: Ctx, headers: Headers) => void,
+): AcRequest {
+  return {
+    setupRequest: (req: AcRequest, ctx: Ctx) => {
+      const r = build(ctx);
+      return { ...req, method: r.method, path: r.path, headers: r.headers, body: r.body ?? '' };
+    },
+    ...(onResponse ? { onResponse } : {}),
+  } as AcRequest;
+}
+
+export async function createSessions(base: string, family: Family, n: number, payload: string): Promise<SessionRef[]> {
+  const out: SessionRef[] = [];
+  for (let i = 0; i < n; i++) {
+    const res = await send(base, family.create(payload));
+    const s = res.status === family.created ? family.parseCreated(res.body, res.headers) : undefined;
+    if (s === undefined) throw new Error(`${family.name} create answered ${res.status}: ${res.body.slice(0, 200)}`);
+    // The ETag family creates empty sessions in MSC4108; one write gives every session the same shape.
+    const w = await send(base, family.write(s, payload));
+    const v = w.status === family.written ? family.versionAfterWrite(w.body, w.headers) : undefined;
+    if (v === undefined) throw new Error(`${family.name} write answered ${w.status}: ${w.body.slice(0, 200)}`);
+    out.push({ path: s.path, version: v });
+  }
+  return out;
+}
+
+/**
+ * The autocannon request list of one scenario. Sessions a scenario needs up front (poll, write) are
+ * created here, through the server itself, before the clock starts.
+ */
+export async function prepare(
+  scenario: ScenarioName,
+  opts: { base: string; family: Family; connections: number; payload: string; check: Checker },
+): Promise<Prepared> {
+  const { base, family, connections, payload, check } = opts;
+  const f = family;
+  switch (scenario) {
+    case 'create':
+      return {
+        steps: 1,
+        requests: [
+          request(
+            () => f.create(payload),
+            (status) => check.expect('create', status, f.created),
+          ),
+        ],
+      };
+    case 'poll-unchanged': {
+      const sessions = await createSessions(base, f, Math.min(connections, 64), payload);
+      let next = 0;
+      return {
+        steps: 1,
+        requests: [
+          request(
+            () => f.poll(sessions[next++ % sessions.length]!),
+            (status) => check.expect('poll', status, f.polled),
+          ),
+        ],
+      };
+    }
+    case 'write': {
+      // Each session is held by one connection at a time, so its If-Match is always current.
+      const free = await createSessions(base, f, connections * 2, payload);
+      return {
+        steps: 1,
+        requests: [
+          request(
+            (ctx) => f.write((ctx.s = free.pop() ?? LOST), payload),
+            (status, body, ctx, headers) => {
+              const s = ctx.s;
+              if (s === undefined || s === LOST) return void check.expect('write (no free session)', 0, f.written);
+              if (check.expect('write', status, f.written)) s.version = f.versionAfterWrite(body, headers) ?? s.version;
+              free.unshift(s);
+            },
+          ),
+        ],
+      };
+    }
+    case 'exchange': {
+      const steps: AcRequest[] = [
+        request(
+          () => f.create(''),
+          (status, body, ctx, headers) => {
+            if (check.expect('exchange create', status, f.created)) ctx.s = f.parseCreated(body, headers);
+          },
+        ),
+        request(
+          (ctx) => f.read(ctx.s ?? LOST, ''),
+          (status, _b, ctx) => {
+            check.expect('exchange join', status, 200);
+            ctx.seen = ctx.s?.version;
+          },
+        ),
+      ];
+      for (let round = 1; round <= 3; round++) {
+        steps.push(
+          request(
+            (ctx) => f.write(ctx.s ?? LOST, payload),
+            (status, body, ctx, headers) => {
+              if (check.expect(`exchange write ${round}`, status, f.written) && ctx.s !== undefined) {
+                ctx.s.version = f.versionAfterWrite(body, headers) ?? ctx.s.version;
+              }
+            },
+          ),
+          request(
+            (ctx) => f.read(ctx.s ?? LOST, ctx.seen ?? ''),
+            (status, _b, ctx) => {
+              check.expect(`exchange read ${round}`, status, 200);
+              ctx.seen = ctx.s?.version;
+            },
+          ),
+        );
+      }
+      steps.push(
+        request(
+          (ctx) => f.delete(ctx.s ?? LOST),
+          (status) => check.expect('exchange delete', status, f.deleted),
+        ),
+      );
+      return { steps: EXCHANGE_STEPS, requests: steps };
+    }
+  }
+}
