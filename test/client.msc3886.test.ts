@@ -4,9 +4,7 @@ import type { Replica } from './helpers/replica';
 import { startReplicas, via } from './helpers/replicas';
 
 // The published MSC3886 client (Element Web's transport before MSC4108), exactly as shipped.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 const { MSC3886SimpleHttpRendezvousTransport } = require('matrix-js-sdk-30/lib/rendezvous/transports');
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 require('matrix-js-sdk-30/lib/logger').logger.setLevel('silent');
 
 interface Transport {
