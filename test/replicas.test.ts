@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import net from 'node:net';
 import { RedisServer } from './helpers/redis';
 import { Replica } from './helpers/replica';
+import { RedisStore } from '../src/store/redis';
 import { startReplicas, via } from './helpers/replicas';
 import { expectMatrixError } from './helpers/http';
 
@@ -202,7 +203,7 @@ describe('SIGTERM', () => {
       expect(await replica.exit).to.equal(0);
       const client = redis.client();
       const id = path.slice(1);
-      expect((await client.hget(`rz:{${id}}`, 'd'))!.toString()).to.equal('1234567890');
+      expect((await new RedisStore(client).get(id, 'msc3886'))!.data.toString()).to.equal('1234567890');
       client.disconnect();
     } finally {
       await replica.stop('SIGKILL');

@@ -41,8 +41,42 @@ export function defineScripts(client: Client): void {
 
 const OUTCOMES: Record<number, UpdateOutcome> = { 1: 'updated', 2: 'conflict', 3: 'unchanged' };
 
-/** Fields read on every GET, in this order, in one HMGET. */
-const FIELDS = ['f', 't', 'd', 'r', 'g', 'c', 'm', 'e'] as const;
+const NEWLINE = 0x0a;
+
+/**
+ * Reads the one-string layout "<family> <rev> <salt> <created> <modified> <expires> <type>\n<payload>"
+ * (createSession-1.lua). The payload is a view into the reply, not a copy; latin1 is a byte-for-byte
+ * decoding, so the content type is echoed exactly as it was stored.
+ */
+function parseSession(id: string, family: Family, v: Buffer): Session | null {
+  const nl = v.indexOf(NEWLINE);
+  if (nl < 0) return null;
+  const head = v.toString('latin1', 0, nl);
+  if (!head.startsWith(family) || head.charCodeAt(family.length) !== 0x20) return null;
+  let at = family.length + 1;
+  const next = () => {
+    const end = head.indexOf(' ', at);
+    const field = head.slice(at, end);
+    at = end + 1;
+    return field;
+  };
+  const rev = Number(next());
+  const tag = next();
+  const createdAt = Number(next());
+  const modifiedAt = Number(next());
+  const expiresAt = Number(next());
+  return {
+    id,
+    family,
+    contentType: head.slice(at),
+    data: v.subarray(nl + 1),
+    rev,
+    tag,
+    createdAt,
+    modifiedAt,
+    expiresAt,
+  };
+}
 
 /** Redis errors that mean "not now" rather than "this server has a bug". */
 const TRANSIENT_REPLY = /^(LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|BUSY|NOREPLICAS|MOVED|ASK)\b/;
@@ -96,25 +130,13 @@ export class RedisStore implements SessionStore {
   }
 
   async get(id: string, family: Family): Promise<Session | null> {
-    let v: (Buffer | null)[];
+    let v: Buffer | null;
     try {
-      v = await this.client.hmgetBuffer(sessionKey(id), ...FIELDS);
+      v = await this.client.getBuffer(sessionKey(id));
     } catch (err) {
       throw translate(err);
     }
-    // latin1 is a byte-for-byte copy: the fields are ASCII except the content type, echoed verbatim.
-    if (v[0] === null || v[0].toString('latin1') !== family) return null;
-    return {
-      id,
-      family,
-      contentType: v[1]!.toString('latin1'),
-      data: v[2]!,
-      rev: Number(v[3]!.toString('latin1')),
-      tag: v[4]!.toString('latin1'),
-      createdAt: Number(v[5]!.toString('latin1')),
-      modifiedAt: Number(v[6]!.toString('latin1')),
-      expiresAt: Number(v[7]!.toString('latin1')),
-    };
+    return v === null ? null : parseSession(id, family, v);
   }
 
   async update(id: string, input: UpdateInput): Promise<UpdateResult> {

@@ -2,7 +2,7 @@
   Compare-and-set write of a session's payload: the check, the write, the transaction record and
   the wake-up notice are one atomic step, whichever replica runs it.
 
-  KEYS[1]  session hash              rz:{<id>}
+  KEYS[1]  session string            rz:{<id>} (layout in createSession-1.lua)
   KEYS[2]  transaction record hash   rz:{<id>}:txn
   ARGV[1]  family the caller speaks (another family's session is "not found")
   ARGV[2]  condition: 'any' | 'etag' | 'token'
@@ -18,10 +18,17 @@
   code: 1 updated, 2 conflict, 3 unchanged (stale token, identical data: idempotent retry),
         4 replayed (a known txnId; answered_* is what it got the first time), 5 too many txnIds.
 ]]
-local cur = redis.call('HMGET', KEYS[1], 'f', 'r', 'g', 'd', 't', 'c', 'm', 'e')
-if cur[1] ~= ARGV[1] then
+local value = redis.call('GET', KEYS[1])
+if not value then
   return {0}
 end
+local nl = string.find(value, '\n', 1, true)
+local f, r, g, c, m, e, t = string.match(string.sub(value, 1, nl - 1), '^(%S+) (%d+) (%S+) (%d+) (%d+) (%d+) (.*)$')
+if f ~= ARGV[1] then
+  return {0}
+end
+-- The order the hash layout had; the payload (index 4) is only cut out when compared.
+local cur = {f, r, g, false, t, c, m, e}
 
 local txn = ARGV[6]
 if txn ~= '' then
@@ -59,7 +66,7 @@ local rev = tonumber(cur[2])
 local modified = tonumber(cur[7])
 local ctype = cur[5]
 if not matched then
-  if mode == 'token' and ARGV[4] == cur[4] then
+  if mode == 'token' and ARGV[4] == string.sub(value, nl + 1) then
     code = 3
   else
     code = 2
@@ -69,7 +76,8 @@ else
   modified = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   rev = rev + 1
   ctype = ARGV[5]
-  redis.call('HSET', KEYS[1], 'd', ARGV[4], 't', ctype, 'r', rev, 'm', modified)
+  local head = string.format('%s %d %s %s %d %s %s\n', cur[1], rev, cur[3], cur[6], modified, cur[8], ctype)
+  redis.call('SET', KEYS[1], head .. ARGV[4], 'KEEPTTL')
   redis.call('SPUBLISH', ARGV[8], rev)
 end
 
