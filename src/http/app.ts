@@ -7,6 +7,7 @@ import type { SessionStore } from '../store/types';
 import type { Metrics } from '../metrics';
 import { msc3886Routes } from '../protocols/msc3886';
 import { commonHeaders } from './headers';
+import { corsFastPath } from './cors';
 import { errorHandler } from './errors';
 import { accessLog } from './access-log';
 import { healthRoutes, type Lifecycle } from './health';
@@ -35,13 +36,16 @@ export function createApp(deps: AppDeps): Koa {
 
   app.use(commonHeaders);
   app.use(
-    cors({
-      origin: '*',
-      allowMethods: ['GET', 'PUT', 'POST', 'DELETE', 'OPTIONS'],
-      allowHeaders: ALLOWED,
-      exposeHeaders: EXPOSED,
-      maxAge: 86400,
-    }),
+    corsFastPath(
+      cors({
+        origin: '*',
+        allowMethods: ['GET', 'PUT', 'POST', 'DELETE', 'OPTIONS'],
+        allowHeaders: ALLOWED,
+        exposeHeaders: EXPOSED,
+        maxAge: 86400,
+      }),
+      EXPOSED,
+    ),
   );
   if (config.accessLog) app.use(accessLog(log));
   app.use(lifecycle.middleware);
