@@ -134,6 +134,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
         warmupS: opts.warmupS,
         requests: requests as never,
         check,
+        status: 304,
         tick: (left) => status(`bare Node 304 (${label})`, left),
       });
     };
@@ -176,6 +177,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
             warmupS: opts.warmupS,
             requests: prepared.requests,
             check,
+            ...(prepared.status === undefined ? {} : { status: prepared.status }),
             tick: (left) => status(label, left),
           });
           rows.push({

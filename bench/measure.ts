@@ -23,6 +23,8 @@ export interface LoadOptions {
   warmupS: number;
   requests: autocannon.Request[];
   check: Checker;
+  /** When every answer must have this status (fixed requests): checked from the status table. */
+  status?: number;
   /** Called about once a second with the seconds left in the measured window. */
   tick?: (secondsLeft: number) => void;
 }
@@ -70,13 +72,18 @@ function run(opts: LoadOptions, durationS: number, latencies: number[] | undefin
 /** Warms the process up with the same load, then measures a fixed window at fixed concurrency. */
 export async function measure(opts: LoadOptions): Promise<Measurement> {
   let transportErrors = 0;
-  if (opts.warmupS > 0) {
-    const w = await run(opts, opts.warmupS, undefined);
-    transportErrors += w.errors + w.timeouts;
-  }
+  const account = (r: autocannon.Result) => {
+    transportErrors += r.errors + r.timeouts;
+    if (opts.status === undefined) return;
+    const stats = (r.statusCodeStats ?? {}) as Record<string, { count?: number }>;
+    for (const [code, { count = 0 }] of Object.entries(stats)) {
+      if (count > 0) opts.check.expect('request', Number(code), opts.status, count);
+    }
+  };
+  if (opts.warmupS > 0) account(await run(opts, opts.warmupS, undefined));
   const latencies: number[] = [];
   const r = await run(opts, opts.durationS, latencies);
-  transportErrors += r.errors + r.timeouts;
+  account(r);
   const sorted = Float64Array.from(latencies).sort();
   const errors = opts.check.unexpected + transportErrors;
   return {
