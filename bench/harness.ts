@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
+import { Redis } from 'ioredis';
 import { FAMILIES, type Family, familyNamed } from './families';
 import { send } from './http';
 import { measure, type Measurement } from './measure';
@@ -52,6 +53,8 @@ export const SMOKE: Omit<BenchOptions, 'progress'> = {
   redisRequests: 2_000,
 };
 
+export type Figures = Pick<Measurement, 'rps' | 'p50' | 'p99' | 'max'> & { cpuUs?: number };
+
 export interface Row {
   family: string;
   store: StoreKind;
@@ -61,6 +64,8 @@ export interface Row {
   m?: Measurement;
   /** Operations per second when one operation is several requests (the exchange). */
   opsPerSec?: number;
+  /** The bare Node figures this row is compared with: the mean of the runs just before and after it. */
+  base?: Figures;
 }
 
 export interface Machine {
@@ -80,7 +85,10 @@ export interface BenchResults {
   seconds: number;
   options: Omit<BenchOptions, 'progress'>;
   machine: Machine;
-  baseline: { start: Measurement; end: Measurement; rps: number; p50: number; p99: number; max: number };
+  /** Every bare Node run, in order: one before each family and store, one at the end. */
+  baselines: { label: string; m: Measurement }[];
+  /** Their mean, for the summary. */
+  baseline: Figures;
   redis: CeilingRow[];
   rows: Row[];
   memory: MemoryFigures;
@@ -101,6 +109,28 @@ function machine(): Machine {
   };
 }
 
+function meanOf(ms: Measurement[]): Figures {
+  const avg = (k: 'rps' | 'p50' | 'p99' | 'max') => ms.reduce((sum, m) => sum + m[k], 0) / ms.length;
+  const cpu = ms.map((m) => m.cpuUsPerRequest?.server);
+  const cpuUs = cpu.every((c) => c !== undefined) ? cpu.reduce((a, c) => a + c!, 0) / cpu.length : undefined;
+  return {
+    rps: avg('rps'),
+    p50: avg('p50'),
+    p99: avg('p99'),
+    max: avg('max'),
+    ...(cpuUs === undefined ? {} : { cpuUs }),
+  };
+}
+
+async function pidOfRedis(port: number): Promise<number> {
+  const client = new Redis({ port, host: '127.0.0.1' });
+  try {
+    return Number(/process_id:(\d+)/.exec(await client.info('server'))![1]);
+  } finally {
+    client.disconnect();
+  }
+}
+
 /** Whether this build serves the family: its create route must not be 404. */
 async function available(base: string, family: Family): Promise<boolean> {
   return (await send(base, family.create(''))).status !== 404;
@@ -111,34 +141,39 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
   const started = Date.now();
   const mach = machine();
   const families = opts.families.map(familyNamed);
-  const plan = 2 + 1 + opts.stores.length * families.length * SCENARIOS.length + 1;
+  const groups = opts.stores.length * families.length;
+  const plan = 1 + groups * (1 + SCENARIOS.length) + 1 + 1;
   let step = 0;
   const status = (what: string, left?: number) =>
     opts.progress(`[${String(step).padStart(2)}/${plan}] ${what}${left === undefined ? '' : ` ${left}s`}`);
 
   const redis = await RedisServer.start();
+  const redisPid = await pidOfRedis(redis.port);
   const bare = await BareNode.start();
   const replicas = new Map<StoreKind, Replica>();
   try {
     for (const store of opts.stores) replicas.set(store, await startReplica(store === 'redis' ? redis.url : undefined));
 
+    // The machine may be shared: bare Node is measured again next to each group of scenarios, and
+    // each row is compared with the runs that bracket it, so a change of load moves both alike.
+    const baselines: { label: string; m: Measurement }[] = [];
     const baselineRun = async (label: string) => {
       step++;
-      const check = new Checker();
-      const requests = [{ method: 'GET', path: '/bench', headers: { 'If-None-Match': '"AAAAAAAA.1"' } }];
       status(`bare Node 304 (${label})`);
-      return measure({
+      const m = await measure({
         url: bare.url,
         connections: opts.connections,
         durationS: opts.durationS,
-        warmupS: opts.warmupS,
-        requests: requests as never,
-        check,
+        warmupS: baselines.length === 0 ? opts.warmupS : 0,
+        requests: [{ method: 'GET', path: '/bench', headers: { 'If-None-Match': '"AAAAAAAA.1"' } }] as never,
+        check: new Checker(),
         status: 304,
+        pids: { server: bare.proc.pid! },
         tick: (left) => status(`bare Node 304 (${label})`, left),
       });
+      baselines.push({ label, m });
+      return m;
     };
-    const baseStart = await baselineRun('start');
 
     step++;
     status('Redis ceiling (redis-benchmark)');
@@ -150,17 +185,26 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
     });
 
     const rows: Row[] = [];
+    const pending: Row[] = [];
+    let before: Measurement | undefined;
+    const bracket = async (label: string) => {
+      const after = await baselineRun(label);
+      for (const row of pending.splice(0)) row.base = meanOf(before === undefined ? [after] : [before, after]);
+      before = after;
+    };
     for (const store of opts.stores) {
       const replica = replicas.get(store)!;
       for (const family of families) {
         const ok = await available(replica.url, family);
+        if (!ok) {
+          step += 1 + SCENARIOS.length;
+          for (const scenario of SCENARIOS) rows.push({ family: family.name, store, scenario, available: false });
+          continue;
+        }
+        await bracket(`before ${family.name} ${store}`);
         for (const scenario of SCENARIOS) {
           step++;
           const label = `${family.name} ${store} ${scenario}`;
-          if (!ok) {
-            rows.push({ family: family.name, store, scenario, available: false });
-            continue;
-          }
           status(label);
           const check = new Checker();
           const prepared = await prepare(scenario, {
@@ -178,21 +222,23 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
             requests: prepared.requests,
             check,
             ...(prepared.status === undefined ? {} : { status: prepared.status }),
+            pids: store === 'redis' ? { server: replica.proc.pid!, redis: redisPid } : { server: replica.proc.pid! },
             tick: (left) => status(label, left),
           });
-          rows.push({
+          const row: Row = {
             family: family.name,
             store,
             scenario,
             available: true,
             m,
             ...(prepared.steps > 1 ? { opsPerSec: m.rps / prepared.steps } : {}),
-          });
+          };
+          rows.push(row);
+          pending.push(row);
         }
       }
     }
-
-    const baseEnd = await baselineRun('end');
+    await bracket('end');
 
     step++;
     status(`memory: ${opts.memorySessions} sessions of ${opts.memoryPayloadBytes} bytes`);
@@ -215,7 +261,6 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
       if (rss !== undefined) memory.memory = rss;
     }
 
-    const mean = (a: number, b: number) => (a + b) / 2;
     const { progress: _progress, ...options } = opts;
     return {
       startedAt: new Date(started).toISOString(),
@@ -223,14 +268,8 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
       seconds: (Date.now() - started) / 1000,
       options,
       machine: mach,
-      baseline: {
-        start: baseStart,
-        end: baseEnd,
-        rps: mean(baseStart.rps, baseEnd.rps),
-        p50: mean(baseStart.p50, baseEnd.p50),
-        p99: mean(baseStart.p99, baseEnd.p99),
-        max: mean(baseStart.max, baseEnd.max),
-      },
+      baselines,
+      baseline: meanOf(baselines.map((x) => x.m)),
       redis: ceiling,
       rows,
       memory,

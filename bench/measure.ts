@@ -1,4 +1,5 @@
 import autocannon from 'autocannon';
+import { cpuMsOf } from './processes';
 import { Checker } from './scenarios';
 
 // The parser autocannon uses; a dependency of autocannon, not of this project.
@@ -14,6 +15,8 @@ export interface Measurement {
   /** Unexpected statuses, socket errors and timeouts, warm-up included. */
   errors: number;
   firstError?: string;
+  /** CPU time the measured processes spent per request, in µs (by process label). */
+  cpuUsPerRequest?: Record<string, number>;
 }
 
 export interface LoadOptions {
@@ -25,6 +28,8 @@ export interface LoadOptions {
   check: Checker;
   /** When every answer must have this status (fixed requests): checked from the status table. */
   status?: number;
+  /** Processes whose CPU time per request is reported (server, Redis), by label. */
+  pids?: Record<string, number>;
   /** Called about once a second with the seconds left in the measured window. */
   tick?: (secondsLeft: number) => void;
 }
@@ -82,8 +87,18 @@ export async function measure(opts: LoadOptions): Promise<Measurement> {
   };
   if (opts.warmupS > 0) account(await run(opts, opts.warmupS, undefined));
   const latencies: number[] = [];
+  const cpu = () => Object.entries(opts.pids ?? {}).map(([label, pid]) => [label, cpuMsOf(pid)] as const);
+  const cpuBefore = cpu();
   const r = await run(opts, opts.durationS, latencies);
+  const cpuAfter = cpu();
   account(r);
+  const cpuUsPerRequest: Record<string, number> = {};
+  cpuBefore.forEach(([label, before], i) => {
+    const after = cpuAfter[i]![1];
+    if (before !== undefined && after !== undefined && r.requests.total > 0) {
+      cpuUsPerRequest[label] = ((after - before) * 1000) / r.requests.total;
+    }
+  });
   const sorted = Float64Array.from(latencies).sort();
   const errors = opts.check.unexpected + transportErrors;
   return {
@@ -93,6 +108,7 @@ export async function measure(opts: LoadOptions): Promise<Measurement> {
     max: sorted.length > 0 ? sorted[sorted.length - 1]! : NaN,
     requests: r.requests.total,
     errors,
+    ...(Object.keys(cpuUsPerRequest).length > 0 ? { cpuUsPerRequest } : {}),
     ...(errors > 0 ? { firstError: opts.check.first ?? `${transportErrors} socket errors or timeouts` } : {}),
   };
 }

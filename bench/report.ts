@@ -1,4 +1,4 @@
-import type { BenchResults, Row } from './harness';
+import type { BenchResults, Figures, Row } from './harness';
 
 export interface Target {
   what: string;
@@ -10,14 +10,15 @@ const int = (n: number) => Math.round(n).toLocaleString('en-US');
 const ms = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '–');
 const ratio = (n: number) => (Number.isFinite(n) ? `${n.toFixed(2)}×` : '–');
 const bytes = (n: number) => `${int(n)} B`;
+const us = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? '–' : n.toFixed(0));
 
 /** The issue's targets, checked against this run (one replica, Redis store, the run's concurrency). */
 export function targets(r: BenchResults): Target[] {
   const out: Target[] = [];
-  const base = r.baseline.rps;
   const redisRows = r.rows.filter((x) => x.store === 'redis' && x.available && x.m !== undefined);
   for (const row of redisRows) {
     const m = row.m!;
+    const base = (row.base ?? r.baseline).rps;
     if (row.scenario === 'poll-unchanged') {
       out.push({
         what: `${row.family} poll-unchanged ≥ 30% of bare Node req/s`,
@@ -47,16 +48,19 @@ export function targets(r: BenchResults): Target[] {
   return out;
 }
 
-function scenarioRow(x: Row, base: BenchResults['baseline']): string {
+function scenarioRow(x: Row, fallback: Figures): string {
+  const base = x.base ?? fallback;
   if (!x.available || x.m === undefined) {
-    return `| ${x.family} | ${x.store} | ${x.scenario} | not available (create route answers 404) | | | | | | | | |`;
+    return `| ${x.family} | ${x.store} | ${x.scenario} | not available (create route answers 404) | | | | | | | | | | |`;
   }
   const m = x.m;
   const rps = x.opsPerSec === undefined ? int(m.rps) : `${int(m.rps)} (${int(x.opsPerSec)} exchanges/s)`;
   return (
     `| ${x.family} | ${x.store} | ${x.scenario} | ${rps} | ${ratio(m.rps / base.rps)} | ` +
     `${ms(m.p50)} | ${ratio(m.p50 / base.p50)} | ${ms(m.p99)} | ${ratio(m.p99 / base.p99)} | ` +
-    `${ms(m.max)} | ${ratio(m.max / base.max)} | ${m.errors}${m.firstError ? ` (${m.firstError})` : ''} |`
+    `${ms(m.max)} | ${ratio(m.max / base.max)} | ${us(m.cpuUsPerRequest?.server)} | ` +
+    `${ratio((m.cpuUsPerRequest?.server ?? NaN) / (base.cpuUs ?? NaN))} | ${us(m.cpuUsPerRequest?.redis)} | ` +
+    `${m.errors}${m.firstError ? ` (${m.firstError})` : ''} |`
   );
 }
 
@@ -72,31 +76,32 @@ export function markdown(r: BenchResults, extraSections: string[] = []): string 
       `load generator ${mach.loadGenerator}; load average at start ${mach.loadAverageAtStart.map((x) => x.toFixed(2)).join(' ')}.`,
     '',
     `Concurrency ${o.connections}, ${o.durationS} s measured per scenario after ${o.warmupS} s of warm-up, ` +
-      `one replica per store, ${o.payloadBytes}-byte payloads. Ratios (×) are to the bare Node baseline of this run ` +
-      `(mean of its start and end measurements).`,
+      `one replica per store, ${o.payloadBytes}-byte payloads. Ratios (×) are to the bare Node baseline of this run, ` +
+      `measured before each family and store and at the end: each row is compared with the mean of the two runs ` +
+      `around it.`,
     '',
     '## Baselines',
     '',
-    '| baseline | req/s | p50 ms | p99 ms | max ms | errors |',
-    '|---|---:|---:|---:|---:|---:|',
+    '| baseline | req/s | p50 ms | p99 ms | max ms | CPU µs/req | errors |',
+    '|---|---:|---:|---:|---:|---:|---:|',
   ];
-  for (const [label, m] of [
-    ['bare Node 304, start of run', b.start],
-    ['bare Node 304, end of run', b.end],
-  ] as const) {
-    lines.push(`| ${label} | ${int(m.rps)} | ${ms(m.p50)} | ${ms(m.p99)} | ${ms(m.max)} | ${m.errors} |`);
+  for (const { label, m } of r.baselines) {
+    lines.push(
+      `| bare Node 304, ${label} | ${int(m.rps)} | ${ms(m.p50)} | ${ms(m.p99)} | ${ms(m.max)} | ` +
+        `${us(m.cpuUsPerRequest?.server)} | ${m.errors} |`,
+    );
   }
   for (const c of r.redis) {
     lines.push(
-      `| Redis alone: ${c.name}, \`${c.command}\` (redis-benchmark) | ${int(c.rps)} | ${ms(c.p50)} | ${ms(c.p99)} | ${ms(c.max)} | 0 |`,
+      `| Redis alone: ${c.name}, \`${c.command}\` (redis-benchmark) | ${int(c.rps)} | ${ms(c.p50)} | ${ms(c.p99)} | ${ms(c.max)} | | 0 |`,
     );
   }
   lines.push(
     '',
     '## Scenarios',
     '',
-    '| family | store | scenario | req/s | × | p50 ms | × | p99 ms | × | max ms | × | errors |',
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+    '| family | store | scenario | req/s | × | p50 ms | × | p99 ms | × | max ms | × | server CPU µs/req | × | Redis CPU µs/req | errors |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...r.rows.map((x) => scenarioRow(x, b)),
     '',
     '## Memory',

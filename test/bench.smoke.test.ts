@@ -34,8 +34,10 @@ describe('bench (smoke)', function () {
   });
 
   it('measures the bare Node and Redis baselines and the memory figures', () => {
-    expect(results.baseline.start.requests).to.be.greaterThan(0);
-    expect(results.baseline.end.requests).to.be.greaterThan(0);
+    // One before each family and store, one at the end.
+    expect(results.baselines).to.have.length(3);
+    for (const b of results.baselines) expect(b.m.requests).to.be.greaterThan(0);
+    for (const r of results.rows) expect(r.base!.rps).to.be.greaterThan(0);
     expect(results.redis.map((r) => r.command)).to.include('GET');
     for (const r of results.redis) expect(r.rps).to.be.greaterThan(0);
     expect(results.memory.redis!.usagePerSession).to.be.greaterThan(SMOKE.memoryPayloadBytes);
