@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config';
 import type { SessionStore } from '../store/types';
 import type { Metrics } from '../metrics';
+import type { LongPoll } from '../longpoll';
 import { msc3886Routes } from '../protocols/msc3886';
 import { commonHeaders } from './headers';
 import { errorHandler } from './errors';
@@ -18,6 +19,7 @@ export interface AppDeps {
   log: Logger;
   lifecycle: Lifecycle;
   metrics: Metrics;
+  longPoll: LongPoll;
 }
 
 /** Browsers may read the validators from JS (Element Web fails with "ETag missing" otherwise). */
@@ -26,12 +28,13 @@ const ALLOWED = ['Content-Type', 'If-Match', 'If-None-Match', 'Authorization', '
 
 /** The whole middleware stack, outermost first: read this to know what every request goes through. */
 export function createApp(deps: AppDeps): Koa {
-  const { config, store, log, lifecycle, metrics } = deps;
+  const { config, store, log, lifecycle, metrics, longPoll } = deps;
   const app = new Koa();
   app.silent = true;
   app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
 
-  const routers: Router[] = [healthRoutes(store, lifecycle), msc3886Routes({ config, store, log, metrics })];
+  const protocol = { config, store, log, metrics, longPoll };
+  const routers: Router[] = [healthRoutes(store, lifecycle), msc3886Routes(protocol)];
 
   app.use(commonHeaders);
   app.use(

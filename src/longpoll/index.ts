@@ -1,0 +1,42 @@
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Config } from '../config';
+import type { Metrics } from '../metrics';
+import { redisOptions } from '../store';
+import { MemoryStore } from '../store/memory';
+import type { SessionStore } from '../store/types';
+import { MemoryNotifier } from './memory-notifier';
+import type { Notifier } from './notifier';
+import { RedisNotifier, type SubscriberFactory } from './redis-notifier';
+import { LongPoll } from './waiters';
+
+export { LongPoll, type WaitResult } from './waiters';
+export { preferredWaitSeconds } from './prefer';
+export type { Notifier } from './notifier';
+
+/**
+ * The subscriber connection: like the store's, but it restores its subscriptions itself (see
+ * RedisNotifier) and never pipelines, since subscribe commands change the connection's mode.
+ */
+export function subscriberFactory(config: Config): SubscriberFactory {
+  return () =>
+    new Redis(config.redisUrl!, { ...redisOptions(config), enableAutoPipelining: false, autoResubscribe: false });
+}
+
+/** In-process notices for the in-memory store, Redis sharded pub/sub for the Redis store. */
+export function createNotifier(config: Config, store: SessionStore, log: Logger): Notifier {
+  if (store instanceof MemoryStore) return new MemoryNotifier(store);
+  return new RedisNotifier(subscriberFactory(config), log);
+}
+
+export function createLongPoll(config: Config, store: SessionStore, log: Logger, metrics: Metrics): LongPoll {
+  return new LongPoll(store, createNotifier(config, store, log), longPollLimits(config), metrics);
+}
+
+export function longPollLimits(config: Config) {
+  return {
+    maxWaitMs: config.longPollMaxWaitSeconds * 1000,
+    maxWaiters: config.longPollMaxWaiters,
+    maxWaitersPerAddress: config.longPollMaxWaitersPerAddress,
+  };
+}
