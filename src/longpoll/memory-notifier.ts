@@ -31,6 +31,8 @@ export class MemoryNotifier implements Notifier {
     return this.table.stats();
   }
 
+  async settled(): Promise<void> {}
+
   async close(): Promise<void> {
     this.store.setWakeListener(undefined);
   }

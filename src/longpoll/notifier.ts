@@ -36,6 +36,8 @@ export interface Notifier {
   /** Registers the listener at once (synchronously) and subscribes if it is the session's first. */
   listen(id: string, listener: WakeListener): Subscription;
   stats(): NotifierStats;
+  /** Resolves once every (un)subscribe issued so far has been carried out by the backend. */
+  settled(): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -79,6 +79,11 @@ export class RedisNotifier implements Notifier {
     return this.table.stats();
   }
 
+  /** Commands on one connection run in order: once a PING is answered, all before it are done. */
+  async settled(): Promise<void> {
+    await this.sub.ping();
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     try {

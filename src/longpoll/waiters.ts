@@ -131,7 +131,8 @@ class Waiter {
   private readAgain = false;
   private subscribed = false;
   private announced = false;
-  private readonly expiresAt: number;
+  /** The timer ends at the session's expiry rather than at the end of the wait asked for. */
+  private endsAtExpiry = false;
 
   constructor(
     private readonly lp: LongPoll,
@@ -139,7 +140,6 @@ class Waiter {
     private readonly resolve: (r: WaitResult) => void,
   ) {
     this.held = req.current;
-    this.expiresAt = req.current.expiresAt;
   }
 
   start(): void {
@@ -148,9 +148,10 @@ class Waiter {
     const socket = res.socket;
     if (res.destroyed || socket === null || socket.destroyed) return this.finish({ cause: 'aborted' });
     res.once('close', this.onClose);
-    // Never beyond the session's expiry: at that moment the answer is 404, not 304.
-    const now = Date.now();
-    const untilExpiry = this.expiresAt - now;
+    // Never beyond the session's expiry: at that moment the answer is 404, not 304. (Timers may fire
+    // a millisecond early, so the timer remembers which deadline it stands for.)
+    const untilExpiry = this.held.expiresAt - Date.now();
+    this.endsAtExpiry = untilExpiry <= this.req.waitMs;
     this.timer = setTimeout(this.onTimer, Math.max(0, Math.min(this.req.waitMs, untilExpiry)));
     this.sub = this.lp.notifier.listen(this.req.id, this.onWake);
     // No lost wake-up: the caller's read happened BEFORE this subscription existed, so a write that
@@ -182,7 +183,7 @@ class Waiter {
   private readonly onTimer = (): void => {
     this.timer = undefined;
     if (this.done) return;
-    if (Date.now() >= this.expiresAt) return this.finish({ cause: 'gone' });
+    if (this.endsAtExpiry) return this.finish({ cause: 'gone' });
     this.endWithCurrent('timeout');
   };
 
