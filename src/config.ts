@@ -257,7 +257,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const parsed = s.schema.safeParse(value);
     if (parsed.success) {
       out[s.key] = parsed.data;
-    } else {
+    } else if (given || typeof s.default !== 'function') {
+      // A derived default only fails when what it derives from is bad, which is reported already.
       problems.push(`${s.name} must be ${s.expect} (got ${JSON.stringify(raw)})`);
     }
   }

@@ -1,39 +1,12 @@
 import { expect } from 'chai';
 import { RedisServer } from './helpers/redis';
-import { Replica } from './helpers/replica';
-import { freePort } from './helpers/ports';
+import type { Replica } from './helpers/replica';
+import { startReplicas, via } from './helpers/replicas';
 import { request } from './helpers/http';
 
 const MSC4108 = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous';
 
-/** What a load balancer does: the same path, sent to another replica. */
-const onReplica = (url: string, replica: Replica) => {
-  const u = new URL(url);
-  return `${replica.url}${u.pathname}${u.search}`;
-};
-
-/**
- * Two replicas on one Redis, each announcing itself as the public base URL, so a party that created
- * a session on A keeps talking to A while the other party is sent to B.
- */
-async function startReplicas(extra: (ports: number[]) => Record<string, string>[] = () => [{}, {}]) {
-  const redis = await RedisServer.start();
-  const ports = [await freePort(), await freePort()];
-  const extras = extra(ports);
-  const replicas = await Promise.all(
-    ports.map((port, i) =>
-      Replica.start({
-        REDIS_URL: redis.url,
-        PORT: String(port),
-        RZ_PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
-        ...extras[i],
-      }),
-    ),
-  );
-  return { redis, a: replicas[0]!, b: replicas[1]! };
-}
-
-describe('real clients through two replicas', function () {
+describe('matrix-js-sdk@43 MSC4108 client through two replicas', function () {
   // The js-sdk clients poll once a second: a few messages each way take several seconds.
   this.timeout(30_000);
   let redis: RedisServer;
@@ -41,7 +14,8 @@ describe('real clients through two replicas', function () {
   let b: Replica;
 
   before(async () => {
-    ({ redis, a, b } = await startReplicas());
+    redis = await RedisServer.start();
+    [a, b] = (await startReplicas(2, { REDIS_URL: redis.url })) as [Replica, Replica];
   });
   after(async () => {
     await Promise.all([a?.stop(), b?.stop()]);
@@ -60,7 +34,7 @@ describe('real clients through two replicas', function () {
       await creator.send('hello from the new device');
       expect(creator.ready).to.equal(true);
       expect(creator.url!.startsWith(`${a.url}${MSC4108}/`)).to.equal(true);
-      joiner = new sdk.MSC4108RendezvousSession({ url: onReplica(creator.url!, b), onFailure });
+      joiner = new sdk.MSC4108RendezvousSession({ url: via(b, creator.url!), onFailure });
       expect(await joiner.receive()).to.equal('hello from the new device');
       for (let i = 1; i <= 3; i++) {
         await joiner.send(`joiner message ${i}`);
@@ -73,31 +47,7 @@ describe('real clients through two replicas', function () {
       await creator.close();
       await joiner?.close();
     }
-    expect((await request('GET', onReplica(creator.url!, b))).status).to.equal(404);
-  });
-
-  it('matrix-js-sdk@30.3.0 MSC3886SimpleHttpRendezvousTransport: creator on A, joiner on B, 3 messages each way', async () => {
-    const { MSC3886SimpleHttpRendezvousTransport } = require('matrix-js-sdk-30/lib/rendezvous/transports');
-    require('matrix-js-sdk-30/lib/logger').logger.setLevel('silent');
-    const failures: unknown[] = [];
-    const onFailure = (reason: unknown) => failures.push(reason);
-    const client = { baseUrl: a.url, doesServerSupportUnstableFeature: async () => false };
-    const creator = new MSC3886SimpleHttpRendezvousTransport({ onFailure, client, fallbackRzServer: `${a.url}/` });
-    await creator.send({ type: 'm.login.progress', step: 1 });
-    const { uri } = await creator.details();
-    expect(uri.startsWith(`${a.url}/`)).to.equal(true);
-    const joiner = new MSC3886SimpleHttpRendezvousTransport({ onFailure, client, fallbackRzServer: `${b.url}/` });
-    joiner.uri = onReplica(uri, b);
-    expect(await joiner.receive()).to.deep.equal({ type: 'm.login.progress', step: 1 });
-    for (let i = 1; i <= 3; i++) {
-      await joiner.send({ from: 'joiner', i });
-      expect(await creator.receive()).to.deep.equal({ from: 'joiner', i });
-      await creator.send({ from: 'creator', i });
-      expect(await joiner.receive()).to.deep.equal({ from: 'creator', i });
-    }
-    await joiner.cancel('user_declined');
-    expect(failures).to.deep.equal(['user_declined']);
-    expect((await request('GET', uri)).status).to.equal(404);
+    expect((await request('GET', via(b, creator.url!))).status).to.equal(404);
   });
 });
 
@@ -181,11 +131,10 @@ describe('a matrix-rust-sdk-like MSC4108 client', () => {
   let b: Replica;
 
   before(async () => {
+    redis = await RedisServer.start();
+    [b] = (await startReplicas(1, { REDIS_URL: redis.url })) as [Replica];
     // A delegates creates to B (307), as a homeserver delegating to a rendezvous server would.
-    ({ redis, a, b } = await startReplicas((ports): Record<string, string>[] => [
-      { RZ_MSC4108_DELEGATE_URL: `http://127.0.0.1:${ports[1]}${MSC4108}` },
-      {},
-    ]));
+    [a] = (await startReplicas(1, { REDIS_URL: redis.url, RZ_MSC4108_DELEGATE_URL: b.url + MSC4108 })) as [Replica];
   });
   after(async () => {
     await Promise.all([a?.stop(), b?.stop()]);
@@ -195,7 +144,7 @@ describe('a matrix-rust-sdk-like MSC4108 client', () => {
   it('creates through a 307 with an empty body, then exchanges messages both ways with If-None-Match polling', async () => {
     const creator = await RustLikeChannel.create(a.url + MSC4108);
     expect(creator.url.startsWith(`${b.url}${MSC4108}/`)).to.equal(true);
-    const joiner = await RustLikeChannel.join(onReplica(creator.url, a));
+    const joiner = await RustLikeChannel.join(via(a, creator.url));
     const creatorGot = creator.receive();
     await joiner.send('login request');
     expect(await creatorGot).to.equal('login request');
