@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { ConfigError, loadConfig } from '../src/config';
+import { MemoryVerdictCache } from '../src/auth';
 import { FakeHomeserver } from './helpers/fake-homeserver';
 import { RedisServer } from './helpers/redis';
 import { request, type Reply } from './helpers/http';
@@ -175,5 +176,19 @@ describe('create policy', () => {
         await s.stop();
       }
     });
+  });
+
+  it('the in-memory verdict cache forgets expired verdicts and stays bounded', async () => {
+    let now = 1000;
+    const cache = new MemoryVerdictCache(2, () => now);
+    await cache.set('a', 'valid', 100);
+    await cache.set('b', 'invalid', 100);
+    expect(await cache.get('a')).to.equal('valid');
+    await cache.set('c', 'valid', 100); // over the bound: the oldest goes
+    expect(await cache.get('a')).to.equal(undefined);
+    expect(await cache.get('b')).to.equal('invalid');
+    now += 100;
+    expect(await cache.get('b')).to.equal(undefined);
+    expect(await cache.get('c')).to.equal(undefined);
   });
 });

@@ -57,7 +57,9 @@ export class WhoamiVerifier {
         redirect: 'error',
       });
       status = res.status;
-      body = status === 200 ? await res.json().catch(() => undefined) : await res.body?.cancel();
+      // Read or discard the body either way, so the connection can be reused.
+      if (status === 200) body = await res.json().catch(() => undefined);
+      else await res.body?.cancel();
     } catch (err) {
       if ((err as Error).name === 'TimeoutError') {
         this.opts.log.warn({ timeoutMs: this.opts.timeoutMs }, 'homeserver did not answer the token check in time');
