@@ -149,7 +149,7 @@ const SCRIPT: { from: 'N' | 'E'; thinkS: number; what: string }[] = [
 ];
 
 /** The family the simulated devices speak (MSC4108 is what shipping apps use). */
-const LOGIN_FAMILY = 'msc3886' as const;
+const LOGIN_FAMILY = 'msc4108' as const;
 
 async function oneLogin(n: RendezvousClient, e: RendezvousClient, eReplica: Replica, scale: number): Promise<void> {
   const devices = {} as Record<'N' | 'E', RendezvousSession>;

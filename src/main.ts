@@ -22,7 +22,7 @@ export async function start(config: Config): Promise<RunningServer> {
   const store = await createStore(config, log);
   const lifecycle = new Lifecycle();
   const metrics = new Metrics();
-  const longPoll = createLongPoll(config, store, log, metrics);
+  const longPoll = await createLongPoll(config, store, log, metrics);
   const app = createApp({ config, store, log, lifecycle, metrics, longPoll });
   const server = createHttpServer(app, config);
   const address = await listen(server, config.port, config.host);

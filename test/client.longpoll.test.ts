@@ -25,7 +25,7 @@ function countingFetch() {
   };
 }
 
-const FAMILIES: Family[] = ['msc3886'];
+const FAMILIES: Family[] = ['msc3886', 'msc4108', 'msc4388'];
 
 describe('client helper', function () {
   let longPollServer: TestServer;

@@ -111,6 +111,22 @@ describe('long-poll across two replicas on one Redis', function () {
     }
   });
 
+  it('holds MSC4108 GETs too, answering with Content-Type text/plain exactly', async () => {
+    const s = await new RendezvousClient({ baseUrl: b.url, family: 'msc4108' }).create('first');
+    const isWaiting = waiting(a.longPoll);
+    const held = heldGet(on(a, s.url), s.version!, FOREVER);
+    await isWaiting;
+    await s.write('second');
+    const res = await held.response;
+    expect(res.status).to.equal(200);
+    expect(res.headers['content-type']).to.equal('text/plain');
+    expect(res.body).to.equal('second');
+    const timedOut = await heldGet(on(a, s.url), s.version!, 1).response;
+    expect(timedOut.status).to.equal(304);
+    expect(timedOut.headers['content-type']).to.equal('text/plain');
+    expect(timedOut.headers.etag).to.equal(s.version);
+  });
+
   it('answers 304 with the validators and Preference-Applied when the wait ends without a change', async () => {
     const s = await created(b);
     const res = await fetch(on(a, s.url), { headers: { 'If-None-Match': s.version!, Prefer: 'wait=1' } });
@@ -342,5 +358,78 @@ describe('long-poll on the in-memory store', function () {
     const res = await fetch(s.url, { headers: { Prefer: 'wait=5' } });
     expect(res.status).to.equal(200);
     expect(await res.text()).to.equal('first');
+  });
+});
+
+describe('long-poll on MSC4388 (sequence_token + timeout_ms)', function () {
+  let a: TestServer;
+  let b: TestServer;
+  const PREFIX = '/_matrix/client/unstable/io.element.msc4388/rendezvous';
+
+  before(async () => {
+    const redisUrl = await sharedRedisUrl();
+    [a, b] = await Promise.all([
+      startServer({ REDIS_URL: redisUrl, ...LONGPOLL_ENV }),
+      startServer({ REDIS_URL: redisUrl, ...LONGPOLL_ENV }),
+    ]);
+  });
+  after(async () => {
+    await Promise.all([a?.stop(), b?.stop()]);
+  });
+
+  async function create(server: TestServer) {
+    const s = await new RendezvousClient({ baseUrl: server.url, family: 'msc4388' }).create('first');
+    return { s, id: new URL(s.url).pathname.split('/').pop()! };
+  }
+  const held = (server: TestServer, id: string, token: string, ms: number) =>
+    fetch(`${server.url}${PREFIX}/${id}?sequence_token=${token}&timeout_ms=${ms}`);
+
+  it('wakes a waiter on replica A with a PUT on replica B: 200 with the new data and token', async () => {
+    const { s, id } = await create(b);
+    const isWaiting = waiting(a.longPoll);
+    const res = held(a, id, s.version!, FOREVER * 1000);
+    await isWaiting;
+    await s.write('second');
+    const body = (await (await res).json()) as Record<string, unknown>;
+    expect(body).to.include({ data: 'second', sequence_token: s.version });
+  });
+
+  it('answers 200 with the unchanged payload when the timeout ends', async () => {
+    const { s, id } = await create(b);
+    const res = await held(a, id, s.version!, 200);
+    expect(res.status).to.equal(200);
+    expect(await res.json()).to.include({ data: 'first', sequence_token: s.version });
+  });
+
+  it('answers at once when the token is already stale, and ends a wait with 404 on DELETE', async () => {
+    const { s, id } = await create(b);
+    const stale = await held(a, id, 'old', FOREVER * 1000);
+    expect(await stale.json()).to.include({ data: 'first', sequence_token: s.version });
+    const isWaiting = waiting(a.longPoll);
+    const res = held(a, id, s.version!, FOREVER * 1000);
+    await isWaiting;
+    await s.delete();
+    await expectMatrixError(await res, 404, 'M_NOT_FOUND');
+  });
+
+  it('refuses malformed parameters with 400 and treats one alone as a plain GET', async () => {
+    const { s, id } = await create(b);
+    for (const q of ['timeout_ms=-1', 'timeout_ms=abc', 'timeout_ms=1e3', 'timeout_ms=9999999999']) {
+      await expectMatrixError(
+        await fetch(`${a.url}${PREFIX}/${id}?sequence_token=${s.version}&${q}`),
+        400,
+        'M_INVALID_PARAM',
+      );
+    }
+    await expectMatrixError(
+      await fetch(`${a.url}${PREFIX}/${id}?sequence_token=a%20b&timeout_ms=10`),
+      400,
+      'M_INVALID_PARAM',
+    );
+    for (const q of [`sequence_token=${s.version}`, `timeout_ms=${FOREVER * 1000}`]) {
+      const res = await fetch(`${a.url}${PREFIX}/${id}?${q}`);
+      expect(res.status).to.equal(200);
+      expect(await res.json()).to.include({ data: 'first' });
+    }
   });
 });

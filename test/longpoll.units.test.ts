@@ -55,9 +55,15 @@ const BACKENDS: [string, () => Promise<Backend>][] = [
       await whenReady(client, 5000);
       const store = new RedisStore(client);
       const notifier = new RedisNotifier(
-        () => new Redis(url, { ...redisOptions({ redisCommandTimeoutMs: 2000 }), autoResubscribe: false }),
+        () =>
+          new Redis(url, {
+            ...redisOptions({ redisCommandTimeoutMs: 2000 }),
+            enableAutoPipelining: false,
+            autoResubscribe: false,
+          }),
         createLogger({ logLevel: 'silent' }),
       );
+      await notifier.connected(5000);
       return { store, notifier, close: async () => (await notifier.close(), await store.close()) };
     },
   ],

@@ -7,6 +7,10 @@ import type { SessionStore } from '../store/types';
 import type { Metrics } from '../metrics';
 import type { LongPoll } from '../longpoll';
 import { msc3886Routes } from '../protocols/msc3886';
+import { msc4108Routes } from '../protocols/msc4108';
+import { msc4388Routes } from '../protocols/msc4388';
+import { MemoryVerdictCache, RedisVerdictCache, createPolicy, type VerdictCache } from '../auth';
+import { RedisStore } from '../store/redis';
 import { commonHeaders } from './headers';
 import { errorHandler } from './errors';
 import { accessLog } from './access-log';
@@ -34,7 +38,11 @@ export function createApp(deps: AppDeps): Koa {
   app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
 
   const protocol = { config, store, log, metrics, longPoll };
-  const routers: Router[] = [healthRoutes(store, lifecycle), msc3886Routes(protocol)];
+  // Token verdicts live next to the sessions, so every replica shares them.
+  const verdicts: VerdictCache =
+    store instanceof RedisStore ? new RedisVerdictCache(store.client) : new MemoryVerdictCache();
+  const routers: Router[] = [healthRoutes(store, lifecycle), msc3886Routes(protocol), msc4108Routes(protocol)];
+  if (config.msc4388Enabled) routers.push(msc4388Routes(protocol, createPolicy(config, verdicts, log)));
 
   app.use(commonHeaders);
   app.use(

@@ -29,8 +29,21 @@ export function createNotifier(config: Config, store: SessionStore, log: Logger)
   return new RedisNotifier(subscriberFactory(config), log);
 }
 
-export function createLongPoll(config: Config, store: SessionStore, log: Logger, metrics: Metrics): LongPoll {
-  return new LongPoll(store, createNotifier(config, store, log), longPollLimits(config), metrics);
+/**
+ * Waits (boundedly) for the subscriber like the store waits for its connection; if it is not up yet,
+ * waits are held on timers alone until it is, then re-checked.
+ */
+export async function createLongPoll(
+  config: Config,
+  store: SessionStore,
+  log: Logger,
+  metrics: Metrics,
+): Promise<LongPoll> {
+  const notifier = createNotifier(config, store, log);
+  if (notifier instanceof RedisNotifier && !(await notifier.connected(5000))) {
+    log.warn('long-poll subscriber is not connected yet: waits end at their timeout until it is');
+  }
+  return new LongPoll(store, notifier, longPollLimits(config), metrics);
 }
 
 export function longPollLimits(config: Config) {

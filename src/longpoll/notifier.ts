@@ -48,12 +48,19 @@ export function parseWake(message: string): WakeEvent | null {
   return Number.isSafeInteger(rev) && rev > 0 ? { kind: 'changed', rev } : null;
 }
 
+interface Entry {
+  listeners: Set<WakeListener>;
+  /** The latest subscribe attempt; listeners joining later wait for it too. */
+  ready: Promise<void>;
+  failed: boolean;
+}
+
 /**
  * The listeners of every session somebody waits on, shared by both backends. `onFirst`/`onLast`
  * are where a backend subscribes and unsubscribes.
  */
 export class ListenerTable {
-  private readonly bySession = new Map<string, { listeners: Set<WakeListener>; ready: Promise<void> }>();
+  private readonly bySession = new Map<string, Entry>();
   private listenerCount = 0;
 
   constructor(
@@ -61,14 +68,26 @@ export class ListenerTable {
     private readonly onLast: (id: string) => void,
   ) {}
 
+  /** Subscribes the entry; a failed attempt is retried by the next listener or the next reconnect. */
+  private subscribe(id: string, entry: Entry): Promise<void> {
+    const ready = this.onFirst(id);
+    entry.failed = false;
+    entry.ready = ready;
+    // Waiters observe a rejection through `ready`; this records it and keeps it from being unhandled.
+    ready.catch(() => {
+      if (entry.ready === ready) entry.failed = true;
+    });
+    return ready;
+  }
+
   listen(id: string, listener: WakeListener): Subscription {
     let entry = this.bySession.get(id);
     if (entry === undefined) {
-      const ready = this.onFirst(id);
-      // Waiters observe the rejection through `ready`; this only keeps it from being unhandled.
-      ready.catch(() => {});
-      entry = { listeners: new Set(), ready };
+      entry = { listeners: new Set(), ready: Promise.resolve(), failed: false };
       this.bySession.set(id, entry);
+      this.subscribe(id, entry);
+    } else if (entry.failed) {
+      this.subscribe(id, entry);
     }
     entry.listeners.add(listener);
     this.listenerCount++;
@@ -101,16 +120,12 @@ export class ListenerTable {
   }
 
   /** Re-subscribes every session (after a reconnect) and tells every listener to re-read. */
-  async resubscribeAll(subscribe: (id: string) => Promise<void>): Promise<void> {
+  async resubscribeAll(): Promise<void> {
     const ids = [...this.bySession.keys()];
-    const results = await Promise.allSettled(ids.map(subscribe));
+    const results = await Promise.allSettled(ids.map((id) => this.subscribe(id, this.bySession.get(id)!)));
     for (let i = 0; i < ids.length; i++) {
       if (results[i]!.status === 'fulfilled') this.dispatch(ids[i]!, { kind: 'resync' });
     }
-  }
-
-  ids(): IterableIterator<string> {
-    return this.bySession.keys();
   }
 
   stats(): NotifierStats {

@@ -44,7 +44,7 @@ export class RedisNotifier implements Notifier {
     this.sub.on('ready', () => {
       if (down) log.info('long-poll subscriber connection restored');
       down = false;
-      void this.table.resubscribeAll((id) => this.subscribe(id));
+      void this.table.resubscribeAll();
     });
     this.sub.on('smessage', (channel: string, message: string) => this.onMessage(channel, message));
   }
@@ -69,6 +69,21 @@ export class RedisNotifier implements Notifier {
       return;
     }
     if (event !== null) this.table.dispatch(id, event);
+  }
+
+  /** Resolves when the subscriber connection is up, or false after `timeoutMs` (it keeps trying). */
+  connected(timeoutMs: number): Promise<boolean> {
+    if (this.sub.status === 'ready') return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        this.sub.off('ready', onReady);
+        resolve(ok);
+      };
+      const onReady = () => done(true);
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.sub.on('ready', onReady);
+    });
   }
 
   listen(id: string, listener: WakeListener): Subscription {

@@ -4,7 +4,15 @@ import { readBody } from '../http/body';
 import { MatrixError } from '../http/errors';
 import type { ProtocolDeps } from './context';
 import { createSession } from './create';
-import { EMPTY_JSON, conditionHeader, notFound, sendBody, sessionId, setValidators } from './etag-family';
+import {
+  EMPTY_JSON,
+  conditionHeader,
+  deleteHandler,
+  notFound,
+  sendBody,
+  sessionId,
+  setValidators,
+} from './etag-family';
 import { etagReadHandler } from './long-poll';
 
 /** MSC3886 lives at the server root and under the prefix a homeserver can reverse-proxy. */
@@ -61,11 +69,7 @@ export function msc3886Routes({ config, store, longPoll }: ProtocolDeps): Router
     });
 
     router.get(`${prefix}/:id`, etagReadHandler(store, longPoll, FAMILY));
-
-    router.delete(`${prefix}/:id`, async (ctx) => {
-      if (!(await store.delete(sessionId(ctx), FAMILY))) throw notFound();
-      ctx.status = 204;
-    });
+    router.delete(`${prefix}/:id`, deleteHandler(store, FAMILY));
   }
   return router;
 }
