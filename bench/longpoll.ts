@@ -54,7 +54,15 @@ export interface LoginFigures {
 export interface LongPollResults {
   wakeup: { rounds: number; p50Ms: number; p99Ms: number; maxMs: number; meanMs: number };
   login: { script: string; thinkSeconds: number; longPoll: LoginFigures; polling: LoginFigures };
-  memory: { waits: number; idleRssMb: number; heldRssMb: number; perWaitKb: number; subscribedChannels: number };
+  memory: {
+    waits: number;
+    idleRssMb: number;
+    /** Half a second after the last wait subscribed, and 5 s later (V8 gives back part of the burst's heap). */
+    heldRssMb: number;
+    settledRssMb: number;
+    perWaitKb: number;
+    subscribedChannels: number;
+  };
   targets: { wakeupP99Under10ms: boolean; waitsUnder300Mb: boolean; requestsTenfold: boolean; getsTenfold: boolean };
 }
 
@@ -246,10 +254,13 @@ async function waitMemory(redisUrl: string, opts: LongPollBenchOptions): Promise
     }
     await sleep(500);
     const held = rssMb(r.proc.pid!);
+    await sleep(5000);
+    const settled = rssMb(r.proc.pid!);
     return {
       waits: opts.waits,
       idleRssMb: round1(idle),
       heldRssMb: round1(held),
+      settledRssMb: round1(settled),
       perWaitKb: round1(((held - idle) * 1024) / opts.waits),
       subscribedChannels: channels,
     };
@@ -333,9 +344,11 @@ function markdown(r: LongPollResults, opts: LongPollBenchOptions): string {
     '',
     `### Memory: one replica holding ${r.memory.waits} concurrent waits (one per session, ${r.memory.subscribedChannels} channels subscribed)`,
     '',
-    '| RSS idle (sessions created) | RSS while holding | per wait | target < 300 MB |',
-    '|---|---|---|---|',
-    `| ${r.memory.idleRssMb} MB | ${r.memory.heldRssMb} MB | ${r.memory.perWaitKb} kB | ${ok(r.targets.waitsUnder300Mb)} |`,
+    '| RSS idle (sessions created) | RSS holding (+0.5 s) | RSS holding (+5.5 s) | per wait | target < 300 MB |',
+    '|---|---|---|---|---|',
+    `| ${r.memory.idleRssMb} MB | ${r.memory.heldRssMb} MB | ${r.memory.settledRssMb} MB | ${r.memory.perWaitKb} kB | ${ok(r.targets.waitsUnder300Mb)} |`,
+    '',
+    'The target is judged on the first figure.',
     '',
   ].join('\n');
 }
