@@ -5,7 +5,12 @@ import type { Logger } from 'pino';
 import type { Config } from '../config';
 import type { SessionStore } from '../store/types';
 import type { Metrics } from '../metrics';
+import type { LongPoll } from '../longpoll';
 import { msc3886Routes } from '../protocols/msc3886';
+import { msc4108Routes } from '../protocols/msc4108';
+import { msc4388Routes } from '../protocols/msc4388';
+import { MemoryVerdictCache, RedisVerdictCache, createPolicy, type VerdictCache } from '../auth';
+import { RedisStore } from '../store/redis';
 import { commonHeaders } from './headers';
 import { corsFastPath } from './cors';
 import { errorHandler } from './errors';
@@ -19,6 +24,7 @@ export interface AppDeps {
   log: Logger;
   lifecycle: Lifecycle;
   metrics: Metrics;
+  longPoll: LongPoll;
 }
 
 /** Browsers may read the validators from JS (Element Web fails with "ETag missing" otherwise). */
@@ -27,12 +33,17 @@ const ALLOWED = ['Content-Type', 'If-Match', 'If-None-Match', 'Authorization', '
 
 /** The whole middleware stack, outermost first: read this to know what every request goes through. */
 export function createApp(deps: AppDeps): Koa {
-  const { config, store, log, lifecycle, metrics } = deps;
+  const { config, store, log, lifecycle, metrics, longPoll } = deps;
   const app = new Koa();
   app.silent = true;
   app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
 
-  const routers: Router[] = [healthRoutes(store, lifecycle), msc3886Routes({ config, store, log, metrics })];
+  const protocol = { config, store, log, metrics, longPoll };
+  // Token verdicts live next to the sessions, so every replica shares them.
+  const verdicts: VerdictCache =
+    store instanceof RedisStore ? new RedisVerdictCache(store.client) : new MemoryVerdictCache();
+  const routers: Router[] = [healthRoutes(store, lifecycle), msc3886Routes(protocol), msc4108Routes(protocol)];
+  if (config.msc4388Enabled) routers.push(msc4388Routes(protocol, createPolicy(config, verdicts, log)));
 
   app.use(commonHeaders);
   app.use(

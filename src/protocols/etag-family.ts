@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http';
 import { MatrixError } from '../http/errors';
 import { httpDate } from '../http/headers';
 import { OPAQUE_ID } from '../ids';
-import { type Session, type SessionMeta, etagOf } from '../store/types';
+import { type Family, type Session, type SessionMeta, type SessionStore, etagOf } from '../store/types';
 import { type EntityTagCondition, parseEntityTags } from './conditional';
 
 /**
@@ -56,4 +56,12 @@ export function sendNotModified(ctx: Context, session: Session, contentType = se
   res.setHeader('Content-Type', contentType);
   res.setHeader('Content-Length', session.data.length);
   res.end();
+}
+
+/** DELETE of a session: 204, or 404 when there is none of this family. */
+export function deleteHandler(store: SessionStore, family: Family) {
+  return async (ctx: Context): Promise<void> => {
+    if (!(await store.delete(sessionId(ctx), family))) throw notFound();
+    ctx.status = 204;
+  };
 }

@@ -2,19 +2,18 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import { readBody } from '../http/body';
 import { MatrixError } from '../http/errors';
-import { etagOf } from '../store/types';
-import { conditionMatches } from './conditional';
 import type { ProtocolDeps } from './context';
 import { createSession } from './create';
 import {
   EMPTY_JSON,
   conditionHeader,
+  deleteHandler,
   notFound,
   sendBody,
-  sendNotModified,
   sessionId,
   setValidators,
 } from './etag-family';
+import { etagReadHandler } from './long-poll';
 
 /** MSC3886 lives at the server root and under the prefix a homeserver can reverse-proxy. */
 export const MSC3886_PREFIXES = ['', '/_matrix/client/unstable/org.matrix.msc3886/rendezvous'] as const;
@@ -33,7 +32,7 @@ function requestContentType(ctx: Context): string {
   return raw;
 }
 
-export function msc3886Routes({ config, store }: ProtocolDeps): Router {
+export function msc3886Routes({ config, store, longPoll }: ProtocolDeps): Router {
   const router = new Router();
   const ttlMs = config.ttlSeconds * 1000;
   const createdBody = (id: string) => JSON.stringify({ id, max_bytes: config.maxBytes });
@@ -69,20 +68,8 @@ export function msc3886Routes({ config, store }: ProtocolDeps): Router {
       sendBody(ctx, 202, 'application/json', EMPTY_JSON);
     });
 
-    router.get(`${prefix}/:id`, async (ctx) => {
-      const id = sessionId(ctx);
-      const cond = conditionHeader(ctx, 'If-None-Match');
-      const session = await store.get(id, FAMILY);
-      if (session === null) throw notFound();
-      if (cond !== null && conditionMatches(cond, etagOf(session))) return sendNotModified(ctx, session);
-      setValidators(ctx.res, session);
-      sendBody(ctx, 200, session.contentType, session.data);
-    });
-
-    router.delete(`${prefix}/:id`, async (ctx) => {
-      if (!(await store.delete(sessionId(ctx), FAMILY))) throw notFound();
-      ctx.status = 204;
-    });
+    router.get(`${prefix}/:id`, etagReadHandler(store, longPoll, FAMILY));
+    router.delete(`${prefix}/:id`, deleteHandler(store, FAMILY));
   }
   return router;
 }
