@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { FAMILIES, type Family, familyNamed } from './families';
 import { send } from './http';
 import { measure, type Measurement } from './measure';
+import { LONGPOLL_FULL, type LongPollBenchOptions, type LongPollResults, runLongPollBench } from './longpoll';
 import { type MemoryFigures, memoryStoreRss, redisMemory } from './memory';
 import { BareNode, RedisServer, type Replica, startReplica } from './processes';
 import { type CeilingRow, redisCeiling } from './redis-ceiling';
@@ -24,6 +25,8 @@ export interface BenchOptions {
   memoryPayloadBytes: number;
   /** Commands per redis-benchmark run. */
   redisRequests: number;
+  /** The long-poll measurements (their own replicas and Redis), or undefined to skip them. */
+  longpoll?: LongPollBenchOptions;
   /** Receives a one-line status while the run goes on. */
   progress: (line: string) => void;
 }
@@ -38,9 +41,13 @@ export const FULL: Omit<BenchOptions, 'progress'> = {
   memorySessions: 10_000,
   memoryPayloadBytes: 1024,
   redisRequests: 200_000,
+  longpoll: LONGPOLL_FULL,
 };
 
-/** Seconds-long settings that only prove the harness works end to end (used by npm test). */
+/**
+ * Seconds-long settings that only prove the harness works end to end (used by npm test). The
+ * long-poll part is left out: it has its own tests, and its smoke run alone takes ten seconds.
+ */
 export const SMOKE: Omit<BenchOptions, 'progress'> = {
   connections: 5,
   durationS: 0.5,
@@ -92,6 +99,7 @@ export interface BenchResults {
   redis: CeilingRow[];
   rows: Row[];
   memory: MemoryFigures;
+  longpoll?: { results: LongPollResults; markdown: string };
 }
 
 function machine(): Machine {
@@ -142,7 +150,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
   const mach = machine();
   const families = opts.families.map(familyNamed);
   const groups = opts.stores.length * families.length;
-  const plan = 1 + groups * (1 + SCENARIOS.length) + 1 + 1;
+  const plan = 1 + groups * (1 + SCENARIOS.length) + 1 + 1 + (opts.longpoll === undefined ? 0 : 1);
   let step = 0;
   const status = (what: string, left?: number) =>
     opts.progress(`[${String(step).padStart(2)}/${plan}] ${what}${left === undefined ? '' : ` ${left}s`}`);
@@ -261,6 +269,13 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
       if (rss !== undefined) memory.memory = rss;
     }
 
+    let longpoll: BenchResults['longpoll'];
+    if (opts.longpoll !== undefined) {
+      step++;
+      status('long-poll');
+      longpoll = await runLongPollBench({ ...opts.longpoll, progress: (line) => status(line) });
+    }
+
     const { progress: _progress, ...options } = opts;
     return {
       startedAt: new Date(started).toISOString(),
@@ -273,6 +288,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
       redis: ceiling,
       rows,
       memory,
+      ...(longpoll === undefined ? {} : { longpoll }),
     };
   } finally {
     await Promise.all([...replicas.values()].map((r) => r.stop()));

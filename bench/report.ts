@@ -126,6 +126,7 @@ export function markdown(r: BenchResults, extraSections: string[] = []): string 
   }
   lines.push('', '## Targets', '', '| target | measured | |', '|---|---:|---|');
   for (const t of targets(r)) lines.push(`| ${t.what} | ${t.measured} | ${t.pass ? 'pass' : '**FAIL**'} |`);
+  if (r.longpoll) lines.push('', r.longpoll.markdown.trim());
   for (const s of extraSections) lines.push('', s.trim());
   return `${lines.join('\n')}\n`;
 }

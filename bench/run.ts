@@ -1,7 +1,7 @@
 /**
  * npm run bench: measures every hot path against the bare Node and Redis ceilings of the same run
  * and writes bench/results/latest.{md,json}. Flags: --smoke, --duration=S, --warmup=S,
- * --connections=N, --families=MSC3886,MSC4108, --stores=redis,memory, --out=DIR.
+ * --connections=N, --families=MSC3886,MSC4108, --stores=redis,memory, --out=DIR, --skip-longpoll.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -31,6 +31,7 @@ async function main(): Promise<void> {
       families: { type: 'string' },
       stores: { type: 'string' },
       out: { type: 'string' },
+      'skip-longpoll': { type: 'boolean', default: false },
     },
   });
   const base = values.smoke ? SMOKE : FULL;
@@ -43,6 +44,7 @@ async function main(): Promise<void> {
     ...(values.stores ? { stores: values.stores.split(',') as StoreKind[] } : {}),
     progress: progressPrinter(),
   };
+  if (values['skip-longpoll']) delete opts.longpoll;
   const results = await runBench(opts);
   if (process.stderr.isTTY) process.stderr.write('\n');
   const md = markdown(results);

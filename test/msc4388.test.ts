@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { RedisServer } from './helpers/redis';
 import { Replica } from './helpers/replica';
+import { RedisStore } from '../src/store/redis';
 import { request, type Reply } from './helpers/http';
 import { startServer } from './helpers/server';
 
@@ -391,7 +392,7 @@ describe('MSC4388 idempotency under retries, across two replicas', () => {
   async function revisionOf(id: string): Promise<string> {
     const client = redis.client();
     try {
-      return (await client.hget(`rz:{${id}}`, 'r'))!;
+      return String((await new RedisStore(client).get(id, 'msc4388'))!.rev);
     } finally {
       client.disconnect();
     }
