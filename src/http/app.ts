@@ -11,6 +11,8 @@ import { errorHandler } from './errors';
 import { accessLog } from './access-log';
 import { healthRoutes, type Lifecycle } from './health';
 import { unrecognized } from './unrecognized';
+import { urlLimit } from './url-limit';
+import { createLimits } from '../limits';
 
 export interface AppDeps {
   config: Config;
@@ -26,12 +28,15 @@ const ALLOWED = ['Content-Type', 'If-Match', 'If-None-Match', 'Authorization', '
 
 /** The whole middleware stack, outermost first: read this to know what every request goes through. */
 export function createApp(deps: AppDeps): Koa {
-  const { config, store, log, lifecycle, metrics } = deps;
+  const { config, log, lifecycle, metrics } = deps;
   const app = new Koa();
   app.silent = true;
   app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
 
-  const routers: Router[] = [healthRoutes(store, lifecycle), msc3886Routes({ config, store, log, metrics })];
+  // Every family creates and deletes through the capped store, so the session caps cover them all.
+  const limits = createLimits(config, deps.store, metrics, log);
+  const store = limits.store;
+  const routers: Router[] = [healthRoutes(deps.store, lifecycle), msc3886Routes({ config, store, log, metrics })];
 
   app.use(commonHeaders);
   app.use(
@@ -46,6 +51,8 @@ export function createApp(deps: AppDeps): Koa {
   if (config.accessLog) app.use(accessLog(log));
   app.use(lifecycle.middleware);
   app.use(errorHandler(log));
+  app.use(urlLimit(config.maxUrlBytes));
+  app.use(limits.middleware);
   for (const router of routers) app.use(router.routes());
   app.use(unrecognized(routers));
   return app;
