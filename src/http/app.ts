@@ -6,6 +6,10 @@ import type { Config } from '../config';
 import type { SessionStore } from '../store/types';
 import type { Metrics } from '../metrics';
 import { msc3886Routes } from '../protocols/msc3886';
+import { msc4108Routes } from '../protocols/msc4108';
+import { msc4388Routes } from '../protocols/msc4388';
+import { MemoryVerdictCache, RedisVerdictCache, createPolicy, type VerdictCache } from '../auth';
+import { RedisStore } from '../store/redis';
 import { commonHeaders } from './headers';
 import { errorHandler } from './errors';
 import { accessLog } from './access-log';
@@ -36,7 +40,12 @@ export function createApp(deps: AppDeps): Koa {
   // Every family creates and deletes through the capped store, so the session caps cover them all.
   const limits = createLimits(config, deps.store, metrics, log);
   const store = limits.store;
-  const routers: Router[] = [healthRoutes(deps.store, lifecycle), msc3886Routes({ config, store, log, metrics })];
+  const protocol = { config, store, log, metrics };
+  // Token verdicts live next to the sessions, so every replica shares them.
+  const verdicts: VerdictCache =
+    deps.store instanceof RedisStore ? new RedisVerdictCache(deps.store.client) : new MemoryVerdictCache();
+  const routers: Router[] = [healthRoutes(deps.store, lifecycle), msc3886Routes(protocol), msc4108Routes(protocol)];
+  if (config.msc4388Enabled) routers.push(msc4388Routes(protocol, createPolicy(config, verdicts, log)));
 
   app.use(commonHeaders);
   app.use(

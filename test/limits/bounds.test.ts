@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import net from 'node:net';
 import type { RunningServer } from '../../src/main';
-import { json, send } from '../helpers/http';
+import { json, send } from '../helpers/send';
 import { startServer } from '../helpers/server';
 
 interface RawResult {

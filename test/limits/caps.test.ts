@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import http from 'node:http';
 import type { RunningServer } from '../../src/main';
 import { RedisServer } from '../helpers/redis';
-import { inParallel, json, send } from '../helpers/http';
+import { inParallel, json, send } from '../helpers/send';
 import { startServer } from '../helpers/server';
 
 interface Backend {

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import http from 'node:http';
 import type { RunningServer } from '../../src/main';
 import { RedisServer } from '../helpers/redis';
-import { inParallel, json, send, type Answer } from '../helpers/http';
+import { inParallel, json, send, type Answer } from '../helpers/send';
 import { startServer } from '../helpers/server';
 
 const MSC3886 = '/_matrix/client/unstable/org.matrix.msc3886/rendezvous';
