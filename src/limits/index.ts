@@ -10,6 +10,7 @@ import { RedisCaps } from './caps-redis';
 import { ClientAddresses } from './client-address';
 import { limits } from './middleware';
 import { budgetLimiter } from './rate-limit';
+import { AdmitAhead } from './admit-ahead';
 
 export { clientOf } from './middleware';
 
@@ -35,13 +36,17 @@ export function createLimits(config: Config, store: SessionStore, metrics: Metri
         : undefined,
     request:
       config.requestRate > 0
-        ? budgetLimiter(
-            {
-              name: 'request',
-              points: config.requestRate * config.requestRateWindowSeconds,
-              windowSeconds: config.requestRateWindowSeconds,
-            },
-            redis,
+        ? new AdmitAhead(
+            budgetLimiter(
+              {
+                name: 'request',
+                points: config.requestRate * config.requestRateWindowSeconds,
+                windowSeconds: config.requestRateWindowSeconds,
+              },
+              redis,
+            ),
+            // In memory the verdict is immediate anyway; admitting ahead only pays off against Redis.
+            redis === undefined ? 0 : 4,
           )
         : undefined,
     metrics,

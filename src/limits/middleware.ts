@@ -2,6 +2,7 @@ import type { Context, Middleware } from 'koa';
 import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics';
+import type { AdmitAhead } from './admit-ahead';
 import type { ClientAddresses } from './client-address';
 import { SessionCapError, limitExceeded } from './errors';
 
@@ -21,8 +22,8 @@ export interface LimitsDeps {
   addresses: ClientAddresses;
   /** Spent by session creates (every create is a POST, in every family); undefined: unlimited. */
   create: RateLimiterAbstract | undefined;
-  /** Spent by every other request. */
-  request: RateLimiterAbstract | undefined;
+  /** Spent by every other request; admitted ahead of Redis' answer while well under budget. */
+  request: AdmitAhead | undefined;
   metrics: Metrics;
   log: Logger;
 }
@@ -38,10 +39,10 @@ export function limits({ addresses, create, request, metrics, log }: LimitsDeps)
     const client = addresses.keyOf(ctx.req);
     (ctx.state as State).client = client;
     const isCreate = ctx.method === 'POST';
-    const limiter = isCreate ? create : request;
-    if (limiter !== undefined) {
+    const verdict = isCreate ? create?.consume(client) : request?.admit(client);
+    if (verdict !== undefined) {
       try {
-        await limiter.consume(client);
+        await verdict;
       } catch (res) {
         if (res instanceof RateLimiterRes) {
           metrics.rateLimited.inc({ budget: isCreate ? 'create' : 'request' });
