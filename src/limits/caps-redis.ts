@@ -20,8 +20,8 @@ function unavailable(err: unknown): StoreUnavailableError {
 
 /**
  * Session caps in Redis, correct under any number of replicas racing: each cap is one sorted set
- * changed only by the claim script, so its size can never pass the cap. The two caps are claimed in
- * parallel (one round trip); when one refuses, the slot taken in the other is given back.
+ * changed only by the claim script, so its size can never pass the cap. The address cap is claimed
+ * first, then the global one; when the global one refuses, the address slot is given back.
  */
 export class RedisCaps implements SessionCaps {
   private readonly cmd: Client;
@@ -40,24 +40,36 @@ export class RedisCaps implements SessionCaps {
   async claim(id: string, owner: string, holdMs: number): Promise<CapRefusal | null> {
     const { global, perAddress } = this.limits;
     const byAddress = perAddress > 0 && owner !== '';
-    const settled = await Promise.allSettled([
-      global > 0 ? this.cmd.rzClaimSlot(GLOBAL_KEY, id, global, holdMs) : null,
-      byAddress ? this.cmd.rzClaimSlot(addressKey(owner), id, perAddress, holdMs) : null,
-    ]);
-    const [g, a] = settled.map((s) => (s.status === 'fulfilled' ? s.value : undefined));
-    const failed = settled.find((s) => s.status === 'rejected');
-    let refusal: CapRefusal | null = null;
-    if (g !== undefined && g !== null && g[0] === 0) refusal = { cap: 'global', retryAfterMs: g[1] };
-    else if (a !== undefined && a !== null && a[0] === 0) refusal = { cap: 'address', retryAfterMs: a[1] };
-    if (refusal !== null || failed !== undefined) {
-      // Give back whatever was taken; if that fails too the slot still frees itself at expiry.
-      const undo: Promise<unknown>[] = [];
-      if (g?.[0] === 1) undo.push(this.cmd.zrem(GLOBAL_KEY, id));
-      if (a?.[0] === 1) undo.push(this.cmd.zrem(addressKey(owner), id));
-      await Promise.allSettled(undo);
-      if (failed !== undefined) throw unavailable((failed as PromiseRejectedResult).reason);
+    // The address first: a slot it refuses never touches the global set, so racing creates from a
+    // capped address cannot make others see a full server. Only a full server returns an address
+    // slot, and then nobody could have used it.
+    if (byAddress) {
+      const [taken, wait] = await this.run(() => this.cmd.rzClaimSlot(addressKey(owner), id, perAddress, holdMs));
+      if (taken === 0) return { cap: 'address', retryAfterMs: wait };
     }
-    return refusal;
+    if (global > 0) {
+      let answer: [number, number];
+      try {
+        answer = await this.run(() => this.cmd.rzClaimSlot(GLOBAL_KEY, id, global, holdMs));
+      } catch (err) {
+        if (byAddress) await this.cmd.zrem(addressKey(owner), id).catch(() => undefined);
+        throw err;
+      }
+      if (answer[0] === 0) {
+        // If this fails too, the slot frees itself when the session would have expired.
+        if (byAddress) await this.cmd.zrem(addressKey(owner), id).catch(() => undefined);
+        return { cap: 'global', retryAfterMs: answer[1] };
+      }
+    }
+    return null;
+  }
+
+  private async run<T>(command: () => Promise<T>): Promise<T> {
+    try {
+      return await command();
+    } catch (err) {
+      throw unavailable(err);
+    }
   }
 
   async bind(id: string, owner: string, holdMs: number): Promise<void> {
