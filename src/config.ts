@@ -267,6 +267,7 @@ export const SETTINGS: readonly Setting[] = [
     expect: 'a comma-separated list of IP addresses or CIDR ranges',
     help: 'Reverse proxies whose forwarding header names the client address; empty: trust none and use the socket address',
     default: '',
+    defaultText: 'empty (trust none)',
     schema: cidrList,
   },
   {
@@ -381,7 +382,7 @@ export function helpText(): string {
     '',
   ];
   for (const s of SETTINGS) {
-    const def = typeof s.default === 'string' ? s.default : (s.defaultText ?? 'unset');
+    const def = s.defaultText ?? (typeof s.default === 'string' ? s.default : 'unset');
     lines.push(`  ${s.name}`, `      ${s.help}.`, `      Expects ${s.expect}; default: ${def}.`);
   }
   return lines.join('\n') + '\n';

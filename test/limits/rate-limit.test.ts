@@ -137,3 +137,22 @@ describe('rate limits and a normal client', function () {
     }
   });
 });
+
+describe('limits set to 0', function () {
+  it('are off: one address creates and requests far past every default budget and cap', async () => {
+    const server = await startServer({
+      RZ_CREATE_RATE: '0',
+      RZ_REQUEST_RATE: '0',
+      RZ_MAX_SESSIONS: '0',
+      RZ_MAX_SESSIONS_PER_ADDRESS: '0',
+    });
+    try {
+      const creates = await inParallel(120, 8, () => send(server.port, { method: 'POST', path: '/', body: 'x' }));
+      expect(creates.every((a) => a.status === 200)).to.equal(true);
+      const reads = await inParallel(400, 8, () => send(server.port, { path: '/nothing' }));
+      expect(reads.every((a) => a.status === 404)).to.equal(true);
+    } finally {
+      await server.stop();
+    }
+  });
+});
