@@ -3,12 +3,15 @@ import { ConfigError, helpText, loadConfig, type Config } from './config';
 import { createLogger } from './logger';
 import { Metrics } from './metrics';
 import { createStore } from './store';
+import { createLongPoll, type LongPoll } from './longpoll';
 import { createApp } from './http/app';
 import { Lifecycle } from './http/health';
 import { createHttpServer, drain, listen } from './http/server';
 
 export interface RunningServer {
   port: number;
+  /** This replica's long-poll waiters (tests look inside). */
+  longPoll: LongPoll;
   /** Drains and closes everything; what SIGTERM does. */
   stop(): Promise<void>;
 }
@@ -19,7 +22,8 @@ export async function start(config: Config): Promise<RunningServer> {
   const store = await createStore(config, log);
   const lifecycle = new Lifecycle();
   const metrics = new Metrics();
-  const app = createApp({ config, store, log, lifecycle, metrics });
+  const longPoll = await createLongPoll(config, store, log, metrics);
+  const app = createApp({ config, store, log, lifecycle, metrics, longPoll });
   const server = createHttpServer(app, config);
   const address = await listen(server, config.port, config.host);
   log.info({ port: address.port, host: config.host, store: store.kind }, 'listening');
@@ -29,11 +33,14 @@ export async function start(config: Config): Promise<RunningServer> {
     (stopping ??= (async () => {
       lifecycle.draining = true;
       log.info('draining');
+      // Held long-polls answer now (304 / current state), or the drain would wait out every one.
+      longPoll.shutdown();
       await drain(server, config.shutdownGraceSeconds * 1000);
+      await longPoll.notifier.close();
       await store.close();
       log.info('stopped');
     })());
-  return { port: address.port, stop };
+  return { port: address.port, longPoll, stop };
 }
 
 async function main(): Promise<void> {

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config';
 import type { SessionStore } from '../store/types';
 import type { Metrics } from '../metrics';
+import type { LongPoll } from '../longpoll';
 import { msc3886Routes } from '../protocols/msc3886';
 import { msc4108Routes } from '../protocols/msc4108';
 import { msc4388Routes } from '../protocols/msc4388';
@@ -24,6 +25,7 @@ export interface AppDeps {
   log: Logger;
   lifecycle: Lifecycle;
   metrics: Metrics;
+  longPoll: LongPoll;
 }
 
 /** Browsers may read the validators from JS (Element Web fails with "ETag missing" otherwise). */
@@ -32,7 +34,7 @@ const ALLOWED = ['Content-Type', 'If-Match', 'If-None-Match', 'Authorization', '
 
 /** The whole middleware stack, outermost first: read this to know what every request goes through. */
 export function createApp(deps: AppDeps): Koa {
-  const { config, log, lifecycle, metrics } = deps;
+  const { config, log, lifecycle, metrics, longPoll } = deps;
   const app = new Koa();
   app.silent = true;
   app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
@@ -40,7 +42,7 @@ export function createApp(deps: AppDeps): Koa {
   // Every family creates and deletes through the capped store, so the session caps cover them all.
   const limits = createLimits(config, deps.store, metrics, log);
   const store = limits.store;
-  const protocol = { config, store, log, metrics };
+  const protocol = { config, store, log, metrics, longPoll };
   // Token verdicts live next to the sessions, so every replica shares them.
   const verdicts: VerdictCache =
     deps.store instanceof RedisStore ? new RedisVerdictCache(deps.store.client) : new MemoryVerdictCache();

@@ -5,6 +5,7 @@ import { loadConfig } from '../../src/config';
 import { createApp } from '../../src/http/app';
 import { Lifecycle } from '../../src/http/health';
 import { createHttpServer } from '../../src/http/server';
+import { createLongPoll } from '../../src/longpoll';
 import { Metrics } from '../../src/metrics';
 import { MemoryStore } from '../../src/store';
 import { send } from '../helpers/send';
@@ -20,7 +21,9 @@ describe('limit refusals in the metrics', () => {
     });
     const metrics = new Metrics({ processMetrics: false });
     const store = new MemoryStore();
-    const app = createApp({ config, store, log: pino({ level: 'silent' }), lifecycle: new Lifecycle(), metrics });
+    const log = pino({ level: 'silent' });
+    const longPoll = await createLongPoll(config, store, log, metrics);
+    const app = createApp({ config, store, log, lifecycle: new Lifecycle(), metrics, longPoll });
     const server = createHttpServer(app, config);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const { port } = server.address() as AddressInfo;
