@@ -17,6 +17,8 @@ import { errorHandler } from './errors';
 import { accessLog } from './access-log';
 import { healthRoutes, type Lifecycle } from './health';
 import { unrecognized } from './unrecognized';
+import { urlLimit } from './url-limit';
+import { createLimits } from '../limits';
 
 export interface AppDeps {
   config: Config;
@@ -33,16 +35,19 @@ const ALLOWED = ['Content-Type', 'If-Match', 'If-None-Match', 'Authorization', '
 
 /** The whole middleware stack, outermost first: read this to know what every request goes through. */
 export function createApp(deps: AppDeps): Koa {
-  const { config, store, log, lifecycle, metrics, longPoll } = deps;
+  const { config, log, lifecycle, metrics, longPoll } = deps;
   const app = new Koa();
   app.silent = true;
   app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
 
+  // Every family creates and deletes through the capped store, so the session caps cover them all.
+  const limits = createLimits(config, deps.store, metrics, log);
+  const store = limits.store;
   const protocol = { config, store, log, metrics, longPoll };
   // Token verdicts live next to the sessions, so every replica shares them.
   const verdicts: VerdictCache =
-    store instanceof RedisStore ? new RedisVerdictCache(store.client) : new MemoryVerdictCache();
-  const routers: Router[] = [healthRoutes(store, lifecycle), msc3886Routes(protocol), msc4108Routes(protocol)];
+    deps.store instanceof RedisStore ? new RedisVerdictCache(deps.store.client) : new MemoryVerdictCache();
+  const routers: Router[] = [healthRoutes(deps.store, lifecycle), msc3886Routes(protocol), msc4108Routes(protocol)];
   if (config.msc4388Enabled) routers.push(msc4388Routes(protocol, createPolicy(config, verdicts, log)));
 
   app.use(commonHeaders);
@@ -61,6 +66,8 @@ export function createApp(deps: AppDeps): Koa {
   if (config.accessLog) app.use(accessLog(log));
   app.use(lifecycle.middleware);
   app.use(errorHandler(log));
+  app.use(urlLimit(config.maxUrlBytes));
+  app.use(limits.middleware);
   for (const router of routers) app.use(router.routes());
   app.use(unrecognized(routers));
   return app;
