@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Redis, Cluster } from 'ioredis';
 import {
   type CreateInput,
@@ -13,31 +11,14 @@ import {
   StoreUnavailableError,
 } from './types';
 import { sessionKey, txnKey, wakeChannel } from './keys';
+import { LuaScript } from './lua-script';
 
 type Client = Redis | Cluster;
 
 /** The scripts, each its own file named for what it does and how many keys it takes. */
-const SCRIPTS = {
-  rzCreateSession: 'createSession-1.lua',
-  rzUpdateSession: 'updateSession-2.lua',
-  rzDeleteSession: 'deleteSession-2.lua',
-} as const;
-
-interface ScriptCommands {
-  rzCreateSession(key: string, ...args: (string | number | Buffer)[]): Promise<[number, number] | 0>;
-  rzUpdateSession(k1: string, k2: string, ...args: (string | number | Buffer)[]): Promise<(number | Buffer)[]>;
-  rzDeleteSession(k1: string, k2: string, ...args: string[]): Promise<number>;
-}
-type ScriptBufferCommands = {
-  rzUpdateSessionBuffer(k1: string, k2: string, ...args: (string | number | Buffer)[]): Promise<(number | Buffer)[]>;
-};
-
-export function defineScripts(client: Client): void {
-  for (const [name, file] of Object.entries(SCRIPTS)) {
-    const numberOfKeys = Number(/-(\d+)\.lua$/.exec(file)![1]);
-    client.defineCommand(name, { numberOfKeys, lua: readFileSync(join(__dirname, 'lua', file), 'utf8') });
-  }
-}
+const CREATE = new LuaScript('createSession-1.lua');
+const UPDATE = new LuaScript('updateSession-2.lua');
+const DELETE = new LuaScript('deleteSession-2.lua');
 
 const OUTCOMES: Record<number, UpdateOutcome> = { 1: 'updated', 2: 'conflict', 3: 'unchanged' };
 
@@ -88,7 +69,6 @@ function translate(err: unknown): Error {
 
 export class RedisStore implements SessionStore {
   readonly kind = 'redis' as const;
-  private readonly cmd: Client & ScriptCommands & ScriptBufferCommands;
 
   /**
    * @param client an ioredis client (single node, Sentinel or Cluster) created with auto-pipelining
@@ -97,22 +77,19 @@ export class RedisStore implements SessionStore {
   constructor(
     readonly client: Client,
     private readonly maxTxnsPerSession = 256,
-  ) {
-    defineScripts(client);
-    this.cmd = client as Client & ScriptCommands & ScriptBufferCommands;
-  }
+  ) {}
 
   async create(input: CreateInput): Promise<SessionMeta | null> {
     let res: [number, number] | 0;
     try {
-      res = await this.cmd.rzCreateSession(
+      res = (await CREATE.run(this.client, [
         sessionKey(input.id),
         input.family,
         input.contentType,
         input.data,
         input.ttlMs,
         input.tag,
-      );
+      ])) as [number, number] | 0;
     } catch (err) {
       throw translate(err);
     }
@@ -145,7 +122,7 @@ export class RedisStore implements SessionStore {
     const txnId = c.kind === 'token' ? (c.txnId ?? '') : '';
     let r: (number | Buffer)[];
     try {
-      r = await this.cmd.rzUpdateSessionBuffer(
+      r = (await UPDATE.runBuffer(this.client, [
         sessionKey(id),
         txnKey(id),
         input.family,
@@ -156,7 +133,7 @@ export class RedisStore implements SessionStore {
         txnId,
         this.maxTxnsPerSession,
         wakeChannel(id),
-      );
+      ])) as (number | Buffer)[];
     } catch (err) {
       throw translate(err);
     }
@@ -179,7 +156,7 @@ export class RedisStore implements SessionStore {
 
   async delete(id: string, family: Family): Promise<boolean> {
     try {
-      return (await this.cmd.rzDeleteSession(sessionKey(id), txnKey(id), family, wakeChannel(id))) === 1;
+      return (await DELETE.run(this.client, [sessionKey(id), txnKey(id), family, wakeChannel(id)])) === 1;
     } catch (err) {
       throw translate(err);
     }

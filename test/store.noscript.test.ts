@@ -1,0 +1,48 @@
+import { expect } from 'chai';
+import type { Redis } from 'ioredis';
+import { RedisStore } from '../src/store/redis';
+import { LuaScript } from '../src/store/lua-script';
+import { RedisServer } from './helpers/redis';
+
+/**
+ * The store sends its scripts as EVALSHA; a Redis that lost its script cache (restart, failover,
+ * SCRIPT FLUSH) must still run every operation, through one EVAL that caches the script again.
+ */
+describe('RedisStore after Redis lost its script cache', () => {
+  let redis: RedisServer;
+  let client: Redis;
+  let store: RedisStore;
+
+  before(async () => {
+    redis = await RedisServer.start();
+    client = redis.client();
+    store = new RedisStore(client);
+  });
+  after(async () => {
+    client.disconnect();
+    await redis.destroy();
+  });
+
+  it('creates, updates and deletes after SCRIPT FLUSH', async () => {
+    const base = { tag: 'salt', family: 'msc3886' as const, contentType: 'text/plain', ttlMs: 60_000 };
+    await client.script('FLUSH');
+    const meta = await store.create({ ...base, id: 'noscript-a', data: Buffer.from('one') });
+    expect(meta?.rev).to.equal(1);
+
+    await client.script('FLUSH');
+    const updated = await store.update('noscript-a', {
+      family: 'msc3886',
+      condition: { kind: 'any' },
+      contentType: 'text/plain',
+      data: Buffer.from('two'),
+    });
+    expect(updated.status).to.equal('updated');
+    expect((await store.get('noscript-a', 'msc3886'))!.data.toString()).to.equal('two');
+    // The EVAL cached the script again, so the next write is an EVALSHA.
+    expect(await client.script('EXISTS', new LuaScript('updateSession-2.lua').sha)).to.deep.equal([1]);
+
+    await client.script('FLUSH');
+    expect(await store.delete('noscript-a', 'msc3886')).to.equal(true);
+    expect(await store.get('noscript-a', 'msc3886')).to.equal(null);
+  });
+});
