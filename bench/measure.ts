@@ -89,10 +89,13 @@ export async function measure(opts: LoadOptions): Promise<Measurement> {
   const latencies: number[] = [];
   const cpu = () => Object.entries(opts.pids ?? {}).map(([label, pid]) => [label, cpuMsOf(pid)] as const);
   const cpuBefore = cpu();
+  const ownBefore = process.cpuUsage();
   const r = await run(opts, opts.durationS, latencies);
+  const own = process.cpuUsage(ownBefore);
   const cpuAfter = cpu();
   account(r);
   const cpuUsPerRequest: Record<string, number> = {};
+  if (r.requests.total > 0) cpuUsPerRequest.generator = (own.user + own.system) / r.requests.total;
   cpuBefore.forEach(([label, before], i) => {
     const after = cpuAfter[i]![1];
     if (before !== undefined && after !== undefined && r.requests.total > 0) {

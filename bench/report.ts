@@ -51,7 +51,7 @@ export function targets(r: BenchResults): Target[] {
 function scenarioRow(x: Row, fallback: Figures): string {
   const base = x.base ?? fallback;
   if (!x.available || x.m === undefined) {
-    return `| ${x.family} | ${x.store} | ${x.scenario} | not available (create route answers 404) | | | | | | | | | | |`;
+    return `| ${x.family} | ${x.store} | ${x.scenario} | not available (create route answers 404) | | | | | | | | | | | |`;
   }
   const m = x.m;
   const rps = x.opsPerSec === undefined ? int(m.rps) : `${int(m.rps)} (${int(x.opsPerSec)} exchanges/s)`;
@@ -59,7 +59,7 @@ function scenarioRow(x: Row, fallback: Figures): string {
     `| ${x.family} | ${x.store} | ${x.scenario} | ${rps} | ${ratio(m.rps / base.rps)} | ` +
     `${ms(m.p50)} | ${ratio(m.p50 / base.p50)} | ${ms(m.p99)} | ${ratio(m.p99 / base.p99)} | ` +
     `${ms(m.max)} | ${ratio(m.max / base.max)} | ${us(m.cpuUsPerRequest?.server)} | ` +
-    `${ratio((m.cpuUsPerRequest?.server ?? NaN) / (base.cpuUs ?? NaN))} | ${us(m.cpuUsPerRequest?.redis)} | ` +
+    `${ratio((m.cpuUsPerRequest?.server ?? NaN) / (base.cpuUs ?? NaN))} | ${us(m.cpuUsPerRequest?.redis)} | ${us(m.cpuUsPerRequest?.generator)} | ` +
     `${m.errors}${m.firstError ? ` (${m.firstError})` : ''} |`
   );
 }
@@ -82,26 +82,26 @@ export function markdown(r: BenchResults, extraSections: string[] = []): string 
     '',
     '## Baselines',
     '',
-    '| baseline | req/s | p50 ms | p99 ms | max ms | CPU µs/req | errors |',
-    '|---|---:|---:|---:|---:|---:|---:|',
+    '| baseline | req/s | p50 ms | p99 ms | max ms | CPU µs/req | load generator CPU µs/req | errors |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const { label, m } of r.baselines) {
     lines.push(
       `| bare Node 304, ${label} | ${int(m.rps)} | ${ms(m.p50)} | ${ms(m.p99)} | ${ms(m.max)} | ` +
-        `${us(m.cpuUsPerRequest?.server)} | ${m.errors} |`,
+        `${us(m.cpuUsPerRequest?.server)} | ${us(m.cpuUsPerRequest?.generator)} | ${m.errors} |`,
     );
   }
   for (const c of r.redis) {
     lines.push(
-      `| Redis alone: ${c.name}, \`${c.command}\` (redis-benchmark) | ${int(c.rps)} | ${ms(c.p50)} | ${ms(c.p99)} | ${ms(c.max)} | | 0 |`,
+      `| Redis alone: ${c.name}, \`${c.command}\` (redis-benchmark) | ${int(c.rps)} | ${ms(c.p50)} | ${ms(c.p99)} | ${ms(c.max)} | | | 0 |`,
     );
   }
   lines.push(
     '',
     '## Scenarios',
     '',
-    '| family | store | scenario | req/s | × | p50 ms | × | p99 ms | × | max ms | × | server CPU µs/req | × | Redis CPU µs/req | errors |',
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+    '| family | store | scenario | req/s | × | p50 ms | × | p99 ms | × | max ms | × | server CPU µs/req | × | Redis CPU µs/req | load generator CPU µs/req | errors |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...r.rows.map((x) => scenarioRow(x, b)),
     '',
     '## Memory',
