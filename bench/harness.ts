@@ -18,6 +18,8 @@ export interface BenchOptions {
   warmupS: number;
   families: string[];
   stores: StoreKind[];
+  /** Seconds of mixed load each replica gets once, before its first measurement. */
+  replicaWarmupS: number;
   /** Payload of creates and writes. */
   payloadBytes: number;
   /** Sessions created for the memory figures, and their payload. */
@@ -35,6 +37,7 @@ export const FULL: Omit<BenchOptions, 'progress'> = {
   connections: 50,
   durationS: 5,
   warmupS: 1,
+  replicaWarmupS: 5,
   families: FAMILIES.map((f) => f.name),
   stores: ['redis', 'memory'],
   payloadBytes: 256,
@@ -52,6 +55,7 @@ export const SMOKE: Omit<BenchOptions, 'progress'> = {
   connections: 5,
   durationS: 0.5,
   warmupS: 0.2,
+  replicaWarmupS: 0.2,
   families: ['MSC3886'],
   stores: ['redis', 'memory'],
   payloadBytes: 256,
@@ -200,6 +204,13 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
       for (const row of pending.splice(0)) row.base = meanOf(before === undefined ? [after] : [before, after]);
       before = after;
     };
+    const warmed = new Set<StoreKind>();
+    const setup = (base: string, family: Family) => ({
+      base,
+      family,
+      connections: opts.connections,
+      payload: 'x'.repeat(opts.payloadBytes),
+    });
     for (const store of opts.stores) {
       const replica = replicas.get(store)!;
       for (const family of families) {
@@ -208,6 +219,20 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
           step += 1 + SCENARIOS.length;
           for (const scenario of SCENARIOS) rows.push({ family: family.name, store, scenario, available: false });
           continue;
+        }
+        if (!warmed.has(store)) {
+          // A fresh process runs its first seconds slower (JIT, V8 growing its young generation):
+          // without this, the first scenario of each store measured that instead of the server.
+          warmed.add(store);
+          status(`warming up the ${store} replica`);
+          await measure({
+            url: replica.url,
+            connections: opts.connections,
+            durationS: opts.replicaWarmupS,
+            warmupS: 0,
+            requests: (await prepare('exchange', { ...setup(replica.url, family), check: new Checker() })).requests,
+            check: new Checker(),
+          });
         }
         await bracket(`before ${family.name} ${store}`);
         for (const scenario of SCENARIOS) {
