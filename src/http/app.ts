@@ -11,6 +11,8 @@ import { errorHandler } from './errors';
 import { accessLog } from './access-log';
 import { healthRoutes, type Lifecycle } from './health';
 import { unrecognized } from './unrecognized';
+import { requestId } from './request-id';
+import { httpMetrics, metricsRoutes } from './metrics';
 
 export interface AppDeps {
   config: Config;
@@ -31,8 +33,13 @@ export function createApp(deps: AppDeps): Koa {
   app.silent = true;
   app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
 
-  const routers: Router[] = [healthRoutes(store, lifecycle), msc3886Routes({ config, store, log, metrics })];
+  // Fixed paths first: `/metrics` and `/health` must not be taken for MSC3886 session ids.
+  const ownRoutes = [healthRoutes(store, lifecycle)];
+  if (config.metricsPort === undefined) ownRoutes.push(metricsRoutes(metrics, store));
+  const routers: Router[] = [...ownRoutes, msc3886Routes({ config, store, log, metrics })];
 
+  app.use(httpMetrics(metrics));
+  app.use(requestId);
   app.use(commonHeaders);
   app.use(
     cors({
