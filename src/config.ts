@@ -189,6 +189,52 @@ export const SETTINGS: readonly Setting[] = [
     schema: int(1, 10000),
   },
   {
+    name: 'RZ_MSC4108_DELEGATE_URL',
+    key: 'msc4108DelegateUrl',
+    expect: 'an absolute http(s) URL',
+    help: 'When set, MSC4108 creates (POST) answer 307 Temporary Redirect to this rendezvous endpoint',
+    schema: httpUrl.optional(),
+  },
+  {
+    name: 'RZ_MSC4388_ENABLED',
+    key: 'msc4388Enabled',
+    expect: 'true or false',
+    help: 'Serve the MSC4388 rendezvous API (unstable and /v1 paths); false: they answer 404 M_UNRECOGNIZED',
+    default: 'true',
+    schema: bool,
+  },
+  {
+    name: 'RZ_CREATE_POLICY',
+    key: 'createPolicy',
+    expect: 'open or authenticated',
+    help: 'Who may create MSC4388 sessions: anyone, or holders of an access token the homeserver accepts',
+    default: 'open',
+    schema: z.enum(['open', 'authenticated']),
+  },
+  {
+    name: 'RZ_HOMESERVER_URL',
+    key: 'homeserverUrl',
+    expect: 'an absolute http(s) URL',
+    help: 'Homeserver that verifies access tokens (GET /_matrix/client/v3/account/whoami); required when RZ_CREATE_POLICY=authenticated',
+    schema: httpUrl.optional(),
+  },
+  {
+    name: 'RZ_AUTH_CACHE_SECONDS',
+    key: 'authCacheSeconds',
+    expect: 'an integer from 0 to 3600',
+    help: 'How long a verdict on an access token is remembered (shared through Redis when configured; 0: never)',
+    default: '30',
+    schema: int(0, 3600),
+  },
+  {
+    name: 'RZ_HOMESERVER_TIMEOUT_MS',
+    key: 'homeserverTimeoutMs',
+    expect: 'an integer from 100 to 60000',
+    help: 'A token check the homeserver has not answered within this time fails the request with 504',
+    default: '5000',
+    schema: int(100, 60000),
+  },
+  {
     name: 'RZ_REDIS_COMMAND_TIMEOUT_MS',
     key: 'redisCommandTimeoutMs',
     expect: 'an integer from 50 to 60000',
@@ -310,6 +356,12 @@ export interface Config {
   ttlSeconds: number;
   maxBytes: number;
   maxTxnsPerSession: number;
+  msc4108DelegateUrl: string | undefined;
+  msc4388Enabled: boolean;
+  createPolicy: 'open' | 'authenticated';
+  homeserverUrl: string | undefined;
+  authCacheSeconds: number;
+  homeserverTimeoutMs: number;
   redisCommandTimeoutMs: number;
   shutdownGraceSeconds: number;
   shutdownDelaySeconds: number;
@@ -342,7 +394,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const parsed = s.schema.safeParse(value);
     if (parsed.success) {
       out[s.key] = parsed.data;
-    } else {
+    } else if (given || typeof s.default !== 'function') {
+      // A derived default only fails when what it derives from is bad, which is reported already.
       problems.push(`${s.name} must be ${s.expect} (got ${JSON.stringify(raw)})`);
     }
   }
@@ -350,6 +403,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (topologies.length > 1) problems.push(`Set only one of ${topologies.join(', ')} (one Redis topology)`);
   if (Boolean(env.RZ_REDIS_TLS_CERT_FILE) !== Boolean(env.RZ_REDIS_TLS_KEY_FILE)) {
     problems.push('RZ_REDIS_TLS_CERT_FILE and RZ_REDIS_TLS_KEY_FILE go together');
+  }
+  if (problems.length === 0 && out.createPolicy === 'authenticated' && out.homeserverUrl === undefined) {
+    problems.push('RZ_HOMESERVER_URL must be set when RZ_CREATE_POLICY is authenticated (tokens are verified there)');
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return out as unknown as Config;

@@ -6,6 +6,10 @@ import type { Config } from '../config';
 import type { SessionStore } from '../store/types';
 import type { Metrics } from '../metrics';
 import { msc3886Routes } from '../protocols/msc3886';
+import { msc4108Routes } from '../protocols/msc4108';
+import { msc4388Routes } from '../protocols/msc4388';
+import { MemoryVerdictCache, RedisVerdictCache, createPolicy, type VerdictCache } from '../auth';
+import { RedisStore } from '../store/redis';
 import { commonHeaders } from './headers';
 import { errorHandler } from './errors';
 import { accessLog } from './access-log';
@@ -33,10 +37,15 @@ export function createApp(deps: AppDeps): Koa {
   app.silent = true;
   app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
 
+  const protocol = { config, store, log, metrics };
+  // Token verdicts live next to the sessions, so every replica shares them.
+  const verdicts: VerdictCache =
+    store instanceof RedisStore ? new RedisVerdictCache(store.client) : new MemoryVerdictCache();
   // Fixed paths first: `/metrics` and `/health` must not be taken for MSC3886 session ids.
   const ownRoutes = [healthRoutes(store, lifecycle)];
   if (config.metricsPort === undefined) ownRoutes.push(metricsRoutes(metrics, store));
-  const routers: Router[] = [...ownRoutes, msc3886Routes({ config, store, log, metrics })];
+  const routers: Router[] = [...ownRoutes, msc3886Routes(protocol), msc4108Routes(protocol)];
+  if (config.msc4388Enabled) routers.push(msc4388Routes(protocol, createPolicy(config, verdicts, log)));
 
   app.use(httpMetrics(metrics));
   app.use(requestId);

@@ -8,8 +8,9 @@ export class Lifecycle {
 
   /** While draining, every answer closes its connection so clients move to another replica. */
   readonly middleware: Middleware = async (ctx, next) => {
-    if (this.draining) ctx.set('Connection', 'close');
     await next();
+    // Checked after the handler, so requests in flight when SIGTERM landed close their connection too.
+    if (this.draining) ctx.set('Connection', 'close');
   };
 }
 

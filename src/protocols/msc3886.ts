@@ -2,16 +2,15 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import { readBody } from '../http/body';
 import { MatrixError } from '../http/errors';
-import { etagOf } from '../store/types';
-import { conditionMatches } from './conditional';
 import type { ProtocolDeps } from './context';
 import { createSession } from './create';
 import {
   EMPTY_JSON,
   conditionHeader,
+  deleteHandler,
   notFound,
+  readHandler,
   sendBody,
-  sendNotModified,
   sessionId,
   setValidators,
 } from './etag-family';
@@ -69,20 +68,8 @@ export function msc3886Routes({ config, store }: ProtocolDeps): Router {
       sendBody(ctx, 202, 'application/json', EMPTY_JSON);
     });
 
-    router.get(`${prefix}/:id`, async (ctx) => {
-      const id = sessionId(ctx);
-      const cond = conditionHeader(ctx, 'If-None-Match');
-      const session = await store.get(id, FAMILY);
-      if (session === null) throw notFound();
-      if (cond !== null && conditionMatches(cond, etagOf(session))) return sendNotModified(ctx, session);
-      setValidators(ctx.res, session);
-      sendBody(ctx, 200, session.contentType, session.data);
-    });
-
-    router.delete(`${prefix}/:id`, async (ctx) => {
-      if (!(await store.delete(sessionId(ctx), FAMILY))) throw notFound();
-      ctx.status = 204;
-    });
+    router.get(`${prefix}/:id`, readHandler(store, FAMILY));
+    router.delete(`${prefix}/:id`, deleteHandler(store, FAMILY));
   }
   return router;
 }

@@ -1,0 +1,3 @@
+export * from './cache';
+export * from './policy';
+export { WhoamiVerifier } from './whoami';

@@ -1,0 +1,92 @@
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import { MatrixError } from '../http/errors';
+import type { Verdict, VerdictCache } from './cache';
+
+export interface WhoamiOptions {
+  homeserverUrl: string;
+  timeoutMs: number;
+  /** How long a verdict is remembered; 0 asks the homeserver every time. */
+  cacheMs: number;
+  cache: VerdictCache;
+  log: Logger;
+}
+
+/**
+ * Asks the homeserver whether an access token is valid (`GET /_matrix/client/v3/account/whoami`).
+ * Verdicts are cached briefly by token hash; concurrent checks of one token share one call. A
+ * homeserver that is down answers 503 and one that is slow 504, after at most `timeoutMs`.
+ */
+export class WhoamiVerifier {
+  private readonly inFlight = new Map<string, Promise<Verdict>>();
+  private readonly url: string;
+
+  constructor(private readonly opts: WhoamiOptions) {
+    this.url = `${opts.homeserverUrl}/_matrix/client/v3/account/whoami`;
+  }
+
+  async verify(token: string): Promise<Verdict> {
+    const hash = createHash('sha256').update(token).digest('base64url');
+    const cached = await this.cached(hash);
+    if (cached !== undefined) return cached;
+    let pending = this.inFlight.get(hash);
+    if (pending === undefined) {
+      pending = this.ask(token, hash).finally(() => this.inFlight.delete(hash));
+      this.inFlight.set(hash, pending);
+    }
+    return pending;
+  }
+
+  private async cached(hash: string): Promise<Verdict | undefined> {
+    if (this.opts.cacheMs === 0) return undefined;
+    try {
+      return await this.opts.cache.get(hash);
+    } catch (err) {
+      this.opts.log.debug({ err: (err as Error).message }, 'token cache unavailable');
+      return undefined;
+    }
+  }
+
+  private async ask(token: string, hash: string): Promise<Verdict> {
+    let status: number;
+    let body: unknown;
+    try {
+      const res = await fetch(this.url, {
+        headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' },
+        signal: AbortSignal.timeout(this.opts.timeoutMs),
+        redirect: 'error',
+      });
+      status = res.status;
+      // Read or discard the body either way, so the connection can be reused.
+      if (status === 200) body = await res.json().catch(() => undefined);
+      else await res.body?.cancel();
+    } catch (err) {
+      if ((err as Error).name === 'TimeoutError') {
+        this.opts.log.warn({ timeoutMs: this.opts.timeoutMs }, 'homeserver did not answer the token check in time');
+        throw new MatrixError(504, 'M_UNKNOWN', 'The homeserver did not answer the access token check in time');
+      }
+      this.opts.log.warn({ err: (err as Error).message }, 'homeserver unreachable for the token check');
+      throw unavailable();
+    }
+    let verdict: Verdict;
+    if (status === 200 && typeof (body as { user_id?: unknown } | undefined)?.user_id === 'string') {
+      verdict = 'valid';
+    } else if (status === 401 || status === 403) {
+      verdict = 'invalid';
+    } else {
+      this.opts.log.warn({ status }, 'unexpected answer from the homeserver to the token check');
+      throw unavailable();
+    }
+    if (this.opts.cacheMs > 0) {
+      await this.opts.cache.set(hash, verdict, this.opts.cacheMs).catch((err: Error) => {
+        this.opts.log.debug({ err: err.message }, 'token cache unavailable');
+      });
+    }
+    return verdict;
+  }
+}
+
+const unavailable = () =>
+  new MatrixError(503, 'M_UNKNOWN', 'The homeserver could not check the access token, try again shortly', undefined, {
+    'Retry-After': '1',
+  });

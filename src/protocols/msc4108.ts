@@ -1,0 +1,94 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { readBody } from '../http/body';
+import { MatrixError } from '../http/errors';
+import type { ProtocolDeps } from './context';
+import { createSession } from './create';
+import {
+  EMPTY_JSON,
+  conditionHeader,
+  deleteHandler,
+  notFound,
+  readHandler,
+  sendBody,
+  sessionId,
+  setValidators,
+} from './etag-family';
+
+/** MSC4108, 2024 revision: the ETag family under the Matrix client-server API. */
+export const MSC4108_PREFIX = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous';
+
+const FAMILY = 'msc4108';
+/** Both reference clients compare the GET Content-Type to this string exactly: never add a charset. */
+const TEXT_PLAIN = 'text/plain';
+
+/**
+ * Requests must say `text/plain`; parameters (`; charset=utf-8`) are tolerated, as the reference
+ * homeserver does. Whatever was sent, the session answers with the bare `text/plain`.
+ */
+function requireTextPlain(ctx: Context): void {
+  const raw = ctx.get('Content-Type');
+  if (raw === '') throw new MatrixError(400, 'M_MISSING_PARAM', 'Content-Type header is missing (text/plain)');
+  const essence = raw.split(';', 1)[0]!.trim().toLowerCase();
+  if (essence !== TEXT_PLAIN) throw new MatrixError(400, 'M_INVALID_PARAM', 'Content-Type must be text/plain');
+}
+
+/** The one ETag a PUT must name: a list or `*` cannot say which version the writer has seen. */
+function requireSingleIfMatch(ctx: Context): string {
+  const cond = conditionHeader(ctx, 'If-Match');
+  if (cond === null) throw new MatrixError(400, 'M_MISSING_PARAM', 'If-Match header is missing');
+  if (cond.any || cond.etags.length !== 1) {
+    throw new MatrixError(400, 'M_INVALID_PARAM', 'If-Match must name exactly one entity tag');
+  }
+  return cond.etags[0]!;
+}
+
+/** The reference homeserver's 412 body: a stable errcode clients know, the precise one prefixed. */
+const concurrentWrite = () =>
+  new MatrixError(412, 'M_UNKNOWN', 'The session was changed by someone else (If-Match does not match)', {
+    'org.matrix.msc4108.errcode': 'M_CONCURRENT_WRITE',
+  });
+
+export function msc4108Routes({ config, store }: ProtocolDeps): Router {
+  const router = new Router();
+  const ttlMs = config.ttlSeconds * 1000;
+  const base = `${config.publicBaseUrl}${MSC4108_PREFIX}/`;
+  const delegate = config.msc4108DelegateUrl;
+
+  router.post(MSC4108_PREFIX, async (ctx) => {
+    if (delegate !== undefined) {
+      // 307 (not 302/303) keeps the method and body; the only redirect the clients follow.
+      ctx.res.setHeader('Location', delegate);
+      sendBody(ctx, 307, 'application/json', EMPTY_JSON);
+      return;
+    }
+    requireTextPlain(ctx);
+    const data = await readBody(ctx, config.maxBytes);
+    const meta = await createSession(store, { family: FAMILY, contentType: TEXT_PLAIN, data, ttlMs });
+    const url = base + meta.id;
+    setValidators(ctx.res, meta);
+    ctx.res.setHeader('Location', url);
+    sendBody(ctx, 201, 'application/json', JSON.stringify({ url }));
+  });
+
+  router.put(`${MSC4108_PREFIX}/:id`, async (ctx) => {
+    const id = sessionId(ctx);
+    requireTextPlain(ctx);
+    const etag = requireSingleIfMatch(ctx);
+    const data = await readBody(ctx, config.maxBytes);
+    const result = await store.update(id, {
+      family: FAMILY,
+      condition: { kind: 'etag', etags: [etag] },
+      contentType: TEXT_PLAIN,
+      data,
+    });
+    if (result.status === 'not_found') throw notFound();
+    setValidators(ctx.res, result.session);
+    if (result.status !== 'updated') throw concurrentWrite();
+    sendBody(ctx, 202, 'application/json', EMPTY_JSON);
+  });
+
+  router.get(`${MSC4108_PREFIX}/:id`, readHandler(store, FAMILY, TEXT_PLAIN));
+  router.delete(`${MSC4108_PREFIX}/:id`, deleteHandler(store, FAMILY));
+  return router;
+}

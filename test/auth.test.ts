@@ -1,0 +1,194 @@
+import { expect } from 'chai';
+import { ConfigError, loadConfig } from '../src/config';
+import { MemoryVerdictCache } from '../src/auth';
+import { FakeHomeserver } from './helpers/fake-homeserver';
+import { RedisServer } from './helpers/redis';
+import { request, type Reply } from './helpers/http';
+import { startServer } from './helpers/server';
+
+const V1 = '/_matrix/client/v1/rendezvous';
+const UNSTABLE = '/_matrix/client/unstable/io.element.msc4388/rendezvous';
+const JSON_HEADERS = { 'Content-Type': 'application/json' };
+const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });
+
+function expectError(r: Reply, status: number, errcode: string): void {
+  expect(r.status, r.text).to.equal(status);
+  expect(r.headers['content-type']).to.equal('application/json');
+  expect(r.json.errcode).to.equal(errcode);
+  expect(r.json.error).to.be.a('string');
+}
+
+const create = (url: string, headers: Record<string, string> = {}) =>
+  request('POST', url, { headers: { ...JSON_HEADERS, ...headers }, body: '{"data":""}' });
+
+describe('create policy', () => {
+  let redis: RedisServer;
+  let hs: FakeHomeserver;
+  let server: Awaited<ReturnType<typeof startServer>>;
+  const env = () => ({
+    REDIS_URL: redis.url,
+    RZ_PUBLIC_BASE_URL: 'https://matrix.example.org',
+    RZ_CREATE_POLICY: 'authenticated',
+    RZ_HOMESERVER_URL: hs.url,
+    RZ_HOMESERVER_TIMEOUT_MS: '300',
+  });
+
+  before(async () => {
+    redis = await RedisServer.start();
+    hs = await FakeHomeserver.start();
+    hs.valid.add('good-token');
+    server = await startServer(env());
+  });
+  after(async () => {
+    await server?.stop();
+    await hs?.stop();
+    await redis?.destroy();
+  });
+  beforeEach(() => {
+    hs.mode = 'normal';
+    hs.calls = 0;
+  });
+
+  it('is open by default: discovery says true and anyone creates', async () => {
+    const open = await startServer({ REDIS_URL: redis.url, RZ_PUBLIC_BASE_URL: 'https://x.example' });
+    try {
+      expect((await request('GET', open.url + V1)).json).to.deep.equal({ create_available: true });
+      expect((await create(open.url + V1)).status).to.equal(200);
+      expect((await create(open.url + V1, bearer('anything'))).status).to.equal(200);
+    } finally {
+      await open.stop();
+    }
+  });
+
+  it('refuses to start authenticated without RZ_HOMESERVER_URL', () => {
+    expect(() => loadConfig({ RZ_CREATE_POLICY: 'authenticated' })).to.throw(ConfigError, /RZ_HOMESERVER_URL/);
+  });
+
+  describe('authenticated', () => {
+    for (const prefix of [V1, UNSTABLE]) {
+      it(`discovery without a token answers 200 {"create_available": false} (${prefix})`, async () => {
+        const r = await request('GET', server.url + prefix);
+        expect(r.status).to.equal(200);
+        expect(r.headers['content-type']).to.equal('application/json');
+        expect(r.json).to.deep.equal({ create_available: false });
+        expect(hs.calls).to.equal(0);
+      });
+    }
+
+    it('discovery with a valid token answers 200 {"create_available": true}', async () => {
+      const r = await request('GET', server.url + V1, { headers: bearer('good-token') });
+      expect(r.json).to.deep.equal({ create_available: true });
+    });
+
+    it('discovery with an invalid token answers 401 M_UNKNOWN_TOKEN', async () => {
+      expectError(await request('GET', server.url + V1, { headers: bearer('bad-token') }), 401, 'M_UNKNOWN_TOKEN');
+    });
+
+    it('create without a token answers 403 M_FORBIDDEN', async () => {
+      expectError(await create(server.url + V1), 403, 'M_FORBIDDEN');
+      expect(hs.calls).to.equal(0);
+    });
+
+    it('create with an invalid token answers 401 M_UNKNOWN_TOKEN', async () => {
+      expectError(await create(server.url + V1, bearer('another-bad-token')), 401, 'M_UNKNOWN_TOKEN');
+    });
+
+    it('create with a malformed Authorization header answers 401 M_UNKNOWN_TOKEN without asking the homeserver', async () => {
+      expectError(await create(server.url + V1, { Authorization: 'Basic dXNlcjpwYXNz' }), 401, 'M_UNKNOWN_TOKEN');
+      expectError(await create(server.url + V1, bearer('x'.repeat(5000))), 401, 'M_UNKNOWN_TOKEN');
+      expect(hs.calls).to.equal(0);
+    });
+
+    it('create with a valid token answers 200 with a session', async () => {
+      const r = await create(server.url + UNSTABLE, bearer('good-token'));
+      expect(r.status, r.text).to.equal(200);
+      expect(r.json.id).to.be.a('string');
+    });
+
+    it("caches verdicts in Redis: a second replica reuses the first one's whoami answer", async () => {
+      hs.valid.add('cached-token');
+      const other = await startServer(env());
+      try {
+        expect((await create(server.url + V1, bearer('cached-token'))).status).to.equal(200);
+        expect((await create(server.url + V1, bearer('cached-token'))).status).to.equal(200);
+        expect((await create(other.url + V1, bearer('cached-token'))).status).to.equal(200);
+        expectError(await create(server.url + V1, bearer('cached-bad')), 401, 'M_UNKNOWN_TOKEN');
+        expectError(await create(other.url + V1, bearer('cached-bad')), 401, 'M_UNKNOWN_TOKEN');
+        expect(hs.calls).to.equal(2);
+        const client = redis.client();
+        const keys = await client.keys('rz:auth:*');
+        client.disconnect();
+        expect(keys.join(' ')).to.not.include('cached-token'); // tokens are stored hashed
+      } finally {
+        await other.stop();
+      }
+    });
+
+    it('ignores Authorization on session reads, writes and deletes (no homeserver call)', async () => {
+      const c = await create(server.url + V1, bearer('good-token'));
+      const url = `${server.url}${V1}/${c.json.id}`;
+      hs.calls = 0;
+      const bad = bearer('garbage');
+      expect((await request('GET', url, { headers: bad })).status).to.equal(200);
+      const body = JSON.stringify({ sequence_token: c.json.sequence_token, data: 'x' });
+      expect((await request('PUT', url, { headers: { ...JSON_HEADERS, ...bad }, body })).status).to.equal(200);
+      expect((await request('DELETE', url, { headers: bad })).status).to.equal(200);
+      expect(hs.calls).to.equal(0);
+    });
+
+    it('a slow homeserver gives 504 once RZ_HOMESERVER_TIMEOUT_MS passes, never a hang', async () => {
+      hs.mode = 'slow';
+      expectError(await create(server.url + V1, bearer('slow-token')), 504, 'M_UNKNOWN');
+      expectError(await request('GET', server.url + V1, { headers: bearer('slow-token-2') }), 504, 'M_UNKNOWN');
+    });
+
+    it('a homeserver answering 500 gives 503 with Retry-After, and nothing is cached', async () => {
+      hs.mode = 'error';
+      hs.valid.add('flaky-token');
+      const r = await create(server.url + V1, bearer('flaky-token'));
+      expectError(r, 503, 'M_UNKNOWN');
+      expect(r.headers['retry-after']).to.equal('1');
+      hs.mode = 'normal';
+      expect((await create(server.url + V1, bearer('flaky-token'))).status).to.equal(200);
+    });
+
+    it('a homeserver that is down gives 503 (and discovery without a token still answers 200)', async () => {
+      const down = await FakeHomeserver.start();
+      const url = down.url;
+      await down.stop();
+      const s = await startServer({ ...env(), RZ_HOMESERVER_URL: url });
+      try {
+        expectError(await create(s.url + V1, bearer('any-token')), 503, 'M_UNKNOWN');
+        expect((await request('GET', s.url + V1)).json).to.deep.equal({ create_available: false });
+      } finally {
+        await s.stop();
+      }
+    });
+
+    it('also works without Redis (in-memory verdict cache)', async () => {
+      hs.valid.add('mem-token');
+      const s = await startServer({ ...env(), REDIS_URL: '' });
+      try {
+        expect((await create(s.url + V1, bearer('mem-token'))).status).to.equal(200);
+        expect((await create(s.url + V1, bearer('mem-token'))).status).to.equal(200);
+        expect(hs.calls).to.equal(1);
+      } finally {
+        await s.stop();
+      }
+    });
+  });
+
+  it('the in-memory verdict cache forgets expired verdicts and stays bounded', async () => {
+    let now = 1000;
+    const cache = new MemoryVerdictCache(2, () => now);
+    await cache.set('a', 'valid', 100);
+    await cache.set('b', 'invalid', 100);
+    expect(await cache.get('a')).to.equal('valid');
+    await cache.set('c', 'valid', 100); // over the bound: the oldest goes
+    expect(await cache.get('a')).to.equal(undefined);
+    expect(await cache.get('b')).to.equal('invalid');
+    now += 100;
+    expect(await cache.get('b')).to.equal(undefined);
+    expect(await cache.get('c')).to.equal(undefined);
+  });
+});

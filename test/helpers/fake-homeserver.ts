@@ -1,0 +1,55 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export type HomeserverMode = 'normal' | 'slow' | 'error';
+
+/**
+ * A homeserver stand-in on loopback that answers `GET /_matrix/client/v3/account/whoami`: tokens in
+ * `valid` are accepted, any other gets 401 M_UNKNOWN_TOKEN. The test sets `mode` to make it hang
+ * ('slow', until closed) or fail ('error', 500), counts the calls, and can stop it ('down').
+ */
+export class FakeHomeserver {
+  mode: HomeserverMode = 'normal';
+  readonly valid = new Set<string>();
+  calls = 0;
+  private readonly server: http.Server;
+
+  private constructor() {
+    this.server = http.createServer((req, res) => {
+      if (req.url !== '/_matrix/client/v3/account/whoami') {
+        res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"errcode":"M_UNRECOGNIZED"}');
+        return;
+      }
+      this.calls++;
+      if (this.mode === 'slow') return; // never answers; closeAllConnections ends it
+      if (this.mode === 'error') {
+        res.writeHead(500, { 'Content-Type': 'application/json' }).end('{"errcode":"M_UNKNOWN"}');
+        return;
+      }
+      const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+      if (token !== undefined && this.valid.has(token)) {
+        res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"user_id":"@alice:example.org"}');
+      } else {
+        res
+          .writeHead(401, { 'Content-Type': 'application/json' })
+          .end('{"errcode":"M_UNKNOWN_TOKEN","error":"Unknown token","soft_logout":false}');
+      }
+    });
+  }
+
+  static async start(): Promise<FakeHomeserver> {
+    const hs = new FakeHomeserver();
+    await new Promise<void>((resolve) => hs.server.listen(0, '127.0.0.1', resolve));
+    hs.url = `http://127.0.0.1:${(hs.server.address() as AddressInfo).port}`;
+    return hs;
+  }
+
+  /** Stays the same after stop(), so a server pointed at it finds a closed port. */
+  url = '';
+
+  /** Stops listening: from now on the port refuses connections. */
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+}
