@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Balancer } from './helpers/balancer';
-import { msc3886Exchange, req } from './helpers/exchange';
+import { everyFamilyExchange, msc3886Exchange, req } from './helpers/exchange';
 import { Scrape } from './helpers/metrics';
 import { RedisServer } from './helpers/redis';
 import { Replica } from './helpers/replica';
@@ -26,8 +26,8 @@ describe('load-balanced topology (the compose stack, natively: nginx, 3 replicas
     await redis?.destroy();
   });
 
-  it('runs full exchanges through the balancer, spread over all three replicas', async () => {
-    for (let i = 0; i < 3; i++) await msc3886Exchange(lb.url);
+  it('runs full exchanges of every family through the balancer, spread over all three replicas', async () => {
+    for (let i = 0; i < 3; i++) await everyFamilyExchange(lb.url);
     const served = await Promise.all(
       replicas.map(async (r) => (await Scrape.of(`${r.url}/metrics`)).value('rendezvous_sessions_created_total')),
     );
@@ -36,7 +36,7 @@ describe('load-balanced topology (the compose stack, natively: nginx, 3 replicas
         (await Scrape.of(`${r.url}/metrics`)).value('rendezvous_http_requests_total', { family: 'msc3886' }),
       ),
     );
-    expect(served.reduce((a, b) => a + b)).to.equal(3);
+    expect(served.reduce((a, b) => a + b)).to.equal(9);
     for (const n of requests) expect(n).to.be.greaterThan(0);
   });
 
