@@ -72,14 +72,28 @@ function auth(config: RedisConfig): Pick<RedisOptions, 'username' | 'password'> 
   return out;
 }
 
+export interface ClientPurpose {
+  /**
+   * A pub/sub connection: no auto-pipelining (subscribe commands change the connection's mode), no
+   * automatic resubscription (the owner restores exactly what it still needs), and on Cluster one
+   * subscriber per shard so SSUBSCRIBE reaches the node owning each channel's slot.
+   */
+  subscriber?: boolean;
+}
+
 /**
  * A new connection to the configured topology: a single node, the master a set of Sentinels points
  * at, or a Cluster. Everything that talks to Redis (the store, long-poll subscribers, limits) gets
  * its connection here, so all of them follow failovers and resharding the same way.
  */
-export function createRedisClient(config: RedisConfig, overrides: RedisOptions = {}): RedisClient {
+export function createRedisClient(config: RedisConfig, purpose: ClientPurpose = {}): RedisClient {
   const tls = tlsOptions(config);
-  const base: RedisOptions = { ...redisOptions(config), ...auth(config), ...(tls ? { tls } : {}), ...overrides };
+  const base: RedisOptions = {
+    ...redisOptions(config),
+    ...auth(config),
+    ...(tls ? { tls } : {}),
+    ...(purpose.subscriber ? { enableAutoPipelining: false, autoResubscribe: false } : {}),
+  };
   switch (redisTopology(config)) {
     case 'sentinel':
       return new Redis({
@@ -105,6 +119,7 @@ export function createRedisClient(config: RedisConfig, overrides: RedisOptions =
         retryDelayOnFailover: 100,
         retryDelayOnClusterDown: 100,
         slotsRefreshTimeout: 2000,
+        ...(purpose.subscriber ? { shardedSubscribers: true } : {}),
         // Certificates name the host, not the address it resolves to.
         ...(tls ? { dnsLookup: (address: string, cb: (e: null, a: string) => void) => cb(null, address) } : {}),
       });
