@@ -314,6 +314,30 @@ export const SETTINGS: readonly Setting[] = [
     schema: int(0, 65535).optional(),
   },
   {
+    name: 'RZ_LONGPOLL_MAX_WAIT_SECONDS',
+    key: 'longPollMaxWaitSeconds',
+    expect: 'an integer from 0 to 300',
+    help: 'Longest a long-poll GET is held (Prefer: wait, timeout_ms), never beyond the session expiry; 0 turns long-poll off',
+    default: '30',
+    schema: int(0, 300),
+  },
+  {
+    name: 'RZ_LONGPOLL_MAX_WAITERS',
+    key: 'longPollMaxWaiters',
+    expect: 'an integer from 0 to 1000000',
+    help: 'Most long-poll GETs held at once per replica; beyond it they are answered at once like plain GETs',
+    default: '10000',
+    schema: int(0, 1000000),
+  },
+  {
+    name: 'RZ_LONGPOLL_MAX_WAITERS_PER_ADDRESS',
+    key: 'longPollMaxWaitersPerAddress',
+    expect: 'an integer from 0 to 1000000',
+    help: 'Most long-poll GETs held at once per client address per replica; beyond it they are answered at once',
+    default: '100',
+    schema: int(0, 1000000),
+  },
+  {
     name: 'LOG_LEVEL',
     key: 'logLevel',
     expect: 'one of fatal, error, warn, info, debug, trace, silent',
@@ -372,6 +396,9 @@ export interface Config {
   maxHeaderBytes: number;
   maxHeadersCount: number;
   maxConnections: number;
+  longPollMaxWaitSeconds: number;
+  longPollMaxWaiters: number;
+  longPollMaxWaitersPerAddress: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   accessLog: boolean;
 }

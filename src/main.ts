@@ -3,6 +3,7 @@ import { ConfigError, helpText, loadConfig, type Config } from './config';
 import { createLogger } from './logger';
 import { Metrics } from './metrics';
 import { createStore } from './store';
+import { createLongPoll, type LongPoll } from './longpoll';
 import { createApp } from './http/app';
 import { Lifecycle } from './http/health';
 import { createHttpServer, drain, listen } from './http/server';
@@ -13,6 +14,8 @@ export interface RunningServer {
   port: number;
   /** The RZ_METRICS_PORT listener's port, when /metrics has a port of its own. */
   metricsPort: number | undefined;
+  /** This replica's long-poll waiters (tests look inside). */
+  longPoll: LongPoll;
   /** Drains and closes everything; what SIGTERM does. */
   stop(): Promise<void>;
 }
@@ -23,7 +26,8 @@ export async function start(config: Config): Promise<RunningServer> {
   const metrics = new Metrics();
   const store = instrumentStore(await createStore(config, log), metrics);
   const lifecycle = new Lifecycle();
-  const app = createApp({ config, store, log, lifecycle, metrics });
+  const longPoll = await createLongPoll(config, store, log, metrics);
+  const app = createApp({ config, store, log, lifecycle, metrics, longPoll });
   const server = createHttpServer(app, config);
   const address = await listen(server, config.port, config.host);
   const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, store);
@@ -40,15 +44,19 @@ export async function start(config: Config): Promise<RunningServer> {
     (stopping ??= (async () => {
       lifecycle.draining = true;
       log.info({ delaySeconds: config.shutdownDelaySeconds, graceSeconds: config.shutdownGraceSeconds }, 'draining');
+      // Held long-polls answer now (304 / current state, with Connection: close, so their clients
+      // come back through another replica) and new ones are answered at once from here on.
+      longPoll.shutdown();
       if (config.shutdownDelaySeconds > 0) {
         await new Promise((resolve) => setTimeout(resolve, config.shutdownDelaySeconds * 1000));
       }
       await drain(server, config.shutdownGraceSeconds * 1000);
       if (metricsServer) await drain(metricsServer, 0);
+      await longPoll.notifier.close();
       await store.close();
       log.info('stopped');
     })());
-  return { port: address.port, metricsPort: metricsAddress?.port, stop };
+  return { port: address.port, metricsPort: metricsAddress?.port, longPoll, stop };
 }
 
 async function main(): Promise<void> {

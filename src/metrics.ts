@@ -77,7 +77,7 @@ export class Metrics {
 
   readonly longPollWakeups = new Counter({
     name: 'rendezvous_longpoll_wakeups_total',
-    help: 'Long-poll requests answered, by cause (change, timeout, deleted, shutdown)',
+    help: 'Long-poll waits ended, by cause (change, timeout, deleted (or expired), shutdown, disconnect, error)',
     labelNames: ['cause'] as const,
     registers: [this.registry],
   });

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config';
 import type { SessionStore } from '../store/types';
 import type { Metrics } from '../metrics';
+import type { LongPoll } from '../longpoll';
 import { msc3886Routes } from '../protocols/msc3886';
 import { msc4108Routes } from '../protocols/msc4108';
 import { msc4388Routes } from '../protocols/msc4388';
@@ -24,6 +25,7 @@ export interface AppDeps {
   log: Logger;
   lifecycle: Lifecycle;
   metrics: Metrics;
+  longPoll: LongPoll;
 }
 
 /** Browsers may read the validators from JS (Element Web fails with "ETag missing" otherwise). */
@@ -32,12 +34,12 @@ const ALLOWED = ['Content-Type', 'If-Match', 'If-None-Match', 'Authorization', '
 
 /** The whole middleware stack, outermost first: read this to know what every request goes through. */
 export function createApp(deps: AppDeps): Koa {
-  const { config, store, log, lifecycle, metrics } = deps;
+  const { config, store, log, lifecycle, metrics, longPoll } = deps;
   const app = new Koa();
   app.silent = true;
   app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
 
-  const protocol = { config, store, log, metrics };
+  const protocol = { config, store, log, metrics, longPoll };
   // Token verdicts live next to the sessions, so every replica shares them.
   const verdicts: VerdictCache =
     store instanceof RedisStore ? new RedisVerdictCache(store.client) : new MemoryVerdictCache();

@@ -4,7 +4,7 @@ import { MatrixError } from '../http/errors';
 import { httpDate } from '../http/headers';
 import { OPAQUE_ID } from '../ids';
 import { type Family, type Session, type SessionMeta, type SessionStore, etagOf } from '../store/types';
-import { type EntityTagCondition, conditionMatches, parseEntityTags } from './conditional';
+import { type EntityTagCondition, parseEntityTags } from './conditional';
 
 /**
  * What MSC3886 and MSC4108-2024 share: HTTP validators carry the concurrency. Every answer about an
@@ -56,23 +56,6 @@ export function sendNotModified(ctx: Context, session: Session, contentType = se
   res.setHeader('Content-Type', contentType);
   res.setHeader('Content-Length', session.data.length);
   res.end();
-}
-
-/**
- * GET of a session: 304 when `If-None-Match` names the current ETag, else the stored bytes. The
- * answer's Content-Type is `fixedType` when the family has one, else the stored one, echoed exactly.
- */
-export function readHandler(store: SessionStore, family: Family, fixedType?: string) {
-  return async (ctx: Context): Promise<void> => {
-    const id = sessionId(ctx);
-    const cond = conditionHeader(ctx, 'If-None-Match');
-    const session = await store.get(id, family);
-    if (session === null) throw notFound();
-    const contentType = fixedType ?? session.contentType;
-    if (cond !== null && conditionMatches(cond, etagOf(session))) return sendNotModified(ctx, session, contentType);
-    setValidators(ctx.res, session);
-    sendBody(ctx, 200, contentType, session.data);
-  };
 }
 
 /** DELETE of a session: 204, or 404 when there is none of this family. */

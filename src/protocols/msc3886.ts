@@ -9,11 +9,11 @@ import {
   conditionHeader,
   deleteHandler,
   notFound,
-  readHandler,
   sendBody,
   sessionId,
   setValidators,
 } from './etag-family';
+import { etagReadHandler } from './long-poll';
 
 /** MSC3886 lives at the server root and under the prefix a homeserver can reverse-proxy. */
 export const MSC3886_PREFIXES = ['', '/_matrix/client/unstable/org.matrix.msc3886/rendezvous'] as const;
@@ -32,7 +32,7 @@ function requestContentType(ctx: Context): string {
   return raw;
 }
 
-export function msc3886Routes({ config, store }: ProtocolDeps): Router {
+export function msc3886Routes({ config, store, longPoll }: ProtocolDeps): Router {
   const router = new Router();
   const ttlMs = config.ttlSeconds * 1000;
   const createdBody = (id: string) => JSON.stringify({ id, max_bytes: config.maxBytes });
@@ -68,7 +68,7 @@ export function msc3886Routes({ config, store }: ProtocolDeps): Router {
       sendBody(ctx, 202, 'application/json', EMPTY_JSON);
     });
 
-    router.get(`${prefix}/:id`, readHandler(store, FAMILY));
+    router.get(`${prefix}/:id`, etagReadHandler(store, longPoll, FAMILY));
     router.delete(`${prefix}/:id`, deleteHandler(store, FAMILY));
   }
   return router;

@@ -9,11 +9,11 @@ import {
   conditionHeader,
   deleteHandler,
   notFound,
-  readHandler,
   sendBody,
   sessionId,
   setValidators,
 } from './etag-family';
+import { etagReadHandler } from './long-poll';
 
 /** MSC4108, 2024 revision: the ETag family under the Matrix client-server API. */
 export const MSC4108_PREFIX = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous';
@@ -49,7 +49,7 @@ const concurrentWrite = () =>
     'org.matrix.msc4108.errcode': 'M_CONCURRENT_WRITE',
   });
 
-export function msc4108Routes({ config, store }: ProtocolDeps): Router {
+export function msc4108Routes({ config, store, longPoll }: ProtocolDeps): Router {
   const router = new Router();
   const ttlMs = config.ttlSeconds * 1000;
   const base = `${config.publicBaseUrl}${MSC4108_PREFIX}/`;
@@ -88,7 +88,7 @@ export function msc4108Routes({ config, store }: ProtocolDeps): Router {
     sendBody(ctx, 202, 'application/json', EMPTY_JSON);
   });
 
-  router.get(`${MSC4108_PREFIX}/:id`, readHandler(store, FAMILY, TEXT_PLAIN));
+  router.get(`${MSC4108_PREFIX}/:id`, etagReadHandler(store, longPoll, FAMILY, TEXT_PLAIN));
   router.delete(`${MSC4108_PREFIX}/:id`, deleteHandler(store, FAMILY));
   return router;
 }

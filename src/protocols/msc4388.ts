@@ -8,6 +8,7 @@ import type { Session, SessionMeta, UpdateResult } from '../store/types';
 import type { ProtocolDeps } from './context';
 import { createSession } from './create';
 import { EMPTY_JSON, notFound, sendBody, sessionId } from './etag-family';
+import { sequenceWait, settle } from './long-poll';
 
 /** MSC4388 (2025): JSON bodies, concurrency through `sequence_token`. Each path has its own errcode. */
 export const MSC4388_PREFIXES = [
@@ -48,7 +49,7 @@ function expiresInMs(meta: SessionMeta): number {
   return Math.max(0, meta.expiresAt - Date.now());
 }
 
-export function msc4388Routes({ config, store }: ProtocolDeps, policy: CreatePolicy): Router {
+export function msc4388Routes({ config, store, longPoll }: ProtocolDeps, policy: CreatePolicy): Router {
   const router = new Router();
   const ttlMs = clampTtlMs(config.ttlSeconds);
   const bodyLimit = config.maxBytes * JSON_ESCAPE_FACTOR + JSON_OVERHEAD;
@@ -145,8 +146,26 @@ export function msc4388Routes({ config, store }: ProtocolDeps, policy: CreatePol
 
     router.get(`${prefix}/:id`, async (ctx) => {
       refuseUnsafeFetch(ctx);
-      const session: Session | null = await store.get(sessionId(ctx), FAMILY);
+      const id = sessionId(ctx);
+      const wait = sequenceWait(ctx);
+      let session: Session | null | undefined = await store.get(id, FAMILY);
       if (session === null) throw notFound();
+      if (wait !== undefined && String(session.rev) === wait.token) {
+        // Long-poll extension: held until the token differs, or 200 with the unchanged payload.
+        const waitMs = longPoll.clampWaitMs(wait.timeoutMs);
+        const token = wait.token;
+        const result = await longPoll.wait({
+          id,
+          family: FAMILY,
+          address: ctx.ip,
+          current: session,
+          waitMs,
+          changed: (s) => String(s.rev) !== token,
+          res: ctx.res,
+        });
+        session = settle(ctx, result);
+        if (session === undefined) return;
+      }
       sendBody(
         ctx,
         200,

@@ -36,6 +36,8 @@ export class MemoryStore implements SessionStore {
   private readonly sessions = new Map<string, Entry>();
   private readonly sweeper: NodeJS.Timeout;
   private expired = 0;
+  /** What the Redis scripts publish on a session's wake channel, delivered in-process instead. */
+  private wake: ((id: string, message: string) => void) | undefined;
 
   constructor(
     private readonly maxTxnsPerSession = 256,
@@ -50,6 +52,11 @@ export class MemoryStore implements SessionStore {
   /** Live sessions held, for tests and metrics. */
   get size(): number {
     return this.sessions.size;
+  }
+
+  /** Receives `<rev>` after every successful write and `deleted` after a delete (long-poll wake-ups). */
+  setWakeListener(listener: ((id: string, message: string) => void) | undefined): void {
+    this.wake = listener;
   }
 
   sweep(): void {
@@ -137,12 +144,14 @@ export class MemoryStore implements SessionStore {
       outcome = c.kind === 'token' && input.data.equals(e.data) ? 'unchanged' : 'conflict';
     }
     if (txnId !== undefined) (e.txns ??= new Map()).set(txnId, { outcome, rev: e.rev });
+    if (outcome === 'updated') this.wake?.(id, String(e.rev));
     return { status: outcome, session: meta(e) };
   }
 
   async delete(id: string, family: Family): Promise<boolean> {
     if (this.live(id, family) === undefined) return false;
     this.sessions.delete(id);
+    this.wake?.(id, 'deleted');
     return true;
   }
 

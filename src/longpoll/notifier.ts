@@ -1,0 +1,134 @@
+/**
+ * Wake-up notices for long-polls. Every successful write publishes the new revision on its session's
+ * channel and every delete publishes `deleted`; a notifier delivers those to the waiters of this
+ * replica. Subscriptions are per session and reference-counted: the first waiter of a session
+ * subscribes, the last one to leave unsubscribes, so the subscriber holds exactly the channels
+ * somebody waits on.
+ */
+
+/**
+ * `changed`: a write produced revision `rev`; `deleted`: the session is gone; `resync`: notices may
+ * have been missed (the subscriber connection dropped and is back), so every waiter re-reads.
+ */
+export type WakeEvent = { kind: 'changed'; rev: number } | { kind: 'deleted' } | { kind: 'resync' };
+
+export type WakeListener = (event: WakeEvent) => void;
+
+export interface Subscription {
+  /**
+   * Settles once notices published from now on are certain to reach the listener; rejects when the
+   * subscription could not be made (the waiter then relies on its timeout and on `resync`).
+   */
+  readonly ready: Promise<void>;
+  /** Removes the listener; the last one of a session ends the subscription. Idempotent. */
+  release(): void;
+}
+
+export interface NotifierStats {
+  /** Sessions this replica is subscribed to. */
+  sessions: number;
+  /** Listeners over all sessions. */
+  listeners: number;
+}
+
+export interface Notifier {
+  readonly kind: 'redis' | 'memory';
+  /** Registers the listener at once (synchronously) and subscribes if it is the session's first. */
+  listen(id: string, listener: WakeListener): Subscription;
+  stats(): NotifierStats;
+  /** Resolves once every (un)subscribe issued so far has been carried out by the backend. */
+  settled(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Parses a published message: a decimal revision or `deleted`; anything else is ignored. */
+export function parseWake(message: string): WakeEvent | null {
+  if (message === 'deleted') return { kind: 'deleted' };
+  const rev = Number(message);
+  return Number.isSafeInteger(rev) && rev > 0 ? { kind: 'changed', rev } : null;
+}
+
+interface Entry {
+  listeners: Set<WakeListener>;
+  /** The latest subscribe attempt; listeners joining later wait for it too. */
+  ready: Promise<void>;
+  failed: boolean;
+}
+
+/**
+ * The listeners of every session somebody waits on, shared by both backends. `onFirst`/`onLast`
+ * are where a backend subscribes and unsubscribes.
+ */
+export class ListenerTable {
+  private readonly bySession = new Map<string, Entry>();
+  private listenerCount = 0;
+
+  constructor(
+    private readonly onFirst: (id: string) => Promise<void>,
+    private readonly onLast: (id: string) => void,
+  ) {}
+
+  /** Subscribes the entry; a failed attempt is retried by the next listener or the next reconnect. */
+  private subscribe(id: string, entry: Entry): Promise<void> {
+    const ready = this.onFirst(id);
+    entry.failed = false;
+    entry.ready = ready;
+    // Waiters observe a rejection through `ready`; this records it and keeps it from being unhandled.
+    ready.catch(() => {
+      if (entry.ready === ready) entry.failed = true;
+    });
+    return ready;
+  }
+
+  listen(id: string, listener: WakeListener): Subscription {
+    let entry = this.bySession.get(id);
+    if (entry === undefined) {
+      entry = { listeners: new Set(), ready: Promise.resolve(), failed: false };
+      this.bySession.set(id, entry);
+      this.subscribe(id, entry);
+    } else if (entry.failed) {
+      this.subscribe(id, entry);
+    }
+    entry.listeners.add(listener);
+    this.listenerCount++;
+    const owned = entry;
+    let released = false;
+    return {
+      ready: owned.ready,
+      release: () => {
+        if (released) return;
+        released = true;
+        owned.listeners.delete(listener);
+        this.listenerCount--;
+        if (owned.listeners.size === 0 && this.bySession.get(id) === owned) {
+          this.bySession.delete(id);
+          this.onLast(id);
+        }
+      },
+    };
+  }
+
+  has(id: string): boolean {
+    return this.bySession.has(id);
+  }
+
+  /** Delivers to a copy of the set: listeners release themselves while being called. */
+  dispatch(id: string, event: WakeEvent): void {
+    const entry = this.bySession.get(id);
+    if (entry === undefined) return;
+    for (const listener of [...entry.listeners]) listener(event);
+  }
+
+  /** Re-subscribes every session (after a reconnect) and tells every listener to re-read. */
+  async resubscribeAll(): Promise<void> {
+    const ids = [...this.bySession.keys()];
+    const results = await Promise.allSettled(ids.map((id) => this.subscribe(id, this.bySession.get(id)!)));
+    for (let i = 0; i < ids.length; i++) {
+      if (results[i]!.status === 'fulfilled') this.dispatch(ids[i]!, { kind: 'resync' });
+    }
+  }
+
+  stats(): NotifierStats {
+    return { sessions: this.bySession.size, listeners: this.listenerCount };
+  }
+}

@@ -1,0 +1,21 @@
+/** Longest `wait` value read; more digits than this cannot be a sensible number of seconds. */
+const MAX_DIGITS = 9;
+
+/**
+ * The `wait` preference of a `Prefer` header (RFC 7240 section 4.3) in seconds, or undefined when
+ * there is none. Several preferences, several headers (joined with commas) and parameters are
+ * allowed; a malformed `wait` is ignored, as RFC 7240 asks of preferences a server cannot honour.
+ */
+export function preferredWaitSeconds(header: string | undefined): number | undefined {
+  if (header === undefined || header === '') return undefined;
+  for (const pref of header.split(',')) {
+    const head = pref.split(';', 1)[0]!;
+    const eq = head.indexOf('=');
+    if (eq < 0 || head.slice(0, eq).trim().toLowerCase() !== 'wait') continue;
+    let value = head.slice(eq + 1).trim();
+    if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1);
+    if (value.length === 0 || value.length > MAX_DIGITS || !/^\d+$/.test(value)) return undefined;
+    return Number(value);
+  }
+  return undefined;
+}

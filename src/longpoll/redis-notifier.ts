@@ -1,0 +1,110 @@
+import type { Cluster, Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { idOfWakeChannel, wakeChannel } from '../store/keys';
+import {
+  ListenerTable,
+  parseWake,
+  type Notifier,
+  type NotifierStats,
+  type Subscription,
+  type WakeListener,
+} from './notifier';
+
+/** Creates the subscriber connection; single node, Sentinel or Cluster (with sharded subscribers). */
+export type SubscriberFactory = () => Redis | Cluster;
+
+/**
+ * Wake-ups through Redis sharded pub/sub (SSUBSCRIBE/SPUBLISH): the write scripts publish on the
+ * session's channel, which shares the session's hash slot, so on Redis Cluster the notice stays on
+ * the shard that owns the session instead of being broadcast to every node.
+ *
+ * ONE subscriber connection per replica, whatever the number of waiters. The factory's client
+ * should be created with `autoResubscribe: false` and without auto-pipelining: this class restores
+ * its own subscriptions on every `ready`, exactly the sessions still waited on, and only then tells
+ * the waiters to re-read (anything published while the connection was down is lost, so a re-read is
+ * the only way to learn about it).
+ */
+export class RedisNotifier implements Notifier {
+  readonly kind = 'redis' as const;
+  private readonly sub: Redis | Cluster;
+  private readonly table: ListenerTable;
+  private closed = false;
+
+  constructor(factory: SubscriberFactory, log: Logger) {
+    this.sub = factory();
+    this.table = new ListenerTable(
+      (id) => this.subscribe(id),
+      (id) => this.unsubscribe(id),
+    );
+    let down = false;
+    this.sub.on('error', (err: Error) => {
+      if (!down) log.warn({ err: err.message }, 'long-poll subscriber connection error');
+      down = true;
+    });
+    this.sub.on('ready', () => {
+      if (down) log.info('long-poll subscriber connection restored');
+      down = false;
+      void this.table.resubscribeAll();
+    });
+    this.sub.on('smessage', (channel: string, message: string) => this.onMessage(channel, message));
+  }
+
+  private async subscribe(id: string): Promise<void> {
+    await this.sub.ssubscribe(wakeChannel(id));
+  }
+
+  private unsubscribe(id: string): void {
+    // Ignored failure: a dropped connection has no subscriptions left, and the next `ready` only
+    // restores the sessions still in the table.
+    if (!this.closed) this.sub.sunsubscribe(wakeChannel(id)).catch(() => {});
+  }
+
+  private onMessage(channel: string, message: string): void {
+    const id = idOfWakeChannel(channel);
+    if (id === null) return;
+    const event = parseWake(message);
+    if (!this.table.has(id)) {
+      // A subscription nobody needs any more (its unsubscribe was lost in a reconnect): drop it.
+      this.unsubscribe(id);
+      return;
+    }
+    if (event !== null) this.table.dispatch(id, event);
+  }
+
+  /** Resolves when the subscriber connection is up, or false after `timeoutMs` (it keeps trying). */
+  connected(timeoutMs: number): Promise<boolean> {
+    if (this.sub.status === 'ready') return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        this.sub.off('ready', onReady);
+        resolve(ok);
+      };
+      const onReady = () => done(true);
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.sub.on('ready', onReady);
+    });
+  }
+
+  listen(id: string, listener: WakeListener): Subscription {
+    return this.table.listen(id, listener);
+  }
+
+  stats(): NotifierStats {
+    return this.table.stats();
+  }
+
+  /** Commands on one connection run in order: once a PING is answered, all before it are done. */
+  async settled(): Promise<void> {
+    await this.sub.ping();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    try {
+      await this.sub.quit();
+    } catch {
+      this.sub.disconnect();
+    }
+  }
+}

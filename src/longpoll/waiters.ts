@@ -1,0 +1,233 @@
+import { EventEmitter } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import type { Metrics } from '../metrics';
+import type { Family, Session, SessionStore } from '../store/types';
+import type { Notifier, Subscription, WakeEvent } from './notifier';
+
+export interface LongPollLimits {
+  /** Longest a request is held, whatever it asks for; 0 turns long-poll off. */
+  maxWaitMs: number;
+  /** Concurrent waits on this replica. */
+  maxWaiters: number;
+  /** Concurrent waits per client address on this replica. */
+  maxWaitersPerAddress: number;
+}
+
+export interface WaitRequest {
+  id: string;
+  family: Family;
+  /** Client address the per-address bound counts against. */
+  address: string;
+  /** What the caller's own read returned: the wait is for anything that differs from it. */
+  current: Session;
+  /** How long to hold at most, already clamped with `clampWaitMs`. */
+  waitMs: number;
+  /** Whether a fresh read is news to the client (ETag or sequence token differs). */
+  changed(session: Session): boolean;
+  /** The response being held: its `close` before an answer means the client left. */
+  res: ServerResponse;
+}
+
+/**
+ * - `refused`: not held (a bound is reached, or the replica is shutting down): answer `session` as a
+ *   plain GET would;
+ * - `change`: a newer session to answer with; `timeout`/`shutdown`: nothing new, the last state read;
+ * - `gone`: deleted or expired (404); `aborted`: the client left, nothing to answer;
+ * - `error`: the store failed while re-reading (the usual 503).
+ */
+export type WaitResult =
+  | { cause: 'refused'; session: Session }
+  | { cause: 'change' | 'timeout' | 'shutdown'; session: Session }
+  | { cause: 'gone' }
+  | { cause: 'aborted' }
+  | { cause: 'error'; error: unknown };
+
+/** The wake-up counter's label for each way a wait ends. */
+const CAUSE_LABEL = {
+  change: 'change',
+  timeout: 'timeout',
+  shutdown: 'shutdown',
+  gone: 'deleted',
+  aborted: 'disconnect',
+  error: 'error',
+} as const;
+
+/**
+ * Holds GETs until their session changes. One instance per replica; protocol modules call `wait`
+ * after their own read found nothing new.
+ *
+ * Events (for tests and diagnostics): `waiting` (id) once a waiter is subscribed and has re-checked,
+ * i.e. from then on only a notice or its timer ends it; `released` (id) when a waiter is gone.
+ */
+export class LongPoll extends EventEmitter {
+  private readonly waiters = new Set<Waiter>();
+  private readonly perAddress = new Map<string, number>();
+  private closing = false;
+
+  constructor(
+    readonly store: SessionStore,
+    readonly notifier: Notifier,
+    readonly limits: LongPollLimits,
+    readonly metrics: Metrics,
+  ) {
+    super();
+  }
+
+  /** The wait actually granted for a request asking for `requestedMs` (0: no long-poll). */
+  clampWaitMs(requestedMs: number): number {
+    return Math.max(0, Math.min(requestedMs, this.limits.maxWaitMs));
+  }
+
+  /** Holds until the session changes, is deleted or expires, the wait ends, or the client leaves. */
+  async wait(req: WaitRequest): Promise<WaitResult> {
+    const held = this.perAddress.get(req.address) ?? 0;
+    if (
+      this.closing ||
+      req.waitMs <= 0 ||
+      this.waiters.size >= this.limits.maxWaiters ||
+      held >= this.limits.maxWaitersPerAddress
+    ) {
+      return { cause: 'refused', session: req.current };
+    }
+    this.perAddress.set(req.address, held + 1);
+    this.metrics.longPollWaiters.inc();
+    return new Promise<WaitResult>((resolve) => new Waiter(this, req, resolve).start());
+  }
+
+  /** Ends every wait now with the last state read (SIGTERM), and refuses new ones. */
+  shutdown(): void {
+    this.closing = true;
+    for (const w of [...this.waiters]) w.endWithCurrent('shutdown');
+  }
+
+  /** Live counts, for tests and diagnostics. */
+  stats(): { waiters: number; addresses: number; sessions: number; listeners: number } {
+    return { waiters: this.waiters.size, addresses: this.perAddress.size, ...this.notifier.stats() };
+  }
+
+  /** @internal */ add(w: Waiter): void {
+    this.waiters.add(w);
+  }
+
+  /** @internal Undoes everything `wait` and `add` counted, synchronously, before the answer. */
+  remove(w: Waiter, req: WaitRequest, cause: Exclude<WaitResult['cause'], 'refused'>): void {
+    this.waiters.delete(w);
+    const left = this.perAddress.get(req.address)! - 1;
+    if (left === 0) this.perAddress.delete(req.address);
+    else this.perAddress.set(req.address, left);
+    this.metrics.longPollWaiters.dec();
+    this.metrics.longPollWakeups.inc({ cause: CAUSE_LABEL[cause] });
+    this.emit('released', req.id);
+  }
+}
+
+/** One held request. Everything it holds (timer, listener, close handler) is released in `finish`. */
+class Waiter {
+  private done = false;
+  private held: Session;
+  private timer: NodeJS.Timeout | undefined;
+  private sub: Subscription | undefined;
+  private reading = false;
+  private readAgain = false;
+  private subscribed = false;
+  private announced = false;
+  /** The timer ends at the session's expiry rather than at the end of the wait asked for. */
+  private endsAtExpiry = false;
+
+  constructor(
+    private readonly lp: LongPoll,
+    private readonly req: WaitRequest,
+    private readonly resolve: (r: WaitResult) => void,
+  ) {
+    this.held = req.current;
+  }
+
+  start(): void {
+    const res = this.req.res;
+    this.lp.add(this);
+    const socket = res.socket;
+    if (res.destroyed || socket === null || socket.destroyed) return this.finish({ cause: 'aborted' });
+    res.once('close', this.onClose);
+    // Never beyond the session's expiry: at that moment the answer is 404, not 304. (Timers may fire
+    // a millisecond early, so the timer remembers which deadline it stands for.)
+    const untilExpiry = this.held.expiresAt - Date.now();
+    this.endsAtExpiry = untilExpiry <= this.req.waitMs;
+    this.timer = setTimeout(this.onTimer, Math.max(0, Math.min(this.req.waitMs, untilExpiry)));
+    this.sub = this.lp.notifier.listen(this.req.id, this.onWake);
+    // No lost wake-up: the caller's read happened BEFORE this subscription existed, so a write that
+    // landed in between published its notice to nobody. Once the subscription is active every later
+    // write reaches `onWake`; one more read after that point catches everything before it. A notice
+    // arriving while that read is in flight sets `readAgain`, so no write falls between the two.
+    this.sub.ready.then(
+      () => {
+        this.subscribed = true;
+        this.check();
+      },
+      // Subscriber down: no notices until it is back (then `resync`); the timer still ends the wait.
+      () => this.check(),
+    );
+  }
+
+  private readonly onWake = (event: WakeEvent): void => {
+    if (this.done) return;
+    if (event.kind === 'deleted') return this.finish({ cause: 'gone' });
+    // A notice of a revision already read is old news (it crossed the re-check read).
+    if (event.kind === 'changed' && event.rev <= this.held.rev) return;
+    this.check();
+  };
+
+  private readonly onClose = (): void => {
+    if (!this.done) this.finish({ cause: 'aborted' });
+  };
+
+  private readonly onTimer = (): void => {
+    this.timer = undefined;
+    if (this.done) return;
+    if (this.endsAtExpiry) return this.finish({ cause: 'gone' });
+    this.endWithCurrent('timeout');
+  };
+
+  /** Reads the session; at most one read in flight, and one more if a notice came meanwhile. */
+  private check(): void {
+    if (this.done) return;
+    if (this.reading) {
+      this.readAgain = true;
+      return;
+    }
+    this.reading = true;
+    this.lp.store.get(this.req.id, this.req.family).then(
+      (session) => {
+        this.reading = false;
+        if (this.done) return;
+        if (session === null) return this.finish({ cause: 'gone' });
+        if (this.req.changed(session)) return this.finish({ cause: 'change', session });
+        this.held = session;
+        if (this.readAgain) {
+          this.readAgain = false;
+          this.check();
+        } else if (this.subscribed && !this.announced) {
+          this.announced = true;
+          this.lp.emit('waiting', this.req.id);
+        }
+      },
+      (error: unknown) => {
+        this.reading = false;
+        if (!this.done) this.finish({ cause: 'error', error });
+      },
+    );
+  }
+
+  endWithCurrent(cause: 'timeout' | 'shutdown'): void {
+    if (!this.done) this.finish({ cause, session: this.held });
+  }
+
+  private finish(result: Exclude<WaitResult, { cause: 'refused' }>): void {
+    this.done = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.sub?.release();
+    this.req.res.off('close', this.onClose);
+    this.lp.remove(this, this.req, result.cause);
+    this.resolve(result);
+  }
+}

@@ -1,0 +1,151 @@
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { preferredWaitSeconds } from '../src/longpoll';
+import { MemoryNotifier } from '../src/longpoll/memory-notifier';
+import type { Notifier, WakeEvent } from '../src/longpoll/notifier';
+import { RedisNotifier } from '../src/longpoll/redis-notifier';
+import { createLogger } from '../src/logger';
+import { newSessionIds } from '../src/ids';
+import { MemoryStore, RedisStore, redisOptions, whenReady, type SessionStore } from '../src/store';
+import { sharedRedisUrl } from './helpers/redis';
+
+describe('Prefer: wait parsing (RFC 7240)', () => {
+  const cases: [string | undefined, number | undefined][] = [
+    [undefined, undefined],
+    ['', undefined],
+    ['wait=10', 10],
+    ['WAIT = 7', 7],
+    ['respond-async, wait=3', 3],
+    ['wait="4"', 4],
+    ['wait=5; foo=bar', 5],
+    ['return=minimal', undefined],
+    ['wait=-1', undefined],
+    ['wait=abc', undefined],
+    ['wait=', undefined],
+    ['wait=1234567890', undefined],
+    ['wait=0', 0],
+  ];
+  for (const [header, expected] of cases) {
+    it(`reads ${JSON.stringify(header)} as ${expected}`, () => {
+      expect(preferredWaitSeconds(header)).to.equal(expected);
+    });
+  }
+});
+
+interface Backend {
+  store: SessionStore;
+  notifier: Notifier;
+  close(): Promise<void>;
+}
+
+const BACKENDS: [string, () => Promise<Backend>][] = [
+  [
+    'memory',
+    async () => {
+      const store = new MemoryStore();
+      const notifier = new MemoryNotifier(store);
+      return { store, notifier, close: async () => (await notifier.close(), await store.close()) };
+    },
+  ],
+  [
+    'redis (sharded pub/sub, separate writer and subscriber connections)',
+    async () => {
+      const url = await sharedRedisUrl();
+      const client = new Redis(url, redisOptions({ redisCommandTimeoutMs: 2000 }));
+      await whenReady(client, 5000);
+      const store = new RedisStore(client);
+      const notifier = new RedisNotifier(
+        () =>
+          new Redis(url, {
+            ...redisOptions({ redisCommandTimeoutMs: 2000 }),
+            enableAutoPipelining: false,
+            autoResubscribe: false,
+          }),
+        createLogger({ logLevel: 'silent' }),
+      );
+      await notifier.connected(5000);
+      return { store, notifier, close: async () => (await notifier.close(), await store.close()) };
+    },
+  ],
+];
+
+for (const [name, make] of BACKENDS) {
+  describe(`wake-up notifier contract: ${name}`, () => {
+    let be: Backend;
+    before(async () => {
+      be = await make();
+    });
+    after(async () => {
+      await be?.close();
+    });
+
+    async function session() {
+      const ids = newSessionIds();
+      await be.store.create({
+        ...ids,
+        family: 'msc3886',
+        contentType: 'text/plain',
+        data: Buffer.from('a'),
+        ttlMs: 60_000,
+      });
+      return ids.id;
+    }
+
+    /** The next event for `id`, after the subscription is active. */
+    async function listen(id: string) {
+      let resolve!: (e: WakeEvent) => void;
+      const next = new Promise<WakeEvent>((r) => (resolve = r));
+      const sub = be.notifier.listen(id, (e) => resolve(e));
+      await sub.ready;
+      return { next, sub };
+    }
+
+    it('delivers the new revision after a successful write, and nothing for a refused one', async () => {
+      const id = await session();
+      const { next, sub } = await listen(id);
+      const refused = await be.store.update(id, {
+        family: 'msc3886',
+        condition: { kind: 'etag', etags: ['nope'] },
+        contentType: 'text/plain',
+        data: Buffer.from('x'),
+      });
+      expect(refused.status).to.equal('conflict');
+      await be.store.update(id, {
+        family: 'msc3886',
+        condition: { kind: 'any' },
+        contentType: 'text/plain',
+        data: Buffer.from('b'),
+      });
+      // Had the refused write published, its notice would have come first.
+      expect(await next).to.deep.equal({ kind: 'changed', rev: 2 });
+      sub.release();
+    });
+
+    it('delivers `deleted` after a delete', async () => {
+      const id = await session();
+      const { next, sub } = await listen(id);
+      expect(await be.store.delete(id, 'msc3886')).to.equal(true);
+      expect(await next).to.deep.equal({ kind: 'deleted' });
+      sub.release();
+    });
+
+    it('reference-counts subscriptions: one per session, gone with the last listener', async () => {
+      const id = await session();
+      const first = await listen(id);
+      const second = await listen(id);
+      expect(be.notifier.stats()).to.deep.equal({ sessions: 1, listeners: 2 });
+      first.sub.release();
+      first.sub.release();
+      expect(be.notifier.stats()).to.deep.equal({ sessions: 1, listeners: 1 });
+      await be.store.update(id, {
+        family: 'msc3886',
+        condition: { kind: 'any' },
+        contentType: 'text/plain',
+        data: Buffer.from('c'),
+      });
+      expect(await second.next).to.deep.equal({ kind: 'changed', rev: 2 });
+      second.sub.release();
+      expect(be.notifier.stats()).to.deep.equal({ sessions: 0, listeners: 0 });
+    });
+  });
+}
