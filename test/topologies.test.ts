@@ -4,10 +4,31 @@ import { loadConfig } from '../src/config';
 import { start, type RunningServer } from '../src/main';
 import { sessionKey, wakeChannel } from '../src/store/keys';
 import { everyFamilyExchange, msc3886Exchange, req } from './helpers/exchange';
+import { heldGet, waiting } from './helpers/longpoll';
 import { ClusterSetup, SentinelSetup, sharedClusterSetup, sharedSentinelSetup, until } from './helpers/topologies';
 
 function serve(env: Record<string, string>): Promise<RunningServer> {
   return start(loadConfig({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ...env }));
+}
+
+/** A long-poll held on replica A is woken by a write on replica B: the wake-up crossed the topology. */
+async function crossReplicaWake(env: Record<string, string>): Promise<void> {
+  const [a, b] = await Promise.all([serve(env), serve(env)]);
+  try {
+    const baseA = `http://127.0.0.1:${a.port}`;
+    const baseB = `http://127.0.0.1:${b.port}`;
+    const created = await req(`${baseB}/`, { method: 'POST', body: 'first' });
+    const id = ((await created.json()) as { id: string }).id;
+    const isWaiting = waiting(a.longPoll);
+    const held = heldGet(`${baseA}/${id}`, created.headers.get('ETag')!, 60);
+    await isWaiting;
+    expect((await req(`${baseB}/${id}`, { method: 'PUT', body: 'second' })).status).to.equal(202);
+    const res = await held.response;
+    expect(res.status).to.equal(200);
+    expect(res.body).to.equal('second');
+  } finally {
+    await Promise.all([a.stop(), b.stop()]);
+  }
 }
 
 async function createSession(base: string, body: string): Promise<string> {
@@ -27,6 +48,10 @@ describe('Redis Sentinel', () => {
     } finally {
       await server.stop();
     }
+  });
+
+  it('wakes a long-poll on one replica with a write on another', async () => {
+    await crossReplicaWake((await sharedSentinelSetup()).env);
   });
 
   describe('failover of the master mid-run', () => {
@@ -88,6 +113,14 @@ describe('Redis Sentinel', () => {
         expect(await res.text()).to.equal(body);
       }
       await msc3886Exchange(base);
+      // The long-poll subscriber found the new master too: a write wakes a held GET again.
+      const [id, body] = [...sessions][0]!;
+      const etag = (await req(`${base}/${id}`)).headers.get('ETag')!;
+      const isWaiting = waiting(server.longPoll);
+      const held = heldGet(`${base}/${id}`, etag, 60);
+      await isWaiting;
+      expect((await req(`${base}/${id}`, { method: 'PUT', body: `${body} after` })).status).to.equal(202);
+      expect((await held.response).body).to.equal(`${body} after`);
     });
   });
 });
@@ -130,6 +163,11 @@ describe('Redis Cluster (3 masters)', () => {
     }
     expect(holders.size).to.equal(3);
     for (const id of ids) expect((await req(`${base}/${id}`)).status).to.equal(200);
+  });
+
+  it('wakes a long-poll on one replica with a write on another (sharded subscriber per shard)', async () => {
+    // Several sessions, so the waits land on different shards.
+    for (let i = 0; i < 3; i++) await crossReplicaWake(setup.env);
   });
 
   it('publishes write and delete wake-ups on the sharded channel of the session slot', async () => {
