@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { normaliseCidr } from './limits/cidr';
 
 /**
  * Every setting comes from one table, so validation, defaults and `--help` can never drift apart.
@@ -43,6 +44,23 @@ const redisUrl = z
   .string()
   .url()
   .refine((u) => /^rediss?:\/\//i.test(u));
+
+/** Comma-separated IPs or CIDRs; each is normalised to CIDR form so the parser runs once at start. */
+const cidrList = z.string().transform((v, ctx) => {
+  const out: string[] = [];
+  for (const item of v
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '')) {
+    const cidr = normaliseCidr(item);
+    if (cidr === null) {
+      ctx.addIssue({ code: 'custom', message: `not an IP address or CIDR range: ${item}` });
+      return z.NEVER;
+    }
+    out.push(cidr);
+  }
+  return out;
+});
 
 export const SETTINGS: readonly Setting[] = [
   {
@@ -314,6 +332,82 @@ export const SETTINGS: readonly Setting[] = [
     schema: int(0, 65535).optional(),
   },
   {
+    name: 'RZ_MAX_URL_BYTES',
+    key: 'maxUrlBytes',
+    expect: 'an integer from 256 to 65536',
+    help: 'Longest request target (path and query) accepted; longer ones get 414',
+    default: '2048',
+    schema: int(256, 65536),
+  },
+  {
+    name: 'RZ_CREATE_RATE',
+    key: 'createRate',
+    expect: 'an integer from 0 to 1000000',
+    help: 'Session creates per minute per client address, shared by all replicas (0: no limit)',
+    default: '30',
+    schema: int(0, 1000000),
+  },
+  {
+    name: 'RZ_REQUEST_RATE',
+    key: 'requestRate',
+    expect: 'an integer from 0 to 1000000',
+    help: 'Other requests per second per client address, averaged over RZ_REQUEST_RATE_WINDOW_SECONDS and shared by all replicas (0: no limit)',
+    default: '30',
+    schema: int(0, 1000000),
+  },
+  {
+    name: 'RZ_REQUEST_RATE_WINDOW_SECONDS',
+    key: 'requestRateWindowSeconds',
+    expect: 'an integer from 1 to 3600',
+    help: 'Window of the request budget: an address may send RZ_REQUEST_RATE times this many requests per window, so bursts are absorbed',
+    default: '10',
+    schema: int(1, 3600),
+  },
+  {
+    name: 'RZ_MAX_SESSIONS',
+    key: 'maxSessions',
+    expect: 'an integer from 0 to 100000000',
+    help: 'Live sessions held at once, all replicas together; a full server refuses creates and never evicts (0: no limit)',
+    default: '20000',
+    schema: int(0, 100_000_000),
+  },
+  {
+    name: 'RZ_MAX_SESSIONS_PER_ADDRESS',
+    key: 'maxSessionsPerAddress',
+    expect: 'an integer from 0 to 1000000',
+    help: 'Live sessions one client address may have created, all replicas together (0: no limit)',
+    default: '50',
+    schema: int(0, 1000000),
+  },
+  {
+    name: 'RZ_TRUSTED_PROXIES',
+    key: 'trustedProxies',
+    expect: 'a comma-separated list of IP addresses or CIDR ranges',
+    help: 'Reverse proxies whose forwarding header names the client address; empty: trust none and use the socket address',
+    default: '',
+    defaultText: 'empty (trust none)',
+    schema: cidrList,
+  },
+  {
+    name: 'RZ_FORWARDED_HEADER',
+    key: 'forwardedHeader',
+    expect: 'x-forwarded-for or forwarded',
+    help: 'Which header the trusted proxies set: X-Forwarded-For, or Forwarded (RFC 7239). The other is ignored',
+    default: 'x-forwarded-for',
+    schema: z
+      .string()
+      .transform((v) => v.toLowerCase())
+      .pipe(z.enum(['x-forwarded-for', 'forwarded'])),
+  },
+  {
+    name: 'RZ_IPV6_PREFIX',
+    key: 'ipv6Prefix',
+    expect: 'an integer from 1 to 128',
+    help: 'IPv6 clients are counted per network of this prefix length (one subscriber usually holds a whole /64)',
+    default: '64',
+    schema: int(1, 128),
+  },
+  {
     name: 'RZ_LONGPOLL_MAX_WAIT_SECONDS',
     key: 'longPollMaxWaitSeconds',
     expect: 'an integer from 0 to 300',
@@ -396,6 +490,16 @@ export interface Config {
   maxHeaderBytes: number;
   maxHeadersCount: number;
   maxConnections: number;
+  maxUrlBytes: number;
+  createRate: number;
+  requestRate: number;
+  requestRateWindowSeconds: number;
+  maxSessions: number;
+  maxSessionsPerAddress: number;
+  /** Parsed CIDR ranges, as `[address, prefixLength]` strings ready for ipaddr.js. */
+  trustedProxies: string[];
+  forwardedHeader: 'x-forwarded-for' | 'forwarded';
+  ipv6Prefix: number;
   longPollMaxWaitSeconds: number;
   longPollMaxWaiters: number;
   longPollMaxWaitersPerAddress: number;
@@ -447,7 +551,7 @@ export function helpText(): string {
     '',
   ];
   for (const s of SETTINGS) {
-    const def = typeof s.default === 'string' ? s.default : (s.defaultText ?? 'unset');
+    const def = s.defaultText ?? (typeof s.default === 'string' ? s.default : 'unset');
     lines.push(`  ${s.name}`, `      ${s.help}.`, `      Expects ${s.expect}; default: ${def}.`);
   }
   return lines.join('\n') + '\n';

@@ -9,6 +9,7 @@ import { Lifecycle } from './http/health';
 import { createHttpServer, drain, listen } from './http/server';
 import { createMetricsServer } from './http/metrics-server';
 import { instrumentStore } from './store/instrumented';
+import { redisLiveSessions } from './limits/live-sessions';
 
 export interface RunningServer {
   port: number;
@@ -24,7 +25,8 @@ export interface RunningServer {
 export async function start(config: Config): Promise<RunningServer> {
   const log = createLogger(config);
   const metrics = new Metrics();
-  const store = instrumentStore(await createStore(config, log), metrics);
+  const backend = await createStore(config, log);
+  const store = instrumentStore(backend, metrics, redisLiveSessions(config, backend));
   const lifecycle = new Lifecycle();
   const longPoll = await createLongPoll(config, store, log, metrics);
   const app = createApp({ config, store, log, lifecycle, metrics, longPoll });

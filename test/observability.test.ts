@@ -68,6 +68,24 @@ describe('metrics', () => {
     expect(scrape.text).to.not.include('no/such/path');
   });
 
+  it('count live Redis sessions from the global session cap at scrape time', async () => {
+    const redis = await RedisServer.start();
+    const own = await serve({ REDIS_URL: redis.url });
+    const ownBase = `http://127.0.0.1:${own.port}`;
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const res = await req(`${ownBase}/`, { method: 'POST', body: 'x' });
+        ids.push(((await res.json()) as { id: string }).id);
+      }
+      expect((await req(`${ownBase}/${ids[0]}`, { method: 'DELETE' })).status).to.equal(204);
+      expect((await Scrape.of(`${ownBase}/metrics`)).value('rendezvous_sessions_live')).to.equal(2);
+    } finally {
+      await own.stop();
+      await redis.destroy();
+    }
+  });
+
   it('count live and expired sessions of the memory store at scrape time', async () => {
     let now = 1_000_000;
     const metrics = new Metrics({ processMetrics: false });

@@ -3,12 +3,19 @@ import { Redis } from 'ioredis';
 import { loadConfig } from '../src/config';
 import { start, type RunningServer } from '../src/main';
 import { sessionKey, wakeChannel } from '../src/store/keys';
+import { Scrape } from './helpers/metrics';
 import { everyFamilyExchange, msc3886Exchange, req } from './helpers/exchange';
 import { heldGet, waiting } from './helpers/longpoll';
 import { ClusterSetup, SentinelSetup, sharedClusterSetup, sharedSentinelSetup, until } from './helpers/topologies';
 
+/**
+ * One test client plays every device here, so the per-address budgets are off; the global session
+ * cap stays on, so its script runs on every topology too.
+ */
+const ONE_CLIENT_IS_MANY = { RZ_REQUEST_RATE: '0', RZ_CREATE_RATE: '0', RZ_MAX_SESSIONS_PER_ADDRESS: '0' };
+
 function serve(env: Record<string, string>): Promise<RunningServer> {
-  return start(loadConfig({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ...env }));
+  return start(loadConfig({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ...ONE_CLIENT_IS_MANY, ...env }));
 }
 
 /** A long-poll held on replica A is woken by a write on replica B: the wake-up crossed the topology. */
@@ -144,7 +151,11 @@ describe('Redis Cluster (3 masters)', () => {
   });
 
   it('spreads sessions over every master, each session whole on one node', async () => {
+    const live = async () => (await Scrape.of(`${base}/metrics`)).value('rendezvous_sessions_live');
+    const liveBefore = await live();
     const ids = await Promise.all(Array.from({ length: 30 }, (_, i) => createSession(base, `s${i}`)));
+    // The gauge reads the global cap's set, one key on one shard, at scrape time.
+    expect((await live()) - liveBefore).to.equal(30);
     const holders = new Set<number>();
     for (const node of setup.nodes) {
       const c = node.client();

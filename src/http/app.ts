@@ -18,6 +18,8 @@ import { healthRoutes, type Lifecycle } from './health';
 import { unrecognized } from './unrecognized';
 import { requestId } from './request-id';
 import { httpMetrics, metricsRoutes } from './metrics';
+import { urlLimit } from './url-limit';
+import { createLimits } from '../limits';
 
 export interface AppDeps {
   config: Config;
@@ -34,18 +36,21 @@ const ALLOWED = ['Content-Type', 'If-Match', 'If-None-Match', 'Authorization', '
 
 /** The whole middleware stack, outermost first: read this to know what every request goes through. */
 export function createApp(deps: AppDeps): Koa {
-  const { config, store, log, lifecycle, metrics, longPoll } = deps;
+  const { config, log, lifecycle, metrics, longPoll } = deps;
   const app = new Koa();
   app.silent = true;
   app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
 
+  // Every family creates and deletes through the capped store, so the session caps cover them all.
+  const limits = createLimits(config, deps.store, metrics, log);
+  const store = limits.store;
   const protocol = { config, store, log, metrics, longPoll };
   // Token verdicts live next to the sessions, so every replica shares them.
   const verdicts: VerdictCache =
-    store instanceof RedisStore ? new RedisVerdictCache(store.client) : new MemoryVerdictCache();
+    deps.store instanceof RedisStore ? new RedisVerdictCache(deps.store.client) : new MemoryVerdictCache();
   // Fixed paths first: `/metrics` and `/health` must not be taken for MSC3886 session ids.
-  const ownRoutes = [healthRoutes(store, lifecycle)];
-  if (config.metricsPort === undefined) ownRoutes.push(metricsRoutes(metrics, store));
+  const ownRoutes = [healthRoutes(deps.store, lifecycle)];
+  if (config.metricsPort === undefined) ownRoutes.push(metricsRoutes(metrics, deps.store));
   const routers: Router[] = [...ownRoutes, msc3886Routes(protocol), msc4108Routes(protocol)];
   if (config.msc4388Enabled) routers.push(msc4388Routes(protocol, createPolicy(config, verdicts, log)));
 
@@ -64,6 +69,8 @@ export function createApp(deps: AppDeps): Koa {
   if (config.accessLog) app.use(accessLog(log));
   app.use(lifecycle.middleware);
   app.use(errorHandler(log));
+  app.use(urlLimit(config.maxUrlBytes));
+  app.use(limits.middleware);
   for (const router of routers) app.use(router.routes());
   app.use(unrecognized(routers));
   return app;

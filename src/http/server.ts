@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type Koa from 'koa';
 import type { Config } from '../config';
 
@@ -18,9 +19,44 @@ export function createHttpServer(app: Koa, config: Config): http.Server {
     },
     app.callback(),
   );
+  server.on('clientError', answerClientError);
   server.maxHeadersCount = config.maxHeadersCount;
   if (config.maxConnections > 0) server.maxConnections = config.maxConnections;
   return server;
+}
+
+/** What Node's parser refuses, as Matrix errors rather than its bare default answers. */
+function parserAnswer(code: string | undefined): [number, string, string] {
+  switch (code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return [431, 'M_TOO_LARGE', 'Request headers are too large'];
+    case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
+      return [413, 'M_TOO_LARGE', 'Chunk extensions are too large'];
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return [408, 'M_UNKNOWN', 'Request took too long to arrive'];
+    default:
+      return [400, 'M_BAD_REQUEST', 'Malformed HTTP request'];
+  }
+}
+
+/**
+ * A connection whose bytes are not HTTP (or too slow, or too large) gets one JSON error and is
+ * closed; nothing of it reaches the app. Mid-response failures just close the socket.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable || (socket as { _httpMessage?: unknown })._httpMessage) {
+    socket.destroy();
+    return;
+  }
+  const [status, errcode, error] = parserAnswer(err.code);
+  const body = JSON.stringify({ errcode, error });
+  // The answer is a few hundred bytes, so it is flushed at once and the socket closed right after.
+  socket.once('finish', () => socket.destroy());
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n` +
+      'Connection: close\r\nContent-Type: application/json\r\nCache-Control: no-store, no-transform\r\n' +
+      `X-Content-Type-Options: nosniff\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+  );
 }
 
 export function listen(server: http.Server, port: number, host: string): Promise<AddressInfo> {

@@ -2,10 +2,16 @@ import { newSessionIds } from '../ids';
 import { StoreUnavailableError, type CreateInput, type SessionMeta, type SessionStore } from '../store/types';
 
 /**
+ * What a protocol module gives to create a session. `owner` is required (use `clientOf(ctx)`): it
+ * is what the per-address session cap counts, so no family can create around it.
+ */
+export type CreateRequest = Omit<CreateInput, 'id' | 'tag' | 'owner'> & { owner: string };
+
+/**
  * Creates a session under a fresh random id. A collision of 128 random bits will not happen, but
  * the store refuses to overwrite rather than assume it, so a taken id just draws again.
  */
-export async function createSession(store: SessionStore, input: Omit<CreateInput, 'id' | 'tag'>): Promise<SessionMeta> {
+export async function createSession(store: SessionStore, input: CreateRequest): Promise<SessionMeta> {
   for (let attempt = 0; attempt < 3; attempt++) {
     const meta = await store.create({ ...newSessionIds(), ...input });
     if (meta !== null) return meta;

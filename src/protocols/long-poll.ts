@@ -3,6 +3,7 @@
  * may ask to be held until there is news (see LongPoll). Plain GETs never notice any of it.
  */
 import type { Context } from 'koa';
+import { clientOf } from '../limits';
 import { MatrixError } from '../http/errors';
 import { OPAQUE_ID } from '../ids';
 import { preferredWaitSeconds, type LongPoll, type WaitResult } from '../longpoll';
@@ -29,7 +30,7 @@ export function etagReadHandler(store: LongPoll['store'], longPoll: LongPoll, fa
     const result = await longPoll.wait({
       id,
       family,
-      address: ctx.ip,
+      address: clientOf(ctx),
       current: session,
       waitMs,
       changed: (s) => !conditionMatches(cond, etagOf(s)),

@@ -1,6 +1,7 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { readBody } from '../http/body';
+import { clientOf } from '../limits';
 import { MatrixError } from '../http/errors';
 import type { ProtocolDeps } from './context';
 import { createSession } from './create';
@@ -43,7 +44,7 @@ export function msc3886Routes({ config, store, longPoll }: ProtocolDeps): Router
     router.post(prefix === '' ? '/' : prefix, async (ctx) => {
       const contentType = requestContentType(ctx);
       const data = await readBody(ctx, config.maxBytes);
-      const meta = await createSession(store, { family: FAMILY, contentType, data, ttlMs });
+      const meta = await createSession(store, { family: FAMILY, contentType, data, ttlMs, owner: clientOf(ctx) });
       setValidators(ctx.res, meta);
       ctx.res.setHeader('Location', base + meta.id);
       sendBody(ctx, 200, 'application/json', createdBody(meta.id));

@@ -3,6 +3,7 @@ import type { Context } from 'koa';
 import { readBody } from '../http/body';
 import { MatrixError } from '../http/errors';
 import type { ProtocolDeps } from './context';
+import { clientOf } from '../limits';
 import { createSession } from './create';
 import {
   EMPTY_JSON,
@@ -64,7 +65,13 @@ export function msc4108Routes({ config, store, longPoll }: ProtocolDeps): Router
     }
     requireTextPlain(ctx);
     const data = await readBody(ctx, config.maxBytes);
-    const meta = await createSession(store, { family: FAMILY, contentType: TEXT_PLAIN, data, ttlMs });
+    const meta = await createSession(store, {
+      family: FAMILY,
+      contentType: TEXT_PLAIN,
+      data,
+      ttlMs,
+      owner: clientOf(ctx),
+    });
     const url = base + meta.id;
     setValidators(ctx.res, meta);
     ctx.res.setHeader('Location', url);

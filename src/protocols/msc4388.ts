@@ -6,6 +6,7 @@ import { readJsonObject, stringField } from '../http/json-body';
 import { OPAQUE_ID } from '../ids';
 import type { Session, SessionMeta, UpdateResult } from '../store/types';
 import type { ProtocolDeps } from './context';
+import { clientOf } from '../limits';
 import { createSession } from './create';
 import { EMPTY_JSON, notFound, sendBody, sessionId } from './etag-family';
 import { sequenceWait, settle } from './long-poll';
@@ -117,7 +118,13 @@ export function msc4388Routes({ config, store, longPoll }: ProtocolDeps, policy:
     router.post(prefix, async (ctx) => {
       await policy.authorizeCreate(ctx.get('Authorization'));
       const data = dataField(await readJsonObject(ctx, bodyLimit));
-      const meta = await createSession(store, { family: FAMILY, contentType: STORED_TYPE, data, ttlMs });
+      const meta = await createSession(store, {
+        family: FAMILY,
+        contentType: STORED_TYPE,
+        data,
+        ttlMs,
+        owner: clientOf(ctx),
+      });
       sendBody(
         ctx,
         200,
@@ -157,7 +164,7 @@ export function msc4388Routes({ config, store, longPoll }: ProtocolDeps, policy:
         const result = await longPoll.wait({
           id,
           family: FAMILY,
-          address: ctx.ip,
+          address: clientOf(ctx),
           current: session,
           waitMs,
           changed: (s) => String(s.rev) !== token,

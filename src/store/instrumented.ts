@@ -49,12 +49,18 @@ export interface Instrumented {
  * metrics: every session operation of every family goes through here. A Proxy rather than a class,
  * so store methods added later are forwarded (and timed) without touching this file.
  */
-export function instrumentStore<S extends SessionStore>(inner: S, metrics: Metrics): S & Instrumented {
+export function instrumentStore<S extends SessionStore>(
+  inner: S,
+  metrics: Metrics,
+  /** Where the live-sessions count comes from when the store cannot tell it itself (Redis). */
+  liveSessions?: () => Promise<number>,
+): S & Instrumented {
   const timed = inner.kind === 'redis';
   const wrapped = new Map<PropertyKey, AnyFn>();
   let expiredSeen = 0;
 
   const refreshGauges = async (): Promise<void> => {
+    if (liveSessions !== undefined) metrics.sessionsLive.set(await liveSessions());
     if (!hasCounts(inner)) return;
     metrics.sessionsLive.set(await inner.liveSessions());
     const expired = inner.expiredSessions();

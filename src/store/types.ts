@@ -31,6 +31,11 @@ export interface CreateInput {
   contentType: string;
   data: Buffer;
   ttlMs: number;
+  /**
+   * The client address the session counts against for the per-address session cap. The stores
+   * ignore it; the cap layer wrapped around them needs it.
+   */
+  owner?: string;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { NO_LIMITS } from './server';
 
 const MAIN = join(__dirname, '..', '..', 'dist', 'main.js');
 
@@ -31,7 +32,8 @@ export class Replica {
 
   static start(env: Record<string, string>): Promise<Replica> {
     const proc = spawn(process.execPath, [MAIN], {
-      env: { PATH: process.env.PATH, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
+      // Rate limits and caps are off unless the test sets them: loopback is one address for all tests.
+      env: { PATH: process.env.PATH, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...NO_LIMITS, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const logs: LogLine[] = [];

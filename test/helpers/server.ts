@@ -2,6 +2,14 @@ import { loadConfig } from '../../src/config';
 import { start, type RunningServer } from '../../src/main';
 import { freePort } from './ports';
 
+/** Limits off unless a test turns them on: loopback is one address for every test in the run. */
+export const NO_LIMITS = {
+  RZ_CREATE_RATE: '0',
+  RZ_REQUEST_RATE: '0',
+  RZ_MAX_SESSIONS: '0',
+  RZ_MAX_SESSIONS_PER_ADDRESS: '0',
+};
+
 export interface TestServer extends RunningServer {
   url: string;
 }
@@ -18,6 +26,7 @@ export async function startServer(env: Record<string, string> = {}): Promise<Tes
     LOG_LEVEL: 'silent',
     PORT: String(port),
     RZ_PUBLIC_BASE_URL: url,
+    ...NO_LIMITS,
     ...env,
   });
   return { ...(await start(config)), url };

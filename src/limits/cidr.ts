@@ -1,0 +1,43 @@
+import ipaddr from 'ipaddr.js';
+
+/**
+ * Strict address parsing: dotted-quad IPv4 only (ipaddr.js would also take `0x7f.1` and other
+ * legacy forms that no proxy writes), any IPv6 form. IPv4-mapped IPv6 becomes the IPv4 address, so
+ * a dual-stack socket and an IPv4 proxy header name a client the same way.
+ */
+export function parseIp(text: string): ipaddr.IPv4 | ipaddr.IPv6 | null {
+  if (ipaddr.IPv4.isValidFourPartDecimal(text)) return ipaddr.IPv4.parse(text);
+  if (!ipaddr.IPv6.isValid(text)) return null;
+  const v6 = ipaddr.IPv6.parse(text);
+  return v6.isIPv4MappedAddress() ? v6.toIPv4Address() : v6;
+}
+
+/** `a.b.c.d`, `a.b.c.d/n`, an IPv6 address or an IPv6 CIDR, as `address/prefix`; null when invalid. */
+export function normaliseCidr(text: string): string | null {
+  const slash = text.indexOf('/');
+  const ip = parseIp(slash < 0 ? text : text.slice(0, slash));
+  if (ip === null) return null;
+  const max = ip.kind() === 'ipv4' ? 32 : 128;
+  const prefix = slash < 0 ? max : Number(text.slice(slash + 1));
+  if (!/^\d{1,3}$/.test(slash < 0 ? String(max) : text.slice(slash + 1)) || prefix > max) return null;
+  return `${ip.toString()}/${prefix}`;
+}
+
+export type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
+
+export function parseRanges(cidrs: readonly string[]): Range[] {
+  return cidrs.map((c) => ipaddr.parseCIDR(c));
+}
+
+export function inRanges(ip: ipaddr.IPv4 | ipaddr.IPv6, ranges: readonly Range[]): boolean {
+  for (const range of ranges) if (range[0].kind() === ip.kind() && ip.match(range)) return true;
+  return false;
+}
+
+/** The network an IPv6 client is counted under: its address with the host bits cleared. */
+export function ipv6Network(ip: ipaddr.IPv6, prefix: number): string {
+  if (prefix >= 128) return ip.toString();
+  const bytes = ip.toByteArray();
+  for (let bit = prefix; bit < 128; bit++) bytes[bit >> 3]! &= ~(0x80 >> (bit & 7));
+  return `${ipaddr.fromByteArray(bytes).toString()}/${prefix}`;
+}

@@ -1,0 +1,158 @@
+import { expect } from 'chai';
+import http from 'node:http';
+import type { RunningServer } from '../../src/main';
+import { RedisServer } from '../helpers/redis';
+import { inParallel, json, send, type Answer } from '../helpers/send';
+import { startServer } from '../helpers/server';
+
+const MSC3886 = '/_matrix/client/unstable/org.matrix.msc3886/rendezvous';
+
+function expectLimited(a: Answer): void {
+  expect(a.status).to.equal(429);
+  expect(a.headers['content-type']).to.equal('application/json');
+  expect(a.headers['access-control-allow-origin']).to.equal('*');
+  expect(a.headers['cache-control']).to.equal('no-store, no-transform');
+  const body = json(a);
+  expect(body.errcode).to.equal('M_LIMIT_EXCEEDED');
+  expect(body.retry_after_ms).to.be.a('number').greaterThan(0);
+  expect(Number(a.headers['retry-after'])).to.be.at.least(1);
+}
+
+describe('rate limits shared by replicas through Redis', function () {
+  let redis: RedisServer;
+  let a: RunningServer;
+  let b: RunningServer;
+  const agents: http.Agent[] = [];
+  const agent = (localAddress: string) => {
+    const ag = new http.Agent({ keepAlive: true, maxSockets: 8, localAddress } as http.AgentOptions);
+    agents.push(ag);
+    return ag;
+  };
+
+  before(async () => {
+    redis = await RedisServer.start();
+    // 2 requests a second over a 100 s window: a budget of 200 the flood cannot outlast.
+    const env = {
+      REDIS_URL: redis.url,
+      RZ_REQUEST_RATE: '2',
+      RZ_REQUEST_RATE_WINDOW_SECONDS: '100',
+      RZ_CREATE_RATE: '40',
+    };
+    [a, b] = await Promise.all([startServer(env), startServer(env)]);
+  });
+  after(async () => {
+    for (const ag of agents) ag.destroy();
+    await Promise.all([a?.stop(), b?.stop()]);
+    await redis?.destroy();
+  });
+
+  it('holds a request flood from one address through two replicas to one budget (±10%)', async () => {
+    const ag = agent('127.0.0.2');
+    const answers = await inParallel(600, 16, (i) =>
+      send(i % 2 === 0 ? a.port : b.port, { path: `${MSC3886}/no-such-session-${i}`, agent: ag }),
+    );
+    const served = answers.filter((x) => x.status === 404).length;
+    const limited = answers.filter((x) => x.status === 429);
+    expect(served + limited.length).to.equal(600);
+    expect(served).to.be.within(180, 220);
+    expectLimited(limited[0]!);
+  });
+
+  it('leaves a second address untouched by the first one’s flood', async () => {
+    const other = await send(b.port, { path: `${MSC3886}/no-such-session`, localAddress: '127.0.0.3' });
+    expect(other.status).to.equal(404);
+    // The flooding address is still refused on both replicas.
+    expect((await send(a.port, { path: '/x', localAddress: '127.0.0.2' })).status).to.equal(429);
+  });
+
+  it('holds session creates from one address to the per-minute create budget across replicas', async () => {
+    const ag = agent('127.0.0.4');
+    const answers = await inParallel(120, 16, (i) =>
+      send(i % 2 === 0 ? a.port : b.port, { method: 'POST', path: '/', body: 'x', agent: ag }),
+    );
+    const created = answers.filter((x) => x.status === 200).length;
+    expect(created).to.be.within(36, 44);
+    expect(answers.filter((x) => x.status === 429).length).to.equal(120 - created);
+    expectLimited(answers.find((x) => x.status === 429)!);
+    // Creating does not spend the request budget: this address may still read.
+    expect((await send(a.port, { path: '/nothing', localAddress: '127.0.0.4' })).status).to.equal(404);
+  });
+
+  it('never limits the health probes', async () => {
+    for (const path of ['/health', '/ready']) {
+      expect((await send(a.port, { path, localAddress: '127.0.0.2' })).status).to.equal(200);
+    }
+  });
+});
+
+describe('rate limits and forwarding headers', function () {
+  let server: RunningServer;
+
+  before(async () => {
+    server = await startServer({ RZ_CREATE_RATE: '3', RZ_TRUSTED_PROXIES: '127.0.0.1/32' });
+  });
+  after(() => server?.stop());
+
+  const create = (localAddress: string, xff?: string) =>
+    send(server.port, {
+      method: 'POST',
+      path: '/',
+      localAddress,
+      headers: xff === undefined ? {} : { 'X-Forwarded-For': xff },
+    });
+
+  it('counts clients behind a trusted proxy by X-Forwarded-For', async () => {
+    for (let i = 0; i < 3; i++) expect((await create('127.0.0.1', '198.51.100.1')).status).to.equal(200);
+    expectLimited(await create('127.0.0.1', '198.51.100.1'));
+    // Another client behind the same proxy has its own budget.
+    expect((await create('127.0.0.1', '198.51.100.2')).status).to.equal(200);
+  });
+
+  it('ignores X-Forwarded-For from an untrusted address, so rotating it gains nothing', async () => {
+    for (let i = 0; i < 3; i++) expect((await create('127.0.0.5', `198.51.100.${10 + i}`)).status).to.equal(200);
+    expectLimited(await create('127.0.0.5', '198.51.100.99'));
+  });
+});
+
+describe('rate limits and a normal client', function () {
+  it('never refuse two devices behind one address polling once a second for a whole session', async () => {
+    // Defaults, in memory. A 300 s session at one poll a second per device, plus the writes of a
+    // login, is 600+ requests spread over five minutes; what matters to the budget is how many fall
+    // in one window, so replay one full window's worth of that traffic at once (a harsher burst).
+    const server = await startServer({ RZ_CREATE_RATE: '30', RZ_REQUEST_RATE: '30' });
+    try {
+      const created = await send(server.port, { method: 'POST', path: '/', body: 'hi', localAddress: '127.0.0.6' });
+      expect(created.status).to.equal(200);
+      const id = json(created).id as string;
+      const windowSeconds = 10;
+      const perWindow = 2 * windowSeconds + 4; // two devices polling, plus a few writes
+      for (let i = 0; i < perWindow; i++) {
+        const method = i % 6 === 5 ? 'PUT' : 'GET';
+        const body = method === 'PUT' ? 'x' : undefined;
+        const answer = await send(server.port, { method, path: `/${id}`, body, localAddress: '127.0.0.6' });
+        expect(answer.status, `request ${i}`).to.be.oneOf([200, 202]);
+      }
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe('limits set to 0', function () {
+  it('are off: one address creates and requests far past every default budget and cap', async () => {
+    const server = await startServer({
+      RZ_CREATE_RATE: '0',
+      RZ_REQUEST_RATE: '0',
+      RZ_MAX_SESSIONS: '0',
+      RZ_MAX_SESSIONS_PER_ADDRESS: '0',
+    });
+    try {
+      const creates = await inParallel(120, 8, () => send(server.port, { method: 'POST', path: '/', body: 'x' }));
+      expect(creates.every((a) => a.status === 200)).to.equal(true);
+      const reads = await inParallel(400, 8, () => send(server.port, { path: '/nothing' }));
+      expect(reads.every((a) => a.status === 404)).to.equal(true);
+    } finally {
+      await server.stop();
+    }
+  });
+});
