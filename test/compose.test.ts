@@ -53,6 +53,9 @@ describe('docker-compose stack', function () {
     expect(services.prometheus?.profiles).to.deep.equal(['monitoring']);
   });
 
+  const lbAddress = () =>
+    (services.lb as { networks: { default: { ipv4_address: string } } }).networks.default.ipv4_address;
+
   it('runs three read-only, non-root replicas configured only with settings the server reads', () => {
     for (const name of ['rendezvous-1', 'rendezvous-2', 'rendezvous-3']) {
       const svc = services[name]!;
@@ -61,6 +64,8 @@ describe('docker-compose stack', function () {
       const env = svc.environment ?? {};
       for (const key of Object.keys(env)) expect(KNOWN.has(key), `${name}: ${key}`).to.equal(true);
       expect(env.REDIS_URL).to.equal('redis://redis:6379');
+      // Forwarding headers are believed from the balancer's fixed address only.
+      expect(env.RZ_TRUSTED_PROXIES).to.equal(lbAddress());
     }
   });
 

@@ -27,6 +27,7 @@ const REQUIRED = [
   'RZ_REDIS_PASSWORD',
   'RZ_SHUTDOWN_DELAY_SECONDS',
   'RZ_SHUTDOWN_GRACE_SECONDS',
+  'RZ_TRUSTED_PROXIES',
 ];
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -78,6 +79,27 @@ describe('Helm chart (static checks: no helm binary here)', () => {
     expect(unknown, 'set by the chart but not read by the server').to.deep.equal([]);
     const missing = REQUIRED.filter((n) => !set.has(n));
     expect(missing, 'needed in Kubernetes but not set by the chart').to.deep.equal([]);
+  });
+
+  it('configures the server, with its default values, in a way the server accepts', () => {
+    const env: Record<string, string> = {};
+    for (const m of template('configmap.yaml').matchAll(
+      /^ {2}([A-Z][A-Z0-9_]*): \{\{ (?:required "[^"]*" )?\.Values\.([\w.]+)/gm,
+    )) {
+      let node: unknown = values;
+      for (const part of m[2]!.split('.')) node = (node as Values)[part];
+      env[m[1]!] = String(node);
+    }
+    // Only the Redis setting of the default mode is rendered.
+    delete env.RZ_REDIS_SENTINELS;
+    delete env.RZ_REDIS_CLUSTER_NODES;
+    expect(Object.keys(env)).to.include.members(['PORT', 'RZ_PUBLIC_BASE_URL', 'REDIS_URL', 'RZ_TRUSTED_PROXIES']);
+    const config = loadConfig(env);
+    expect(config.port).to.equal(values.containerPort);
+    expect(config.trustedProxies.length).to.be.greaterThan(0);
+    // The ingress holds a request longer than the longest long-poll.
+    const readTimeout = /proxy-read-timeout: "(\d+)"/.exec(template('ingress.yaml'))![1];
+    expect(Number(readTimeout)).to.be.greaterThan(config.longPollMaxWaitSeconds);
   });
 
   it('references only values that values.yaml defines', () => {
