@@ -181,6 +181,34 @@ describe('Redis Cluster (3 masters)', () => {
     for (let i = 0; i < 3; i++) await crossReplicaWake(setup.env);
   });
 
+  it('keeps long-polls waking after the shard subscriber connections are killed', async () => {
+    const [a, b] = await Promise.all([serve(setup.env), serve(setup.env)]);
+    try {
+      const baseA = `http://127.0.0.1:${a.port}`;
+      const baseB = `http://127.0.0.1:${b.port}`;
+      const created = await req(`${baseB}/`, { method: 'POST', body: 'first' });
+      const id = ((await created.json()) as { id: string }).id;
+      const isWaiting = waiting(a.longPoll);
+      const held = heldGet(`${baseA}/${id}`, created.headers.get('ETag')!, 60);
+      await isWaiting;
+      let killed = 0;
+      for (const node of setup.nodes) {
+        const admin = node.client();
+        killed += Number(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'));
+        admin.disconnect();
+      }
+      expect(killed).to.be.at.least(1);
+      // Written while A's subscriber may still be reconnecting: the notice can be lost, the
+      // re-read after the subscribers are back must not be.
+      expect((await req(`${baseB}/${id}`, { method: 'PUT', body: 'second' })).status).to.equal(202);
+      const res = await held.response;
+      expect(res.status).to.equal(200);
+      expect(res.body).to.equal('second');
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
   it('publishes write and delete wake-ups on the sharded channel of the session slot', async () => {
     const id = await createSession(base, 'x');
     const any = setup.nodes[0]!.client();

@@ -38,7 +38,13 @@ export class RedisNotifier implements Notifier {
   constructor(factory: SubscriberFactory, log: Logger) {
     this.sub = factory();
     this.shardsReady = !(this.sub instanceof Cluster);
-    this.sub.on('subscribersReady', () => (this.shardsReady = true));
+    // Cluster replaces a shard's subscriber when its connection drops, without a cluster-wide
+    // `ready`: notices published meanwhile are lost, so waiters re-read exactly as after `ready`.
+    this.sub.on('subscribersReady', () => {
+      const restart = this.shardsReady;
+      this.shardsReady = true;
+      if (restart) void this.table.resubscribeAll();
+    });
     this.table = new ListenerTable(
       (id) => this.subscribe(id),
       (id) => this.unsubscribe(id),
