@@ -24,6 +24,22 @@ const httpUrl = z
   .url()
   .refine((u) => /^https?:\/\//i.test(u))
   .transform((u) => u.replace(/\/+$/, ''));
+/** `host:port,host:port`: the seed list of a Sentinel set or a Cluster. */
+const hostPorts = z
+  .string()
+  .transform((v) =>
+    v
+      .split(',')
+      .map((x) => x.trim())
+      .filter((x) => x !== ''),
+  )
+  .pipe(z.array(z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):\d{1,5}$/)).min(1))
+  .transform((list) =>
+    list.map((hp) => {
+      const i = hp.lastIndexOf(':');
+      return { host: hp.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(hp.slice(i + 1)) };
+    }),
+  );
 const redisUrl = z
   .string()
   .url()
@@ -67,8 +83,95 @@ export const SETTINGS: readonly Setting[] = [
     name: 'REDIS_URL',
     key: 'redisUrl',
     expect: 'a redis:// or rediss:// URL',
-    help: 'Redis holding the sessions, shared by all replicas. Unset: in-memory store (single process only)',
+    help: 'Single Redis node holding the sessions, shared by all replicas (password and ACL user may be in the URL). No Redis setting at all: in-memory store, single process only',
     schema: redisUrl.optional(),
+  },
+  {
+    name: 'RZ_REDIS_SENTINELS',
+    key: 'redisSentinels',
+    expect: 'a comma-separated list of host:port',
+    help: 'Redis Sentinels to ask for the current master (instead of REDIS_URL)',
+    schema: hostPorts.optional(),
+  },
+  {
+    name: 'RZ_REDIS_SENTINEL_MASTER',
+    key: 'redisSentinelMaster',
+    expect: 'a Sentinel master name',
+    help: 'Name the Sentinels monitor the master under',
+    default: 'mymaster',
+    schema: z.string().min(1).max(200),
+  },
+  {
+    name: 'RZ_REDIS_SENTINEL_PASSWORD',
+    key: 'redisSentinelPassword',
+    expect: 'a password',
+    help: 'Password of the Sentinels themselves, when they require one',
+    schema: z.string().min(1).optional(),
+  },
+  {
+    name: 'RZ_REDIS_CLUSTER_NODES',
+    key: 'redisClusterNodes',
+    expect: 'a comma-separated list of host:port',
+    help: 'Some nodes of a Redis Cluster (the rest are discovered) instead of REDIS_URL',
+    schema: hostPorts.optional(),
+  },
+  {
+    name: 'RZ_REDIS_USERNAME',
+    key: 'redisUsername',
+    expect: 'an ACL user name',
+    help: 'Redis ACL user; overrides the one in REDIS_URL',
+    schema: z.string().min(1).optional(),
+  },
+  {
+    name: 'RZ_REDIS_PASSWORD',
+    key: 'redisPassword',
+    expect: 'a password',
+    help: 'Redis password; overrides the one in REDIS_URL (keeps the secret out of the URL)',
+    schema: z.string().min(1).optional(),
+  },
+  {
+    name: 'RZ_REDIS_TLS',
+    key: 'redisTls',
+    expect: 'true or false',
+    help: 'Talk TLS to Redis (implied by a rediss:// URL; for Sentinel the Sentinels use it too)',
+    default: 'false',
+    schema: bool,
+  },
+  {
+    name: 'RZ_REDIS_TLS_CA_FILE',
+    key: 'redisTlsCaFile',
+    expect: 'a path to a PEM file',
+    help: 'Certificate authorities that sign the Redis server certificate (default: the system ones)',
+    schema: z.string().min(1).optional(),
+  },
+  {
+    name: 'RZ_REDIS_TLS_CERT_FILE',
+    key: 'redisTlsCertFile',
+    expect: 'a path to a PEM file',
+    help: 'Client certificate, when Redis asks for one (with RZ_REDIS_TLS_KEY_FILE)',
+    schema: z.string().min(1).optional(),
+  },
+  {
+    name: 'RZ_REDIS_TLS_KEY_FILE',
+    key: 'redisTlsKeyFile',
+    expect: 'a path to a PEM file',
+    help: 'Private key of the client certificate',
+    schema: z.string().min(1).optional(),
+  },
+  {
+    name: 'RZ_REDIS_TLS_SERVERNAME',
+    key: 'redisTlsServername',
+    expect: 'a host name',
+    help: 'Name the Redis certificate must carry, when it differs from the host connected to',
+    schema: z.string().min(1).optional(),
+  },
+  {
+    name: 'RZ_REDIS_TLS_REJECT_UNAUTHORIZED',
+    key: 'redisTlsRejectUnauthorized',
+    expect: 'true or false',
+    help: 'Refuse a Redis certificate that does not verify (false only for testing)',
+    default: 'true',
+    schema: bool,
   },
   {
     name: 'RZ_PUBLIC_BASE_URL',
@@ -214,6 +317,21 @@ export const SETTINGS: readonly Setting[] = [
     schema: int(0, 1000000),
   },
   {
+    name: 'RZ_SHUTDOWN_DELAY_SECONDS',
+    key: 'shutdownDelaySeconds',
+    expect: 'an integer from 0 to 300',
+    help: 'On SIGTERM, how long to keep serving with /ready false before closing the listener, so load balancers stop routing here first',
+    default: '0',
+    schema: int(0, 300),
+  },
+  {
+    name: 'RZ_METRICS_PORT',
+    key: 'metricsPort',
+    expect: 'a port number from 0 to 65535',
+    help: 'Serve /metrics on this port only (default: on the main port)',
+    schema: int(0, 65535).optional(),
+  },
+  {
     name: 'RZ_MAX_URL_BYTES',
     key: 'maxUrlBytes',
     expect: 'an integer from 256 to 65536',
@@ -331,10 +449,27 @@ export const SETTINGS: readonly Setting[] = [
   },
 ];
 
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
 export interface Config {
   port: number;
   host: string;
   redisUrl: string | undefined;
+  redisSentinels: HostPort[] | undefined;
+  redisSentinelMaster: string;
+  redisSentinelPassword: string | undefined;
+  redisClusterNodes: HostPort[] | undefined;
+  redisUsername: string | undefined;
+  redisPassword: string | undefined;
+  redisTls: boolean;
+  redisTlsCaFile: string | undefined;
+  redisTlsCertFile: string | undefined;
+  redisTlsKeyFile: string | undefined;
+  redisTlsServername: string | undefined;
+  redisTlsRejectUnauthorized: boolean;
   publicBaseUrl: string;
   ttlSeconds: number;
   maxBytes: number;
@@ -347,6 +482,8 @@ export interface Config {
   homeserverTimeoutMs: number;
   redisCommandTimeoutMs: number;
   shutdownGraceSeconds: number;
+  shutdownDelaySeconds: number;
+  metricsPort: number | undefined;
   headersTimeoutMs: number;
   requestTimeoutMs: number;
   keepAliveTimeoutMs: number;
@@ -392,6 +529,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       // A derived default only fails when what it derives from is bad, which is reported already.
       problems.push(`${s.name} must be ${s.expect} (got ${JSON.stringify(raw)})`);
     }
+  }
+  const topologies = ['REDIS_URL', 'RZ_REDIS_SENTINELS', 'RZ_REDIS_CLUSTER_NODES'].filter((n) => env[n]);
+  if (topologies.length > 1) problems.push(`Set only one of ${topologies.join(', ')} (one Redis topology)`);
+  if (Boolean(env.RZ_REDIS_TLS_CERT_FILE) !== Boolean(env.RZ_REDIS_TLS_KEY_FILE)) {
+    problems.push('RZ_REDIS_TLS_CERT_FILE and RZ_REDIS_TLS_KEY_FILE go together');
   }
   if (problems.length === 0 && out.createPolicy === 'authenticated' && out.homeserverUrl === undefined) {
     problems.push('RZ_HOMESERVER_URL must be set when RZ_CREATE_POLICY is authenticated (tokens are verified there)');

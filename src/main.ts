@@ -7,9 +7,14 @@ import { createLongPoll, type LongPoll } from './longpoll';
 import { createApp } from './http/app';
 import { Lifecycle } from './http/health';
 import { createHttpServer, drain, listen } from './http/server';
+import { createMetricsServer } from './http/metrics-server';
+import { instrumentStore } from './store/instrumented';
+import { redisLiveSessions } from './limits/live-sessions';
 
 export interface RunningServer {
   port: number;
+  /** The RZ_METRICS_PORT listener's port, when /metrics has a port of its own. */
+  metricsPort: number | undefined;
   /** This replica's long-poll waiters (tests look inside). */
   longPoll: LongPoll;
   /** Drains and closes everything; what SIGTERM does. */
@@ -19,28 +24,41 @@ export interface RunningServer {
 /** Starts one replica; used by the CLI below and by tests that want a real server in-process. */
 export async function start(config: Config): Promise<RunningServer> {
   const log = createLogger(config);
-  const store = await createStore(config, log);
-  const lifecycle = new Lifecycle();
   const metrics = new Metrics();
+  const backend = await createStore(config, log);
+  const store = instrumentStore(backend, metrics, redisLiveSessions(config, backend));
+  const lifecycle = new Lifecycle();
   const longPoll = await createLongPoll(config, store, log, metrics);
   const app = createApp({ config, store, log, lifecycle, metrics, longPoll });
   const server = createHttpServer(app, config);
   const address = await listen(server, config.port, config.host);
-  log.info({ port: address.port, host: config.host, store: store.kind }, 'listening');
+  const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, store);
+  const metricsAddress = metricsServer && (await listen(metricsServer, config.metricsPort!, config.host));
+  log.info(
+    { port: address.port, host: config.host, store: store.kind, metricsPort: metricsAddress?.port },
+    'listening',
+  );
 
   let stopping: Promise<void> | undefined;
+  // Readiness turns false first; only after the delay (load balancers notice) does the listener
+  // close, then in-flight requests get the grace period, then Redis goes.
   const stop = () =>
     (stopping ??= (async () => {
       lifecycle.draining = true;
-      log.info('draining');
-      // Held long-polls answer now (304 / current state), or the drain would wait out every one.
+      log.info({ delaySeconds: config.shutdownDelaySeconds, graceSeconds: config.shutdownGraceSeconds }, 'draining');
+      // Held long-polls answer now (304 / current state, with Connection: close, so their clients
+      // come back through another replica) and new ones are answered at once from here on.
       longPoll.shutdown();
+      if (config.shutdownDelaySeconds > 0) {
+        await new Promise((resolve) => setTimeout(resolve, config.shutdownDelaySeconds * 1000));
+      }
       await drain(server, config.shutdownGraceSeconds * 1000);
+      if (metricsServer) await drain(metricsServer, 0);
       await longPoll.notifier.close();
       await store.close();
       log.info('stopped');
     })());
-  return { port: address.port, longPoll, stop };
+  return { port: address.port, metricsPort: metricsAddress?.port, longPoll, stop };
 }
 
 async function main(): Promise<void> {
@@ -61,6 +79,9 @@ async function main(): Promise<void> {
   }
   const running = await start(config);
   const onSignal = () => {
+    // A last resort if something hangs past the grace period: never outlive the orchestrator's patience.
+    const deadline = (config.shutdownDelaySeconds + config.shutdownGraceSeconds + 5) * 1000;
+    setTimeout(() => process.exit(1), deadline).unref();
     running.stop().then(
       () => process.exit(0),
       () => process.exit(1),

@@ -1,15 +1,26 @@
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { MemoryStore, RedisStore, redisOptions, whenReady, etagOf, type SessionStore } from '../src/store';
+import {
+  MemoryStore,
+  RedisStore,
+  createRedisClient,
+  redisOptions,
+  whenReady,
+  etagOf,
+  type RedisClient,
+  type SessionStore,
+} from '../src/store';
+import { loadConfig } from '../src/config';
 import { newSessionIds } from '../src/ids';
 import { sessionKey, txnKey } from '../src/store/keys';
 import { sharedRedisUrl } from './helpers/redis';
+import { sharedClusterSetup, sharedSentinelSetup } from './helpers/topologies';
 
 interface Backend {
   /** Writes go through `a`; reads are checked through `b` (the same store, or a second connection). */
   a: SessionStore;
   b: SessionStore;
-  redis?: Redis;
+  redis?: RedisClient;
   close(): Promise<void>;
 }
 
@@ -37,6 +48,26 @@ async function redisBackend(twoConnections: boolean): Promise<Backend> {
   };
 }
 
+/** The same contract through Sentinel and Cluster clients, as the server builds them from its settings. */
+async function topologyBackend(env: Record<string, string>): Promise<Backend> {
+  const config = loadConfig({ ...env, RZ_REDIS_COMMAND_TIMEOUT_MS: '2000' });
+  const ca = createRedisClient(config);
+  const cb = createRedisClient(config);
+  const redis = createRedisClient(config);
+  await Promise.all([whenReady(ca, 5000), whenReady(cb, 5000), whenReady(redis, 5000)]);
+  const a = new RedisStore(ca, 4);
+  const b = new RedisStore(cb, 4);
+  return {
+    a,
+    b,
+    redis,
+    async close() {
+      await Promise.all([a.close(), b.close()]);
+      redis.disconnect();
+    },
+  };
+}
+
 const BACKENDS: [string, () => Promise<Backend>][] = [
   [
     'memory',
@@ -47,6 +78,8 @@ const BACKENDS: [string, () => Promise<Backend>][] = [
   ],
   ['redis', () => redisBackend(false)],
   ['redis, two connections (as two replicas)', () => redisBackend(true)],
+  ['redis sentinel, two connections', async () => topologyBackend((await sharedSentinelSetup()).env)],
+  ['redis cluster of 3 masters, two connections', async () => topologyBackend((await sharedClusterSetup()).env)],
 ];
 
 for (const [name, make] of BACKENDS) {

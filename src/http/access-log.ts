@@ -10,6 +10,7 @@ export function accessLog(log: Logger): Middleware {
     } finally {
       log.info(
         {
+          reqId: ctx.state.requestId,
           method: ctx.method,
           route: ctx._matchedRoute ?? 'unmatched',
           status: ctx.status,

@@ -16,6 +16,8 @@ import { errorHandler } from './errors';
 import { accessLog } from './access-log';
 import { healthRoutes, type Lifecycle } from './health';
 import { unrecognized } from './unrecognized';
+import { requestId } from './request-id';
+import { httpMetrics, metricsRoutes } from './metrics';
 import { urlLimit } from './url-limit';
 import { createLimits } from '../limits';
 
@@ -46,9 +48,14 @@ export function createApp(deps: AppDeps): Koa {
   // Token verdicts live next to the sessions, so every replica shares them.
   const verdicts: VerdictCache =
     deps.store instanceof RedisStore ? new RedisVerdictCache(deps.store.client) : new MemoryVerdictCache();
-  const routers: Router[] = [healthRoutes(deps.store, lifecycle), msc3886Routes(protocol), msc4108Routes(protocol)];
+  // Fixed paths first: `/metrics` and `/health` must not be taken for MSC3886 session ids.
+  const ownRoutes = [healthRoutes(deps.store, lifecycle)];
+  if (config.metricsPort === undefined) ownRoutes.push(metricsRoutes(metrics, deps.store));
+  const routers: Router[] = [...ownRoutes, msc3886Routes(protocol), msc4108Routes(protocol)];
   if (config.msc4388Enabled) routers.push(msc4388Routes(protocol, createPolicy(config, verdicts, log)));
 
+  app.use(httpMetrics(metrics));
+  app.use(requestId);
   app.use(commonHeaders);
   app.use(
     cors({

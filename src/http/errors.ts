@@ -52,7 +52,10 @@ export function errorHandler(log: Logger): Middleware {
       if (caught instanceof MatrixError) {
         err = caught;
       } else if (caught instanceof StoreUnavailableError) {
-        log.warn({ err: String((caught.cause as Error | undefined)?.message ?? caught.message) }, 'store unavailable');
+        log.warn(
+          { reqId: ctx.state.requestId, err: String((caught.cause as Error | undefined)?.message ?? caught.message) },
+          'store unavailable',
+        );
         err = new MatrixError(503, 'M_UNKNOWN', 'The session store is unavailable, try again shortly', undefined, {
           'Retry-After': '1',
         });
@@ -61,7 +64,7 @@ export function errorHandler(log: Logger): Middleware {
         if (mapped) {
           err = mapped;
         } else {
-          log.error({ err: caught }, 'unhandled error');
+          log.error({ reqId: ctx.state.requestId, err: caught }, 'unhandled error');
           err = new MatrixError(500, 'M_UNKNOWN', 'Internal server error');
         }
       }

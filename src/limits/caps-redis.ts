@@ -9,7 +9,7 @@ type Client = (Redis | Cluster) & {
 };
 
 /** The global cap is one sorted set; each address has its own, so no script spans two slots. */
-const GLOBAL_KEY = 'rz:cap:all';
+export const GLOBAL_KEY = 'rz:cap:all';
 const addressKey = (owner: string) => `rz:cap:addr:${owner}`;
 /** Who created a session, beside it in its Cluster slot (same hash tag), expiring with it. */
 const ownerKey = (id: string) => `rz:{${id}}:owner`;

@@ -1,8 +1,7 @@
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config';
 import type { Metrics } from '../metrics';
-import { redisOptions } from '../store';
+import { createRedisClient } from '../store/connect';
 import { MemoryStore } from '../store/memory';
 import type { SessionStore } from '../store/types';
 import { MemoryNotifier } from './memory-notifier';
@@ -15,12 +14,12 @@ export { preferredWaitSeconds } from './prefer';
 export type { Notifier } from './notifier';
 
 /**
- * The subscriber connection: like the store's, but it restores its subscriptions itself (see
- * RedisNotifier) and never pipelines, since subscribe commands change the connection's mode.
+ * The subscriber connection: like the store's (same topology: single node, Sentinel or Cluster with
+ * one subscriber per shard), but it restores its subscriptions itself (see RedisNotifier) and never
+ * pipelines, since subscribe commands change the connection's mode.
  */
 export function subscriberFactory(config: Config): SubscriberFactory {
-  return () =>
-    new Redis(config.redisUrl!, { ...redisOptions(config), enableAutoPipelining: false, autoResubscribe: false });
+  return () => createRedisClient(config, { subscriber: true });
 }
 
 /** In-process notices for the in-memory store, Redis sharded pub/sub for the Redis store. */

@@ -1,4 +1,4 @@
-import type { Cluster, Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { idOfWakeChannel, wakeChannel } from '../store/keys';
 import {
@@ -29,9 +29,22 @@ export class RedisNotifier implements Notifier {
   private readonly sub: Redis | Cluster;
   private readonly table: ListenerTable;
   private closed = false;
+  /**
+   * On Cluster, SSUBSCRIBE goes through one subscriber per shard, which start only after the cluster
+   * itself is ready; a subscribe before that fails. Single node and Sentinel have no such step.
+   */
+  private shardsReady: boolean;
 
   constructor(factory: SubscriberFactory, log: Logger) {
     this.sub = factory();
+    this.shardsReady = !(this.sub instanceof Cluster);
+    // Cluster replaces a shard's subscriber when its connection drops, without a cluster-wide
+    // `ready`: notices published meanwhile are lost, so waiters re-read exactly as after `ready`.
+    this.sub.on('subscribersReady', () => {
+      const restart = this.shardsReady;
+      this.shardsReady = true;
+      if (restart) void this.table.resubscribeAll();
+    });
     this.table = new ListenerTable(
       (id) => this.subscribe(id),
       (id) => this.unsubscribe(id),
@@ -73,16 +86,21 @@ export class RedisNotifier implements Notifier {
 
   /** Resolves when the subscriber connection is up, or false after `timeoutMs` (it keeps trying). */
   connected(timeoutMs: number): Promise<boolean> {
-    if (this.sub.status === 'ready') return Promise.resolve(true);
+    const up = () => this.sub.status === 'ready' && this.shardsReady;
+    if (up()) return Promise.resolve(true);
     return new Promise((resolve) => {
       const done = (ok: boolean) => {
         clearTimeout(timer);
-        this.sub.off('ready', onReady);
+        this.sub.off('ready', onEvent);
+        this.sub.off('subscribersReady', onEvent);
         resolve(ok);
       };
-      const onReady = () => done(true);
+      const onEvent = () => {
+        if (up()) done(true);
+      };
       const timer = setTimeout(() => done(false), timeoutMs);
-      this.sub.on('ready', onReady);
+      this.sub.on('ready', onEvent);
+      this.sub.on('subscribersReady', onEvent);
     });
   }
 

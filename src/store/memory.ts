@@ -35,6 +35,7 @@ export class MemoryStore implements SessionStore {
   readonly kind = 'memory' as const;
   private readonly sessions = new Map<string, Entry>();
   private readonly sweeper: NodeJS.Timeout;
+  private expired = 0;
   /** What the Redis scripts publish on a session's wake channel, delivered in-process instead. */
   private wake: ((id: string, message: string) => void) | undefined;
 
@@ -60,7 +61,23 @@ export class MemoryStore implements SessionStore {
 
   sweep(): void {
     const now = this.now();
-    for (const [id, e] of this.sessions) if (e.expiresAt <= now) this.sessions.delete(id);
+    for (const [id, e] of this.sessions) {
+      if (e.expiresAt <= now) {
+        this.sessions.delete(id);
+        this.expired++;
+      }
+    }
+  }
+
+  /** For the live-sessions gauge: sweeps first, so expired entries are not counted. */
+  async liveSessions(): Promise<number> {
+    this.sweep();
+    return this.sessions.size;
+  }
+
+  /** Sessions that reached their expiry without being deleted, since the store started. */
+  expiredSessions(): number {
+    return this.expired;
   }
 
   private live(id: string, family: Family): Entry | undefined {
@@ -68,6 +85,7 @@ export class MemoryStore implements SessionStore {
     if (e === undefined) return undefined;
     if (e.expiresAt <= this.now()) {
       this.sessions.delete(id);
+      this.expired++;
       return undefined;
     }
     return e.family === family ? e : undefined;
@@ -75,7 +93,10 @@ export class MemoryStore implements SessionStore {
 
   async create(input: CreateInput): Promise<SessionMeta | null> {
     const existing = this.sessions.get(input.id);
-    if (existing !== undefined && existing.expiresAt > this.now()) return null;
+    if (existing !== undefined) {
+      if (existing.expiresAt > this.now()) return null;
+      this.expired++;
+    }
     const now = this.now();
     const e: Entry = {
       id: input.id,

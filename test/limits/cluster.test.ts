@@ -10,13 +10,24 @@ import { CappedStore } from '../../src/limits/capped-store';
 import { RedisCaps } from '../../src/limits/caps-redis';
 import { SessionCapError } from '../../src/limits/errors';
 import { RedisServer } from '../helpers/redis';
+import { freePort } from '../helpers/ports';
 
 const run = promisify(execFile);
 
 /** Three masters, no replicas: enough to spread slots so a cross-slot script would be refused. */
 async function startCluster(): Promise<RedisServer[]> {
   const nodes = await Promise.all(
-    [0, 1, 2].map(() => RedisServer.start(['--cluster-enabled', 'yes', '--cluster-node-timeout', '2000'])),
+    [0, 1, 2].map(async () =>
+      // The bus port defaults to port + 10000, which is out of range for ports above 55535.
+      RedisServer.start([
+        '--cluster-enabled',
+        'yes',
+        '--cluster-node-timeout',
+        '2000',
+        '--cluster-port',
+        String(await freePort()),
+      ]),
+    ),
   );
   await run('redis-cli', [
     '--cluster',

@@ -1,0 +1,66 @@
+import Router from '@koa/router';
+import type { Context, Middleware } from 'koa';
+import type { Metrics } from '../metrics';
+import type { SessionStore } from '../store/types';
+import type { Instrumented } from '../store/instrumented';
+
+/** Path prefixes of each API family; the label set stays fixed whatever clients send. */
+const PREFIXES: readonly [string, string][] = [
+  ['/_matrix/client/unstable/org.matrix.msc3886/rendezvous', 'msc3886'],
+  ['/_matrix/client/unstable/org.matrix.msc4108/rendezvous', 'msc4108'],
+  ['/_matrix/client/unstable/io.element.msc4388/rendezvous', 'msc4388'],
+  ['/_matrix/client/v1/rendezvous', 'msc4388'],
+];
+const OWN: Record<string, string> = { '/health': 'health', '/ready': 'health', '/metrics': 'metrics' };
+const METHODS = new Set(['GET', 'PUT', 'POST', 'DELETE', 'OPTIONS', 'HEAD']);
+/** MSC3886 at the root: `/` and `/<id>`. */
+const ROOT = /^\/[^/]*$/;
+
+/** The API family a request belongs to, from its path (never a raw path: label cardinality). */
+export function familyOf(ctx: Context): string {
+  const path = ctx.path;
+  const own = OWN[path];
+  if (own !== undefined) return own;
+  for (const [prefix, family] of PREFIXES) {
+    if (path.startsWith(prefix) && (path.length === prefix.length || path[prefix.length] === '/')) return family;
+  }
+  // A root path is a session only if a route took it (or it is a CORS preflight for one).
+  if (ROOT.test(path) && (ctx._matchedRoute !== undefined || ctx.method === 'OPTIONS')) return 'msc3886';
+  return ctx._matchedRoute !== undefined ? 'other' : 'unmatched';
+}
+
+/** Counts and times every answer by family, method and status; outermost, so it sees the final status. */
+export function httpMetrics(metrics: Metrics): Middleware {
+  return async (ctx, next) => {
+    const start = process.hrtime.bigint();
+    let failed = false;
+    try {
+      await next();
+    } catch (err) {
+      failed = true;
+      throw err;
+    } finally {
+      const family = familyOf(ctx);
+      const method = METHODS.has(ctx.method) ? ctx.method : 'OTHER';
+      metrics.httpRequests.inc({ family, method, status: failed ? '500' : String(ctx.status) });
+      metrics.httpDuration.observe({ family, method }, Number(process.hrtime.bigint() - start) / 1e9);
+    }
+  };
+}
+
+/** Renders the registry, first refreshing the gauges that are read from the store at scrape time. */
+export async function scrape(metrics: Metrics, store: SessionStore): Promise<string> {
+  await (store as Partial<Instrumented>).refreshGauges?.().catch(() => undefined);
+  return metrics.registry.metrics();
+}
+
+/** `GET /metrics` in the Prometheus text format, on the main port unless RZ_METRICS_PORT is set. */
+export function metricsRoutes(metrics: Metrics, store: SessionStore): Router {
+  const router = new Router();
+  router.get('/metrics', async (ctx) => {
+    const text = await scrape(metrics, store);
+    ctx.res.setHeader('Content-Type', metrics.registry.contentType);
+    ctx.body = text;
+  });
+  return router;
+}

@@ -1,0 +1,276 @@
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { randomBytes } from 'node:crypto';
+import { Cluster, Redis } from 'ioredis';
+import { freePort } from './ports';
+import { RedisServer } from './redis';
+
+const run = promisify(execFile);
+
+/** Checks `ok` until it holds (a state to reach, not a delay to sit out), failing after `timeoutMs`. */
+export async function until(what: string, ok: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await ok()) return;
+    } catch {}
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+interface SentinelId {
+  port: number;
+  id: string;
+}
+
+/** A `redis-server <conf> --sentinel` on a loopback port, with its own directory. */
+class SentinelProcess {
+  private constructor(
+    readonly port: number,
+    readonly dir: string,
+    private readonly proc: ChildProcess,
+  ) {}
+
+  /**
+   * `peers` (every Sentinel of the set, this one included) and the replica are written into the
+   * config as already known, so the set is complete at once instead of after rounds of discovery.
+   */
+  static async start(
+    masterName: string,
+    masterPort: number,
+    replicaPort: number,
+    self: SentinelId,
+    peers: SentinelId[],
+  ): Promise<SentinelProcess> {
+    const port = self.port;
+    const dir = mkdtempSync(join(tmpdir(), 'rz-sentinel-'));
+    const conf = join(dir, 'sentinel.conf');
+    // Sentinel rewrites its config file, so each one needs a writable copy of its own.
+    writeFileSync(
+      conf,
+      [
+        `port ${port}`,
+        'bind 127.0.0.1',
+        `dir ${dir}`,
+        `sentinel monitor ${masterName} 127.0.0.1 ${masterPort} 2`,
+        `sentinel down-after-milliseconds ${masterName} 1000`,
+        `sentinel failover-timeout ${masterName} 5000`,
+        `sentinel parallel-syncs ${masterName} 1`,
+        `sentinel myid ${self.id}`,
+        `sentinel known-replica ${masterName} 127.0.0.1 ${replicaPort}`,
+        ...peers
+          .filter((p) => p.id !== self.id)
+          .map((p) => `sentinel known-sentinel ${masterName} 127.0.0.1 ${p.port} ${p.id}`),
+        '',
+      ].join('\n'),
+    );
+    const proc = spawn('redis-server', [conf, '--sentinel'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      const onData = (b: Buffer) => {
+        out += b.toString();
+        if (out.includes('+monitor master')) {
+          proc.stdout!.off('data', onData);
+          proc.stdout!.resume();
+          resolve();
+        }
+      };
+      proc.stdout!.on('data', onData);
+      proc.once('exit', (code) => reject(new Error(`sentinel exited (${code}): ${out}`)));
+      proc.once('error', reject);
+    });
+    return new SentinelProcess(port, dir, proc);
+  }
+
+  client(): Redis {
+    return new Redis({ port: this.port, host: '127.0.0.1', lazyConnect: false, maxRetriesPerRequest: 1 });
+  }
+
+  async destroy(): Promise<void> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) {
+      const exited = new Promise((resolve) => this.proc.once('exit', resolve));
+      this.proc.kill('SIGKILL');
+      await exited;
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * One master, one replica and three Sentinels (quorum 2), all on loopback ports: the smallest set
+ * that really fails over. Resolves once every Sentinel knows the replica and the other Sentinels,
+ * so a failover can be elected as soon as the master goes.
+ */
+export class SentinelSetup {
+  static readonly MASTER_NAME = 'rzmaster';
+
+  private constructor(
+    readonly master: RedisServer,
+    readonly replica: RedisServer,
+    readonly sentinels: SentinelProcess[],
+  ) {}
+
+  static async start(): Promise<SentinelSetup> {
+    // No diskless-sync delay: the replica would otherwise wait 5 s for company before its first sync.
+    const noDelay = ['--repl-diskless-sync-delay', '0'];
+    const master = await RedisServer.start(noDelay);
+    const replica = await RedisServer.start([...noDelay, '--replicaof', '127.0.0.1', String(master.port)]);
+    const probe = master.client();
+    try {
+      // WAIT returns once the replica acknowledged: it is attached and in sync.
+      await until('the replica to attach', async () => (await probe.wait(1, 1000)) >= 1);
+    } finally {
+      probe.disconnect();
+    }
+    const ids: SentinelId[] = await Promise.all(
+      [1, 2, 3].map(async () => ({ port: await freePort(), id: randomBytes(20).toString('hex') })),
+    );
+    const sentinels = await Promise.all(
+      ids.map((self) => SentinelProcess.start(this.MASTER_NAME, master.port, replica.port, self, ids)),
+    );
+    const setup = new SentinelSetup(master, replica, sentinels);
+    await Promise.all(
+      sentinels.map(async (s) => {
+        const c = s.client();
+        try {
+          await until('the Sentinels to discover each other and the replica', async () => {
+            const replicas = (await c.call('SENTINEL', 'REPLICAS', this.MASTER_NAME)) as unknown[];
+            const peers = (await c.call('SENTINEL', 'SENTINELS', this.MASTER_NAME)) as unknown[];
+            return replicas.length >= 1 && peers.length >= 2;
+          });
+        } finally {
+          c.disconnect();
+        }
+      }),
+    );
+    return setup;
+  }
+
+  /** `host:port,...` as RZ_REDIS_SENTINELS takes it. */
+  get sentinelList(): string {
+    return this.sentinels.map((s) => `127.0.0.1:${s.port}`).join(',');
+  }
+
+  get env(): Record<string, string> {
+    return { RZ_REDIS_SENTINELS: this.sentinelList, RZ_REDIS_SENTINEL_MASTER: SentinelSetup.MASTER_NAME };
+  }
+
+  /** The port of the node the Sentinels currently name as master. */
+  async masterPort(): Promise<number> {
+    const c = this.sentinels[0]!.client();
+    try {
+      const [, port] = (await c.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', SentinelSetup.MASTER_NAME)) as string[];
+      return Number(port);
+    } finally {
+      c.disconnect();
+    }
+  }
+
+  /** Resolves when a Sentinel announces that the master moved (its `+switch-master` event). */
+  async switchMaster(): Promise<{ wait: Promise<string> }> {
+    const sub = this.sentinels[0]!.client();
+    await sub.subscribe('+switch-master');
+    return {
+      wait: new Promise((resolve) =>
+        sub.on('message', (_channel: string, message: string) => {
+          sub.disconnect();
+          resolve(message);
+        }),
+      ),
+    };
+  }
+
+  async destroy(): Promise<void> {
+    await Promise.all([...this.sentinels.map((s) => s.destroy()), this.master.destroy(), this.replica.destroy()]);
+  }
+}
+
+/** A Redis Cluster of three masters (no replicas) made by `redis-cli --cluster create`. */
+export class ClusterSetup {
+  private constructor(readonly nodes: RedisServer[]) {}
+
+  static async start(): Promise<ClusterSetup> {
+    const nodes = await Promise.all(
+      [1, 2, 3].map(async () =>
+        RedisServer.start([
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          'nodes.conf',
+          '--cluster-node-timeout',
+          '2000',
+          // The bus port defaults to port + 10000, which may be taken or out of range.
+          '--cluster-port',
+          String(await freePort()),
+        ]),
+      ),
+    );
+    const setup = new ClusterSetup(nodes);
+    try {
+      await run('redis-cli', [
+        '--cluster',
+        'create',
+        ...nodes.map((n) => `127.0.0.1:${n.port}`),
+        '--cluster-replicas',
+        '0',
+        '--cluster-yes',
+      ]);
+      await Promise.all(
+        nodes.map(async (n) => {
+          const c = n.client();
+          try {
+            await until('the cluster state to be ok', async () =>
+              ((await c.call('CLUSTER', 'INFO')) as string).includes('cluster_state:ok'),
+            );
+          } finally {
+            c.disconnect();
+          }
+        }),
+      );
+    } catch (err) {
+      await setup.destroy();
+      throw err;
+    }
+    return setup;
+  }
+
+  /** `host:port,...` as RZ_REDIS_CLUSTER_NODES takes it (one node is enough; all are given). */
+  get nodeList(): string {
+    return this.nodes.map((n) => `127.0.0.1:${n.port}`).join(',');
+  }
+
+  get env(): Record<string, string> {
+    return { RZ_REDIS_CLUSTER_NODES: this.nodeList };
+  }
+
+  client(): Cluster {
+    return new Cluster(this.nodes.map((n) => ({ host: '127.0.0.1', port: n.port })));
+  }
+
+  async destroy(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => n.destroy()));
+  }
+}
+
+let sharedSentinel: Promise<SentinelSetup> | undefined;
+let sharedCluster: Promise<ClusterSetup> | undefined;
+
+/** One Sentinel set and one Cluster for the whole run (stopped by the root hook); never failed over. */
+export function sharedSentinelSetup(): Promise<SentinelSetup> {
+  return (sharedSentinel ??= SentinelSetup.start());
+}
+
+export function sharedClusterSetup(): Promise<ClusterSetup> {
+  return (sharedCluster ??= ClusterSetup.start());
+}
+
+export async function stopSharedTopologies(): Promise<void> {
+  const s = sharedSentinel;
+  const c = sharedCluster;
+  sharedSentinel = sharedCluster = undefined;
+  await Promise.all([s?.then((x) => x.destroy()), c?.then((x) => x.destroy())]);
+}

@@ -1,0 +1,202 @@
+import { expect } from 'chai';
+import { loadConfig } from '../src/config';
+import { start, type RunningServer } from '../src/main';
+import { Metrics } from '../src/metrics';
+import { MemoryStore } from '../src/store';
+import { instrumentStore } from '../src/store/instrumented';
+import { msc3886Exchange, req } from './helpers/exchange';
+import { Scrape } from './helpers/metrics';
+import { RedisServer, sharedRedisUrl } from './helpers/redis';
+import { Replica } from './helpers/replica';
+import { until } from './helpers/topologies';
+
+function serve(env: Record<string, string>): Promise<RunningServer> {
+  return start(loadConfig({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ...env }));
+}
+
+describe('metrics', () => {
+  let server: RunningServer;
+  let base: string;
+  before(async () => {
+    server = await serve({ REDIS_URL: await sharedRedisUrl() });
+    base = `http://127.0.0.1:${server.port}`;
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  it('are served on the main port and move with a full exchange', async () => {
+    const before = await Scrape.of(`${base}/metrics`);
+    await msc3886Exchange(base);
+    const after = await Scrape.of(`${base}/metrics`);
+    const delta = (name: string, labels: Record<string, string> = {}) =>
+      after.value(name, labels) - before.value(name, labels);
+
+    const family = { family: 'msc3886' };
+    expect(delta('rendezvous_http_requests_total', { ...family, method: 'POST', status: '200' })).to.equal(1);
+    expect(delta('rendezvous_http_requests_total', { ...family, method: 'PUT', status: '202' })).to.equal(1);
+    expect(delta('rendezvous_http_requests_total', { ...family, method: 'PUT', status: '412' })).to.equal(1);
+    expect(delta('rendezvous_http_requests_total', { ...family, method: 'GET', status: '304' })).to.equal(1);
+    expect(delta('rendezvous_http_requests_total', { ...family, method: 'GET', status: '404' })).to.equal(1);
+    expect(delta('rendezvous_http_requests_total', { ...family, method: 'DELETE', status: '204' })).to.equal(1);
+    expect(delta('rendezvous_http_request_duration_seconds_count', { ...family, method: 'GET' })).to.equal(3);
+    expect(delta('rendezvous_sessions_created_total', family)).to.equal(1);
+    expect(delta('rendezvous_session_writes_total', { ...family, outcome: 'updated' })).to.equal(1);
+    expect(delta('rendezvous_session_writes_total', { ...family, outcome: 'conflict' })).to.equal(1);
+    expect(delta('rendezvous_cas_conflicts_total', family)).to.equal(1);
+    expect(delta('rendezvous_sessions_deleted_total', family)).to.equal(1);
+    expect(delta('rendezvous_redis_command_duration_seconds_count', { operation: 'update' })).to.equal(2);
+    expect(delta('rendezvous_redis_command_duration_seconds_count', { operation: 'get' })).to.equal(3);
+    expect(after.value('rendezvous_redis_errors_total')).to.equal(0);
+    // The scrape itself is counted under its own family, never as a session id.
+    expect(after.value('rendezvous_http_requests_total', { family: 'metrics', status: '200' })).to.be.greaterThan(0);
+    for (const name of [
+      'rendezvous_process_cpu_user_seconds_total',
+      'rendezvous_process_resident_memory_bytes',
+      'rendezvous_nodejs_eventloop_lag_seconds',
+      'rendezvous_sessions_live',
+      'rendezvous_longpoll_waiters',
+    ]) {
+      expect(after.has(name), name).to.equal(true);
+    }
+  });
+
+  it('label unknown paths with a fixed family, never the raw path', async () => {
+    await req(`${base}/no/such/path/${'x'.repeat(40)}`);
+    const scrape = await Scrape.of(`${base}/metrics`);
+    expect(scrape.value('rendezvous_http_requests_total', { family: 'unmatched', status: '404' })).to.be.greaterThan(0);
+    expect(scrape.text).to.not.include('no/such/path');
+  });
+
+  it('count live Redis sessions from the global session cap at scrape time', async () => {
+    const redis = await RedisServer.start();
+    const own = await serve({ REDIS_URL: redis.url });
+    const ownBase = `http://127.0.0.1:${own.port}`;
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const res = await req(`${ownBase}/`, { method: 'POST', body: 'x' });
+        ids.push(((await res.json()) as { id: string }).id);
+      }
+      expect((await req(`${ownBase}/${ids[0]}`, { method: 'DELETE' })).status).to.equal(204);
+      expect((await Scrape.of(`${ownBase}/metrics`)).value('rendezvous_sessions_live')).to.equal(2);
+    } finally {
+      await own.stop();
+      await redis.destroy();
+    }
+  });
+
+  it('count live and expired sessions of the memory store at scrape time', async () => {
+    let now = 1_000_000;
+    const metrics = new Metrics({ processMetrics: false });
+    const store = instrumentStore(new MemoryStore(4, 60_000, () => now), metrics);
+    for (const ttlMs of [1000, 1000, 5000]) {
+      await store.create({
+        id: `s${ttlMs}${now++}`,
+        tag: 't',
+        family: 'msc3886',
+        contentType: 't',
+        data: Buffer.alloc(0),
+        ttlMs,
+      });
+    }
+    await store.refreshGauges();
+    expect((await metrics.sessionsLive.get()).values[0]!.value).to.equal(3);
+    now += 2000;
+    await store.refreshGauges();
+    expect((await metrics.sessionsLive.get()).values[0]!.value).to.equal(1);
+    expect((await metrics.sessionsExpired.get()).values[0]!.value).to.equal(2);
+    await store.close();
+  });
+
+  it('move to their own port with RZ_METRICS_PORT, off the main one', async () => {
+    const own = await serve({ RZ_METRICS_PORT: '0' });
+    try {
+      expect(own.metricsPort).to.be.a('number');
+      const scrape = await Scrape.of(`http://127.0.0.1:${own.metricsPort}/metrics`);
+      expect(scrape.has('rendezvous_sessions_live')).to.equal(true);
+      const main = await req(`http://127.0.0.1:${own.port}/metrics`);
+      expect(main.status).to.equal(404);
+    } finally {
+      await own.stop();
+    }
+  });
+});
+
+describe('request ids and logs', () => {
+  let replica: Replica;
+  before(async () => {
+    replica = await Replica.start({ REDIS_URL: await sharedRedisUrl(), RZ_ACCESS_LOG: 'true' });
+  });
+  after(async () => {
+    await replica?.stop();
+  });
+
+  it('honour a sane X-Request-Id, replace an unsafe one, and log no payload or token', async () => {
+    const secret = 'syt_c2VjcmV0_0123456789abcdef';
+    const payload = 'payload-that-must-never-be-logged';
+    const kept = await req(`${replica.url}/`, {
+      method: 'POST',
+      headers: { 'X-Request-Id': 'lb-1234.abcd', Authorization: `Bearer ${secret}` },
+      body: payload,
+    });
+    expect(kept.headers.get('X-Request-Id')).to.equal('lb-1234.abcd');
+    const replaced = await req(`${replica.url}/`, { method: 'POST', headers: { 'X-Request-Id': 'a b"<c>' } });
+    const fresh = replaced.headers.get('X-Request-Id')!;
+    expect(fresh).to.match(/^[0-9a-f-]{36}$/);
+    const none = await req(`${replica.url}/nothing/here`);
+    expect(none.headers.get('X-Request-Id')).to.match(/^[0-9a-f-]{36}$/);
+    expect(none.headers.get('X-Request-Id')).to.not.equal(fresh);
+
+    await until('the access log lines', async () => replica.logs.filter((l) => l.msg === 'request').length >= 3);
+    const ids = replica.logs.filter((l) => l.msg === 'request').map((l) => l.reqId);
+    expect(ids).to.include.members(['lb-1234.abcd', fresh]);
+    const all = JSON.stringify(replica.logs);
+    expect(all).to.not.include(secret);
+    expect(all).to.not.include(payload);
+  });
+});
+
+describe('health and readiness', () => {
+  it('/ready is false while the store is down and /health stays true', async () => {
+    const redis = await RedisServer.start();
+    const server = await serve({ REDIS_URL: redis.url, RZ_REDIS_COMMAND_TIMEOUT_MS: '300' });
+    const base = `http://127.0.0.1:${server.port}`;
+    try {
+      expect((await req(`${base}/ready`)).status).to.equal(200);
+      await redis.stop();
+      const down = await req(`${base}/ready`);
+      expect(down.status).to.equal(503);
+      expect(await down.json()).to.deep.equal({ ready: false, reason: 'session store unavailable' });
+      expect((await req(`${base}/health`)).status).to.equal(200);
+      const write = await req(`${base}/`, { method: 'POST', body: 'x' });
+      expect(write.status).to.equal(503);
+      await redis.resume();
+      await until('readiness after Redis returns', async () => (await req(`${base}/ready`)).status === 200);
+      await msc3886Exchange(base);
+    } finally {
+      await server.stop();
+      await redis.destroy();
+    }
+  });
+
+  it('/ready turns false first on shutdown while the replica still serves, then it stops', async () => {
+    const server = await serve({ REDIS_URL: await sharedRedisUrl(), RZ_SHUTDOWN_DELAY_SECONDS: '2' });
+    const base = `http://127.0.0.1:${server.port}`;
+    expect((await req(`${base}/ready`)).status).to.equal(200);
+    const stopped = server.stop();
+    const ready = await req(`${base}/ready`);
+    expect(ready.status).to.equal(503);
+    expect(await ready.json()).to.deep.equal({ ready: false, reason: 'shutting down' });
+    expect(ready.headers.get('Connection')).to.equal('close');
+    expect((await req(`${base}/health`)).status).to.equal(200);
+    // Still serving during the delay: a client mid-exchange is not cut off.
+    await msc3886Exchange(base);
+    await stopped;
+    const refused = await req(`${base}/health`).then(
+      () => 'answered',
+      () => 'refused',
+    );
+    expect(refused).to.equal('refused');
+  });
+});
