@@ -45,10 +45,9 @@ function fromHttpError(err: { status?: number; type?: string; message?: string }
  * sends can escape as an unhandled rejection.
  */
 export function errorHandler(log: Logger): Middleware {
-  return async (ctx, next) => {
-    try {
-      await next();
-    } catch (caught) {
+  // A rejection handler rather than try/await: a held long-poll keeps no suspended frame here.
+  return (ctx, next) =>
+    next().catch((caught: unknown) => {
       let err: MatrixError;
       if (caught instanceof MatrixError) {
         err = caught;
@@ -72,6 +71,5 @@ export function errorHandler(log: Logger): Middleware {
       if (ctx.headerSent || !ctx.writable) return;
       ctx.respond = true;
       sendMatrixError(ctx, err);
-    }
-  };
+    });
 }

@@ -7,11 +7,12 @@ export class Lifecycle {
   draining = false;
 
   /** While draining, every answer closes its connection so clients move to another replica. */
-  readonly middleware: Middleware = async (ctx, next) => {
-    await next();
-    // Checked after the handler, so requests in flight when SIGTERM landed close their connection too.
-    if (this.draining) ctx.set('Connection', 'close');
-  };
+  // A reaction rather than `await`: a held long-poll then keeps no suspended async frame here.
+  readonly middleware: Middleware = (ctx, next) =>
+    next().then(() => {
+      // Checked after the handler, so requests in flight when SIGTERM landed close their connection too.
+      if (this.draining) ctx.set('Connection', 'close');
+    });
 }
 
 const json = (body: unknown) => JSON.stringify(body);

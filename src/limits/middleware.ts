@@ -55,11 +55,12 @@ export function limits({ addresses, create, request, metrics, log }: LimitsDeps)
         log.warn({ err: String(res) }, 'rate limiter unavailable');
       }
     }
-    try {
-      await next();
-    } catch (err) {
-      if (err instanceof SessionCapError) throw limitExceeded(err.message, err.retryAfterMs);
-      throw err;
-    }
+    // Returned rather than awaited: a held long-poll keeps no suspended frame of this function.
+    return next().catch(capRefusal);
   };
+}
+
+function capRefusal(err: unknown): never {
+  if (err instanceof SessionCapError) throw limitExceeded(err.message, err.retryAfterMs);
+  throw err;
 }

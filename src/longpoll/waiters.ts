@@ -78,8 +78,11 @@ export class LongPoll extends EventEmitter {
     return Math.max(0, Math.min(requestedMs, this.limits.maxWaitMs));
   }
 
-  /** Holds until the session changes, is deleted or expires, the wait ends, or the client leaves. */
-  async wait(req: WaitRequest): Promise<WaitResult> {
+  /**
+   * Holds until the session changes, is deleted or expires, the wait ends, or the client leaves.
+   * Not `async`: the one promise returned is all a held request costs here, with no wrapper around it.
+   */
+  wait(req: WaitRequest): Promise<WaitResult> {
     const held = this.perAddress.get(req.address) ?? 0;
     if (
       this.closing ||
@@ -87,7 +90,7 @@ export class LongPoll extends EventEmitter {
       this.waiters.size >= this.limits.maxWaiters ||
       held >= this.limits.maxWaitersPerAddress
     ) {
-      return { cause: 'refused', session: req.current };
+      return Promise.resolve({ cause: 'refused', session: req.current });
     }
     this.perAddress.set(req.address, held + 1);
     this.metrics.longPollWaiters.inc();
@@ -147,7 +150,8 @@ class Waiter {
     this.lp.add(this);
     const socket = res.socket;
     if (res.destroyed || socket === null || socket.destroyed) return this.finish({ cause: 'aborted' });
-    res.once('close', this.onClose);
+    // `on` + `off` in finish rather than `once`, which wraps the listener in two more objects per wait.
+    res.on('close', this.onClose);
     // Never beyond the session's expiry: at that moment the answer is 404, not 304. (Timers may fire
     // a millisecond early, so the timer remembers which deadline it stands for.)
     const untilExpiry = this.held.expiresAt - Date.now();
