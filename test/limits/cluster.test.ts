@@ -1,6 +1,4 @@
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { Cluster } from 'ioredis';
 import { RateLimiterRedis } from 'rate-limiter-flexible';
 import { Metrics } from '../../src/metrics';
@@ -9,63 +7,21 @@ import { RedisStore } from '../../src/store';
 import { CappedStore } from '../../src/limits/capped-store';
 import { RedisCaps } from '../../src/limits/caps-redis';
 import { SessionCapError } from '../../src/limits/errors';
-import { RedisServer } from '../helpers/redis';
-import { freePort } from '../helpers/ports';
-
-const run = promisify(execFile);
-
-/** Three masters, no replicas: enough to spread slots so a cross-slot script would be refused. */
-async function startCluster(): Promise<RedisServer[]> {
-  const nodes = await Promise.all(
-    [0, 1, 2].map(async () =>
-      // The bus port defaults to port + 10000, which is out of range for ports above 55535.
-      RedisServer.start([
-        '--cluster-enabled',
-        'yes',
-        '--cluster-node-timeout',
-        '2000',
-        '--cluster-port',
-        String(await freePort()),
-      ]),
-    ),
-  );
-  await run('redis-cli', [
-    '--cluster',
-    'create',
-    ...nodes.map((n) => `127.0.0.1:${n.port}`),
-    '--cluster-replicas',
-    '0',
-    '--cluster-yes',
-  ]);
-  return nodes;
-}
-
-async function clusterReady(nodes: RedisServer[]): Promise<Cluster> {
-  const client = new Cluster(
-    nodes.map((n) => ({ host: '127.0.0.1', port: n.port })),
-    { enableAutoPipelining: true, clusterRetryStrategy: () => 100 },
-  );
-  // `cluster create` returns before every node agrees; ask until the cluster says it is ok.
-  for (;;) {
-    const info = await client.cluster('INFO').catch(() => '');
-    if (String(info).includes('cluster_state:ok')) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return client;
-}
+import { ClusterSetup } from '../helpers/topologies';
 
 describe('limits on a Redis Cluster (no cross-slot scripts)', function () {
   this.timeout(60_000);
-  let nodes: RedisServer[] = [];
+  // Its own cluster (not the shared one): these tests count every member of the caps' sorted sets.
+  let cluster: ClusterSetup | undefined;
   let clients: Cluster[] = [];
 
   before(async () => {
-    nodes = await startCluster();
-    clients = [await clusterReady(nodes), await clusterReady(nodes)];
+    cluster = await ClusterSetup.start();
+    clients = [cluster.client(), cluster.client()];
   });
   after(async () => {
     for (const c of clients) c.disconnect();
-    await Promise.all(nodes.map((n) => n.destroy()));
+    await cluster?.destroy();
   });
 
   it('holds both session caps exactly under 200 racing creates through two cluster clients', async () => {
