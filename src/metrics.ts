@@ -100,3 +100,17 @@ export class Metrics {
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'rendezvous_' });
   }
 }
+
+/**
+ * prom-client hashes a label object on every `inc`/`observe`; a child bound once per label set costs
+ * one Map lookup instead. Label sets here are small and fixed, so the cache stays small.
+ */
+export function boundChildren<C>(bind: (...values: string[]) => C): (...values: string[]) => C {
+  const cache = new Map<string, C>();
+  return (...values) => {
+    const key = values.join('\u0000');
+    let child = cache.get(key);
+    if (child === undefined) cache.set(key, (child = bind(...values)));
+    return child;
+  };
+}

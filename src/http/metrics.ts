@@ -1,6 +1,6 @@
 import Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
-import type { Metrics } from '../metrics';
+import { boundChildren, type Metrics } from '../metrics';
 import type { SessionStore } from '../store/types';
 import type { Instrumented } from '../store/instrumented';
 
@@ -31,6 +31,8 @@ export function familyOf(ctx: Context): string {
 
 /** Counts and times every answer by family, method and status; outermost, so it sees the final status. */
 export function httpMetrics(metrics: Metrics): Middleware {
+  const requests = boundChildren((family, method, status) => metrics.httpRequests.labels(family, method, status));
+  const durations = boundChildren((family, method) => metrics.httpDuration.labels(family, method));
   return async (ctx, next) => {
     const start = process.hrtime.bigint();
     let failed = false;
@@ -42,8 +44,8 @@ export function httpMetrics(metrics: Metrics): Middleware {
     } finally {
       const family = familyOf(ctx);
       const method = METHODS.has(ctx.method) ? ctx.method : 'OTHER';
-      metrics.httpRequests.inc({ family, method, status: failed ? '500' : String(ctx.status) });
-      metrics.httpDuration.observe({ family, method }, Number(process.hrtime.bigint() - start) / 1e9);
+      requests(family, method, failed ? '500' : String(ctx.status)).inc();
+      durations(family, method).observe(Number(process.hrtime.bigint() - start) / 1e9);
     }
   };
 }

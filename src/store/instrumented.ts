@@ -1,4 +1,4 @@
-import type { Metrics } from '../metrics';
+import { boundChildren, type Metrics } from '../metrics';
 import type { CreateInput, SessionStore, UpdateInput, UpdateResult } from './types';
 
 /** A store that can tell, cheaply, how many sessions are live and how many expired so far. */
@@ -15,20 +15,28 @@ function hasCounts(store: object): store is SessionCounts {
 type AnyFn = (...args: unknown[]) => unknown;
 
 /** What each session operation means for the counters, from its arguments and its result. */
-const COUNT: Record<string, (m: Metrics, args: unknown[], result: unknown) => void> = {
-  create(m, args, result) {
-    if (result !== null) m.sessionsCreated.inc({ family: (args[0] as CreateInput).family });
-  },
-  update(m, args, result) {
-    const family = (args[1] as UpdateInput).family;
-    const status = (result as UpdateResult).status;
-    m.sessionWrites.inc({ family, outcome: status });
-    if (status === 'conflict') m.casConflicts.inc({ family });
-  },
-  delete(m, args, result) {
-    if (result === true) m.sessionsDeleted.inc({ family: args[1] as string });
-  },
-};
+type Counting = (args: unknown[], result: unknown) => void;
+
+function counters(m: Metrics): Record<string, Counting> {
+  const created = boundChildren((family) => m.sessionsCreated.labels(family));
+  const writes = boundChildren((family, outcome) => m.sessionWrites.labels(family, outcome));
+  const conflicts = boundChildren((family) => m.casConflicts.labels(family));
+  const deleted = boundChildren((family) => m.sessionsDeleted.labels(family));
+  return {
+    create(args, result) {
+      if (result !== null) created((args[0] as CreateInput).family).inc();
+    },
+    update(args, result) {
+      const family = (args[1] as UpdateInput).family;
+      const status = (result as UpdateResult).status;
+      writes(family, status).inc();
+      if (status === 'conflict') conflicts(family).inc();
+    },
+    delete(args, result) {
+      if (result === true) deleted(args[1] as string).inc();
+    },
+  };
+}
 
 /** Operations not worth a latency sample (they do not touch Redis per request). */
 const UNTIMED = new Set(['close', 'refreshGauges', 'liveSessions', 'expiredSessions', 'constructor']);
@@ -68,24 +76,25 @@ export function instrumentStore<S extends SessionStore>(
     expiredSeen = expired;
   };
 
+  const COUNT = counters(metrics);
   const wrap = (name: string, fn: AnyFn): AnyFn => {
     const count = COUNT[name];
     const time = timed && !UNTIMED.has(name);
+    const duration = time ? metrics.redisDuration.labels(name) : undefined;
     if (count === undefined && !time) return fn.bind(inner);
     // Only promises are timed: a synchronous method added later keeps its synchronous result.
     return (...args: unknown[]) => {
       const start = time ? process.hrtime.bigint() : 0n;
-      const observe = () =>
-        metrics.redisDuration.observe({ operation: name }, Number(process.hrtime.bigint() - start) / 1e9);
+      const observe = () => duration!.observe(Number(process.hrtime.bigint() - start) / 1e9);
       const result = fn.apply(inner, args);
       if (!(result instanceof Promise)) {
-        count?.(metrics, args, result);
+        count?.(args, result);
         return result;
       }
       return result.then(
         (value: unknown) => {
           if (time) observe();
-          count?.(metrics, args, value);
+          count?.(args, value);
           return value;
         },
         (err: unknown) => {

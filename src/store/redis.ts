@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Redis, Cluster } from 'ioredis';
 import {
   type CreateInput,
@@ -11,14 +13,38 @@ import {
   StoreUnavailableError,
 } from './types';
 import { sessionKey, txnKey, wakeChannel } from './keys';
-import { LuaScript } from './lua-script';
 
 type Client = Redis | Cluster;
+type Arg = string | number | Buffer;
 
-/** The scripts, each its own file named for what it does and how many keys it takes. */
-const CREATE = new LuaScript('createSession-1.lua');
-const UPDATE = new LuaScript('updateSession-2.lua');
-const DELETE = new LuaScript('deleteSession-2.lua');
+/**
+ * The scripts, each its own file named for what it does and how many keys it takes, loaded once
+ * with defineCommand: ioredis sends EVALSHA and falls back to EVAL when Redis lost its script cache
+ * (a restart or a failover).
+ */
+export const SCRIPTS = {
+  rzCreateSession: 'createSession-1.lua',
+  rzUpdateSession: 'updateSession-2.lua',
+  rzDeleteSession: 'deleteSession-2.lua',
+} as const;
+
+interface ScriptCommands {
+  rzCreateSession(key: string, ...args: Arg[]): Promise<[number, number] | 0>;
+  rzUpdateSessionBuffer(session: string, txns: string, ...args: Arg[]): Promise<(number | Buffer)[]>;
+  rzDeleteSession(session: string, txns: string, ...args: Arg[]): Promise<number>;
+}
+
+export function scriptSource(file: string): string {
+  return readFileSync(join(__dirname, 'lua', file), 'utf8');
+}
+
+/** Defines the scripts on the client (defining them again, for a second store, is harmless). */
+function defineScripts(client: Client): Client & ScriptCommands {
+  for (const [name, file] of Object.entries(SCRIPTS)) {
+    client.defineCommand(name, { numberOfKeys: Number(/-(\d+)\.lua$/.exec(file)![1]), lua: scriptSource(file) });
+  }
+  return client as Client & ScriptCommands;
+}
 
 const OUTCOMES: Record<number, UpdateOutcome> = { 1: 'updated', 2: 'conflict', 3: 'unchanged' };
 
@@ -69,6 +95,7 @@ function translate(err: unknown): Error {
 
 export class RedisStore implements SessionStore {
   readonly kind = 'redis' as const;
+  private readonly cmd: Client & ScriptCommands;
 
   /**
    * @param client an ioredis client (single node, Sentinel or Cluster) created with auto-pipelining
@@ -77,19 +104,21 @@ export class RedisStore implements SessionStore {
   constructor(
     readonly client: Client,
     private readonly maxTxnsPerSession = 256,
-  ) {}
+  ) {
+    this.cmd = defineScripts(client);
+  }
 
   async create(input: CreateInput): Promise<SessionMeta | null> {
     let res: [number, number] | 0;
     try {
-      res = (await CREATE.run(this.client, [
+      res = await this.cmd.rzCreateSession(
         sessionKey(input.id),
         input.family,
         input.contentType,
         input.data,
         input.ttlMs,
         input.tag,
-      ])) as [number, number] | 0;
+      );
     } catch (err) {
       throw translate(err);
     }
@@ -122,7 +151,7 @@ export class RedisStore implements SessionStore {
     const txnId = c.kind === 'token' ? (c.txnId ?? '') : '';
     let r: (number | Buffer)[];
     try {
-      r = (await UPDATE.runBuffer(this.client, [
+      r = await this.cmd.rzUpdateSessionBuffer(
         sessionKey(id),
         txnKey(id),
         input.family,
@@ -133,7 +162,7 @@ export class RedisStore implements SessionStore {
         txnId,
         this.maxTxnsPerSession,
         wakeChannel(id),
-      ])) as (number | Buffer)[];
+      );
     } catch (err) {
       throw translate(err);
     }
@@ -156,7 +185,7 @@ export class RedisStore implements SessionStore {
 
   async delete(id: string, family: Family): Promise<boolean> {
     try {
-      return (await DELETE.run(this.client, [sessionKey(id), txnKey(id), family, wakeChannel(id)])) === 1;
+      return (await this.cmd.rzDeleteSession(sessionKey(id), txnKey(id), family, wakeChannel(id))) === 1;
     } catch (err) {
       throw translate(err);
     }
