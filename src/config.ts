@@ -535,11 +535,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (Boolean(env.RZ_REDIS_TLS_CERT_FILE) !== Boolean(env.RZ_REDIS_TLS_KEY_FILE)) {
     problems.push('RZ_REDIS_TLS_CERT_FILE and RZ_REDIS_TLS_KEY_FILE go together');
   }
-  if (problems.length === 0 && out.createPolicy === 'authenticated' && out.homeserverUrl === undefined) {
+  // Checked on the raw values, so it is reported together with every other problem.
+  if (env.RZ_CREATE_POLICY?.trim() === 'authenticated' && !env.RZ_HOMESERVER_URL) {
     problems.push('RZ_HOMESERVER_URL must be set when RZ_CREATE_POLICY is authenticated (tokens are verified there)');
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return out as unknown as Config;
+}
+
+/** `RZ_*` variables no setting reads: most likely a typo that would otherwise pass unnoticed. */
+export function unknownSettings(env: NodeJS.ProcessEnv = process.env): string[] {
+  const known = new Set(SETTINGS.map((s) => s.name));
+  return Object.keys(env).filter((name) => name.startsWith('RZ_') && !known.has(name));
 }
 
 export function helpText(): string {

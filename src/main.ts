@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { ConfigError, helpText, loadConfig, type Config } from './config';
+import { ConfigError, helpText, loadConfig, unknownSettings, type Config } from './config';
 import { createLogger } from './logger';
 import { Metrics } from './metrics';
 import { createStore } from './store';
@@ -77,18 +77,25 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const running = await start(config);
+  for (const name of unknownSettings()) {
+    process.stderr.write(`rendezvous-server: warning: ${name} is not a setting and is ignored (see --help)\n`);
+  }
+  // Handlers first: a SIGTERM that lands while the replica is still starting must drain it too.
+  const starting = start(config);
   const onSignal = () => {
     // A last resort if something hangs past the grace period: never outlive the orchestrator's patience.
     const deadline = (config.shutdownDelaySeconds + config.shutdownGraceSeconds + 5) * 1000;
     setTimeout(() => process.exit(1), deadline).unref();
-    running.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
+    starting
+      .then((running) => running.stop())
+      .then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
+  await starting;
 }
 
 if (require.main === module) {

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { ConfigError, SETTINGS, helpText, loadConfig } from '../src/config';
+import { ConfigError, SETTINGS, helpText, loadConfig, unknownSettings } from '../src/config';
 
 const MAIN = join(__dirname, '..', 'dist', 'main.js');
 
@@ -64,5 +64,24 @@ describe('configuration', () => {
     expect(lines[0]).to.match(/^rendezvous-server: config error: PORT must be/);
     expect(lines[1]).to.match(/^rendezvous-server: config error: RZ_MAX_BYTES must be/);
     expect(lines[2]).to.include('--help');
+  });
+});
+
+describe('configuration mistakes', () => {
+  it('reports a missing homeserver URL together with the other problems', () => {
+    try {
+      loadConfig({ PORT: 'abc', RZ_CREATE_POLICY: 'authenticated' });
+      expect.fail('should throw');
+    } catch (err) {
+      const problems = (err as ConfigError).problems;
+      expect(problems).to.have.length(2);
+      expect(problems[1]).to.include('RZ_HOMESERVER_URL');
+    }
+  });
+
+  it('names RZ_ variables no setting reads (typos), which the CLI warns about at start', () => {
+    expect(unknownSettings({ RZ_TTL_SEONDS: '30', RZ_TTL_SECONDS: '30', PATH: '/bin' })).to.deep.equal([
+      'RZ_TTL_SEONDS',
+    ]);
   });
 });

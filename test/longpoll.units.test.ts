@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { preferredWaitSeconds } from '../src/longpoll';
 import { MemoryNotifier } from '../src/longpoll/memory-notifier';
-import type { Notifier, WakeEvent } from '../src/longpoll/notifier';
+import { ListenerTable, type Notifier, type WakeEvent } from '../src/longpoll/notifier';
 import { RedisNotifier } from '../src/longpoll/redis-notifier';
 import { createLogger } from '../src/logger';
 import { newSessionIds } from '../src/ids';
@@ -149,3 +149,18 @@ for (const [name, make] of BACKENDS) {
     });
   });
 }
+
+describe('ListenerTable', () => {
+  it('keeps subscribing after a failure and has the listeners re-read once it succeeds', async () => {
+    let attempts = 0;
+    const table = new ListenerTable(
+      async () => {
+        if (++attempts === 1) throw new Error('subscriber not ready');
+      },
+      () => undefined,
+    );
+    const resynced = new Promise<WakeEvent>((resolve) => table.listen('s1', resolve));
+    expect(await resynced).to.deep.equal({ kind: 'resync' });
+    expect(attempts).to.equal(2);
+  });
+});

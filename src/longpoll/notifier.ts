@@ -53,7 +53,12 @@ interface Entry {
   /** The latest subscribe attempt; listeners joining later wait for it too. */
   ready: Promise<void>;
   failed: boolean;
+  /** Subscribed again after a failure: listeners must re-read once it succeeds. */
+  retried: boolean;
 }
+
+/** Pause before subscribing again after a failed attempt. */
+const SUBSCRIBE_RETRY_MS = 200;
 
 /**
  * The listeners of every session somebody waits on, shared by both backends. `onFirst`/`onLast`
@@ -68,25 +73,44 @@ export class ListenerTable {
     private readonly onLast: (id: string) => void,
   ) {}
 
-  /** Subscribes the entry; a failed attempt is retried by the next listener or the next reconnect. */
+  /**
+   * Subscribes the entry. A failed attempt is tried again after a short pause for as long as anyone
+   * still waits on the session (or sooner, by the next listener or a reconnect). Notices published
+   * while it was not subscribed went to nobody, so a late success tells the listeners to re-read.
+   */
   private subscribe(id: string, entry: Entry): Promise<void> {
     const ready = this.onFirst(id);
     entry.failed = false;
     entry.ready = ready;
-    // Waiters observe a rejection through `ready`; this records it and keeps it from being unhandled.
-    ready.catch(() => {
-      if (entry.ready === ready) entry.failed = true;
-    });
+    ready.then(
+      () => {
+        if (entry.retried && entry.ready === ready) {
+          entry.retried = false;
+          this.dispatch(id, { kind: 'resync' });
+        }
+      },
+      () => {
+        if (entry.ready !== ready) return;
+        entry.failed = true;
+        setTimeout(() => {
+          if (this.bySession.get(id) === entry && entry.failed) {
+            entry.retried = true;
+            this.subscribe(id, entry);
+          }
+        }, SUBSCRIBE_RETRY_MS).unref();
+      },
+    );
     return ready;
   }
 
   listen(id: string, listener: WakeListener): Subscription {
     let entry = this.bySession.get(id);
     if (entry === undefined) {
-      entry = { listeners: new Set(), ready: Promise.resolve(), failed: false };
+      entry = { listeners: new Set(), ready: Promise.resolve(), failed: false, retried: false };
       this.bySession.set(id, entry);
       this.subscribe(id, entry);
     } else if (entry.failed) {
+      entry.retried = true;
       this.subscribe(id, entry);
     }
     entry.listeners.add(listener);
