@@ -140,6 +140,9 @@ describe('Redis Cluster (3 masters)', () => {
     setup = await sharedClusterSetup();
     server = await serve(setup.env);
     base = `http://127.0.0.1:${server.port}`;
+    // A new cluster client learns the slot map before it serves; on a busy machine that can outlast
+    // the start-up wait, and until then the replica rightly answers 503.
+    await until('the replica to be ready on the cluster', async () => (await req(`${base}/ready`)).status === 200);
   });
   after(async () => {
     await server?.stop();
