@@ -14,8 +14,18 @@ import { ClusterSetup, SentinelSetup, sharedClusterSetup, sharedSentinelSetup, u
  */
 const ONE_CLIENT_IS_MANY = { RZ_REQUEST_RATE: '0', RZ_CREATE_RATE: '0', RZ_MAX_SESSIONS_PER_ADDRESS: '0' };
 
-function serve(env: Record<string, string>): Promise<RunningServer> {
-  return start(loadConfig({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ...ONE_CLIENT_IS_MANY, ...env }));
+/**
+ * A replica on the topology, once it is ready: a new client learns the topology (a Cluster's slot
+ * map, its shard subscribers) before it serves, which on a busy machine can outlast the start-up
+ * wait; until then the replica rightly answers 503.
+ */
+async function serve(env: Record<string, string>): Promise<RunningServer> {
+  const server = await start(
+    loadConfig({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ...ONE_CLIENT_IS_MANY, ...env }),
+  );
+  const ready = `http://127.0.0.1:${server.port}/ready`;
+  await until('a new replica to be ready', async () => (await req(ready)).status === 200);
+  return server;
 }
 
 /** A long-poll held on replica A is woken by a write on replica B: the wake-up crossed the topology. */
@@ -140,9 +150,6 @@ describe('Redis Cluster (3 masters)', () => {
     setup = await sharedClusterSetup();
     server = await serve(setup.env);
     base = `http://127.0.0.1:${server.port}`;
-    // A new cluster client learns the slot map before it serves; on a busy machine that can outlast
-    // the start-up wait, and until then the replica rightly answers 503.
-    await until('the replica to be ready on the cluster', async () => (await req(`${base}/ready`)).status === 200);
   });
   after(async () => {
     await server?.stop();
