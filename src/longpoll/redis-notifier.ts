@@ -10,6 +10,8 @@ import {
   type WakeListener,
 } from './notifier';
 
+const SUBSCRIBE_TIMEOUT_MS = 2000;
+
 /** Creates the subscriber connection; single node, Sentinel or Cluster (with sharded subscribers). */
 export type SubscriberFactory = () => Redis | Cluster;
 
@@ -62,8 +64,20 @@ export class RedisNotifier implements Notifier {
     this.sub.on('smessage', (channel: string, message: string) => this.onMessage(channel, message));
   }
 
+  /**
+   * A subscribe that is neither confirmed nor refused in time (a Cluster shard subscriber still
+   * connecting) counts as failed, so the listener table tries again and has its waiters re-read.
+   */
   private async subscribe(id: string): Promise<void> {
-    await this.sub.ssubscribe(wakeChannel(id));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('subscribe timed out')), SUBSCRIBE_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([this.sub.ssubscribe(wakeChannel(id)), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private unsubscribe(id: string): void {
