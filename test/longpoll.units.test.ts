@@ -1,8 +1,11 @@
+import { EventEmitter } from 'node:events';
+import type { ServerResponse } from 'node:http';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { preferredWaitSeconds } from '../src/longpoll';
+import { LongPoll, preferredWaitSeconds } from '../src/longpoll';
 import { MemoryNotifier } from '../src/longpoll/memory-notifier';
-import { ListenerTable, type Notifier, type WakeEvent } from '../src/longpoll/notifier';
+import { ListenerTable, parseWake, type Notifier, type WakeEvent, type WakeListener } from '../src/longpoll/notifier';
+import { Metrics } from '../src/metrics';
 import { RedisNotifier } from '../src/longpoll/redis-notifier';
 import { createLogger } from '../src/logger';
 import { newSessionIds } from '../src/ids';
@@ -162,5 +165,71 @@ describe('ListenerTable', () => {
     const resynced = new Promise<WakeEvent>((resolve) => table.listen('s1', resolve));
     expect(await resynced).to.deep.equal({ kind: 'resync' });
     expect(attempts).to.equal(2);
+  });
+});
+
+describe('a waiter whose first subscribe fails', () => {
+  /** A notifier over the memory store whose first subscribe is refused, as a shard still starting. */
+  class FlakyNotifier implements Notifier {
+    readonly kind = 'memory' as const;
+    attempts = 0;
+    private readonly table = new ListenerTable(
+      async () => {
+        if (++this.attempts === 1) throw new Error('shard subscriber not started');
+      },
+      () => {},
+    );
+    constructor(store: MemoryStore) {
+      store.setWakeListener((id, message) => {
+        const event = parseWake(message);
+        if (event !== null) this.table.dispatch(id, event);
+      });
+    }
+    listen(id: string, listener: WakeListener) {
+      return this.table.listen(id, listener);
+    }
+    stats() {
+      return this.table.stats();
+    }
+    async settled() {}
+    async close() {}
+  }
+
+  it('counts as waiting once the retry subscribes, and is woken by the next write', async () => {
+    const store = new MemoryStore();
+    const notifier = new FlakyNotifier(store);
+    const lp = new LongPoll(
+      store,
+      notifier,
+      { maxWaitMs: 60_000, maxWaiters: 10, maxWaitersPerAddress: 10 },
+      new Metrics({ processMetrics: false }),
+    );
+    const ids = newSessionIds();
+    await store.create({ ...ids, family: 'msc3886', contentType: 'text/plain', data: Buffer.from('a'), ttlMs: 60_000 });
+    const current = (await store.get(ids.id, 'msc3886'))!;
+    // A held response needs only what the waiter watches: its socket and its `close`.
+    const res = Object.assign(new EventEmitter(), { destroyed: false, socket: { destroyed: false } });
+    const waiting = new Promise<void>((resolve) => lp.once('waiting', () => resolve()));
+    const result = lp.wait({
+      id: ids.id,
+      family: 'msc3886',
+      address: '127.0.0.1',
+      current,
+      waitMs: 60_000,
+      changed: (s) => s.rev !== current.rev,
+      res: res as unknown as ServerResponse,
+    });
+    await waiting;
+    expect(notifier.attempts).to.equal(2);
+    await store.update(ids.id, {
+      family: 'msc3886',
+      condition: { kind: 'any' },
+      contentType: 'text/plain',
+      data: Buffer.from('b'),
+    });
+    const woken = await result;
+    expect(woken.cause).to.equal('change');
+    expect(woken.cause === 'change' && woken.session.data.toString()).to.equal('b');
+    await store.close();
   });
 });

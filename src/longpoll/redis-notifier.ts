@@ -43,6 +43,9 @@ export class RedisNotifier implements Notifier {
     // Cluster replaces a shard's subscriber when its connection drops, without a cluster-wide
     // `ready`: notices published meanwhile are lost, so waiters re-read exactly as after `ready`.
     this.sub.on('subscribersReady', () => {
+      // The group announces itself once before the slot map is known, with no shard subscriber
+      // started yet; a subscribe then fails. Only a group built from a slot map counts.
+      if (this.sub instanceof Cluster && this.sub.slots.length === 0) return;
       const restart = this.shardsReady;
       this.shardsReady = true;
       if (restart) void this.table.resubscribeAll();

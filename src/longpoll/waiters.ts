@@ -175,6 +175,9 @@ class Waiter {
   private readonly onWake = (event: WakeEvent): void => {
     if (this.done) return;
     if (event.kind === 'deleted') return this.finish({ cause: 'gone' });
+    // A resync comes only from a subscription just confirmed (a retry after a failed first attempt,
+    // or a reconnect): from here on notices reach this waiter, exactly as after `ready`.
+    if (event.kind === 'resync') this.subscribed = true;
     // A notice of a revision already read is old news (it crossed the re-check read).
     if (event.kind === 'changed' && event.rev <= this.held.rev) return;
     this.check();
