@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
+import { killOnExit } from './helpers/children';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -11,6 +12,7 @@ describe('SIGTERM when the log reader has gone', () => {
       env: { PATH: process.env.PATH, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'ignore'],
     });
+    killOnExit(proc);
     const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
     const lines = createInterface({ input: proc.stdout! });
     await new Promise<void>((resolve) => lines.on('line', (l) => l.includes('"listening"') && resolve()));

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { killOnExit } from './children';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -60,7 +61,9 @@ export class Balancer {
         '',
       ].join('\n'),
     );
-    const proc = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = killOnExit(
+      spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] }),
+    );
     let stderr = '';
     proc.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
     const balancer = new Balancer(port, dir, proc);

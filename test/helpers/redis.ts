@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { killOnExit } from './children';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -49,7 +50,7 @@ export class RedisServer {
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
-    this.proc = proc;
+    this.proc = killOnExit(proc);
     await new Promise<void>((resolve, reject) => {
       let out = '';
       const onData = (b: Buffer) => {

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { killOnExit } from './children';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { NO_LIMITS } from './server';
@@ -36,6 +37,7 @@ export class Replica {
       env: { PATH: process.env.PATH, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...NO_LIMITS, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    killOnExit(proc);
     const logs: LogLine[] = [];
     let stderr = '';
     proc.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
