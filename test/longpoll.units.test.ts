@@ -4,13 +4,14 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { LongPoll, preferredWaitSeconds } from '../src/longpoll';
 import { MemoryNotifier } from '../src/longpoll/memory-notifier';
-import { ListenerTable, parseWake, type Notifier, type WakeEvent, type WakeListener } from '../src/longpoll/notifier';
+import { ListenerTable, wakeOf, type Notifier, type WakeEvent, type WakeListener } from '../src/longpoll/notifier';
 import { Metrics } from '../src/metrics';
 import { RedisNotifier } from '../src/longpoll/redis-notifier';
 import { createLogger } from '../src/logger';
 import { newSessionIds } from '../src/ids';
 import { MemoryStore, RedisStore, redisOptions, whenReady, type SessionStore } from '../src/store';
 import { sharedRedisUrl } from './helpers/redis';
+import { wakeChannel } from '../src/store/keys';
 
 describe('Prefer: wait parsing (RFC 7240)', () => {
   const cases: [string | undefined, number | undefined][] = [
@@ -103,6 +104,17 @@ for (const [name, make] of BACKENDS) {
       return { next, sub };
     }
 
+    /** A write's notice carries the new state, so a waiter can answer without reading it again. */
+    function expectChanged(event: WakeEvent, rev: number, data: string) {
+      expect(event.kind).to.equal('changed');
+      if (event.kind !== 'changed') return;
+      expect(event.rev).to.equal(rev);
+      expect(event.session?.rev).to.equal(rev);
+      expect(event.session?.family).to.equal('msc3886');
+      expect(event.session?.contentType).to.equal('text/plain');
+      expect(event.session?.data.toString()).to.equal(data);
+    }
+
     it('delivers the new revision after a successful write, and nothing for a refused one', async () => {
       const id = await session();
       const { next, sub } = await listen(id);
@@ -120,7 +132,7 @@ for (const [name, make] of BACKENDS) {
         data: Buffer.from('b'),
       });
       // Had the refused write published, its notice would have come first.
-      expect(await next).to.deep.equal({ kind: 'changed', rev: 2 });
+      expectChanged(await next, 2, 'b');
       sub.release();
     });
 
@@ -146,7 +158,7 @@ for (const [name, make] of BACKENDS) {
         contentType: 'text/plain',
         data: Buffer.from('c'),
       });
-      expect(await second.next).to.deep.equal({ kind: 'changed', rev: 2 });
+      expectChanged(await second.next, 2, 'c');
       second.sub.release();
       expect(be.notifier.stats()).to.deep.equal({ sessions: 0, listeners: 0 });
     });
@@ -168,7 +180,56 @@ describe('ListenerTable', () => {
   });
 });
 
-describe('a waiter whose first subscribe fails', () => {
+describe('wake-up notices from replicas of an earlier release', () => {
+  it('take a bare revision (no state) as a change to read, during a rolling upgrade', async () => {
+    const be = await BACKENDS[1]![1]();
+    const publisher = new Redis(await sharedRedisUrl());
+    try {
+      const id = newSessionIds().id;
+      let resolve!: (e: WakeEvent) => void;
+      const next = new Promise<WakeEvent>((r) => (resolve = r));
+      const sub = be.notifier.listen(id, (e) => resolve(e));
+      await sub.ready;
+      await publisher.spublish(wakeChannel(id), '7');
+      expect(await next).to.deep.equal({ kind: 'changed', rev: 7 });
+      sub.release();
+    } finally {
+      publisher.disconnect();
+      await be.close();
+    }
+  });
+});
+
+/** One wait held on `lp` for a fresh session of `store`, as a protocol module would hold it. */
+async function holdOne(lp: LongPoll, store: MemoryStore) {
+  const ids = newSessionIds();
+  await store.create({ ...ids, family: 'msc3886', contentType: 'text/plain', data: Buffer.from('a'), ttlMs: 60_000 });
+  const current = (await store.get(ids.id, 'msc3886'))!;
+  // A held response needs only what the waiter watches: its socket and its `close`.
+  const res = Object.assign(new EventEmitter(), { destroyed: false, socket: { destroyed: false } });
+  const waiting = new Promise<void>((resolve) => lp.once('waiting', () => resolve()));
+  const result = lp.wait({
+    id: ids.id,
+    family: 'msc3886',
+    address: '127.0.0.1',
+    current,
+    waitMs: 60_000,
+    changed: (s) => s.rev !== current.rev,
+    res: res as unknown as ServerResponse,
+  });
+  const write = (data: string) =>
+    store.update(ids.id, {
+      family: 'msc3886',
+      condition: { kind: 'any' },
+      contentType: 'text/plain',
+      data: Buffer.from(data),
+    });
+  return { waiting, result, write };
+}
+
+const LIMITS = { maxWaitMs: 60_000, maxWaiters: 10, maxWaitersPerAddress: 10 };
+
+describe('LongPoll waiters', () => {
   /** A notifier over the memory store whose first subscribe is refused, as a shard still starting. */
   class FlakyNotifier implements Notifier {
     readonly kind = 'memory' as const;
@@ -180,10 +241,9 @@ describe('a waiter whose first subscribe fails', () => {
       () => {},
     );
     constructor(store: MemoryStore) {
-      store.setWakeListener((id, message) => {
-        const event = parseWake(message);
-        if (event !== null) this.table.dispatch(id, event);
-      });
+      store.setWakeListener((id, change) =>
+        this.table.dispatch(id, change.kind === 'deleted' ? change : wakeOf(change.session)),
+      );
     }
     listen(id: string, listener: WakeListener) {
       return this.table.listen(id, listener);
@@ -195,41 +255,32 @@ describe('a waiter whose first subscribe fails', () => {
     async close() {}
   }
 
-  it('counts as waiting once the retry subscribes, and is woken by the next write', async () => {
+  it('count as waiting once a retried subscribe succeeds, and are woken by the next write', async () => {
     const store = new MemoryStore();
     const notifier = new FlakyNotifier(store);
-    const lp = new LongPoll(
-      store,
-      notifier,
-      { maxWaitMs: 60_000, maxWaiters: 10, maxWaitersPerAddress: 10 },
-      new Metrics({ processMetrics: false }),
-    );
-    const ids = newSessionIds();
-    await store.create({ ...ids, family: 'msc3886', contentType: 'text/plain', data: Buffer.from('a'), ttlMs: 60_000 });
-    const current = (await store.get(ids.id, 'msc3886'))!;
-    // A held response needs only what the waiter watches: its socket and its `close`.
-    const res = Object.assign(new EventEmitter(), { destroyed: false, socket: { destroyed: false } });
-    const waiting = new Promise<void>((resolve) => lp.once('waiting', () => resolve()));
-    const result = lp.wait({
-      id: ids.id,
-      family: 'msc3886',
-      address: '127.0.0.1',
-      current,
-      waitMs: 60_000,
-      changed: (s) => s.rev !== current.rev,
-      res: res as unknown as ServerResponse,
-    });
-    await waiting;
+    const lp = new LongPoll(store, notifier, LIMITS, new Metrics({ processMetrics: false }));
+    const held = await holdOne(lp, store);
+    await held.waiting;
     expect(notifier.attempts).to.equal(2);
-    await store.update(ids.id, {
-      family: 'msc3886',
-      condition: { kind: 'any' },
-      contentType: 'text/plain',
-      data: Buffer.from('b'),
-    });
-    const woken = await result;
+    await held.write('b');
+    const woken = await held.result;
     expect(woken.cause).to.equal('change');
     expect(woken.cause === 'change' && woken.session.data.toString()).to.equal('b');
+    await store.close();
+  });
+
+  it('answer from a notice that carries the new state, without reading the session again', async () => {
+    const store = new MemoryStore();
+    const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
+    const held = await holdOne(lp, store);
+    await held.waiting;
+    let reads = 0;
+    const get = store.get.bind(store);
+    store.get = (...args) => (reads++, get(...args));
+    await held.write('b');
+    const woken = await held.result;
+    expect(woken.cause === 'change' && woken.session.data.toString()).to.equal('b');
+    expect(reads).to.equal(0);
     await store.close();
   });
 });

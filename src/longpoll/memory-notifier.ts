@@ -1,7 +1,7 @@
 import type { MemoryStore } from '../store/memory';
 import {
   ListenerTable,
-  parseWake,
+  wakeOf,
   type Notifier,
   type NotifierStats,
   type Subscription,
@@ -17,10 +17,9 @@ export class MemoryNotifier implements Notifier {
   );
 
   constructor(private readonly store: MemoryStore) {
-    store.setWakeListener((id, message) => {
-      const event = parseWake(message);
-      if (event !== null) this.table.dispatch(id, event);
-    });
+    store.setWakeListener((id, change) =>
+      this.table.dispatch(id, change.kind === 'deleted' ? change : wakeOf(change.session)),
+    );
   }
 
   listen(id: string, listener: WakeListener): Subscription {

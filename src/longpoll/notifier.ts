@@ -6,11 +6,14 @@
  * somebody waits on.
  */
 
+import type { Session } from '../store/types';
+
 /**
- * `changed`: a write produced revision `rev`; `deleted`: the session is gone; `resync`: notices may
- * have been missed (the subscriber connection dropped and is back), so every waiter re-reads.
+ * `changed`: a write produced revision `rev`, and `session` is its new state when the notice carried
+ * it (then nobody needs to read it again); `deleted`: the session is gone; `resync`: notices may have
+ * been missed (the subscriber connection dropped and is back), so every waiter re-reads.
  */
-export type WakeEvent = { kind: 'changed'; rev: number } | { kind: 'deleted' } | { kind: 'resync' };
+export type WakeEvent = { kind: 'changed'; rev: number; session?: Session } | { kind: 'deleted' } | { kind: 'resync' };
 
 export type WakeListener = (event: WakeEvent) => void;
 
@@ -41,11 +44,19 @@ export interface Notifier {
   close(): Promise<void>;
 }
 
-/** Parses a published message: a decimal revision or `deleted`; anything else is ignored. */
+/**
+ * Parses a notice that carries no state: `deleted`, or a bare decimal revision (what replicas of
+ * earlier releases publish, during a rolling upgrade); anything else is ignored.
+ */
 export function parseWake(message: string): WakeEvent | null {
   if (message === 'deleted') return { kind: 'deleted' };
   const rev = Number(message);
   return Number.isSafeInteger(rev) && rev > 0 ? { kind: 'changed', rev } : null;
+}
+
+/** The notice of a write whose new state is known. */
+export function wakeOf(session: Session): WakeEvent {
+  return { kind: 'changed', rev: session.rev, session };
 }
 
 interface Entry {

@@ -1,9 +1,11 @@
 import { Cluster, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { idOfWakeChannel, wakeChannel } from '../store/keys';
+import { parseStoredSession } from '../store/redis';
 import {
   ListenerTable,
   parseWake,
+  wakeOf,
   type Notifier,
   type NotifierStats,
   type Subscription,
@@ -64,7 +66,8 @@ export class RedisNotifier implements Notifier {
       down = false;
       void this.table.resubscribeAll();
     });
-    this.sub.on('smessage', (channel: string, message: string) => this.onMessage(channel, message));
+    // Buffers: the notice of a write is the stored value, binary payload included.
+    this.sub.on('smessageBuffer', (channel: Buffer, message: Buffer) => this.onMessage(channel, message));
   }
 
   /**
@@ -89,10 +92,11 @@ export class RedisNotifier implements Notifier {
     if (!this.closed) this.sub.sunsubscribe(wakeChannel(id)).catch(() => {});
   }
 
-  private onMessage(channel: string, message: string): void {
-    const id = idOfWakeChannel(channel);
+  private onMessage(channel: Buffer, message: Buffer): void {
+    const id = idOfWakeChannel(channel.toString('latin1'));
     if (id === null) return;
-    const event = parseWake(message);
+    const session = parseStoredSession(id, message);
+    const event = session !== null ? wakeOf(session) : parseWake(message.toString('latin1'));
     if (!this.table.has(id)) {
       // A subscription nobody needs any more (its unsubscribe was lost in a reconnect): drop it.
       this.unsubscribe(id);

@@ -178,8 +178,18 @@ class Waiter {
     // A resync comes only from a subscription just confirmed (a retry after a failed first attempt,
     // or a reconnect): from here on notices reach this waiter, exactly as after `ready`.
     if (event.kind === 'resync') this.subscribed = true;
-    // A notice of a revision already read is old news (it crossed the re-check read).
-    if (event.kind === 'changed' && event.rev <= this.held.rev) return;
+    if (event.kind === 'changed') {
+      // A notice of a revision already read is old news (it crossed the re-check read).
+      if (event.rev <= this.held.rev) return;
+      // A notice carrying the new state is answered from, with no read: notices come in write order,
+      // so it is at least as new as anything a read in flight could return.
+      const session = event.session;
+      if (session !== undefined && session.family === this.req.family) {
+        if (this.req.changed(session)) return this.finish({ cause: 'change', session });
+        this.held = session;
+        return;
+      }
+    }
     this.check();
   };
 

@@ -1,4 +1,5 @@
 import type {
+  SessionChange,
   CreateInput,
   Family,
   Session,
@@ -37,7 +38,7 @@ export class MemoryStore implements SessionStore {
   private readonly sweeper: NodeJS.Timeout;
   private expired = 0;
   /** What the Redis scripts publish on a session's wake channel, delivered in-process instead. */
-  private wake: ((id: string, message: string) => void) | undefined;
+  private wake: ((id: string, change: SessionChange) => void) | undefined;
 
   constructor(
     private readonly maxTxnsPerSession = 256,
@@ -54,8 +55,8 @@ export class MemoryStore implements SessionStore {
     return this.sessions.size;
   }
 
-  /** Receives `<rev>` after every successful write and `deleted` after a delete (long-poll wake-ups). */
-  setWakeListener(listener: ((id: string, message: string) => void) | undefined): void {
+  /** Receives the new state after every successful write, and every delete (long-poll wake-ups). */
+  setWakeListener(listener: ((id: string, change: SessionChange) => void) | undefined): void {
     this.wake = listener;
   }
 
@@ -144,14 +145,15 @@ export class MemoryStore implements SessionStore {
       outcome = c.kind === 'token' && input.data.equals(e.data) ? 'unchanged' : 'conflict';
     }
     if (txnId !== undefined) (e.txns ??= new Map()).set(txnId, { outcome, rev: e.rev });
-    if (outcome === 'updated') this.wake?.(id, String(e.rev));
+    // A copy: the entry itself changes with the next write, the state announced must not.
+    if (outcome === 'updated') this.wake?.(id, { kind: 'changed', session: { ...meta(e), data: e.data } });
     return { status: outcome, session: meta(e) };
   }
 
   async delete(id: string, family: Family): Promise<boolean> {
     if (this.live(id, family) === undefined) return false;
     this.sessions.delete(id);
-    this.wake?.(id, 'deleted');
+    this.wake?.(id, { kind: 'deleted' });
     return true;
   }
 

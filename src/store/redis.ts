@@ -60,6 +60,23 @@ function parseSession(id: string, family: Family, v: Buffer): Session | null {
   if (nl < 0) return null;
   const head = v.toString('latin1', 0, nl);
   if (!head.startsWith(family) || head.charCodeAt(family.length) !== 0x20) return null;
+  return parseFields(id, family, head, v, nl);
+}
+
+/**
+ * A stored value as the update script publishes it on the session's wake channel, whatever its
+ * family (the waiter compares that with its own); null for anything else.
+ */
+export function parseStoredSession(id: string, v: Buffer): Session | null {
+  const nl = v.indexOf(NEWLINE);
+  if (nl < 0) return null;
+  const head = v.toString('latin1', 0, nl);
+  const family = head.slice(0, head.indexOf(' '));
+  if (family !== 'msc3886' && family !== 'msc4108' && family !== 'msc4388') return null;
+  return parseFields(id, family, head, v, nl);
+}
+
+function parseFields(id: string, family: Family, head: string, v: Buffer, nl: number): Session {
   let at = family.length + 1;
   const next = () => {
     const end = head.indexOf(' ', at);

@@ -24,6 +24,9 @@ export interface Session extends SessionMeta {
   data: Buffer;
 }
 
+/** What a store announces after a successful write or a delete (long-poll wake-ups). */
+export type SessionChange = { kind: 'changed'; session: Session } | { kind: 'deleted' };
+
 export interface CreateInput {
   id: string;
   tag: string;

@@ -76,9 +76,10 @@ else
   modified = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   rev = rev + 1
   ctype = ARGV[5]
-  local head = string.format('%s %d %s %s %d %s %s\n', cur[1], rev, cur[3], cur[6], modified, cur[8], ctype)
-  redis.call('SET', KEYS[1], head .. ARGV[4], 'KEEPTTL')
-  redis.call('SPUBLISH', ARGV[8], rev)
+  local stored = string.format('%s %d %s %s %d %s %s\n', cur[1], rev, cur[3], cur[6], modified, cur[8], ctype) .. ARGV[4]
+  redis.call('SET', KEYS[1], stored, 'KEEPTTL')
+  -- The notice is the new value itself: a waiter answers from it without reading the session again.
+  redis.call('SPUBLISH', ARGV[8], stored)
 end
 
 if txn ~= '' then
