@@ -190,6 +190,22 @@ export class SentinelSetup {
   }
 }
 
+/**
+ * A `CLUSTER SLOTS` reply as one comparable string, or null while it is incomplete (slots not
+ * covered, or a master whose address the node has not learned yet).
+ */
+function slotMap(reply: unknown): string | null {
+  const ranges = reply as [number, number, [string, number, ...unknown[]], ...unknown[]][];
+  let covered = 0;
+  const parts: string[] = [];
+  for (const [from, to, [host, port]] of ranges) {
+    if (!host) return null;
+    covered += to - from + 1;
+    parts.push(`${from}-${to}@${host}:${port}`);
+  }
+  return covered === 16384 ? parts.sort().join(',') : null;
+}
+
 /** A Redis Cluster of three masters (no replicas) made by `redis-cli --cluster create`. */
 export class ClusterSetup {
   private constructor(readonly nodes: RedisServer[]) {}
@@ -202,8 +218,9 @@ export class ClusterSetup {
           'yes',
           '--cluster-config-file',
           'nodes.conf',
+          // Redis's default: a shorter one lets a busy CI host's pauses mark healthy nodes as failing.
           '--cluster-node-timeout',
-          '2000',
+          '15000',
           // The bus port defaults to port + 10000, which may be taken or out of range.
           '--cluster-port',
           String(await freePort()),
@@ -220,18 +237,18 @@ export class ClusterSetup {
         '0',
         '--cluster-yes',
       ]);
-      await Promise.all(
-        nodes.map(async (n) => {
-          const c = n.client();
-          try {
-            await until('the cluster state to be ok', async () =>
-              ((await c.call('CLUSTER', 'INFO')) as string).includes('cluster_state:ok'),
-            );
-          } finally {
-            c.disconnect();
-          }
-        }),
-      );
+      // `cluster_state:ok` comes before every node has learned the whole slot map; a client that
+      // refreshes its map from a node still learning drops its connections and reconnects, which a
+      // test sees as "Cluster isn't ready". So wait until every node tells the same, complete map.
+      const clients = nodes.map((n) => n.client());
+      try {
+        await until('every node to tell the same complete slot map', async () => {
+          const maps = await Promise.all(clients.map(async (c) => slotMap(await c.call('CLUSTER', 'SLOTS'))));
+          return maps.every((m) => m !== null && m === maps[0]);
+        });
+      } finally {
+        for (const c of clients) c.disconnect();
+      }
     } catch (err) {
       await setup.destroy();
       throw err;
