@@ -10,6 +10,7 @@ import { RedisNotifier } from '../src/longpoll/redis-notifier';
 import { createLogger } from '../src/logger';
 import { newSessionIds } from '../src/ids';
 import { MemoryStore, RedisStore, redisOptions, whenReady, type SessionStore } from '../src/store';
+import { NOTICE_MAX_PAYLOAD_BYTES } from '../src/store/redis';
 import { sharedRedisUrl } from './helpers/redis';
 import { wakeChannel } from '../src/store/keys';
 
@@ -178,6 +179,77 @@ describe('ListenerTable', () => {
     expect(await resynced).to.deep.equal({ kind: 'resync' });
     expect(attempts).to.equal(2);
   });
+
+  it('tells of a resync only the entry whose re-subscription was confirmed', async () => {
+    const pending: (() => void)[] = [];
+    const table = new ListenerTable(
+      () => new Promise<void>((resolve) => pending.push(resolve)),
+      () => undefined,
+    );
+    const first = table.listen('s1', () => undefined);
+    pending.shift()!();
+    await first.ready;
+    table.resubscribeAll();
+    // The session's listener leaves and a new one comes before the re-subscription is confirmed.
+    first.release();
+    const events: WakeEvent[] = [];
+    const second = table.listen('s1', (e) => events.push(e));
+    pending.shift()!(); // the re-subscription made for the old entry
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(events).to.deep.equal([]);
+    pending.shift()!(); // the new entry's own subscription
+    await second.ready;
+    second.release();
+  });
+});
+
+describe('wake-up notices through Redis', () => {
+  let be: Backend;
+  before(async () => {
+    be = await BACKENDS[1]![1]();
+  });
+  after(async () => {
+    await be?.close();
+  });
+
+  async function nextEvent(id: string, act: () => Promise<unknown>): Promise<WakeEvent> {
+    let resolve!: (e: WakeEvent) => void;
+    const next = new Promise<WakeEvent>((r) => (resolve = r));
+    const sub = be.notifier.listen(id, (e) => resolve(e));
+    await sub.ready;
+    await act();
+    const event = await next;
+    sub.release();
+    return event;
+  }
+
+  async function freshSession(): Promise<string> {
+    const ids = newSessionIds();
+    await be.store.create({
+      ...ids,
+      family: 'msc4108',
+      contentType: 'text/plain',
+      data: Buffer.from('a'),
+      ttlMs: 60_000,
+    });
+    return ids.id;
+  }
+
+  const write = (id: string, data: Buffer) =>
+    be.store.update(id, { family: 'msc4108', condition: { kind: 'any' }, contentType: 'text/plain', data });
+
+  it('carry binary payloads byte for byte', async () => {
+    const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+    const id = await freshSession();
+    const event = await nextEvent(id, () => write(id, bytes));
+    expect(event.kind === 'changed' && event.session?.data.equals(bytes)).to.equal(true);
+  });
+
+  it('carry only the revision for a payload above the notice limit', async () => {
+    const big = Buffer.alloc(NOTICE_MAX_PAYLOAD_BYTES + 1, 0x61);
+    const id = await freshSession();
+    expect(await nextEvent(id, () => write(id, big))).to.deep.equal({ kind: 'changed', rev: 2 });
+  });
 });
 
 describe('wake-up notices from replicas of an earlier release', () => {
@@ -266,6 +338,49 @@ describe('LongPoll waiters', () => {
     const woken = await held.result;
     expect(woken.cause).to.equal('change');
     expect(woken.cause === 'change' && woken.session.data.toString()).to.equal('b');
+    await store.close();
+  });
+
+  it('never go back to an older state when a read in flight returns after a newer notice', async () => {
+    const store = new MemoryStore();
+    const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
+    const ids = newSessionIds();
+    await store.create({ ...ids, family: 'msc3886', contentType: 'text/plain', data: Buffer.from('a'), ttlMs: 60_000 });
+    const current = (await store.get(ids.id, 'msc3886'))!;
+    // The waiter's re-check read takes its snapshot at once but answers only when the gate opens.
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const get = store.get.bind(store);
+    store.get = async (...args) => {
+      const session = await get(...args);
+      await gate;
+      return session;
+    };
+    const res = Object.assign(new EventEmitter(), { destroyed: false, socket: { destroyed: false } });
+    const waiting = new Promise<void>((resolve) => lp.once('waiting', () => resolve()));
+    const result = lp.wait({
+      id: ids.id,
+      family: 'msc3886',
+      address: '127.0.0.1',
+      current,
+      waitMs: 60_000,
+      // As for `If-None-Match: *`: no state is news, so the waiter keeps holding whatever it learns.
+      changed: () => false,
+      res: res as unknown as ServerResponse,
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    await store.update(ids.id, {
+      family: 'msc3886',
+      condition: { kind: 'any' },
+      contentType: 'text/plain',
+      data: Buffer.from('b'),
+    });
+    open();
+    await waiting;
+    lp.shutdown();
+    const ended = await result;
+    expect(ended.cause).to.equal('shutdown');
+    expect(ended.cause === 'shutdown' && ended.session.rev).to.equal(2);
     await store.close();
   });
 

@@ -154,12 +154,20 @@ export class ListenerTable {
     for (const listener of [...entry.listeners]) listener(event);
   }
 
-  /** Re-subscribes every session (after a reconnect) and tells every listener to re-read. */
-  async resubscribeAll(): Promise<void> {
-    const ids = [...this.bySession.keys()];
-    const results = await Promise.allSettled(ids.map((id) => this.subscribe(id, this.bySession.get(id)!)));
-    for (let i = 0; i < ids.length; i++) {
-      if (results[i]!.status === 'fulfilled') this.dispatch(ids[i]!, { kind: 'resync' });
+  /**
+   * Re-subscribes every session (after a reconnect) and tells its listeners to re-read once that
+   * subscription is confirmed: only if the entry and the attempt are still current then, since
+   * listeners take a resync as proof that notices reach them.
+   */
+  resubscribeAll(): void {
+    for (const [id, entry] of this.bySession) {
+      const ready = this.subscribe(id, entry);
+      ready.then(
+        () => {
+          if (this.bySession.get(id) === entry && entry.ready === ready) this.dispatch(id, { kind: 'resync' });
+        },
+        () => {},
+      );
     }
   }
 

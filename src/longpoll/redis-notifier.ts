@@ -50,7 +50,7 @@ export class RedisNotifier implements Notifier {
       if (this.sub instanceof Cluster && this.sub.slots.length === 0) return;
       const restart = this.shardsReady;
       this.shardsReady = true;
-      if (restart) void this.table.resubscribeAll();
+      if (restart) this.table.resubscribeAll();
     });
     this.table = new ListenerTable(
       (id) => this.subscribe(id),
@@ -64,7 +64,7 @@ export class RedisNotifier implements Notifier {
     this.sub.on('ready', () => {
       if (down) log.info('long-poll subscriber connection restored');
       down = false;
-      void this.table.resubscribeAll();
+      this.table.resubscribeAll();
     });
     // Buffers: the notice of a write is the stored value, binary payload included.
     this.sub.on('smessageBuffer', (channel: Buffer, message: Buffer) => this.onMessage(channel, message));

@@ -185,6 +185,8 @@ class Waiter {
       // so it is at least as new as anything a read in flight could return.
       const session = event.session;
       if (session !== undefined && session.family === this.req.family) {
+        // Expired by now (the timer for it has not run yet in this turn): 404, as a read would say.
+        if (session.expiresAt <= Date.now()) return this.finish({ cause: 'gone' });
         if (this.req.changed(session)) return this.finish({ cause: 'change', session });
         this.held = session;
         return;
@@ -218,7 +220,8 @@ class Waiter {
         if (this.done) return;
         if (session === null) return this.finish({ cause: 'gone' });
         if (this.req.changed(session)) return this.finish({ cause: 'change', session });
-        this.held = session;
+        // A notice may have brought a newer state while this read was in flight: keep the newest.
+        if (session.rev >= this.held.rev) this.held = session;
         if (this.readAgain) {
           this.readAgain = false;
           this.check();

@@ -34,6 +34,13 @@ interface ScriptCommands {
   rzDeleteSession(session: string, txns: string, ...args: Arg[]): Promise<number>;
 }
 
+/**
+ * The largest payload a wake-up notice carries. Above it the notice is the bare revision and waiters
+ * read the session: a burst of large notices to a slow subscriber would otherwise run into Redis's
+ * pub/sub output buffer limit (8 MB soft, 32 MB hard), which drops the subscriber connection.
+ */
+export const NOTICE_MAX_PAYLOAD_BYTES = 16384;
+
 export function scriptSource(file: string): string {
   return readFileSync(join(__dirname, 'lua', file), 'utf8');
 }
@@ -179,6 +186,7 @@ export class RedisStore implements SessionStore {
         txnId,
         this.maxTxnsPerSession,
         wakeChannel(id),
+        NOTICE_MAX_PAYLOAD_BYTES,
       );
     } catch (err) {
       throw translate(err);

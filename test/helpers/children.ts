@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import { constants } from 'node:os';
 
 const live = new Set<ChildProcess>();
 let installed = false;
@@ -16,7 +17,7 @@ export function killOnExit<T extends ChildProcess>(proc: T): T {
     });
     // Signals end a process without 'exit' unless somebody listens for them.
     for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-      process.once(signal, () => process.exit(130));
+      process.once(signal, () => process.exit(128 + constants.signals[signal]));
     }
   }
   live.add(proc);

@@ -242,7 +242,9 @@ export class ClusterSetup {
       // test sees as "Cluster isn't ready". So wait until every node tells the same, complete map.
       const clients = nodes.map((n) => n.client());
       try {
-        await until('every node to tell the same complete slot map', async () => {
+        await until('every node to be ok and tell the same complete slot map', async () => {
+          const infos = await Promise.all(clients.map((c) => c.call('CLUSTER', 'INFO') as Promise<string>));
+          if (!infos.every((info) => info.includes('cluster_state:ok'))) return false;
           const maps = await Promise.all(clients.map(async (c) => slotMap(await c.call('CLUSTER', 'SLOTS'))));
           return maps.every((m) => m !== null && m === maps[0]);
         });

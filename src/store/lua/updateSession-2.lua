@@ -12,6 +12,7 @@
   ARGV[6]  transaction id, or '' for none
   ARGV[7]  most transaction ids remembered per session
   ARGV[8]  wake-up channel (sharded pub/sub, same slot as the keys)
+  ARGV[9]  largest payload a wake-up notice carries; above it the notice is the bare revision
 
   Returns {0} when not found, else
     {code, answered_code, answered_rev, type, rev, salt, created, modified, expires}
@@ -78,8 +79,13 @@ else
   ctype = ARGV[5]
   local stored = string.format('%s %d %s %s %d %s %s\n', cur[1], rev, cur[3], cur[6], modified, cur[8], ctype) .. ARGV[4]
   redis.call('SET', KEYS[1], stored, 'KEEPTTL')
-  -- The notice is the new value itself: a waiter answers from it without reading the session again.
-  redis.call('SPUBLISH', ARGV[8], stored)
+  -- The notice is the new value itself, so a waiter answers from it without reading the session
+  -- again; for a large payload it is the bare revision, and waiters read.
+  if #ARGV[4] <= tonumber(ARGV[9]) then
+    redis.call('SPUBLISH', ARGV[8], stored)
+  else
+    redis.call('SPUBLISH', ARGV[8], rev)
+  end
 end
 
 if txn ~= '' then
