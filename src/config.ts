@@ -132,7 +132,7 @@ export const SETTINGS: readonly Setting[] = [
   {
     name: 'RZ_REDIS_TLS',
     key: 'redisTls',
-    expect: 'true or false',
+    expect: 'true or false (or 1/0, yes/no; lower case)',
     help: 'Talk TLS to Redis (implied by a rediss:// URL; for Sentinel the Sentinels use it too)',
     default: 'false',
     schema: bool,
@@ -168,7 +168,7 @@ export const SETTINGS: readonly Setting[] = [
   {
     name: 'RZ_REDIS_TLS_REJECT_UNAUTHORIZED',
     key: 'redisTlsRejectUnauthorized',
-    expect: 'true or false',
+    expect: 'true or false (or 1/0, yes/no; lower case)',
     help: 'Refuse a Redis certificate that does not verify (false only for testing)',
     default: 'true',
     schema: bool,
@@ -216,7 +216,7 @@ export const SETTINGS: readonly Setting[] = [
   {
     name: 'RZ_MSC4388_ENABLED',
     key: 'msc4388Enabled',
-    expect: 'true or false',
+    expect: 'true or false (or 1/0, yes/no; lower case)',
     help: 'Serve the MSC4388 rendezvous API (unstable and /v1 paths); false: they answer 404 M_UNRECOGNIZED',
     default: 'true',
     schema: bool,
@@ -442,7 +442,7 @@ export const SETTINGS: readonly Setting[] = [
   {
     name: 'RZ_ACCESS_LOG',
     key: 'accessLog',
-    expect: 'true or false',
+    expect: 'true or false (or 1/0, yes/no; lower case)',
     help: 'Log one line per request (method, route, status, time; never payloads or tokens)',
     default: 'false',
     schema: bool,

@@ -39,8 +39,16 @@ export async function createLongPoll(
   metrics: Metrics,
 ): Promise<LongPoll> {
   const notifier = createNotifier(config, store, log);
-  if (notifier instanceof RedisNotifier && !(await notifier.connected(5000))) {
-    log.warn('long-poll subscriber is not connected yet: waits end at their timeout until it is');
+  if (notifier instanceof RedisNotifier) {
+    // With Redis already unreachable (the store waited for it), the replica starts at once, answering
+    // 503 until it is back, rather than waiting for a subscriber that cannot connect either.
+    const redisUp = await store.ping().then(
+      () => true,
+      () => false,
+    );
+    if (!(await notifier.connected(redisUp ? 5000 : 0))) {
+      log.warn('long-poll subscriber is not connected yet: waits end at their timeout until it is');
+    }
   }
   return new LongPoll(store, notifier, longPollLimits(config), metrics);
 }
