@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { NOTICE_MAX_PAYLOAD_BYTES } from '../src/store/redis';
 
 export interface CeilingRow {
   name: string;
@@ -51,6 +52,7 @@ export async function redisCeiling(opts: {
           '',
           '256',
           `${key}:wake`,
+          String(NOTICE_MAX_PAYLOAD_BYTES),
         ],
       ],
       [
