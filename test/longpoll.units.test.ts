@@ -10,6 +10,7 @@ import { RedisNotifier } from '../src/longpoll/redis-notifier';
 import { createLogger } from '../src/logger';
 import { newSessionIds } from '../src/ids';
 import { MemoryStore, RedisStore, redisOptions, whenReady, type SessionStore } from '../src/store';
+import type { Session } from '../src/store/types';
 import { NOTICE_MAX_PAYLOAD_BYTES } from '../src/store/redis';
 import { sharedRedisUrl } from './helpers/redis';
 import { wakeChannel } from '../src/store/keys';
@@ -273,10 +274,15 @@ describe('wake-up notices from replicas of an earlier release', () => {
 });
 
 /** One wait held on `lp` for a fresh session of `store`, as a protocol module would hold it. */
-async function holdOne(lp: LongPoll, store: MemoryStore) {
+async function holdOne(
+  lp: LongPoll,
+  store: MemoryStore,
+  options: { changed?: (s: Session) => boolean; beforeWait?: () => void } = {},
+) {
   const ids = newSessionIds();
   await store.create({ ...ids, family: 'msc3886', contentType: 'text/plain', data: Buffer.from('a'), ttlMs: 60_000 });
   const current = (await store.get(ids.id, 'msc3886'))!;
+  options.beforeWait?.();
   // A held response needs only what the waiter watches: its socket and its `close`.
   const res = Object.assign(new EventEmitter(), { destroyed: false, socket: { destroyed: false } });
   const waiting = new Promise<void>((resolve) => lp.once('waiting', () => resolve()));
@@ -286,7 +292,7 @@ async function holdOne(lp: LongPoll, store: MemoryStore) {
     address: '127.0.0.1',
     current,
     waitMs: 60_000,
-    changed: (s) => s.rev !== current.rev,
+    changed: options.changed ?? ((s) => s.rev !== current.rev),
     res: res as unknown as ServerResponse,
   });
   const write = (data: string) =>
@@ -344,41 +350,27 @@ describe('LongPoll waiters', () => {
   it('never go back to an older state when a read in flight returns after a newer notice', async () => {
     const store = new MemoryStore();
     const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
-    const ids = newSessionIds();
-    await store.create({ ...ids, family: 'msc3886', contentType: 'text/plain', data: Buffer.from('a'), ttlMs: 60_000 });
-    const current = (await store.get(ids.id, 'msc3886'))!;
     // The waiter's re-check read takes its snapshot at once but answers only when the gate opens.
     let open!: () => void;
     const gate = new Promise<void>((resolve) => (open = resolve));
-    const get = store.get.bind(store);
-    store.get = async (...args) => {
-      const session = await get(...args);
-      await gate;
-      return session;
-    };
-    const res = Object.assign(new EventEmitter(), { destroyed: false, socket: { destroyed: false } });
-    const waiting = new Promise<void>((resolve) => lp.once('waiting', () => resolve()));
-    const result = lp.wait({
-      id: ids.id,
-      family: 'msc3886',
-      address: '127.0.0.1',
-      current,
-      waitMs: 60_000,
+    const held = await holdOne(lp, store, {
       // As for `If-None-Match: *`: no state is news, so the waiter keeps holding whatever it learns.
       changed: () => false,
-      res: res as unknown as ServerResponse,
+      beforeWait: () => {
+        const get = store.get.bind(store);
+        store.get = async (...args) => {
+          const session = await get(...args);
+          await gate;
+          return session;
+        };
+      },
     });
     await new Promise((resolve) => setImmediate(resolve));
-    await store.update(ids.id, {
-      family: 'msc3886',
-      condition: { kind: 'any' },
-      contentType: 'text/plain',
-      data: Buffer.from('b'),
-    });
+    await held.write('b');
     open();
-    await waiting;
+    await held.waiting;
     lp.shutdown();
-    const ended = await result;
+    const ended = await held.result;
     expect(ended.cause).to.equal('shutdown');
     expect(ended.cause === 'shutdown' && ended.session.rev).to.equal(2);
     await store.close();
