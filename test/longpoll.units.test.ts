@@ -253,6 +253,46 @@ describe('wake-up notices through Redis', () => {
   });
 });
 
+describe('a subscriber client that keeps refusing subscribes', () => {
+  it('is replaced by a new one, and the waits it held are subscribed again and told to re-read', async () => {
+    const url = await sharedRedisUrl();
+    const made: Redis[] = [];
+    const notifier = new RedisNotifier(
+      () => {
+        const client = new Redis(url, {
+          ...redisOptions({ redisCommandTimeoutMs: 2000 }),
+          enableAutoPipelining: false,
+          autoResubscribe: false,
+        });
+        // The first client is stuck as a Cluster client can be: up, yet refusing every subscribe.
+        if (made.length === 0) client.ssubscribe = () => Promise.reject(new Error('No sharded subscriber for slot: 1'));
+        made.push(client);
+        return client;
+      },
+      createLogger({ logLevel: 'silent' }),
+    );
+    try {
+      expect(await notifier.connected(5000)).to.equal(true);
+      const id = newSessionIds().id;
+      let resynced!: () => void;
+      let changed!: (e: WakeEvent) => void;
+      const resync = new Promise<void>((resolve) => (resynced = resolve));
+      const change = new Promise<WakeEvent>((resolve) => (changed = resolve));
+      notifier.listen(id, (e) => (e.kind === 'resync' ? resynced() : changed(e)));
+      await resync;
+      expect(made.length).to.equal(2);
+      // The new client carries the notices.
+      const publisher = new Redis(url);
+      await publisher.spublish(wakeChannel(id), '5');
+      publisher.disconnect();
+      expect(await change).to.deep.equal({ kind: 'changed', rev: 5 });
+    } finally {
+      await notifier.close();
+      for (const c of made) c.disconnect();
+    }
+  });
+});
+
 describe('wake-up notices from replicas of an earlier release', () => {
   it('take a bare revision (no state) as a change to read, during a rolling upgrade', async () => {
     const be = await BACKENDS[1]![1]();

@@ -58,7 +58,8 @@ async function topologyBackend(env: Record<string, string>, inspect: () => Redis
   const ca = createRedisClient(config);
   const cb = createRedisClient(config);
   const redis = inspect();
-  const ready = await Promise.all([whenReady(ca, 5000), whenReady(cb, 5000)]);
+  // A new Cluster client on a busy CI host has been seen to take more than 5 s to be ready.
+  const ready = await Promise.all([whenReady(ca, 20_000), whenReady(cb, 20_000)]);
   expect(ready, "the stores' clients are ready").to.deep.equal([true, true]);
   const a = new RedisStore(ca, 4);
   const b = new RedisStore(cb, 4);

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../src/config';
+import { RedisNotifier } from '../src/longpoll/redis-notifier';
 import { start, type RunningServer } from '../src/main';
 import { sessionKey, wakeChannel } from '../src/store/keys';
 import { Scrape } from './helpers/metrics';
@@ -15,9 +16,10 @@ import { ClusterSetup, SentinelSetup, sharedClusterSetup, sharedSentinelSetup, u
 const ONE_CLIENT_IS_MANY = { RZ_REQUEST_RATE: '0', RZ_CREATE_RATE: '0', RZ_MAX_SESSIONS_PER_ADDRESS: '0' };
 
 /**
- * A replica on the topology, once it is ready: a new client learns the topology (a Cluster's slot
- * map, its shard subscribers) before it serves, which on a busy machine can outlast the start-up
- * wait; until then the replica rightly answers 503.
+ * A replica on the topology, once it is ready and its long-poll subscriber is connected: a new client
+ * learns the topology (a Cluster's slot map, its shard subscribers) before it serves, which on a busy
+ * machine can outlast the start-up wait; until then the replica rightly answers 503, and its waits
+ * could only end at their timeout.
  */
 async function serve(env: Record<string, string>): Promise<RunningServer> {
   const server = await start(
@@ -25,6 +27,9 @@ async function serve(env: Record<string, string>): Promise<RunningServer> {
   );
   const ready = `http://127.0.0.1:${server.port}/ready`;
   await until('a new replica to be ready', async () => (await req(ready)).status === 200);
+  const notifier = server.longPoll.notifier;
+  if (notifier instanceof RedisNotifier)
+    expect(await notifier.connected(20_000), 'subscriber connected').to.equal(true);
   return server;
 }
 

@@ -13,6 +13,9 @@ import {
 } from './notifier';
 
 const SUBSCRIBE_TIMEOUT_MS = 2000;
+/** Subscribes failed in a row after which the subscriber client is replaced, and how often at most. */
+const REBUILD_AFTER_FAILURES = 5;
+const REBUILD_EVERY_MS = 10_000;
 
 /** Creates the subscriber connection; single node, Sentinel or Cluster (with sharded subscribers). */
 export type SubscriberFactory = () => Redis | Cluster;
@@ -30,49 +33,67 @@ export type SubscriberFactory = () => Redis | Cluster;
  */
 export class RedisNotifier implements Notifier {
   readonly kind = 'redis' as const;
-  private readonly sub: Redis | Cluster;
+  private sub: Redis | Cluster;
   private readonly table: ListenerTable;
   private closed = false;
   /**
    * On Cluster, SSUBSCRIBE goes through one subscriber per shard, which start only after the cluster
    * itself is ready; a subscribe before that fails. Single node and Sentinel have no such step.
    */
-  private shardsReady: boolean;
+  private shardsReady = false;
+  /** Subscribes failed in a row, and when the client was last replaced because of them. */
+  private failedInARow = 0;
+  private rebuiltAt = 0;
 
-  constructor(factory: SubscriberFactory, log: Logger) {
-    this.sub = factory();
-    this.shardsReady = !(this.sub instanceof Cluster);
-    // Cluster replaces a shard's subscriber when its connection drops, without a cluster-wide
-    // `ready`: notices published meanwhile are lost, so waiters re-read exactly as after `ready`.
-    this.sub.on('subscribersReady', () => {
-      // The group announces itself once before the slot map is known, with no shard subscriber
-      // started yet; a subscribe then fails. Only a group built from a slot map counts.
-      if (this.sub instanceof Cluster && this.sub.slots.length === 0) return;
-      const restart = this.shardsReady;
-      this.shardsReady = true;
-      if (restart) this.table.resubscribeAll();
-    });
+  constructor(
+    private readonly factory: SubscriberFactory,
+    private readonly log: Logger,
+  ) {
     this.table = new ListenerTable(
       (id) => this.subscribe(id),
       (id) => this.unsubscribe(id),
     );
+    this.sub = this.connect();
+  }
+
+  private connect(): Redis | Cluster {
+    const sub = this.factory();
+    this.shardsReady = !(sub instanceof Cluster);
+    // Cluster replaces a shard's subscriber when its connection drops, without a cluster-wide
+    // `ready`: notices published meanwhile are lost, so waiters re-read exactly as after `ready`.
+    sub.on('subscribersReady', () => {
+      // The group announces itself once before the slot map is known, with no shard subscriber
+      // started yet; a subscribe then fails. Only a group built from a slot map counts.
+      if (sub !== this.sub || (sub instanceof Cluster && sub.slots.length === 0)) return;
+      this.shardsReady = true;
+      // Nothing to do at start; after a shard subscriber was replaced, or the client rebuilt, every
+      // session still waited on is subscribed again and its waiters re-read.
+      this.table.resubscribeAll();
+    });
     let down = false;
-    this.sub.on('error', (err: Error) => {
-      if (!down) log.warn({ err: err.message }, 'long-poll subscriber connection error');
+    sub.on('error', (err: Error) => {
+      if (!down) this.log.warn({ err: err.message }, 'long-poll subscriber connection error');
       down = true;
     });
-    this.sub.on('ready', () => {
-      if (down) log.info('long-poll subscriber connection restored');
+    sub.on('ready', () => {
+      if (sub !== this.sub) return;
+      if (down) this.log.info('long-poll subscriber connection restored');
       down = false;
       this.table.resubscribeAll();
     });
     // Buffers: the notice of a write is the stored value, binary payload included.
-    this.sub.on('smessageBuffer', (channel: Buffer, message: Buffer) => this.onMessage(channel, message));
+    sub.on('smessageBuffer', (channel: Buffer, message: Buffer) => {
+      if (sub === this.sub) this.onMessage(channel, message);
+    });
+    return sub;
   }
 
   /**
    * A subscribe that is neither confirmed nor refused in time (a Cluster shard subscriber still
    * connecting) counts as failed, so the listener table tries again and has its waiters re-read.
+   * Many failures in a row while the connection claims to be up mean the client itself is stuck:
+   * ioredis's Cluster can be left with a slot map and no shard subscriber at all ("No sharded
+   * subscriber for slot"), and never rebuild them; a new client then recovers every wait.
    */
   private async subscribe(id: string): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
@@ -81,9 +102,27 @@ export class RedisNotifier implements Notifier {
     });
     try {
       await Promise.race([this.sub.ssubscribe(wakeChannel(id)), timeout]);
+      this.failedInARow = 0;
+    } catch (err) {
+      // Only while the client claims to be up: failures during a reconnect are expected.
+      const up = this.sub.status === 'ready' && this.shardsReady;
+      if (up && ++this.failedInARow >= REBUILD_AFTER_FAILURES) this.rebuild();
+      throw err;
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Replaces a subscriber client that keeps refusing subscribes (at most every REBUILD_EVERY_MS). */
+  private rebuild(): void {
+    const now = Date.now();
+    if (this.closed || now - this.rebuiltAt < REBUILD_EVERY_MS) return;
+    this.rebuiltAt = now;
+    this.failedInARow = 0;
+    this.log.warn('long-poll subscriber keeps refusing subscribes: replacing its connection');
+    const old = this.sub;
+    this.sub = this.connect();
+    old.disconnect();
   }
 
   private unsubscribe(id: string): void {
@@ -107,21 +146,22 @@ export class RedisNotifier implements Notifier {
 
   /** Resolves when the subscriber connection is up, or false after `timeoutMs` (it keeps trying). */
   connected(timeoutMs: number): Promise<boolean> {
-    const up = () => this.sub.status === 'ready' && this.shardsReady;
+    const sub = this.sub;
+    const up = () => sub.status === 'ready' && this.shardsReady;
     if (up()) return Promise.resolve(true);
     return new Promise((resolve) => {
       const done = (ok: boolean) => {
         clearTimeout(timer);
-        this.sub.off('ready', onEvent);
-        this.sub.off('subscribersReady', onEvent);
+        sub.off('ready', onEvent);
+        sub.off('subscribersReady', onEvent);
         resolve(ok);
       };
       const onEvent = () => {
         if (up()) done(true);
       };
       const timer = setTimeout(() => done(false), timeoutMs);
-      this.sub.on('ready', onEvent);
-      this.sub.on('subscribersReady', onEvent);
+      sub.on('ready', onEvent);
+      sub.on('subscribersReady', onEvent);
     });
   }
 
