@@ -10,7 +10,7 @@ import { RedisNotifier } from '../src/longpoll/redis-notifier';
 import { createLogger } from '../src/logger';
 import { newSessionIds } from '../src/ids';
 import { MemoryStore, RedisStore, redisOptions, whenReady, type SessionStore } from '../src/store';
-import type { Session } from '../src/store/types';
+import type { Family, Session } from '../src/store/types';
 import { NOTICE_MAX_PAYLOAD_BYTES } from '../src/store/redis';
 import { sharedRedisUrl } from './helpers/redis';
 import { wakeChannel } from '../src/store/keys';
@@ -42,6 +42,13 @@ interface Backend {
   store: SessionStore;
   notifier: Notifier;
   close(): Promise<void>;
+}
+
+/** A session with payload `a` in `store`, by its id. */
+async function newSession(store: SessionStore, family: Family): Promise<string> {
+  const ids = newSessionIds();
+  await store.create({ ...ids, family, contentType: 'text/plain', data: Buffer.from('a'), ttlMs: 60_000 });
+  return ids.id;
 }
 
 const BACKENDS: [string, () => Promise<Backend>][] = [
@@ -85,17 +92,7 @@ for (const [name, make] of BACKENDS) {
       await be?.close();
     });
 
-    async function session() {
-      const ids = newSessionIds();
-      await be.store.create({
-        ...ids,
-        family: 'msc3886',
-        contentType: 'text/plain',
-        data: Buffer.from('a'),
-        ttlMs: 60_000,
-      });
-      return ids.id;
-    }
+    const session = () => newSession(be.store, 'msc3886');
 
     /** The next event for `id`, after the subscription is active. */
     async function listen(id: string) {
@@ -224,17 +221,7 @@ describe('wake-up notices through Redis', () => {
     return event;
   }
 
-  async function freshSession(): Promise<string> {
-    const ids = newSessionIds();
-    await be.store.create({
-      ...ids,
-      family: 'msc4108',
-      contentType: 'text/plain',
-      data: Buffer.from('a'),
-      ttlMs: 60_000,
-    });
-    return ids.id;
-  }
+  const freshSession = () => newSession(be.store, 'msc4108');
 
   const write = (id: string, data: Buffer) =>
     be.store.update(id, { family: 'msc4108', condition: { kind: 'any' }, contentType: 'text/plain', data });
@@ -319,15 +306,14 @@ async function holdOne(
   store: MemoryStore,
   options: { changed?: (s: Session) => boolean; beforeWait?: () => void } = {},
 ) {
-  const ids = newSessionIds();
-  await store.create({ ...ids, family: 'msc3886', contentType: 'text/plain', data: Buffer.from('a'), ttlMs: 60_000 });
-  const current = (await store.get(ids.id, 'msc3886'))!;
+  const id = await newSession(store, 'msc3886');
+  const current = (await store.get(id, 'msc3886'))!;
   options.beforeWait?.();
   // A held response needs only what the waiter watches: its socket and its `close`.
   const res = Object.assign(new EventEmitter(), { destroyed: false, socket: { destroyed: false } });
   const waiting = new Promise<void>((resolve) => lp.once('waiting', () => resolve()));
   const result = lp.wait({
-    id: ids.id,
+    id: id,
     family: 'msc3886',
     address: '127.0.0.1',
     current,
@@ -336,7 +322,7 @@ async function holdOne(
     res: res as unknown as ServerResponse,
   });
   const write = (data: string) =>
-    store.update(ids.id, {
+    store.update(id, {
       family: 'msc3886',
       condition: { kind: 'any' },
       contentType: 'text/plain',

@@ -134,13 +134,13 @@ export class RedisNotifier implements Notifier {
   private onMessage(channel: Buffer, message: Buffer): void {
     const id = idOfWakeChannel(channel.toString('latin1'));
     if (id === null) return;
-    const session = parseStoredSession(id, message);
-    const event = session !== null ? wakeOf(session) : parseWake(message.toString('latin1'));
     if (!this.table.has(id)) {
       // A subscription nobody needs any more (its unsubscribe was lost in a reconnect): drop it.
       this.unsubscribe(id);
       return;
     }
+    const session = parseStoredSession(id, message);
+    const event = session !== null ? wakeOf(session) : parseWake(message.toString('latin1'));
     if (event !== null) this.table.dispatch(id, event);
   }
 
