@@ -1,6 +1,6 @@
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
-import { sessionKey } from '../src/store/keys';
+import { sessionKey } from '../src/store/format';
 import { familyNamed } from './families';
 import { rssOf, startReplica } from './processes';
 

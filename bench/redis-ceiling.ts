@@ -1,8 +1,7 @@
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { NOTICE_MAX_PAYLOAD_BYTES } from '../src/store/redis';
+import { NOTICE_MAX_PAYLOAD_BYTES, scriptSource } from '../src/store/redis';
+import { CAPS_BY_ADDRESS_KEY, CAPS_KEY } from '../src/store/format';
 
 export interface CeilingRow {
   name: string;
@@ -12,8 +11,6 @@ export interface CeilingRow {
   p99: number;
   max: number;
 }
-
-const LUA = join(__dirname, '..', 'dist', 'store', 'lua');
 
 /**
  * Redis's own ceiling for the commands one request sends, measured with redis-benchmark at the same
@@ -27,12 +24,26 @@ export async function redisCeiling(opts: {
 }): Promise<CeilingRow[]> {
   const client = new Redis({ port: opts.port, host: '127.0.0.1', lazyConnect: false });
   try {
-    const sha = async (file: string) => (await client.script('LOAD', readFileSync(join(LUA, file), 'utf8'))) as string;
-    const create = await sha('createSession-1.lua');
+    const sha = async (file: string) => (await client.script('LOAD', scriptSource(file))) as string;
+    const create = await sha('createSession-3.lua');
     const update = await sha('updateSession-2.lua');
     const key = 'rz:{bench-ceiling}';
     await client.del(key);
-    await client.evalsha(create, 1, key, 'msc3886', 'application/octet-stream', opts.payload, 600_000, 'tag');
+    const caps = [CAPS_KEY, CAPS_BY_ADDRESS_KEY];
+    await client.evalsha(
+      create,
+      3,
+      key,
+      ...caps,
+      'msc3886',
+      'application/octet-stream',
+      opts.payload,
+      600_000,
+      'tag',
+      '-',
+      0,
+      0,
+    );
     const table: [string, string, string[]][] = [
       ['poll / GET (read)', 'GET', ['GET', key]],
       [
@@ -61,13 +72,17 @@ export async function redisCeiling(opts: {
         [
           'EVALSHA',
           create,
-          '1',
+          '3',
           'rz:{bench-__rand_int__}',
+          ...caps,
           'msc3886',
           'application/octet-stream',
           opts.payload,
           '20000',
           'tag',
+          '127.0.0.1',
+          '0',
+          '0',
         ],
       ],
     ];

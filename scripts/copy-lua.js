@@ -1,8 +1,5 @@
 // The Lua scripts are read at run time next to the compiled module that loads them.
-const { cpSync, existsSync } = require('node:fs');
+const { cpSync } = require('node:fs');
 const { join } = require('node:path');
 const root = join(__dirname, '..');
-for (const dir of ['store', 'limits']) {
-  const from = join(root, 'src', dir, 'lua');
-  if (existsSync(from)) cpSync(from, join(root, 'dist', dir, 'lua'), { recursive: true });
-}
+cpSync(join(root, 'src', 'store', 'redis', 'lua'), join(root, 'dist', 'store', 'redis', 'lua'), { recursive: true });

@@ -261,6 +261,22 @@ export const SETTINGS: readonly Setting[] = [
     schema: int(50, 60000),
   },
   {
+    name: 'RZ_REDIS_ALLOW_EVICTION',
+    key: 'redisAllowEviction',
+    expect: 'true or false (or 1/0, yes/no; lower case)',
+    help: 'Serve from a Redis whose maxmemory-policy evicts keys (sessions may then vanish before they expire); by default such a Redis makes /ready answer 503',
+    default: 'false',
+    schema: bool,
+  },
+  {
+    name: 'RZ_READINESS',
+    key: 'readiness',
+    expect: 'startup or store',
+    help: 'startup: /ready is 200 once the store has answered, and stays so through a store outage (clients get JSON 503s with Retry-After from the replica); store: /ready is 503 whenever the store does not answer. Either way a misconfigured store (an evicting Redis) is 503',
+    default: 'startup',
+    schema: z.enum(['startup', 'store']),
+  },
+  {
     name: 'RZ_SHUTDOWN_GRACE_SECONDS',
     key: 'shutdownGraceSeconds',
     expect: 'an integer from 0 to 3600',
@@ -481,6 +497,8 @@ export interface Config {
   authCacheSeconds: number;
   homeserverTimeoutMs: number;
   redisCommandTimeoutMs: number;
+  redisAllowEviction: boolean;
+  readiness: 'startup' | 'store';
   shutdownGraceSeconds: number;
   shutdownDelaySeconds: number;
   metricsPort: number | undefined;

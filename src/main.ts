@@ -2,14 +2,13 @@
 import { ConfigError, helpText, loadConfig, unknownSettings, type Config } from './config';
 import { createLogger } from './logger';
 import { Metrics } from './metrics';
-import { createStore } from './store';
-import { createLongPoll, type LongPoll } from './longpoll';
+import { createBackend } from './store';
+import { MeteredSessions } from './store/metered';
+import { LongPoll, longPollLimits } from './longpoll';
 import { createApp } from './http/app';
-import { Lifecycle } from './http/health';
+import { Lifecycle, Readiness } from './http/health';
 import { createHttpServer, drain, listen } from './http/server';
 import { createMetricsServer } from './http/metrics-server';
-import { instrumentStore } from './store/instrumented';
-import { redisLiveSessions } from './limits/live-sessions';
 
 export interface RunningServer {
   port: number;
@@ -17,6 +16,8 @@ export interface RunningServer {
   metricsPort: number | undefined;
   /** This replica's long-poll waiters (tests look inside). */
   longPoll: LongPoll;
+  /** This replica's metrics (tests look inside). */
+  metrics: Metrics;
   /** Drains and closes everything; what SIGTERM does. */
   stop(): Promise<void>;
 }
@@ -25,17 +26,19 @@ export interface RunningServer {
 export async function start(config: Config): Promise<RunningServer> {
   const log = createLogger(config);
   const metrics = new Metrics();
-  const backend = await createStore(config, log);
-  const store = instrumentStore(backend, metrics, redisLiveSessions(config, backend));
+  const backend = await createBackend(config, log);
+  const sessions = new MeteredSessions(backend.sessions, metrics, backend.kind === 'redis');
   const lifecycle = new Lifecycle();
-  const longPoll = await createLongPoll(config, store, log, metrics);
-  const app = createApp({ config, store, log, lifecycle, metrics, longPoll });
+  const readiness = new Readiness(backend, config.readiness, lifecycle, log);
+  await readiness.start();
+  const longPoll = new LongPoll(sessions, backend.wakeups, longPollLimits(config), metrics);
+  const app = createApp({ config, backend, sessions, log, lifecycle, readiness, metrics, longPoll });
   const server = createHttpServer(app, config);
   const address = await listen(server, config.port, config.host);
-  const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, store);
+  const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, sessions);
   const metricsAddress = metricsServer && (await listen(metricsServer, config.metricsPort!, config.host));
   log.info(
-    { port: address.port, host: config.host, store: store.kind, metricsPort: metricsAddress?.port },
+    { port: address.port, host: config.host, store: backend.description, metricsPort: metricsAddress?.port },
     'listening',
   );
 
@@ -54,11 +57,11 @@ export async function start(config: Config): Promise<RunningServer> {
       }
       await drain(server, config.shutdownGraceSeconds * 1000);
       if (metricsServer) await drain(metricsServer, 0);
-      await longPoll.notifier.close();
-      await store.close();
+      readiness.stop();
+      await backend.close();
       log.info('stopped');
     })());
-  return { port: address.port, metricsPort: metricsAddress?.port, longPoll, stop };
+  return { port: address.port, metricsPort: metricsAddress?.port, longPoll, metrics, stop };
 }
 
 async function main(): Promise<void> {

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { SessionCounts } from './store/types';
 
 /**
  * Every metric the service exports, in one registry per server instance (so several in-process
@@ -52,13 +53,13 @@ export class Metrics {
 
   readonly sessionsExpired = new Counter({
     name: 'rendezvous_sessions_expired_total',
-    help: 'Sessions that reached their expiry without being deleted',
+    help: 'Sessions that reached their expiry without being deleted (store-wide: every replica reports the same count)',
     registers: [this.registry],
   });
 
   readonly sessionsLive = new Gauge({
     name: 'rendezvous_sessions_live',
-    help: 'Live sessions (all replicas when the store is shared)',
+    help: 'Live sessions (store-wide: every replica reports the same count)',
     registers: [this.registry],
   });
 
@@ -84,7 +85,8 @@ export class Metrics {
 
   readonly redisErrors = new Counter({
     name: 'rendezvous_redis_errors_total',
-    help: 'Redis commands that failed (connection, timeout or reply errors)',
+    help: 'Store operations that failed, by reason (connection, timeout, oom, readonly, loading, busy, cluster, noperm, script, other)',
+    labelNames: ['reason'] as const,
     registers: [this.registry],
   });
 
@@ -96,8 +98,20 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** The store's expired count as last seen, so the counter moves by what expired since. */
+  private expiredSeen = 0;
+
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'rendezvous_' });
+  }
+
+  /** Brings the session gauges up to date with the store's own counts (at scrape time). */
+  recordSessionCounts(counts: SessionCounts): void {
+    this.sessionsLive.set(counts.live);
+    // A store that started over (a Redis restart) counts from zero again.
+    if (counts.expired < this.expiredSeen) this.expiredSeen = 0;
+    if (counts.expired > this.expiredSeen) this.sessionsExpired.inc(counts.expired - this.expiredSeen);
+    this.expiredSeen = counts.expired;
   }
 }
 

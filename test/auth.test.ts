@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { ConfigError, loadConfig } from '../src/config';
-import { MemoryVerdictCache } from '../src/auth';
+import { MemoryVerdictCache } from '../src/store/memory';
 import { FakeHomeserver } from './helpers/fake-homeserver';
 import { RedisServer } from './helpers/redis';
 import { request, type Reply } from './helpers/http';

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { RendezvousClient, type RendezvousSession } from '../src/client';
-import type { Subscription, WakeListener } from '../src/longpoll/notifier';
+import type { Subscription, WakeListener } from '../src/store/types';
 import { RedisServer, sharedRedisUrl } from './helpers/redis';
 import { startServer, type TestServer } from './helpers/server';
 import { heldGet, released, waiting } from './helpers/longpoll';

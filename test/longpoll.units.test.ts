@@ -3,17 +3,16 @@ import type { ServerResponse } from 'node:http';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { LongPoll, preferredWaitSeconds } from '../src/longpoll';
-import { MemoryNotifier } from '../src/longpoll/memory-notifier';
-import { ListenerTable, wakeOf, type Notifier, type WakeEvent, type WakeListener } from '../src/longpoll/notifier';
+import { ListenerTable, wakeOf } from '../src/store/listeners';
+import { MemoryNotifier, MemorySessions } from '../src/store/memory';
+import type { Family, Notifier, Session, SessionStore, WakeEvent, WakeListener } from '../src/store/types';
 import { Metrics } from '../src/metrics';
-import { RedisNotifier } from '../src/longpoll/redis-notifier';
 import { createLogger } from '../src/logger';
 import { newSessionIds } from '../src/ids';
-import { MemoryStore, RedisStore, redisOptions, whenReady, type SessionStore } from '../src/store';
-import type { Family, Session } from '../src/store/types';
-import { NOTICE_MAX_PAYLOAD_BYTES } from '../src/store/redis';
+import { NOTICE_MAX_PAYLOAD_BYTES, RedisNotifier, redisOptions } from '../src/store/redis';
 import { sharedRedisUrl } from './helpers/redis';
-import { wakeChannel } from '../src/store/keys';
+import { wakeChannel } from '../src/store/format';
+import { BACKEND_KINDS, type BackendPair } from './helpers/backends';
 
 describe('Prefer: wait parsing (RFC 7240)', () => {
   const cases: [string | undefined, number | undefined][] = [
@@ -38,58 +37,26 @@ describe('Prefer: wait parsing (RFC 7240)', () => {
   }
 });
 
-interface Backend {
-  store: SessionStore;
-  notifier: Notifier;
-  close(): Promise<void>;
-}
-
 /** A session with payload `a` in `store`, by its id. */
 async function newSession(store: SessionStore, family: Family): Promise<string> {
   const ids = newSessionIds();
-  await store.create({ ...ids, family, contentType: 'text/plain', data: Buffer.from('a'), ttlMs: 60_000 });
+  await store.create({ ...ids, family, contentType: 'text/plain', data: Buffer.from('a'), ttlMs: 60_000, owner: '' });
   return ids.id;
 }
 
-const BACKENDS: [string, () => Promise<Backend>][] = [
-  [
-    'memory',
-    async () => {
-      const store = new MemoryStore();
-      const notifier = new MemoryNotifier(store);
-      return { store, notifier, close: async () => (await notifier.close(), await store.close()) };
-    },
-  ],
-  [
-    'redis (sharded pub/sub, separate writer and subscriber connections)',
-    async () => {
-      const url = await sharedRedisUrl();
-      const client = new Redis(url, redisOptions({ redisCommandTimeoutMs: 2000 }));
-      await whenReady(client, 5000);
-      const store = new RedisStore(client);
-      const notifier = new RedisNotifier(
-        () =>
-          new Redis(url, {
-            ...redisOptions({ redisCommandTimeoutMs: 2000 }),
-            enableAutoPipelining: false,
-            autoResubscribe: false,
-          }),
-        createLogger({ logLevel: 'silent' }),
-      );
-      await notifier.connected(5000);
-      return { store, notifier, close: async () => (await notifier.close(), await store.close()) };
-    },
-  ],
-];
+const memorySessions = () => new MemorySessions({ caps: { global: 0, perAddress: 0 }, maxTxnsPerSession: 4 });
 
-for (const [name, make] of BACKENDS) {
-  describe(`wake-up notifier contract: ${name}`, () => {
-    let be: Backend;
+/** The wake-ups contract, on every backend: a write through one replica wakes the other's waiters. */
+for (const kind of BACKEND_KINDS) {
+  describe(`wake-up notifier contract: ${kind.name}`, () => {
+    let pair: BackendPair;
+    let be: { store: SessionStore; notifier: Notifier };
     before(async () => {
-      be = await make();
+      pair = await kind.make();
+      be = { store: pair.a.sessions, notifier: pair.b.wakeups };
     });
     after(async () => {
-      await be?.close();
+      await pair?.close();
     });
 
     const session = () => newSession(be.store, 'msc3886');
@@ -167,23 +134,62 @@ for (const [name, make] of BACKENDS) {
 describe('ListenerTable', () => {
   it('keeps subscribing after a failure and has the listeners re-read once it succeeds', async () => {
     let attempts = 0;
-    const table = new ListenerTable(
-      async () => {
+    const table = new ListenerTable({
+      subscribe: async () => {
         if (++attempts === 1) throw new Error('subscriber not ready');
       },
-      () => undefined,
-    );
+      unsubscribe: () => undefined,
+      isUp: () => true,
+    });
     const resynced = new Promise<WakeEvent>((resolve) => table.listen('s1', resolve));
     expect(await resynced).to.deep.equal({ kind: 'resync' });
     expect(attempts).to.equal(2);
   });
 
+  it('backs off between retries, and leaves them to the reconnect while the connection is down', async () => {
+    let up = true;
+    let attempts = 0;
+    const retries: { run: () => void; ms: number }[] = [];
+    const table = new ListenerTable({
+      subscribe: async () => {
+        attempts++;
+        throw new Error('no subscriber');
+      },
+      unsubscribe: () => undefined,
+      isUp: () => up,
+      schedule: (run, ms) => retries.push({ run, ms }),
+    });
+    const subs = Array.from({ length: 100 }, (_, i) => table.listen(`s${i}`, () => undefined));
+    await Promise.allSettled(subs.map((s) => s.ready));
+    expect(attempts).to.equal(100);
+    // Up: each session retries, later each time.
+    const first = retries.splice(0)[0]!;
+    first.run();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(attempts).to.equal(101);
+    const second = retries.splice(0)[0]!;
+    expect(second.ms).to.be.greaterThan(first.ms);
+    // Down: the scheduled retries do nothing, however many sessions wait.
+    up = false;
+    for (const r of retries.splice(0)) r.run();
+    second.run();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(attempts).to.equal(101);
+    // Back: one subscribe per session, from the reconnect.
+    up = true;
+    table.resubscribeAll();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(attempts).to.equal(201);
+    for (const s of subs) s.release();
+  });
+
   it('tells of a resync only the entry whose re-subscription was confirmed', async () => {
     const pending: (() => void)[] = [];
-    const table = new ListenerTable(
-      () => new Promise<void>((resolve) => pending.push(resolve)),
-      () => undefined,
-    );
+    const table = new ListenerTable({
+      subscribe: () => new Promise<void>((resolve) => pending.push(resolve)),
+      unsubscribe: () => undefined,
+      isUp: () => true,
+    });
     const first = table.listen('s1', () => undefined);
     pending.shift()!();
     await first.ready;
@@ -201,13 +207,17 @@ describe('ListenerTable', () => {
   });
 });
 
+const REDIS = BACKEND_KINDS.find((k) => k.name === 'redis')!;
+
 describe('wake-up notices through Redis', () => {
-  let be: Backend;
+  let pair: BackendPair;
+  let be: { store: SessionStore; notifier: Notifier };
   before(async () => {
-    be = await BACKENDS[1]![1]();
+    pair = await REDIS.make();
+    be = { store: pair.a.sessions, notifier: pair.a.wakeups };
   });
   after(async () => {
-    await be?.close();
+    await pair?.close();
   });
 
   async function nextEvent(id: string, act: () => Promise<unknown>): Promise<WakeEvent> {
@@ -282,7 +292,8 @@ describe('a subscriber client that keeps refusing subscribes', () => {
 
 describe('wake-up notices from replicas of an earlier release', () => {
   it('take a bare revision (no state) as a change to read, during a rolling upgrade', async () => {
-    const be = await BACKENDS[1]![1]();
+    const pair = await REDIS.make();
+    const be = { notifier: pair.a.wakeups };
     const publisher = new Redis(await sharedRedisUrl());
     try {
       const id = newSessionIds().id;
@@ -295,7 +306,7 @@ describe('wake-up notices from replicas of an earlier release', () => {
       sub.release();
     } finally {
       publisher.disconnect();
-      await be.close();
+      await pair.close();
     }
   });
 });
@@ -303,7 +314,7 @@ describe('wake-up notices from replicas of an earlier release', () => {
 /** One wait held on `lp` for a fresh session of `store`, as a protocol module would hold it. */
 async function holdOne(
   lp: LongPoll,
-  store: MemoryStore,
+  store: MemorySessions,
   options: { changed?: (s: Session) => boolean; beforeWait?: () => void } = {},
 ) {
   const id = await newSession(store, 'msc3886');
@@ -336,15 +347,15 @@ const LIMITS = { maxWaitMs: 60_000, maxWaiters: 10, maxWaitersPerAddress: 10 };
 describe('LongPoll waiters', () => {
   /** A notifier over the memory store whose first subscribe is refused, as a shard still starting. */
   class FlakyNotifier implements Notifier {
-    readonly kind = 'memory' as const;
     attempts = 0;
-    private readonly table = new ListenerTable(
-      async () => {
+    private readonly table = new ListenerTable({
+      subscribe: async () => {
         if (++this.attempts === 1) throw new Error('shard subscriber not started');
       },
-      () => {},
-    );
-    constructor(store: MemoryStore) {
+      unsubscribe: () => {},
+      isUp: () => true,
+    });
+    constructor(store: MemorySessions) {
       store.setWakeListener((id, change) =>
         this.table.dispatch(id, change.kind === 'deleted' ? change : wakeOf(change.session)),
       );
@@ -356,11 +367,14 @@ describe('LongPoll waiters', () => {
       return this.table.stats();
     }
     async settled() {}
+    async connected() {
+      return true;
+    }
     async close() {}
   }
 
   it('count as waiting once a retried subscribe succeeds, and are woken by the next write', async () => {
-    const store = new MemoryStore();
+    const store = memorySessions();
     const notifier = new FlakyNotifier(store);
     const lp = new LongPoll(store, notifier, LIMITS, new Metrics({ processMetrics: false }));
     const held = await holdOne(lp, store);
@@ -370,11 +384,11 @@ describe('LongPoll waiters', () => {
     const woken = await held.result;
     expect(woken.cause).to.equal('change');
     expect(woken.cause === 'change' && woken.session.data.toString()).to.equal('b');
-    await store.close();
+    store.close();
   });
 
   it('never go back to an older state when a read in flight returns after a newer notice', async () => {
-    const store = new MemoryStore();
+    const store = memorySessions();
     const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
     // The waiter's re-check read takes its snapshot at once but answers only when the gate opens.
     let open!: () => void;
@@ -399,11 +413,11 @@ describe('LongPoll waiters', () => {
     const ended = await held.result;
     expect(ended.cause).to.equal('shutdown');
     expect(ended.cause === 'shutdown' && ended.session.rev).to.equal(2);
-    await store.close();
+    store.close();
   });
 
   it('answer from a notice that carries the new state, without reading the session again', async () => {
-    const store = new MemoryStore();
+    const store = memorySessions();
     const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
     const held = await holdOne(lp, store);
     await held.waiting;
@@ -414,6 +428,6 @@ describe('LongPoll waiters', () => {
     const woken = await held.result;
     expect(woken.cause === 'change' && woken.session.data.toString()).to.equal('b');
     expect(reads).to.equal(0);
-    await store.close();
+    store.close();
   });
 });

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { RedisServer } from './helpers/redis';
 import { Replica } from './helpers/replica';
-import { RedisStore } from '../src/store/redis';
+import { RedisSessions } from '../src/store/redis';
 import { request, type Reply } from './helpers/http';
 import { startServer } from './helpers/server';
 
@@ -392,7 +392,13 @@ describe('MSC4388 idempotency under retries, across two replicas', () => {
   async function revisionOf(id: string): Promise<string> {
     const client = redis.client();
     try {
-      return String((await new RedisStore(client).get(id, 'msc4388'))!.rev);
+      return String(
+        (await new RedisSessions(client, {
+          caps: { global: 0, perAddress: 0 },
+          maxTxnsPerSession: 4,
+          commandTimeoutMs: 2000,
+        }).get(id, 'msc4388'))!.rev,
+      );
     } finally {
       client.disconnect();
     }

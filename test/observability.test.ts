@@ -2,8 +2,8 @@ import { expect } from 'chai';
 import { loadConfig } from '../src/config';
 import { start, type RunningServer } from '../src/main';
 import { Metrics } from '../src/metrics';
-import { MemoryStore } from '../src/store';
-import { instrumentStore } from '../src/store/instrumented';
+import { MemorySessions } from '../src/store/memory';
+import { scrape } from '../src/http/metrics';
 import { msc3886Exchange, req } from './helpers/exchange';
 import { Scrape } from './helpers/metrics';
 import { RedisServer, sharedRedisUrl } from './helpers/redis';
@@ -89,7 +89,7 @@ describe('metrics', () => {
   it('count live and expired sessions of the memory store at scrape time', async () => {
     let now = 1_000_000;
     const metrics = new Metrics({ processMetrics: false });
-    const store = instrumentStore(new MemoryStore(4, 60_000, () => now), metrics);
+    const store = new MemorySessions({ caps: { global: 0, perAddress: 0 }, maxTxnsPerSession: 4, now: () => now });
     for (const ttlMs of [1000, 1000, 5000]) {
       await store.create({
         id: `s${ttlMs}${now++}`,
@@ -98,15 +98,16 @@ describe('metrics', () => {
         contentType: 't',
         data: Buffer.alloc(0),
         ttlMs,
+        owner: '',
       });
     }
-    await store.refreshGauges();
+    await scrape(metrics, store);
     expect((await metrics.sessionsLive.get()).values[0]!.value).to.equal(3);
     now += 2000;
-    await store.refreshGauges();
+    await scrape(metrics, store);
     expect((await metrics.sessionsLive.get()).values[0]!.value).to.equal(1);
     expect((await metrics.sessionsExpired.get()).values[0]!.value).to.equal(2);
-    await store.close();
+    store.close();
   });
 
   it('move to their own port with RZ_METRICS_PORT, off the main one', async () => {
@@ -158,9 +159,35 @@ describe('request ids and logs', () => {
 });
 
 describe('health and readiness', () => {
-  it('/ready is false while the store is down and /health stays true', async () => {
+  it('/ready stays true through a store outage once the store was reached (the replica answers 503s itself)', async () => {
     const redis = await RedisServer.start();
     const server = await serve({ REDIS_URL: redis.url, RZ_REDIS_COMMAND_TIMEOUT_MS: '300' });
+    const base = `http://127.0.0.1:${server.port}`;
+    try {
+      expect((await req(`${base}/ready`)).status).to.equal(200);
+      await redis.stop();
+      const down = await req(`${base}/ready`);
+      expect(down.status).to.equal(200);
+      expect(await down.json()).to.deep.include({ ready: true, storeReachable: false });
+      expect((await req(`${base}/health`)).status).to.equal(200);
+      const write = await req(`${base}/`, { method: 'POST', body: 'x' });
+      expect(write.status).to.equal(503);
+      expect(write.headers.get('Retry-After')).to.equal('1');
+      await redis.resume();
+      await until(
+        'the store after Redis returns',
+        async () => (await req(`${base}/`, { method: 'POST' })).status === 200,
+      );
+      await msc3886Exchange(base);
+    } finally {
+      await server.stop();
+      await redis.destroy();
+    }
+  });
+
+  it('/ready is false while the store is down with RZ_READINESS=store, and /health stays true', async () => {
+    const redis = await RedisServer.start();
+    const server = await serve({ REDIS_URL: redis.url, RZ_REDIS_COMMAND_TIMEOUT_MS: '300', RZ_READINESS: 'store' });
     const base = `http://127.0.0.1:${server.port}`;
     try {
       expect((await req(`${base}/ready`)).status).to.equal(200);
@@ -169,11 +196,25 @@ describe('health and readiness', () => {
       expect(down.status).to.equal(503);
       expect(await down.json()).to.deep.equal({ ready: false, reason: 'session store unavailable' });
       expect((await req(`${base}/health`)).status).to.equal(200);
-      const write = await req(`${base}/`, { method: 'POST', body: 'x' });
-      expect(write.status).to.equal(503);
       await redis.resume();
       await until('readiness after Redis returns', async () => (await req(`${base}/ready`)).status === 200);
-      await msc3886Exchange(base);
+    } finally {
+      await server.stop();
+      await redis.destroy();
+    }
+  });
+
+  it('/ready is false until the store was reached once, so a rollout that cannot reach it stops', async () => {
+    const redis = await RedisServer.start();
+    await redis.stop();
+    const server = await serve({ REDIS_URL: redis.url, RZ_REDIS_COMMAND_TIMEOUT_MS: '300' });
+    const base = `http://127.0.0.1:${server.port}`;
+    try {
+      const never = await req(`${base}/ready`);
+      expect(never.status).to.equal(503);
+      expect(await never.json()).to.deep.equal({ ready: false, reason: 'session store not reached yet' });
+      await redis.resume();
+      await until('readiness once Redis is reached', async () => (await req(`${base}/ready`)).status === 200);
     } finally {
       await server.stop();
       await redis.destroy();

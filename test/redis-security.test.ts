@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../src/config';
-import { createRedisClient } from '../src/store';
+import { createRedisClient } from '../src/store/redis';
 import { freePort } from './helpers/ports';
 import { RedisServer } from './helpers/redis';
 import { everyFamilyExchange, req } from './helpers/exchange';

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type { Redis } from 'ioredis';
-import { RedisStore, scriptSource } from '../src/store/redis';
+import { RedisSessions, scriptSource } from '../src/store/redis';
 import { createHash } from 'node:crypto';
 import { RedisServer } from './helpers/redis';
 
@@ -8,15 +8,19 @@ import { RedisServer } from './helpers/redis';
  * The store's scripts go out as EVALSHA (defineCommand); a Redis that lost its script cache (restart, failover,
  * SCRIPT FLUSH) must still run every operation, through one EVAL that caches the script again.
  */
-describe('RedisStore after Redis lost its script cache', () => {
+describe('Redis sessions after Redis lost its script cache', () => {
   let redis: RedisServer;
   let client: Redis;
-  let store: RedisStore;
+  let store: RedisSessions;
 
   before(async () => {
     redis = await RedisServer.start();
     client = redis.client();
-    store = new RedisStore(client);
+    store = new RedisSessions(client, {
+      caps: { global: 0, perAddress: 0 },
+      maxTxnsPerSession: 4,
+      commandTimeoutMs: 2000,
+    });
   });
   after(async () => {
     client.disconnect();
@@ -24,10 +28,10 @@ describe('RedisStore after Redis lost its script cache', () => {
   });
 
   it('creates, updates and deletes after SCRIPT FLUSH', async () => {
-    const base = { tag: 'salt', family: 'msc3886' as const, contentType: 'text/plain', ttlMs: 60_000 };
+    const base = { tag: 'salt', family: 'msc3886' as const, contentType: 'text/plain', ttlMs: 60_000, owner: '' };
     await client.script('FLUSH');
-    const meta = await store.create({ ...base, id: 'noscript-a', data: Buffer.from('one') });
-    expect(meta?.rev).to.equal(1);
+    const created = await store.create({ ...base, id: 'noscript-a', data: Buffer.from('one') });
+    expect(created.status).to.equal('created');
 
     await client.script('FLUSH');
     const updated = await store.update('noscript-a', {

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { ConfigError, loadConfig } from '../src/config';
-import { redisTopology } from '../src/store';
+import { redisTopology } from '../src/store/redis';
 
 const problems = (env: Record<string, string>): string[] => {
   try {

@@ -1,3 +1,2 @@
-export * from './cache';
 export * from './policy';
 export { WhoamiVerifier } from './whoami';

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config';
 import { MatrixError } from '../http/errors';
-import type { VerdictCache } from './cache';
+import type { VerdictCache } from '../store/types';
 import { WhoamiVerifier } from './whoami';
 
 /**

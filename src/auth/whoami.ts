@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { MatrixError } from '../http/errors';
-import type { Verdict, VerdictCache } from './cache';
+import type { Verdict, VerdictCache } from '../store/types';
 
 export interface WhoamiOptions {
   homeserverUrl: string;

@@ -3,19 +3,18 @@ import Router from '@koa/router';
 import cors from '@koa/cors';
 import type { Logger } from 'pino';
 import type { Config } from '../config';
-import type { SessionStore } from '../store/types';
+import type { Backend, SessionStore } from '../store/types';
 import type { Metrics } from '../metrics';
 import type { LongPoll } from '../longpoll';
 import { msc3886Routes } from '../protocols/msc3886';
 import { msc4108Routes } from '../protocols/msc4108';
 import { msc4388Routes } from '../protocols/msc4388';
-import { MemoryVerdictCache, RedisVerdictCache, createPolicy, type VerdictCache } from '../auth';
-import { RedisStore } from '../store/redis';
+import { createPolicy } from '../auth';
 import { commonHeaders } from './headers';
 import { corsFastPath } from './cors';
 import { errorHandler } from './errors';
 import { accessLog } from './access-log';
-import { healthRoutes, type Lifecycle } from './health';
+import { healthRoutes, type Lifecycle, type Readiness } from './health';
 import { unrecognized } from './unrecognized';
 import { requestId } from './request-id';
 import { httpMetrics, metricsRoutes } from './metrics';
@@ -24,9 +23,12 @@ import { createLimits } from '../limits';
 
 export interface AppDeps {
   config: Config;
-  store: SessionStore;
+  backend: Backend;
+  /** The backend's sessions as the protocols use them (metered). */
+  sessions: SessionStore;
   log: Logger;
   lifecycle: Lifecycle;
+  readiness: Readiness;
   metrics: Metrics;
   longPoll: LongPoll;
 }
@@ -37,23 +39,18 @@ const ALLOWED = ['Content-Type', 'If-Match', 'If-None-Match', 'Authorization', '
 
 /** The whole middleware stack, outermost first: read this to know what every request goes through. */
 export function createApp(deps: AppDeps): Koa {
-  const { config, log, lifecycle, metrics, longPoll } = deps;
+  const { config, backend, sessions, log, lifecycle, metrics, longPoll } = deps;
   const app = new Koa();
   app.silent = true;
   app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
 
-  // Every family creates and deletes through the capped store, so the session caps cover them all.
-  const limits = createLimits(config, deps.store, metrics, log);
-  const store = limits.store;
-  const protocol = { config, store, log, metrics, longPoll };
-  // Token verdicts live next to the sessions, so every replica shares them.
-  const verdicts: VerdictCache =
-    deps.store instanceof RedisStore ? new RedisVerdictCache(deps.store.client) : new MemoryVerdictCache();
+  const protocol = { config, sessions, log, metrics, longPoll };
   // Fixed paths first: `/metrics` and `/health` must not be taken for MSC3886 session ids.
-  const ownRoutes = [healthRoutes(deps.store, lifecycle)];
-  if (config.metricsPort === undefined) ownRoutes.push(metricsRoutes(metrics, deps.store));
+  const ownRoutes = [healthRoutes(deps.readiness)];
+  if (config.metricsPort === undefined) ownRoutes.push(metricsRoutes(metrics, sessions));
   const routers: Router[] = [...ownRoutes, msc3886Routes(protocol), msc4108Routes(protocol)];
-  if (config.msc4388Enabled) routers.push(msc4388Routes(protocol, createPolicy(config, verdicts, log)));
+  // Token verdicts live in the backend, so with Redis every replica shares them.
+  if (config.msc4388Enabled) routers.push(msc4388Routes(protocol, createPolicy(config, backend.verdicts, log)));
 
   app.use(httpMetrics(metrics));
   app.use(requestId);
@@ -74,7 +71,7 @@ export function createApp(deps: AppDeps): Koa {
   app.use(lifecycle.middleware);
   app.use(errorHandler(log));
   app.use(urlLimit(config.maxUrlBytes));
-  app.use(limits.middleware);
+  app.use(createLimits(config, backend.rates, metrics));
   for (const router of routers) app.use(router.routes());
   app.use(unrecognized(routers));
   return app;

@@ -1,6 +1,7 @@
 import Router from '@koa/router';
 import type { Middleware } from 'koa';
-import type { SessionStore } from '../store/types';
+import type { Logger } from 'pino';
+import type { Backend, StoreCondition } from '../store/types';
 
 /** Whether this replica should still receive traffic; flipped first thing on SIGTERM. */
 export class Lifecycle {
@@ -15,30 +16,91 @@ export class Lifecycle {
     });
 }
 
-const json = (body: unknown) => JSON.stringify(body);
+/** How often the store's configuration is looked at again (an operator may change it live). */
+const INSPECT_EVERY_MS = 30_000;
 
-export function healthRoutes(store: SessionStore, lifecycle: Lifecycle): Router {
+/**
+ * What readiness means:
+ * - `startup` (default): ready once the store has answered, and from then on through a store outage,
+ *   so clients keep reaching a replica that answers a JSON 503 with Retry-After (an orchestrator with
+ *   no ready replica answers with its own error page instead). A replica that never reached its
+ *   store is not ready, so a broken rollout stops.
+ * - `store`: ready only while the store answers (for balancers that can send traffic elsewhere).
+ * Either way a store found misconfigured (an evicting Redis) makes the replica unready.
+ */
+export class Readiness {
+  private reached = false;
+  private condition: StoreCondition = { healthy: true };
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly backend: Backend,
+    private readonly mode: 'startup' | 'store',
+    private readonly lifecycle: Lifecycle,
+    private readonly log: Logger,
+  ) {}
+
+  /** Looks at the store now and every INSPECT_EVERY_MS. */
+  async start(): Promise<void> {
+    await this.inspect();
+    this.timer = setInterval(() => void this.inspect(), INSPECT_EVERY_MS);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  private async inspect(): Promise<void> {
+    const found = await this.backend.inspect();
+    // An outage is not a configuration: the last verdict on the configuration stands.
+    if (!found.healthy && found.problem === 'unreachable') return;
+    this.reached = true;
+    const before = this.condition;
+    this.condition = found;
+    if (!found.healthy && (before.healthy || before.detail !== found.detail)) {
+      this.log.error({ problem: found.detail }, 'session store misconfigured: not ready');
+    } else if (found.healthy && !before.healthy) {
+      this.log.info('session store configuration fixed: ready');
+    } else if (found.healthy && found.note !== undefined && (!before.healthy || before.note !== found.note)) {
+      this.log.warn({ note: found.note }, 'session store');
+    }
+  }
+
+  /** The readiness answer: status and body. */
+  async answer(): Promise<[number, Record<string, unknown>]> {
+    if (this.lifecycle.draining) return [503, { ready: false, reason: 'shutting down' }];
+    const reachable = await this.backend.ping().then(
+      () => true,
+      () => false,
+    );
+    // First contact: its configuration is looked at before this replica says it is ready.
+    if (reachable && !this.reached) await this.inspect();
+    const c = this.condition;
+    if (!c.healthy) return [503, { ready: false, reason: c.detail }];
+    if (!reachable && (this.mode === 'store' || !this.reached)) {
+      return [
+        503,
+        { ready: false, reason: this.reached ? 'session store unavailable' : 'session store not reached yet' },
+      ];
+    }
+    return [200, { ready: true, store: this.backend.description, storeReachable: reachable }];
+  }
+}
+
+export function healthRoutes(readiness: Readiness): Router {
   const router = new Router();
-  // Liveness: the event loop answers. Never depends on Redis, or an outage would restart every pod.
+  // Liveness: the event loop answers. Never depends on the store, or an outage would restart every pod.
   router.get('/health', (ctx) => {
     ctx.res.setHeader('Content-Type', 'application/json');
-    ctx.body = json({ status: 'ok' });
+    ctx.body = JSON.stringify({ status: 'ok' });
   });
-  // Readiness: this replica can serve sessions right now.
+  // Readiness: whether traffic should come here (see Readiness).
   router.get('/ready', async (ctx) => {
+    const [status, body] = await readiness.answer();
+    ctx.status = status;
     ctx.res.setHeader('Content-Type', 'application/json');
-    if (lifecycle.draining) {
-      ctx.status = 503;
-      ctx.body = json({ ready: false, reason: 'shutting down' });
-      return;
-    }
-    try {
-      await store.ping();
-      ctx.body = json({ ready: true, store: store.kind });
-    } catch {
-      ctx.status = 503;
-      ctx.body = json({ ready: false, reason: 'session store unavailable' });
-    }
+    ctx.body = JSON.stringify(body);
   });
   return router;
 }

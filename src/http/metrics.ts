@@ -2,7 +2,6 @@ import Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import { boundChildren, type Metrics } from '../metrics';
 import type { SessionStore } from '../store/types';
-import type { Instrumented } from '../store/instrumented';
 
 /** Path prefixes of each API family; the label set stays fixed whatever clients send. */
 const PREFIXES: readonly [string, string][] = [
@@ -50,9 +49,15 @@ export function httpMetrics(metrics: Metrics): Middleware {
   };
 }
 
-/** Renders the registry, first refreshing the gauges that are read from the store at scrape time. */
-export async function scrape(metrics: Metrics, store: SessionStore): Promise<string> {
-  await (store as Partial<Instrumented>).refreshGauges?.().catch(() => undefined);
+/**
+ * Renders the registry, first reading the store-wide session counts (live, expired) from the store,
+ * on its clock, so the request path never pays for them. A store that cannot answer leaves them be.
+ */
+export async function scrape(metrics: Metrics, sessions: SessionStore): Promise<string> {
+  await sessions.counts().then(
+    (counts) => metrics.recordSessionCounts(counts),
+    () => undefined,
+  );
   return metrics.registry.metrics();
 }
 

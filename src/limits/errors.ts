@@ -1,20 +1,5 @@
 import { MatrixError } from '../http/errors';
 
-/** A create refused because a session cap is full; the limits middleware turns it into a 429. */
-export class SessionCapError extends Error {
-  constructor(
-    readonly cap: 'global' | 'address',
-    readonly retryAfterMs: number,
-  ) {
-    super(
-      cap === 'global'
-        ? 'This server holds as many sessions as it may; try again when some have ended'
-        : 'Too many live sessions were created from your address; end or finish some first',
-    );
-    this.name = 'SessionCapError';
-  }
-}
-
 /** 429 M_LIMIT_EXCEEDED, always with `retry_after_ms` and `Retry-After` (clients back off with them). */
 export function limitExceeded(message: string, retryAfterMs: number): MatrixError {
   const ms = Math.max(1, Math.ceil(retryAfterMs));
@@ -24,5 +9,15 @@ export function limitExceeded(message: string, retryAfterMs: number): MatrixErro
     message,
     { retry_after_ms: ms },
     { 'Retry-After': String(Math.ceil(ms / 1000)) },
+  );
+}
+
+/** A create refused because a session cap is full (the store refuses rather than evicting). */
+export function sessionCapExceeded(cap: 'global' | 'address', retryAfterMs: number): MatrixError {
+  return limitExceeded(
+    cap === 'global'
+      ? 'This server holds as many sessions as it may; try again when some have ended'
+      : 'Too many live sessions were created from your address; end or finish some first',
+    retryAfterMs,
   );
 }

@@ -1,10 +1,8 @@
 import type { Context, Middleware } from 'koa';
-import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import type { Logger } from 'pino';
 import type { Metrics } from '../metrics';
-import type { AdmitAhead } from './admit-ahead';
+import { BudgetRefusal, type SharedBudget } from './budget';
 import type { ClientAddresses } from './client-address';
-import { SessionCapError, limitExceeded } from './errors';
+import { limitExceeded } from './errors';
 
 /** Probes and scrapes are never limited: a limited probe would take a healthy replica out. */
 const EXEMPT = new Set(['/health', '/ready', '/metrics']);
@@ -21,46 +19,41 @@ export function clientOf(ctx: Context): string {
 export interface LimitsDeps {
   addresses: ClientAddresses;
   /** Spent by session creates (every create is a POST, in every family); undefined: unlimited. */
-  create: RateLimiterAbstract | undefined;
-  /** Spent by every other request; admitted ahead of Redis' answer while well under budget. */
-  request: AdmitAhead | undefined;
+  create: SharedBudget | undefined;
+  /** Spent by every other request; undefined: unlimited. */
+  request: SharedBudget | undefined;
   metrics: Metrics;
-  log: Logger;
 }
 
 /**
- * Works out who the client is, spends one point of the right budget, and turns session-cap refusals
- * from the store layer into 429s. Sits inside the error handler, so its refusals carry the common
- * headers and CORS like every other answer.
+ * Works out who the client is and spends one point of the right budget: counted in memory and
+ * settled with the other replicas in batches, so a request under budget costs no backend call.
+ * Sits inside the error handler, so its refusals carry the common headers and CORS like every
+ * other answer.
  */
-export function limits({ addresses, create, request, metrics, log }: LimitsDeps): Middleware {
-  return async (ctx, next) => {
+export function limits({ addresses, create, request, metrics }: LimitsDeps): Middleware {
+  const refused = {
+    create: metrics.rateLimited.labels('create'),
+    request: metrics.rateLimited.labels('request'),
+  };
+  const refuse = (isCreate: boolean, retryAfterMs: number) => {
+    (isCreate ? refused.create : refused.request).inc();
+    return limitExceeded(
+      isCreate ? 'Too many sessions created from your address' : 'Too many requests from your address',
+      retryAfterMs,
+    );
+  };
+  return (ctx, next) => {
     if (EXEMPT.has(ctx.path)) return next();
     const client = addresses.keyOf(ctx.req);
     (ctx.state as State).client = client;
     const isCreate = ctx.method === 'POST';
-    const verdict = isCreate ? create?.consume(client) : request?.admit(client);
-    if (verdict !== undefined) {
-      try {
-        await verdict;
-      } catch (res) {
-        if (res instanceof RateLimiterRes) {
-          metrics.rateLimited.inc({ budget: isCreate ? 'create' : 'request' });
-          throw limitExceeded(
-            isCreate ? 'Too many sessions created from your address' : 'Too many requests from your address',
-            res.msBeforeNext,
-          );
-        }
-        // Both the shared and the fallback budget failed: serve rather than refuse everyone.
-        log.warn({ err: String(res) }, 'rate limiter unavailable');
-      }
-    }
+    const verdict = (isCreate ? create : request)?.admit(client);
     // Returned rather than awaited: a held long-poll keeps no suspended frame of this function.
-    return next().catch(capRefusal);
+    if (verdict === undefined) return next();
+    if (verdict instanceof BudgetRefusal) throw refuse(isCreate, verdict.retryAfterMs);
+    return verdict.then(next, (err: unknown) => {
+      throw err instanceof BudgetRefusal ? refuse(isCreate, err.retryAfterMs) : err;
+    });
   };
-}
-
-function capRefusal(err: unknown): never {
-  if (err instanceof SessionCapError) throw limitExceeded(err.message, err.retryAfterMs);
-  throw err;
 }

@@ -1,8 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import type { Metrics } from '../metrics';
-import type { Family, Session, SessionStore } from '../store/types';
-import type { Notifier, Subscription, WakeEvent } from './notifier';
+import type { Family, Notifier, Session, SessionStore, Subscription, WakeEvent } from '../store/types';
 
 export interface LongPollLimits {
   /** Longest a request is held, whatever it asks for; 0 turns long-poll off. */

@@ -7,7 +7,7 @@ import type { LongPoll } from '../longpoll';
 /** What every protocol module is given: nothing else, so each stays a thin layer over the store. */
 export interface ProtocolDeps {
   config: Config;
-  store: SessionStore;
+  sessions: SessionStore;
   log: Logger;
   metrics: Metrics;
   /** Holds GETs that asked to wait for a change (long-poll extension). */

@@ -1,20 +1,32 @@
+import type { Context } from 'koa';
 import { newSessionIds } from '../ids';
+import { clientOf, sessionCapExceeded } from '../limits';
+import type { Metrics } from '../metrics';
 import { StoreUnavailableError, type CreateInput, type SessionMeta, type SessionStore } from '../store/types';
 
-/**
- * What a protocol module gives to create a session. `owner` is required (use `clientOf(ctx)`): it
- * is what the per-address session cap counts, so no family can create around it.
- */
-export type CreateRequest = Omit<CreateInput, 'id' | 'tag' | 'owner'> & { owner: string };
+/** What a protocol module gives to create a session; the id, salt and owner are filled in here. */
+export type CreateRequest = Omit<CreateInput, 'id' | 'tag' | 'owner'>;
 
 /**
- * Creates a session under a fresh random id. A collision of 128 random bits will not happen, but
- * the store refuses to overwrite rather than assume it, so a taken id just draws again.
+ * Creates a session under a fresh random id, counted against the caps of the address the request
+ * comes from (so no family can create around them). A full cap is a 429. A collision of 128 random
+ * bits will not happen, but the store refuses to overwrite rather than assume it, so a taken id just
+ * draws again.
  */
-export async function createSession(store: SessionStore, input: CreateRequest): Promise<SessionMeta> {
+export async function createSession(
+  ctx: Context,
+  sessions: SessionStore,
+  metrics: Metrics,
+  input: CreateRequest,
+): Promise<SessionMeta> {
+  const owner = clientOf(ctx);
   for (let attempt = 0; attempt < 3; attempt++) {
-    const meta = await store.create({ ...newSessionIds(), ...input });
-    if (meta !== null) return meta;
+    const result = await sessions.create({ ...newSessionIds(), ...input, owner });
+    if (result.status === 'created') return result.session;
+    if (result.status === 'capped') {
+      metrics.rateLimited.inc({ budget: result.cap === 'global' ? 'sessions_global' : 'sessions_per_address' });
+      throw sessionCapExceeded(result.cap, result.retryAfterMs);
+    }
   }
   throw new StoreUnavailableError('could not allocate a session id');
 }

@@ -1,10 +1,21 @@
 import type { Context } from 'koa';
 import type { ServerResponse } from 'node:http';
+import { readBody } from '../http/body';
 import { MatrixError } from '../http/errors';
 import { httpDate } from '../http/headers';
-import { OPAQUE_ID } from '../ids';
-import { type Family, type Session, type SessionMeta, type SessionStore, etagOf } from '../store/types';
-import { type EntityTagCondition, parseEntityTags } from './conditional';
+import { clientOf } from '../limits';
+import { preferredWaitSeconds, type LongPoll } from '../longpoll';
+import {
+  etagOf,
+  type Family,
+  type Session,
+  type SessionMeta,
+  type SessionStore,
+  type WriteCondition,
+} from '../store/types';
+import { type EntityTagCondition, conditionMatches, parseEntityTags } from './conditional';
+import { EMPTY_JSON, notFound, sendBody, sessionId } from './common';
+import { settle } from './long-poll';
 
 /**
  * What MSC3886 and MSC4108-2024 share: HTTP validators carry the concurrency. Every answer about an
@@ -16,16 +27,6 @@ export function setValidators(res: ServerResponse, meta: SessionMeta): void {
   res.setHeader('Last-Modified', httpDate(meta.modifiedAt));
 }
 
-/** The session id from the path, or a 404: an id outside the grammar can name no session. */
-export function sessionId(ctx: Context): string {
-  const id = ctx.params.id as string | undefined;
-  if (id === undefined || !OPAQUE_ID.test(id)) throw notFound();
-  return id;
-}
-
-export const notFound = (): MatrixError =>
-  new MatrixError(404, 'M_NOT_FOUND', 'No rendezvous session with this id (it may have expired)');
-
 /** Parses a conditional header; null when absent, 400 when it is not entity-tag syntax. */
 export function conditionHeader(ctx: Context, name: 'If-Match' | 'If-None-Match'): EntityTagCondition | null {
   const raw = ctx.get(name);
@@ -34,15 +35,6 @@ export function conditionHeader(ctx: Context, name: 'If-Match' | 'If-None-Match'
   if (cond === null) throw new MatrixError(400, 'M_INVALID_PARAM', `${name} is not a valid entity-tag list`);
   return cond;
 }
-
-/** Sends a body with exactly this Content-Type (Koa would otherwise append a charset). */
-export function sendBody(ctx: Context, status: number, contentType: string, body: Buffer | string): void {
-  ctx.status = status;
-  ctx.res.setHeader('Content-Type', contentType);
-  ctx.body = body;
-}
-
-export const EMPTY_JSON = '{}';
 
 /**
  * 304 with the validators, the stored Content-Type and the Content-Length a 200 would have had
@@ -58,10 +50,71 @@ export function sendNotModified(ctx: Context, session: Session, contentType = se
   res.end();
 }
 
-/** DELETE of a session: 204, or 404 when there is none of this family. */
-export function deleteHandler(store: SessionStore, family: Family) {
+function sendSession(ctx: Context, session: Session, fixedType: string | undefined): void {
+  setValidators(ctx.res, session);
+  sendBody(ctx, 200, fixedType ?? session.contentType, session.data);
+}
+
+/**
+ * GET of an ETag-family session: 404, the stored bytes, or 304 when `If-None-Match` names the
+ * current ETag. With `Prefer: wait=N` (RFC 7240) a request that would be 304 is held instead until
+ * the payload changes (200) or the wait ends (304), and says so with `Preference-Applied`. Without
+ * that header nothing differs from a plain GET: one read, one answer.
+ * The answer's Content-Type is `fixedType` when the family has one, else the stored one.
+ */
+export function etagReadHandler(sessions: SessionStore, longPoll: LongPoll, family: Family, fixedType?: string) {
   return async (ctx: Context): Promise<void> => {
-    if (!(await store.delete(sessionId(ctx), family))) throw notFound();
-    ctx.status = 204;
+    const id = sessionId(ctx);
+    const cond = conditionHeader(ctx, 'If-None-Match');
+    const session = await sessions.get(id, family);
+    if (session === null) throw notFound();
+    if (cond === null || !conditionMatches(cond, etagOf(session))) return sendSession(ctx, session, fixedType);
+    const waitMs = longPoll.clampWaitMs((preferredWaitSeconds(ctx.get('Prefer')) ?? 0) * 1000);
+    if (waitMs === 0) return sendNotModified(ctx, session, fixedType ?? session.contentType);
+    const result = await longPoll.wait({
+      id,
+      family,
+      address: clientOf(ctx),
+      current: session,
+      waitMs,
+      changed: (s) => !conditionMatches(cond, etagOf(s)),
+      res: ctx.res,
+    });
+    const latest = settle(ctx, result, `wait=${waitMs / 1000}`);
+    if (latest === undefined) return;
+    if (result.cause === 'change') return sendSession(ctx, latest, fixedType);
+    return sendNotModified(ctx, latest, fixedType ?? latest.contentType);
   };
 }
+
+/** How a family reads a PUT: the type to store and the condition, each checked in the family's order. */
+export interface EtagWriteRules {
+  family: Family;
+  /** Validates the headers (throwing the family's 400s) and says what to store under which condition. */
+  prepare(ctx: Context): { contentType: string; condition: WriteCondition };
+  /** The family's 412. */
+  conflict(): MatrixError;
+}
+
+/**
+ * PUT of an ETag-family session: a compare-and-set on If-Match, 202 with the new validators, or 412
+ * with the current ones. The verbatim re-send of a write that already landed (its answer lost) also
+ * answers 202 with the current validators, and writes nothing (the store decides: `unchanged`).
+ */
+export function etagWriteHandler(sessions: SessionStore, maxBytes: number, rules: EtagWriteRules) {
+  return async (ctx: Context): Promise<void> => {
+    const id = sessionId(ctx);
+    const { contentType, condition } = rules.prepare(ctx);
+    const data = await readBody(ctx, maxBytes);
+    const result = await sessions.update(id, { family: rules.family, condition, contentType, data });
+    if (result.status === 'not_found') throw notFound();
+    setValidators(ctx.res, result.session);
+    if (result.status !== 'updated' && result.status !== 'unchanged') throw rules.conflict();
+    sendBody(ctx, 202, 'application/json', EMPTY_JSON);
+  };
+}
+
+/** The ETag family's DELETE answer. */
+export const noContent = (ctx: Context): void => {
+  ctx.status = 204;
+};

@@ -3,50 +3,10 @@
  * may ask to be held until there is news (see LongPoll). Plain GETs never notice any of it.
  */
 import type { Context } from 'koa';
-import { clientOf } from '../limits';
 import { MatrixError } from '../http/errors';
-import { OPAQUE_ID } from '../ids';
-import { preferredWaitSeconds, type LongPoll, type WaitResult } from '../longpoll';
-import { etagOf, type Family, type Session } from '../store/types';
-import { conditionMatches } from './conditional';
-import { conditionHeader, notFound, sendBody, sendNotModified, sessionId, setValidators } from './etag-family';
-
-/**
- * GET of an ETag-family session: 404, the stored bytes, or 304 when `If-None-Match` names the
- * current ETag. With `Prefer: wait=N` (RFC 7240) a request that would be 304 is held instead until
- * the payload changes (200) or the wait ends (304), and says so with `Preference-Applied`. Without
- * that header nothing differs from a plain GET: one read, one answer.
- * The answer's Content-Type is `fixedType` when the family has one, else the stored one.
- */
-export function etagReadHandler(store: LongPoll['store'], longPoll: LongPoll, family: Family, fixedType?: string) {
-  return async (ctx: Context): Promise<void> => {
-    const id = sessionId(ctx);
-    const cond = conditionHeader(ctx, 'If-None-Match');
-    const session = await store.get(id, family);
-    if (session === null) throw notFound();
-    if (cond === null || !conditionMatches(cond, etagOf(session))) return sendSession(ctx, session, fixedType);
-    const waitMs = longPoll.clampWaitMs((preferredWaitSeconds(ctx.get('Prefer')) ?? 0) * 1000);
-    if (waitMs === 0) return sendNotModified(ctx, session, fixedType ?? session.contentType);
-    const result = await longPoll.wait({
-      id,
-      family,
-      address: clientOf(ctx),
-      current: session,
-      waitMs,
-      changed: (s) => !conditionMatches(cond, etagOf(s)),
-      res: ctx.res,
-    });
-    const latest = settle(ctx, result, `wait=${waitMs / 1000}`);
-    if (latest === undefined) return;
-    if (result.cause === 'change') return sendSession(ctx, latest, fixedType);
-    return sendNotModified(ctx, latest, fixedType ?? latest.contentType);
-  };
-}
-
-function sendSession(ctx: Context, session: Session, fixedType: string | undefined): void {
-  setValidators(ctx.res, session);
-  sendBody(ctx, 200, fixedType ?? session.contentType, session.data);
-}
+import type { WaitResult } from '../longpoll';
+import type { Session } from '../store/types';
+import { badSequenceToken, notFound, opaque } from './common';
 
 /** Longest `timeout_ms` read (digits); anything longer is no sensible number of milliseconds. */
 const MAX_TIMEOUT_DIGITS = 9;
@@ -62,9 +22,7 @@ export function sequenceWait(ctx: Context): { token: string; timeoutMs: number }
   const token = query.get('sequence_token');
   const timeout = query.get('timeout_ms');
   if (token === null || timeout === null) return undefined;
-  if (!OPAQUE_ID.test(token)) {
-    throw new MatrixError(400, 'M_INVALID_PARAM', "'sequence_token' is not an opaque identifier");
-  }
+  opaque(token, badSequenceToken);
   if (timeout.length > MAX_TIMEOUT_DIGITS || !/^\d+$/.test(timeout)) {
     throw new MatrixError(400, 'M_INVALID_PARAM', "'timeout_ms' must be a non-negative integer of milliseconds");
   }

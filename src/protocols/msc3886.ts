@@ -1,20 +1,11 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { readBody } from '../http/body';
-import { clientOf } from '../limits';
 import { MatrixError } from '../http/errors';
 import type { ProtocolDeps } from './context';
 import { createSession } from './create';
-import {
-  EMPTY_JSON,
-  conditionHeader,
-  deleteHandler,
-  notFound,
-  sendBody,
-  sessionId,
-  setValidators,
-} from './etag-family';
-import { etagReadHandler } from './long-poll';
+import { deleteHandler, sendBody } from './common';
+import { conditionHeader, etagReadHandler, etagWriteHandler, noContent, setValidators } from './etag-family';
 
 /** MSC3886 lives at the server root and under the prefix a homeserver can reverse-proxy. */
 export const MSC3886_PREFIXES = ['', '/_matrix/client/unstable/org.matrix.msc3886/rendezvous'] as const;
@@ -33,10 +24,24 @@ function requestContentType(ctx: Context): string {
   return raw;
 }
 
-export function msc3886Routes({ config, store, longPoll }: ProtocolDeps): Router {
+export function msc3886Routes({ config, sessions, metrics, longPoll }: ProtocolDeps): Router {
   const router = new Router();
   const ttlMs = config.ttlSeconds * 1000;
   const createdBody = (id: string) => JSON.stringify({ id, max_bytes: config.maxBytes });
+  // Any type is stored and echoed; If-Match is optional (absent or `*`: unconditional) and may list tags.
+  const write = etagWriteHandler(sessions, config.maxBytes, {
+    family: FAMILY,
+    prepare(ctx) {
+      const cond = conditionHeader(ctx, 'If-Match');
+      return {
+        contentType: requestContentType(ctx),
+        condition: cond === null || cond.any ? { kind: 'any' } : { kind: 'etag', etags: cond.etags },
+      };
+    },
+    conflict: () => new MatrixError(412, 'M_CONCURRENT_WRITE', 'The session was changed by someone else (If-Match)'),
+  });
+  const read = etagReadHandler(sessions, longPoll, FAMILY);
+  const remove = deleteHandler(sessions, FAMILY, noContent);
 
   for (const prefix of MSC3886_PREFIXES) {
     const base = `${config.publicBaseUrl}${prefix}/`;
@@ -44,33 +49,15 @@ export function msc3886Routes({ config, store, longPoll }: ProtocolDeps): Router
     router.post(prefix === '' ? '/' : prefix, async (ctx) => {
       const contentType = requestContentType(ctx);
       const data = await readBody(ctx, config.maxBytes);
-      const meta = await createSession(store, { family: FAMILY, contentType, data, ttlMs, owner: clientOf(ctx) });
+      const meta = await createSession(ctx, sessions, metrics, { family: FAMILY, contentType, data, ttlMs });
       setValidators(ctx.res, meta);
       ctx.res.setHeader('Location', base + meta.id);
       sendBody(ctx, 200, 'application/json', createdBody(meta.id));
     });
 
-    router.put(`${prefix}/:id`, async (ctx) => {
-      const id = sessionId(ctx);
-      const cond = conditionHeader(ctx, 'If-Match');
-      const contentType = requestContentType(ctx);
-      const data = await readBody(ctx, config.maxBytes);
-      const result = await store.update(id, {
-        family: FAMILY,
-        condition: cond === null || cond.any ? { kind: 'any' } : { kind: 'etag', etags: cond.etags },
-        contentType,
-        data,
-      });
-      if (result.status === 'not_found') throw notFound();
-      setValidators(ctx.res, result.session);
-      if (result.status !== 'updated') {
-        throw new MatrixError(412, 'M_CONCURRENT_WRITE', 'The session was changed by someone else (If-Match)');
-      }
-      sendBody(ctx, 202, 'application/json', EMPTY_JSON);
-    });
-
-    router.get(`${prefix}/:id`, etagReadHandler(store, longPoll, FAMILY));
-    router.delete(`${prefix}/:id`, deleteHandler(store, FAMILY));
+    router.put(`${prefix}/:id`, write);
+    router.get(`${prefix}/:id`, read);
+    router.delete(`${prefix}/:id`, remove);
   }
   return router;
 }

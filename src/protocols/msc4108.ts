@@ -3,18 +3,9 @@ import type { Context } from 'koa';
 import { readBody } from '../http/body';
 import { MatrixError } from '../http/errors';
 import type { ProtocolDeps } from './context';
-import { clientOf } from '../limits';
 import { createSession } from './create';
-import {
-  EMPTY_JSON,
-  conditionHeader,
-  deleteHandler,
-  notFound,
-  sendBody,
-  sessionId,
-  setValidators,
-} from './etag-family';
-import { etagReadHandler } from './long-poll';
+import { EMPTY_JSON, deleteHandler, sendBody } from './common';
+import { conditionHeader, etagReadHandler, etagWriteHandler, noContent, setValidators } from './etag-family';
 
 /** MSC4108, 2024 revision: the ETag family under the Matrix client-server API. */
 export const MSC4108_PREFIX = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous';
@@ -50,7 +41,7 @@ const concurrentWrite = () =>
     'org.matrix.msc4108.errcode': 'M_CONCURRENT_WRITE',
   });
 
-export function msc4108Routes({ config, store, longPoll }: ProtocolDeps): Router {
+export function msc4108Routes({ config, sessions, metrics, longPoll }: ProtocolDeps): Router {
   const router = new Router();
   const ttlMs = config.ttlSeconds * 1000;
   const base = `${config.publicBaseUrl}${MSC4108_PREFIX}/`;
@@ -65,37 +56,25 @@ export function msc4108Routes({ config, store, longPoll }: ProtocolDeps): Router
     }
     requireTextPlain(ctx);
     const data = await readBody(ctx, config.maxBytes);
-    const meta = await createSession(store, {
-      family: FAMILY,
-      contentType: TEXT_PLAIN,
-      data,
-      ttlMs,
-      owner: clientOf(ctx),
-    });
+    const meta = await createSession(ctx, sessions, metrics, { family: FAMILY, contentType: TEXT_PLAIN, data, ttlMs });
     const url = base + meta.id;
     setValidators(ctx.res, meta);
     ctx.res.setHeader('Location', url);
     sendBody(ctx, 201, 'application/json', JSON.stringify({ url }));
   });
 
-  router.put(`${MSC4108_PREFIX}/:id`, async (ctx) => {
-    const id = sessionId(ctx);
-    requireTextPlain(ctx);
-    const etag = requireSingleIfMatch(ctx);
-    const data = await readBody(ctx, config.maxBytes);
-    const result = await store.update(id, {
+  router.put(
+    `${MSC4108_PREFIX}/:id`,
+    etagWriteHandler(sessions, config.maxBytes, {
       family: FAMILY,
-      condition: { kind: 'etag', etags: [etag] },
-      contentType: TEXT_PLAIN,
-      data,
-    });
-    if (result.status === 'not_found') throw notFound();
-    setValidators(ctx.res, result.session);
-    if (result.status !== 'updated') throw concurrentWrite();
-    sendBody(ctx, 202, 'application/json', EMPTY_JSON);
-  });
-
-  router.get(`${MSC4108_PREFIX}/:id`, etagReadHandler(store, longPoll, FAMILY, TEXT_PLAIN));
-  router.delete(`${MSC4108_PREFIX}/:id`, deleteHandler(store, FAMILY));
+      prepare(ctx) {
+        requireTextPlain(ctx);
+        return { contentType: TEXT_PLAIN, condition: { kind: 'etag', etags: [requireSingleIfMatch(ctx)] } };
+      },
+      conflict: concurrentWrite,
+    }),
+  );
+  router.get(`${MSC4108_PREFIX}/:id`, etagReadHandler(sessions, longPoll, FAMILY, TEXT_PLAIN));
+  router.delete(`${MSC4108_PREFIX}/:id`, deleteHandler(sessions, FAMILY, noContent));
   return router;
 }

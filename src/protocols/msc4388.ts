@@ -3,12 +3,11 @@ import type { Context } from 'koa';
 import type { CreatePolicy } from '../auth/policy';
 import { MatrixError } from '../http/errors';
 import { readJsonObject, stringField } from '../http/json-body';
-import { OPAQUE_ID } from '../ids';
 import type { Session, SessionMeta, UpdateResult } from '../store/types';
 import type { ProtocolDeps } from './context';
 import { clientOf } from '../limits';
 import { createSession } from './create';
-import { EMPTY_JSON, notFound, sendBody, sessionId } from './etag-family';
+import { EMPTY_JSON, badSequenceToken, deleteHandler, notFound, opaque, sendBody, sessionId } from './common';
 import { sequenceWait, settle } from './long-poll';
 
 /** MSC4388 (2025): JSON bodies, concurrency through `sequence_token`. Each path has its own errcode. */
@@ -50,7 +49,16 @@ function expiresInMs(meta: SessionMeta): number {
   return Math.max(0, meta.expiresAt - Date.now());
 }
 
-export function msc4388Routes({ config, store, longPoll }: ProtocolDeps, policy: CreatePolicy): Router {
+const badTxnId = () =>
+  new MatrixError(
+    400,
+    'M_INVALID_PARAM',
+    'The transaction id is not an opaque identifier (1-255 of A-Z a-z 0-9 . _ ~ -)',
+  );
+
+const emptyObject = (ctx: Context): void => sendBody(ctx, 200, 'application/json', EMPTY_JSON);
+
+export function msc4388Routes({ config, sessions, metrics, longPoll }: ProtocolDeps, policy: CreatePolicy): Router {
   const router = new Router();
   const ttlMs = clampTtlMs(config.ttlSeconds);
   const bodyLimit = config.maxBytes * JSON_ESCAPE_FACTOR + JSON_OVERHEAD;
@@ -96,12 +104,9 @@ export function msc4388Routes({ config, store, longPoll }: ProtocolDeps, policy:
     async function write(ctx: Context, txnId: string | undefined): Promise<void> {
       const id = sessionId(ctx);
       const body = await readJsonObject(ctx, bodyLimit);
-      const token = stringField(body, 'sequence_token');
-      if (!OPAQUE_ID.test(token)) {
-        throw new MatrixError(400, 'M_INVALID_PARAM', "'sequence_token' is not an opaque identifier");
-      }
+      const token = opaque(stringField(body, 'sequence_token'), badSequenceToken);
       const data = dataField(body);
-      const result = await store.update(id, {
+      const result = await sessions.update(id, {
         family: FAMILY,
         condition: txnId === undefined ? { kind: 'token', rev: token } : { kind: 'token', rev: token, txnId },
         contentType: STORED_TYPE,
@@ -118,12 +123,11 @@ export function msc4388Routes({ config, store, longPoll }: ProtocolDeps, policy:
     router.post(prefix, async (ctx) => {
       await policy.authorizeCreate(ctx.get('Authorization'));
       const data = dataField(await readJsonObject(ctx, bodyLimit));
-      const meta = await createSession(store, {
+      const meta = await createSession(ctx, sessions, metrics, {
         family: FAMILY,
         contentType: STORED_TYPE,
         data,
         ttlMs,
-        owner: clientOf(ctx),
       });
       sendBody(
         ctx,
@@ -139,23 +143,13 @@ export function msc4388Routes({ config, store, longPoll }: ProtocolDeps, policy:
 
     router.put(`${prefix}/:id`, (ctx) => write(ctx, undefined));
 
-    router.put(`${prefix}/:id/:txnId`, async (ctx) => {
-      const txnId = ctx.params.txnId as string;
-      if (!OPAQUE_ID.test(txnId)) {
-        throw new MatrixError(
-          400,
-          'M_INVALID_PARAM',
-          'The transaction id is not an opaque identifier (1-255 of A-Z a-z 0-9 . _ ~ -)',
-        );
-      }
-      return write(ctx, txnId);
-    });
+    router.put(`${prefix}/:id/:txnId`, (ctx) => write(ctx, opaque(ctx.params.txnId as string, badTxnId)));
 
     router.get(`${prefix}/:id`, async (ctx) => {
       refuseUnsafeFetch(ctx);
       const id = sessionId(ctx);
       const wait = sequenceWait(ctx);
-      let session: Session | null | undefined = await store.get(id, FAMILY);
+      let session: Session | null | undefined = await sessions.get(id, FAMILY);
       if (session === null) throw notFound();
       if (wait !== undefined && String(session.rev) === wait.token) {
         // Long-poll extension: held until the token differs, or 200 with the unchanged payload.
@@ -185,10 +179,7 @@ export function msc4388Routes({ config, store, longPoll }: ProtocolDeps, policy:
       );
     });
 
-    router.delete(`${prefix}/:id`, async (ctx) => {
-      if (!(await store.delete(sessionId(ctx), FAMILY))) throw notFound();
-      sendBody(ctx, 200, 'application/json', EMPTY_JSON);
-    });
+    router.delete(`${prefix}/:id`, deleteHandler(sessions, FAMILY, emptyObject));
   }
   return router;
 }

@@ -1,31 +1,23 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config';
-import { MemoryStore } from './memory';
-import { RedisStore } from './redis';
-import { createRedisClient, redisTopology, whenReady } from './connect';
-import type { SessionStore } from './types';
+import { createMemoryBackend } from './memory';
+import { createRedisBackend, redisTopology } from './redis';
+import type { Backend } from './types';
 
 export * from './types';
-export { MemoryStore } from './memory';
-export { RedisStore } from './redis';
-export { createRedisClient, redisOptions, redisTopology, whenReady, type RedisClient } from './connect';
 
-export async function createStore(config: Config, log: Logger): Promise<SessionStore> {
-  const topology = redisTopology(config);
-  if (topology === undefined) {
+/**
+ * The one place the backend is chosen: Redis (single node, Sentinel or Cluster) when one is
+ * configured, else everything in this process. Everything stateful comes from what this returns.
+ */
+export async function createBackend(config: Config, log: Logger): Promise<Backend> {
+  const caps = { global: config.maxSessions, perAddress: config.maxSessionsPerAddress };
+  if (redisTopology(config) === undefined) {
     log.warn('No Redis is configured: using the in-memory store, which only works with a single process');
-    return new MemoryStore(config.maxTxnsPerSession);
+    return createMemoryBackend({ caps, maxTxnsPerSession: config.maxTxnsPerSession });
   }
-  const client = createRedisClient(config);
-  let down = false;
-  client.on('error', (err: Error) => {
-    if (!down) log.error({ err: err.message, topology }, 'redis connection error');
-    down = true;
-  });
-  client.on('ready', () => {
-    if (down) log.info({ topology }, 'redis connection restored');
-    down = false;
-  });
-  if (!(await whenReady(client, 5000))) log.warn({ topology }, 'redis is not reachable yet: answering 503 until it is');
-  return new RedisStore(client, config.maxTxnsPerSession);
+  return createRedisBackend(
+    { redis: config, caps, maxTxnsPerSession: config.maxTxnsPerSession, allowEviction: config.redisAllowEviction },
+    log,
+  );
 }

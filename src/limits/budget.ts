@@ -1,0 +1,256 @@
+import type { RateCounters } from '../store/types';
+
+/** An address over its budget, for the rest of the window (or, when it floods, an interval). */
+export class BudgetRefusal {
+  constructor(readonly retryAfterMs: number) {}
+}
+
+/**
+ * What `admit` answers: undefined when admitted now, a refusal, or a promise that resolves once the
+ * request is admitted (or rejects with a refusal) after the next settlement.
+ */
+export type Admission = undefined | BudgetRefusal | Promise<void>;
+
+/** A request counted near the limit, admitted only once the backend's total says it fits. */
+interface Confirm {
+  /** Its place among the counts sent in its batch for this address (1-based). */
+  seq: number;
+  resolve: () => void;
+  reject: (refusal: BudgetRefusal) => void;
+}
+
+interface Tally {
+  address: string;
+  /** Start of the window these counts belong to. */
+  window: number;
+  /** The total over every replica, as the backend last answered it (this replica's counts included). */
+  known: number;
+  /** Counted here and not sent to the backend yet. */
+  pending: number;
+  /** Sent to the backend, answer not back yet. */
+  sending: number;
+  /** Admitted here since the last answer without asking: bounded per interval (the allowance). */
+  fresh: number;
+  /** Requests waiting for the next answer because `fresh` reached the allowance. */
+  waiting: (() => void)[] | undefined;
+  /** Requests among `pending` waiting to be confirmed. */
+  confirms: Confirm[] | undefined;
+}
+
+/** One address's counts in a batch on its way to the backend. */
+interface Sent {
+  t: Tally;
+  count: number;
+  window: number;
+  confirms: Confirm[] | undefined;
+}
+
+export interface BudgetOptions {
+  /** Name of the budget (rate counters and metrics). */
+  name: string;
+  /** Requests per window per address. */
+  points: number;
+  windowMs: number;
+  /** How often a replica settles its counts with the backend. */
+  intervalMs: number;
+  /** Addresses tracked at once per replica; the oldest is forgotten beyond it. */
+  maxAddresses?: number;
+  now?: () => number;
+}
+
+/** Requests one address may have waiting on one replica for the next settlement; beyond, refused. */
+const MAX_WAITING = 64;
+
+/**
+ * A fixed-window budget per client address, shared by every replica without a backend call per
+ * request. Each replica counts locally and settles with the backend in batches, one call per
+ * interval for every address it saw, and refuses locally once the total says an address is over.
+ *
+ * - Far from the limit, a request is admitted at once. Between two settlements a replica admits at
+ *   most `allowance` such requests per address (the budget's own rate over one interval); more wait
+ *   for the next settlement, a fraction of a second. So N replicas admit at most points + N x
+ *   allowance per window, whatever the flood.
+ * - Near the limit (within two allowances of it), a request is counted first and admitted only when
+ *   the backend's total, its own count included, is within the budget: exact, at the cost of waiting
+ *   one settlement.
+ * - With a backend that is not shared (one process) the local count is exact and nothing waits.
+ * - When the backend fails, each replica counts locally (the same budget, per replica) and sends its
+ *   counts once the backend answers again.
+ */
+export class SharedBudget {
+  private readonly tallies = new Map<string, Tally>();
+  /** Addresses with counts to send. */
+  private dirty = new Set<Tally>();
+  private timer: NodeJS.Timeout | undefined;
+  private degraded = false;
+  private readonly allowance: number;
+  private readonly now: () => number;
+  private readonly maxAddresses: number;
+
+  constructor(
+    private readonly counters: RateCounters,
+    private readonly opts: BudgetOptions,
+  ) {
+    this.now = opts.now ?? Date.now;
+    this.maxAddresses = opts.maxAddresses ?? 100_000;
+    this.allowance = Math.max(1, Math.ceil((opts.points * opts.intervalMs) / opts.windowMs));
+  }
+
+  admit(address: string): Admission {
+    const now = this.now();
+    const window = now - (now % this.opts.windowMs);
+    const t = this.tally(address, window);
+    const left = this.opts.points - t.known - t.pending - t.sending;
+    if (left <= 0) return new BudgetRefusal(window + this.opts.windowMs - now);
+    if (!this.counters.shared) {
+      t.pending++;
+      return undefined;
+    }
+    if (this.degraded) return this.count(t);
+    if (left <= 2 * this.allowance) {
+      if ((t.confirms?.length ?? 0) >= MAX_WAITING) return new BudgetRefusal(this.opts.intervalMs);
+      this.count(t);
+      const seq = t.pending;
+      return new Promise<void>((resolve, reject) => (t.confirms ??= []).push({ seq, resolve, reject }));
+    }
+    if (t.fresh >= this.allowance) {
+      if ((t.waiting?.length ?? 0) >= MAX_WAITING) return new BudgetRefusal(this.opts.intervalMs);
+      this.schedule();
+      return new Promise<void>((resolve) => (t.waiting ??= []).push(resolve)).then(() => this.again(address));
+    }
+    t.fresh++;
+    return this.count(t);
+  }
+
+  /** Counts one request of `t`, to be sent with the next batch. */
+  private count(t: Tally): undefined {
+    t.pending++;
+    this.dirty.add(t);
+    this.schedule();
+    return undefined;
+  }
+
+  /** A waiting request, once the next answer is in: admitted, refused, or waiting once more. */
+  private async again(address: string): Promise<void> {
+    const verdict = this.admit(address);
+    if (verdict === undefined) return;
+    if (verdict instanceof BudgetRefusal) throw verdict;
+    return verdict;
+  }
+
+  private tally(address: string, window: number): Tally {
+    let t = this.tallies.get(address);
+    if (t !== undefined && t.window === window) return t;
+    if (t !== undefined) {
+      // A new window: counts start again. Whoever waited on the old one is admitted (new budget).
+      this.forget(t);
+    } else if (this.tallies.size >= this.maxAddresses) {
+      this.forget(this.tallies.values().next().value!);
+    }
+    // Re-inserted at the end: the map stays in order of last window start, oldest first.
+    t = { address, window, known: 0, pending: 0, sending: 0, fresh: 0, waiting: undefined, confirms: undefined };
+    this.tallies.set(address, t);
+    return t;
+  }
+
+  private forget(t: Tally): void {
+    this.tallies.delete(t.address);
+    this.dirty.delete(t);
+    for (const c of t.confirms ?? []) c.resolve();
+    t.confirms = undefined;
+    this.release(t);
+  }
+
+  /** Lets the requests that waited for an answer try again. */
+  private release(t: Tally): void {
+    const waiting = t.waiting;
+    t.waiting = undefined;
+    t.fresh = 0;
+    if (waiting !== undefined) for (const resume of waiting) resume();
+  }
+
+  private schedule(): void {
+    this.timer ??= setTimeout(() => this.settle(), this.opts.intervalMs).unref();
+  }
+
+  /** One backend call for every address counted since the last one. */
+  private settle(): void {
+    this.timer = undefined;
+    const batch = [...this.dirty].filter((t) => t.pending > 0);
+    this.dirty = new Set();
+    // Requests waiting on an address with nothing in flight would otherwise wait for nothing.
+    for (const t of this.tallies.values()) if (t.waiting !== undefined && t.sending === 0) this.release(t);
+    if (batch.length === 0) return;
+    const sent = batch.map((t): Sent => {
+      const entry = { t, count: t.pending, window: t.window, confirms: t.confirms };
+      t.sending += t.pending;
+      t.pending = 0;
+      t.confirms = undefined;
+      return entry;
+    });
+    // Windows of one budget are aligned, so a batch is one window; counts of an ended one are moot.
+    const window = Math.max(...sent.map((e) => e.window));
+    const current = sent.filter((e) => e.window === window);
+    for (const e of sent) if (e.window !== window) this.ended(e);
+    this.counters
+      .add(
+        { budget: this.opts.name, start: window, ms: this.opts.windowMs },
+        current.map((e) => [e.t.address, e.count] as const),
+      )
+      .then(
+        (totals) => {
+          this.degraded = false;
+          current.forEach((e, i) => this.answered(e, totals[i]!));
+        },
+        () => {
+          // Counted locally from here until the backend answers; the counts go with a later batch.
+          this.degraded = true;
+          for (const e of current) this.unanswered(e);
+          this.schedule();
+        },
+      );
+  }
+
+  private answered(e: Sent, total: number): void {
+    const { t } = e;
+    t.sending -= e.count;
+    t.known = Math.max(t.known, total);
+    // This batch's counts are the last `count` of the total: the n-th of them is number total-count+n.
+    const first = total - e.count;
+    const retry = new BudgetRefusal(t.window + this.opts.windowMs - this.now());
+    for (const c of e.confirms ?? []) {
+      if (first + c.seq <= this.opts.points) c.resolve();
+      else c.reject(retry);
+    }
+    this.release(t);
+    t.fresh = t.pending;
+  }
+
+  private ended(e: Sent): void {
+    e.t.sending -= e.count;
+    for (const c of e.confirms ?? []) c.resolve();
+    this.release(e.t);
+  }
+
+  private unanswered(e: Sent): void {
+    const { t } = e;
+    t.sending -= e.count;
+    // Sent again with the next batch, ahead of what was counted since.
+    t.pending += e.count;
+    for (const c of t.confirms ?? []) c.seq += e.count;
+    this.dirty.add(t);
+    // What this replica knows is all there is to go by.
+    const first = t.known + t.sending;
+    const retry = new BudgetRefusal(t.window + this.opts.windowMs - this.now());
+    for (const c of e.confirms ?? []) {
+      if (first + c.seq <= this.opts.points) c.resolve();
+      else c.reject(retry);
+    }
+    this.release(t);
+  }
+
+  /** Addresses tracked, for tests. */
+  get size(): number {
+    return this.tallies.size;
+  }
+}

@@ -1,0 +1,107 @@
+import type { Family, Session } from './types';
+
+/**
+ * How the Redis backend lays out what it stores, and every key and channel name it uses. The Lua
+ * scripts (redis/lua) write this layout; this module is the one place on the Node side that reads it.
+ *
+ * A session is ONE string (a hash costs Redis ~800 bytes more once the payload outgrows listpack):
+ *
+ *   "<family> <rev> <salt> <created> <modified> <expires> @<owner> <type>\n<payload>"
+ *
+ * Times are ms since the epoch on the Redis clock; `owner` is the client address the session counts
+ * against for the per-address cap ('-' for none), so a delete can free that slot in the same step.
+ * Sessions written by the previous release lack the `@<owner>` field; they are read as owned by nobody.
+ */
+
+/**
+ * Every key of one session shares the `{<id>}` hash tag, so they live in one Redis Cluster slot and
+ * one script may touch them all. Ids never contain ':' (opaque grammar), so the fixed keys below,
+ * whose tags start with ':', can never be mistaken for a session's.
+ */
+export const sessionKey = (id: string): string => `rz:{${id}}`;
+export const txnKey = (id: string): string => `rz:{${id}}:txn`;
+export const wakeChannel = (id: string): string => `rz:{${id}}:wake`;
+
+/**
+ * Session caps: live-session counts per expiry second (a hash), per-address counts (a hash), and on
+ * Cluster, where the caps cannot share a slot with the sessions, a journal that makes the separate
+ * claim and release steps idempotent. One hash tag, so one script reaches all three.
+ */
+export const CAPS_KEY = 'rz:{:caps}';
+export const CAPS_BY_ADDRESS_KEY = 'rz:{:caps}:addr';
+export const CAPS_JOURNAL_KEY = 'rz:{:caps}:journal';
+export const CAPS_JOURNAL_DETAILS_KEY = 'rz:{:caps}:journal:details';
+
+/** Counts of one rate budget's window, one field per address; all windows in one Cluster slot. */
+export const rateWindowKey = (budget: string, start: number): string => `rz:{:rl}:${budget}:${start}`;
+
+/** A verdict on an access token, by the token's hash. */
+export const verdictKey = (tokenHash: string): string => `rz:auth:${tokenHash}`;
+
+/** The session id a wake channel belongs to, or null for any other channel. */
+export function idOfWakeChannel(channel: string): string | null {
+  return channel.startsWith('rz:{') && channel.endsWith('}:wake') ? channel.slice(4, -6) : null;
+}
+
+/** Owner recorded for a session whose creator's address is unknown. */
+export const NO_OWNER = '-';
+
+const NEWLINE = 0x0a;
+const FAMILIES: readonly Family[] = ['msc3886', 'msc4108', 'msc4388'];
+
+/**
+ * Reads a stored session of `family`, or null when it belongs to another family. The payload is a
+ * view into the reply, not a copy; latin1 is a byte-for-byte decoding, so the content type is echoed
+ * exactly as it was stored.
+ */
+export function parseSession(id: string, family: Family, v: Buffer): Session | null {
+  const nl = v.indexOf(NEWLINE);
+  if (nl < 0) return null;
+  const head = v.toString('latin1', 0, nl);
+  if (!head.startsWith(family) || head.charCodeAt(family.length) !== 0x20) return null;
+  return parseFields(id, family, head, v, nl);
+}
+
+/**
+ * A stored value as the update script publishes it on the session's wake channel, whatever its
+ * family (the waiter compares that with its own); null for anything else.
+ */
+export function parseStoredSession(id: string, v: Buffer): Session | null {
+  const nl = v.indexOf(NEWLINE);
+  if (nl < 0) return null;
+  const head = v.toString('latin1', 0, nl);
+  const family = head.slice(0, head.indexOf(' ')) as Family;
+  if (!FAMILIES.includes(family)) return null;
+  return parseFields(id, family, head, v, nl);
+}
+
+function parseFields(id: string, family: Family, head: string, v: Buffer, nl: number): Session {
+  let at = family.length + 1;
+  const next = () => {
+    const end = head.indexOf(' ', at);
+    const field = head.slice(at, end);
+    at = end + 1;
+    return field;
+  };
+  const rev = Number(next());
+  const tag = next();
+  const createdAt = Number(next());
+  const modifiedAt = Number(next());
+  const expiresAt = Number(next());
+  // The owner is the scripts' business; a content type never starts with '@' (not a token char).
+  if (head.charCodeAt(at) === 0x40) {
+    const end = head.indexOf(' ', at);
+    at = end < 0 ? head.length : end + 1;
+  }
+  return {
+    id,
+    family,
+    contentType: head.slice(at),
+    data: v.subarray(nl + 1),
+    rev,
+    tag,
+    createdAt,
+    modifiedAt,
+    expiresAt,
+  };
+}

@@ -1,0 +1,147 @@
+import { readFileSync } from 'node:fs';
+import type { ConnectionOptions } from 'node:tls';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import type { Config } from '../../config';
+
+export type RedisClient = Redis | Cluster;
+
+/** The settings that say which Redis to reach and how. */
+export type RedisConfig = Pick<
+  Config,
+  | 'redisUrl'
+  | 'redisSentinels'
+  | 'redisSentinelMaster'
+  | 'redisSentinelPassword'
+  | 'redisClusterNodes'
+  | 'redisUsername'
+  | 'redisPassword'
+  | 'redisTls'
+  | 'redisTlsCaFile'
+  | 'redisTlsCertFile'
+  | 'redisTlsKeyFile'
+  | 'redisTlsServername'
+  | 'redisTlsRejectUnauthorized'
+  | 'redisCommandTimeoutMs'
+>;
+
+export type Topology = 'single' | 'sentinel' | 'cluster';
+
+/** Which topology the configuration names, or undefined for the in-memory store. */
+export function redisTopology(config: Partial<RedisConfig>): Topology | undefined {
+  if (config.redisSentinels !== undefined) return 'sentinel';
+  if (config.redisClusterNodes !== undefined) return 'cluster';
+  if (config.redisUrl !== undefined) return 'single';
+  return undefined;
+}
+
+/**
+ * Options that make an outage visible at once: no offline queue (a command while disconnected
+ * fails immediately), a per-command timeout (a hung socket cannot hold a request), and endless
+ * reconnection with capped backoff (service resumes by itself when Redis returns). A READONLY
+ * reply means the node we hold was demoted by a failover: reconnect to find the new master.
+ */
+export function redisOptions(config: Pick<Config, 'redisCommandTimeoutMs'>): RedisOptions {
+  return {
+    enableAutoPipelining: true,
+    enableOfflineQueue: false,
+    commandTimeout: config.redisCommandTimeoutMs,
+    connectTimeout: 5000,
+    maxRetriesPerRequest: 0,
+    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+    reconnectOnError: (err) => err.message.startsWith('READONLY'),
+    lazyConnect: false,
+  };
+}
+
+function tlsOptions(config: RedisConfig): ConnectionOptions | undefined {
+  const wanted = config.redisTls || /^rediss:/i.test(config.redisUrl ?? '');
+  if (!wanted) return undefined;
+  const tls: ConnectionOptions = { rejectUnauthorized: config.redisTlsRejectUnauthorized };
+  if (config.redisTlsCaFile) tls.ca = readFileSync(config.redisTlsCaFile);
+  if (config.redisTlsCertFile) tls.cert = readFileSync(config.redisTlsCertFile);
+  if (config.redisTlsKeyFile) tls.key = readFileSync(config.redisTlsKeyFile);
+  if (config.redisTlsServername) tls.servername = config.redisTlsServername;
+  return tls;
+}
+
+/** Credentials given as their own settings win over those in REDIS_URL (they come from a Secret). */
+function auth(config: RedisConfig): Pick<RedisOptions, 'username' | 'password'> {
+  const out: Pick<RedisOptions, 'username' | 'password'> = {};
+  if (config.redisUsername !== undefined) out.username = config.redisUsername;
+  if (config.redisPassword !== undefined) out.password = config.redisPassword;
+  return out;
+}
+
+export interface ClientPurpose {
+  /**
+   * A pub/sub connection: no auto-pipelining (subscribe commands change the connection's mode), no
+   * automatic resubscription (the owner restores exactly what it still needs), and on Cluster one
+   * subscriber per shard so SSUBSCRIBE reaches the node owning each channel's slot.
+   */
+  subscriber?: boolean;
+}
+
+/**
+ * A new connection to the configured topology: a single node, the master a set of Sentinels points
+ * at, or a Cluster. Everything that talks to Redis (the store, long-poll subscribers, limits) gets
+ * its connection here, so all of them follow failovers and resharding the same way.
+ */
+export function createRedisClient(config: RedisConfig, purpose: ClientPurpose = {}): RedisClient {
+  const tls = tlsOptions(config);
+  const base: RedisOptions = {
+    ...redisOptions(config),
+    ...auth(config),
+    ...(tls ? { tls } : {}),
+    ...(purpose.subscriber ? { enableAutoPipelining: false, autoResubscribe: false } : {}),
+  };
+  switch (redisTopology(config)) {
+    case 'sentinel':
+      return new Redis({
+        ...base,
+        sentinels: config.redisSentinels,
+        name: config.redisSentinelMaster,
+        role: 'master',
+        ...(config.redisSentinelPassword !== undefined ? { sentinelPassword: config.redisSentinelPassword } : {}),
+        ...(tls ? { enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
+        sentinelRetryStrategy: (times) => Math.min(100 * times, 1000),
+        // Sentinel tells us at once when it promotes a replica, instead of waiting for a timeout.
+        failoverDetector: true,
+      });
+    case 'cluster': {
+      const { retryStrategy: _r, enableOfflineQueue, enableAutoPipelining, ...redisOptions } = base;
+      return new Cluster(config.redisClusterNodes!, {
+        redisOptions,
+        enableOfflineQueue,
+        enableAutoPipelining,
+        // Every write goes to a master; reads too, since a replica may lag behind a CAS write.
+        scaleReads: 'master',
+        clusterRetryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
+        retryDelayOnFailover: 100,
+        retryDelayOnClusterDown: 100,
+        slotsRefreshTimeout: 2000,
+        ...(purpose.subscriber ? { shardedSubscribers: true } : {}),
+        // Certificates name the host, not the address it resolves to.
+        ...(tls ? { dnsLookup: (address: string, cb: (e: null, a: string) => void) => cb(null, address) } : {}),
+      });
+    }
+    case 'single':
+      return new Redis(config.redisUrl!, base);
+    default:
+      throw new Error('no Redis topology is configured');
+  }
+}
+
+/** Resolves when the client is ready, or after `timeoutMs` (false) so a replica can start during an outage. */
+export function whenReady(client: RedisClient, timeoutMs: number): Promise<boolean> {
+  if (client.status === 'ready') return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      client.off('ready', onReady);
+      resolve(ok);
+    };
+    const onReady = () => done(true);
+    const timer = setTimeout(() => done(false), timeoutMs);
+    client.on('ready', onReady);
+  });
+}

@@ -1,0 +1,46 @@
+import { StoreUnavailableError, type UnavailableReason } from '../types';
+
+/** Redis error replies by their first word, as the reason a request could not be served. */
+const REPLY_REASONS: Record<string, UnavailableReason> = {
+  OOM: 'oom',
+  READONLY: 'readonly',
+  LOADING: 'loading',
+  BUSY: 'busy',
+  MASTERDOWN: 'readonly',
+  NOREPLICAS: 'readonly',
+  CLUSTERDOWN: 'cluster',
+  TRYAGAIN: 'cluster',
+  MOVED: 'cluster',
+  ASK: 'cluster',
+  CROSSSLOT: 'cluster',
+  NOPERM: 'noperm',
+  NOAUTH: 'noperm',
+  WRONGPASS: 'noperm',
+  NOSCRIPT: 'script',
+};
+
+function reasonOf(err: unknown): UnavailableReason {
+  if (!(err instanceof Error)) return 'other';
+  if (err.name === 'ReplyError') {
+    const word = /^[A-Z]+/.exec(err.message)?.[0] ?? '';
+    if (word === 'ERR' && err.message.includes('script')) return 'script';
+    return REPLY_REASONS[word] ?? 'other';
+  }
+  if (/timed? ?out/i.test(err.message)) return 'timeout';
+  return 'connection';
+}
+
+/**
+ * Whatever Redis answers instead of a result (unreachable, slow, full, read-only, loading, refusing
+ * a command) is a condition of the store, never a bug in the request: the client gets a 503 with
+ * Retry-After, and the reason goes to the metrics and the (rate-limited) log line.
+ */
+export function unavailable(err: unknown): StoreUnavailableError {
+  const reason = reasonOf(err);
+  return new StoreUnavailableError(`session store unavailable (${reason})`, reason, { cause: err });
+}
+
+/** For `.catch(storeFailure)`: any failure of a backend call becomes StoreUnavailableError. */
+export function storeFailure(err: unknown): never {
+  throw unavailable(err);
+}

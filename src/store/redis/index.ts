@@ -1,0 +1,82 @@
+import type { Cluster } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Backend, CapLimits } from '../types';
+import { createRedisClient, redisTopology, whenReady, type RedisConfig } from './connect';
+import { storeFailure } from './errors';
+import { inspectRedis } from './inspect';
+import { RedisNotifier } from './notifier';
+import { RedisRateCounters } from './rates';
+import { defineScripts } from './scripts';
+import { ClusterRedisSessions, RedisSessions } from './sessions';
+import { RedisVerdictCache } from './verdicts';
+
+export { createRedisClient, redisOptions, redisTopology, whenReady, type RedisClient } from './connect';
+export { RedisSessions, ClusterRedisSessions, NOTICE_MAX_PAYLOAD_BYTES } from './sessions';
+export { RedisNotifier, type SubscriberFactory } from './notifier';
+export { RedisVerdictCache } from './verdicts';
+export { RedisRateCounters } from './rates';
+export { scriptSource } from './scripts';
+
+export interface RedisBackendOptions {
+  redis: RedisConfig;
+  caps: CapLimits;
+  maxTxnsPerSession: number;
+  allowEviction: boolean;
+  /** How long start-up waits for Redis before serving 503s until it answers. */
+  connectWaitMs?: number;
+}
+
+/**
+ * Everything in Redis, shared by every replica: one connection for commands (sessions, caps, rate
+ * counts, verdicts) and one subscriber connection for wake-ups, both made by the same factory, so
+ * they follow failovers and resharding the same way.
+ */
+export async function createRedisBackend(opts: RedisBackendOptions, log: Logger): Promise<Backend> {
+  const topology = redisTopology(opts.redis)!;
+  const clustered = topology === 'cluster';
+  const client = createRedisClient(opts.redis);
+  let down = false;
+  client.on('error', (err: Error) => {
+    if (!down) log.error({ err: err.message, topology }, 'redis connection error');
+    down = true;
+  });
+  client.on('ready', () => {
+    if (down) log.info({ topology }, 'redis connection restored');
+    down = false;
+  });
+  const up = await whenReady(client, opts.connectWaitMs ?? 5000);
+  if (!up) log.warn({ topology }, 'redis is not reachable yet: answering 503 until it is');
+
+  const sessionOptions = {
+    caps: opts.caps,
+    maxTxnsPerSession: opts.maxTxnsPerSession,
+    commandTimeoutMs: opts.redis.redisCommandTimeoutMs,
+  };
+  const sessions = clustered
+    ? new ClusterRedisSessions(client as Cluster, sessionOptions, log)
+    : new RedisSessions(client, sessionOptions);
+  const wakeups = new RedisNotifier(() => createRedisClient(opts.redis, { subscriber: true }), log, clustered);
+  // With Redis unreachable the replica starts at once rather than waiting for a subscriber that
+  // cannot connect either; waits are then held on timers alone until it is up, and re-checked.
+  if (!(await wakeups.connected(up ? 5000 : 0))) {
+    log.warn('long-poll subscriber is not connected yet: waits end at their timeout until it is');
+  }
+  return {
+    kind: 'redis',
+    description: `redis ${topology}`,
+    sessions,
+    wakeups,
+    verdicts: new RedisVerdictCache(client),
+    rates: new RedisRateCounters(defineScripts(client)),
+    ping: () => client.ping().then(() => undefined, storeFailure),
+    inspect: () => inspectRedis(client, clustered, opts.allowEviction),
+    close: async () => {
+      await wakeups.close();
+      try {
+        await client.quit();
+      } catch {
+        client.disconnect();
+      }
+    },
+  };
+}

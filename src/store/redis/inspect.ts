@@ -1,0 +1,41 @@
+import type { Cluster, Redis } from 'ioredis';
+import type { StoreCondition } from '../types';
+
+const POLICY = /^maxmemory_policy:(\S+)/m;
+
+/** The nodes that hold sessions: every master of a Cluster, or the one node. */
+function dataNodes(client: Redis | Cluster, clustered: boolean): Redis[] {
+  return clustered ? (client as Cluster).nodes('master') : [client as Redis];
+}
+
+/**
+ * Whether Redis keeps sessions until they expire. Every session key has a TTL, so an evicting
+ * policy (allkeys-*, and every volatile-* one) drops sessions in active use as soon as memory is
+ * tight, and their owners see 404 minutes early. Read from `INFO memory`, which managed services
+ * allow where `CONFIG GET` is disabled.
+ */
+export async function inspectRedis(
+  client: Redis | Cluster,
+  clustered: boolean,
+  allowEviction: boolean,
+): Promise<StoreCondition> {
+  const nodes = dataNodes(client, clustered);
+  if (nodes.length === 0) return { healthy: false, problem: 'unreachable', detail: 'no Redis node is known yet' };
+  let infos: string[];
+  try {
+    infos = await Promise.all(nodes.map((node) => node.info('memory')));
+  } catch (err) {
+    const message = (err as Error).message;
+    // A user whose ACL forbids INFO cannot tell the policy; that is no reason to stop serving.
+    if (/^NOPERM/.test(message)) return { healthy: true, note: 'cannot read maxmemory-policy (INFO is not allowed)' };
+    return { healthy: false, problem: 'unreachable', detail: message };
+  }
+  const policies = [...new Set(infos.map((info) => POLICY.exec(info)?.[1] ?? 'unknown'))];
+  const evicting = policies.filter((p) => p !== 'noeviction' && p !== 'unknown');
+  if (evicting.length === 0) return { healthy: true };
+  const detail =
+    `Redis maxmemory-policy is ${evicting.join(', ')}: it evicts live sessions before they expire. ` +
+    'Set maxmemory-policy noeviction (with a maxmemory bound: a full Redis then refuses creates with 503)' +
+    ', or RZ_REDIS_ALLOW_EVICTION=true to accept losing sessions';
+  return allowEviction ? { healthy: true, note: detail } : { healthy: false, problem: 'misconfigured', detail };
+}

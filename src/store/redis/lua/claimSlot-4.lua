@@ -1,0 +1,47 @@
+--[[
+  Redis Cluster, step 1 of a create: takes the session's cap slots in the caps' own slot, before the
+  session exists (so no session can exist uncounted), and journals the claim so that giving it back
+  (releaseClaim-4.lua) happens at most once, whatever is retried.
+
+  KEYS[1]  caps hash                 rz:{:caps}
+  KEYS[2]  caps by address           rz:{:caps}:addr
+  KEYS[3]  journal (sorted set)      rz:{:caps}:journal
+  KEYS[4]  journal details (hash)    rz:{:caps}:journal:details
+  ARGV[1]  session id
+  ARGV[2]  owner (client address; '-' for none)
+  ARGV[3]  time to live, ms
+  ARGV[4]  global cap (0: none)
+  ARGV[5]  per-address cap (0: none)
+  ARGV[6]  how long journal entries are kept, ms
+  ARGV[7]  how long the session may take to be created, ms (createClaimedSession-1.lua refuses later)
+
+  Returns {1, created_ms, expires_ms, create_deadline_ms}, or {0, 'global'|'address', retry_after_ms}.
+]]
+--- @include "time"
+--- @include "caps"
+--- @include "journal"
+
+local now = nowMs()
+local nowSec = math.floor(now / 1000)
+local owner = ARGV[2]
+local ownerCap = tonumber(ARGV[5])
+local tracked = ownerCap > 0 and owner ~= '-'
+
+capsPrune(KEYS[1], nowSec)
+journalPrune(KEYS[3], KEYS[4], now)
+local entries, ownerTotal = {}, 0
+if tracked then
+  entries, ownerTotal = capsOwnerEntries(KEYS[2], owner, nowSec)
+end
+local refused = capsRefusal(KEYS[1], entries, ownerTotal, tonumber(ARGV[4]), ownerCap, now, nowSec)
+if refused then
+  return refused
+end
+
+local expires = now + tonumber(ARGV[3])
+if not journalAdd(KEYS[3], KEYS[4], 'c:' .. ARGV[1], now + tonumber(ARGV[6]), owner .. ' ' .. expires) then
+  return { 0, 'taken', 0 }
+end
+capsCount(KEYS[1], KEYS[2], owner, entries, math.ceil(expires / 1000), tracked)
+capsSweep(KEYS[1], KEYS[2], nowSec, owner)
+return { 1, now, expires, now + tonumber(ARGV[7]) }

@@ -1,0 +1,49 @@
+--[[
+  Creates a session that expires on its own, taking its cap slots in the same atomic step: a full
+  cap refuses (it never evicts), and no session can exist that the caps do not count.
+  Single Redis node or Sentinel; on Cluster the caps live in another slot (claimSlot-3.lua).
+
+  KEYS[1]  session string            rz:{<id>}
+  KEYS[2]  caps hash                 rz:{:caps}
+  KEYS[3]  caps by address           rz:{:caps}:addr
+  ARGV[1]  family
+  ARGV[2]  content type
+  ARGV[3]  payload
+  ARGV[4]  time to live, ms
+  ARGV[5]  per-session ETag salt
+  ARGV[6]  owner (client address; '-' for none)
+  ARGV[7]  global cap (0: none)
+  ARGV[8]  per-address cap (0: none)
+
+  Returns {1, created_ms, expires_ms}; {0, 'global'|'address', retry_after_ms} when a cap is full;
+  {-1} when the id is taken.
+]]
+--- @include "time"
+--- @include "session"
+--- @include "caps"
+
+local now = nowMs()
+local nowSec = math.floor(now / 1000)
+local owner = ARGV[6]
+local ownerCap = tonumber(ARGV[8])
+local tracked = ownerCap > 0 and owner ~= '-'
+
+capsPrune(KEYS[2], nowSec)
+local entries, ownerTotal = {}, 0
+if tracked then
+  entries, ownerTotal = capsOwnerEntries(KEYS[3], owner, nowSec)
+end
+local refused = capsRefusal(KEYS[2], entries, ownerTotal, tonumber(ARGV[7]), ownerCap, now, nowSec)
+if refused then
+  return refused
+end
+
+local expires = now + tonumber(ARGV[4])
+local head = sessionHead({ family = ARGV[1], rev = 1, salt = ARGV[5], created = now, modified = now,
+  expires = expires, owner = owner, ctype = ARGV[2] })
+if not redis.call('SET', KEYS[1], head .. ARGV[3], 'NX', 'PXAT', expires) then
+  return { -1 }
+end
+capsCount(KEYS[2], KEYS[3], owner, entries, math.ceil(expires / 1000), tracked)
+capsSweep(KEYS[2], KEYS[3], nowSec, owner)
+return { 1, now, expires }

@@ -1,0 +1,59 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Cluster, Redis } from 'ioredis';
+
+type Arg = string | number | Buffer;
+
+/** Every script the Redis backend runs, by the command name it is defined under. */
+const SCRIPTS = {
+  rzCreateSession: 'createSession-3.lua',
+  rzDeleteSession: 'deleteSession-4.lua',
+  rzUpdateSession: 'updateSession-2.lua',
+  rzCountSessions: 'countSessions-1.lua',
+  rzClaimSlot: 'claimSlot-4.lua',
+  rzCreateClaimedSession: 'createClaimedSession-1.lua',
+  rzReleaseClaim: 'releaseClaim-4.lua',
+  rzDeleteClaimedSession: 'deleteSession-2.lua',
+  rzReleaseSlot: 'releaseSlot-4.lua',
+  rzAddRateCounts: 'addRateCounts-1.lua',
+} as const;
+
+type Reply = number | string | Buffer | Reply[];
+
+/** The scripts as commands on the client (ioredis sends EVALSHA, and EVAL once after a NOSCRIPT). */
+export type ScriptCommands = {
+  [K in keyof typeof SCRIPTS]: (...args: Arg[]) => Promise<Reply[]>;
+} & {
+  rzUpdateSessionBuffer(...args: Arg[]): Promise<(number | Buffer)[]>;
+  rzDeleteClaimedSessionBuffer(...args: Arg[]): Promise<(number | Buffer)[]>;
+};
+
+export type ScriptedClient = (Redis | Cluster) & ScriptCommands;
+
+const INCLUDE = /^--- @include "([a-z]+)"$/gm;
+
+/**
+ * A script's source with its `--- @include "name"` lines replaced by lua/includes/<name>.lua, so the
+ * code shared by several scripts (the stored layout, the caps) is written once and each script is
+ * still one self-contained EVAL.
+ */
+export function scriptSource(file: string): string {
+  const dir = join(__dirname, 'lua');
+  return readFileSync(join(dir, file), 'utf8').replace(INCLUDE, (_, name: string) =>
+    readFileSync(join(dir, 'includes', `${name}.lua`), 'utf8').trimEnd(),
+  );
+}
+
+let sources: Map<string, { numberOfKeys: number; lua: string }> | undefined;
+
+/** Defines every script on the client, read and assembled once per process. */
+export function defineScripts(client: Redis | Cluster): ScriptedClient {
+  sources ??= new Map(
+    Object.entries(SCRIPTS).map(([name, file]) => [
+      name,
+      { numberOfKeys: Number(/-(\d+)\.lua$/.exec(file)![1]), lua: scriptSource(file) },
+    ]),
+  );
+  for (const [name, definition] of sources) client.defineCommand(name, definition);
+  return client as ScriptedClient;
+}

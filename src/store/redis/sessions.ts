@@ -1,0 +1,325 @@
+import type { Cluster, Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import {
+  CAPS_BY_ADDRESS_KEY,
+  CAPS_JOURNAL_DETAILS_KEY,
+  CAPS_JOURNAL_KEY,
+  CAPS_KEY,
+  NO_OWNER,
+  parseSession,
+  sessionKey,
+  txnKey,
+  wakeChannel,
+} from '../format';
+import type {
+  CapLimits,
+  CreateInput,
+  CreateResult,
+  Family,
+  Session,
+  SessionCounts,
+  SessionMeta,
+  SessionStore,
+  UpdateInput,
+  UpdateOutcome,
+  UpdateResult,
+} from '../types';
+import { storeFailure, unavailable } from './errors';
+import { defineScripts, type ScriptedClient } from './scripts';
+
+/**
+ * The largest payload a wake-up notice carries. Above it the notice is the bare revision and waiters
+ * read the session: a burst of large notices to a slow subscriber would otherwise run into Redis's
+ * pub/sub output buffer limit (8 MB soft, 32 MB hard), which drops the subscriber connection.
+ */
+export const NOTICE_MAX_PAYLOAD_BYTES = 16384;
+
+export interface RedisSessionOptions {
+  caps: CapLimits;
+  maxTxnsPerSession: number;
+  /** Slower than this, a command fails (the client's own timeout); Cluster creates allow for it. */
+  commandTimeoutMs: number;
+}
+
+const OUTCOMES: Record<number, UpdateOutcome> = { 1: 'updated', 2: 'conflict', 3: 'unchanged' };
+
+type Reply = number | string | Buffer | Reply[];
+
+function capped(reply: Reply[]): CreateResult {
+  return reply[1] === 'taken'
+    ? { status: 'taken' }
+    : { status: 'capped', cap: reply[1] as 'global' | 'address', retryAfterMs: Math.max(0, reply[2] as number) };
+}
+
+function created(input: CreateInput, createdAt: number, expiresAt: number): CreateResult {
+  return {
+    status: 'created',
+    session: {
+      id: input.id,
+      family: input.family,
+      contentType: input.contentType,
+      rev: 1,
+      tag: input.tag,
+      createdAt,
+      modifiedAt: createdAt,
+      expiresAt,
+    },
+  };
+}
+
+/**
+ * Sessions on one Redis node (or the master a set of Sentinels names). Every operation is one script
+ * or one read, so one round trip; the caps are counted by the same scripts that create and delete.
+ */
+export class RedisSessions implements SessionStore {
+  protected readonly cmd: ScriptedClient;
+
+  /**
+   * @param client an ioredis client (single node, Sentinel or Cluster) created with auto-pipelining
+   *   and without an offline queue, so an outage fails requests fast instead of queueing them.
+   */
+  constructor(
+    readonly client: Redis | Cluster,
+    protected readonly opts: RedisSessionOptions,
+  ) {
+    this.cmd = defineScripts(client);
+  }
+
+  create(input: CreateInput): Promise<CreateResult> {
+    const { caps } = this.opts;
+    return this.cmd
+      .rzCreateSession(
+        sessionKey(input.id),
+        CAPS_KEY,
+        CAPS_BY_ADDRESS_KEY,
+        input.family,
+        input.contentType,
+        input.data,
+        input.ttlMs,
+        input.tag,
+        input.owner || NO_OWNER,
+        caps.global,
+        caps.perAddress,
+      )
+      .then((r): CreateResult => {
+        if (r[0] === 1) return created(input, r[1] as number, r[2] as number);
+        return r[0] === 0 ? capped(r) : { status: 'taken' };
+      }, storeFailure);
+  }
+
+  get(id: string, family: Family): Promise<Session | null> {
+    return this.client
+      .getBuffer(sessionKey(id))
+      .then((v) => (v === null ? null : parseSession(id, family, v)), storeFailure);
+  }
+
+  update(id: string, input: UpdateInput): Promise<UpdateResult> {
+    const c = input.condition;
+    const expected = c.kind === 'etag' ? c.etags.join(' ') : c.kind === 'token' ? c.rev : '';
+    const txnId = c.kind === 'token' ? (c.txnId ?? '') : '';
+    return this.cmd
+      .rzUpdateSessionBuffer(
+        sessionKey(id),
+        txnKey(id),
+        input.family,
+        c.kind,
+        expected,
+        input.data,
+        input.contentType,
+        txnId,
+        this.opts.maxTxnsPerSession,
+        wakeChannel(id),
+        NOTICE_MAX_PAYLOAD_BYTES,
+      )
+      .then((r): UpdateResult => {
+        const code = r[0] as number;
+        if (code === 0) return { status: 'not_found' };
+        const session: SessionMeta = {
+          id,
+          family: input.family,
+          contentType: (r[3] as Buffer).toString('latin1'),
+          rev: r[4] as number,
+          tag: (r[5] as Buffer).toString('latin1'),
+          createdAt: r[6] as number,
+          modifiedAt: r[7] as number,
+          expiresAt: r[8] as number,
+        };
+        if (code === 4) return { status: 'replayed', outcome: OUTCOMES[r[1] as number]!, rev: r[2] as number, session };
+        if (code === 5) return { status: 'txn_limit', session };
+        return { status: OUTCOMES[code]!, session };
+      }, storeFailure);
+  }
+
+  delete(id: string, family: Family): Promise<boolean> {
+    return this.cmd
+      .rzDeleteSession(sessionKey(id), txnKey(id), CAPS_KEY, CAPS_BY_ADDRESS_KEY, family, wakeChannel(id))
+      .then((r) => (r as unknown as number) === 1, storeFailure);
+  }
+
+  counts(): Promise<SessionCounts> {
+    return this.cmd
+      .rzCountSessions(CAPS_KEY)
+      .then((r) => ({ live: r[0] as number, expired: r[1] as number }), storeFailure);
+  }
+}
+
+/** How long the Cluster journal remembers a claim or a release (see lua/includes/journal.lua). */
+const JOURNAL_MS = 120_000;
+
+/**
+ * Sessions on a Redis Cluster. The caps' counts are one key, which cannot share a slot with every
+ * session, so a create is two round trips (claim the slots, then create the session in its own slot)
+ * and so is a delete (delete, then free the slots). The order keeps every session counted: a claim
+ * comes before its session exists, and a session's slots are freed only after it is gone. When a
+ * step fails, the replica settles it afterwards (see Reconciler); the journal makes every retry safe.
+ */
+export class ClusterRedisSessions extends RedisSessions {
+  private readonly reconciler: Reconciler;
+
+  constructor(client: Cluster, opts: RedisSessionOptions, log: Logger) {
+    super(client, opts);
+    this.reconciler = new Reconciler(this.cmd, log);
+  }
+
+  /** How long after its claim a create may still land (a slow command, a failover in between). */
+  private get graceMs(): number {
+    return this.opts.commandTimeoutMs * 2 + 1000;
+  }
+
+  override async create(input: CreateInput): Promise<CreateResult> {
+    const { caps } = this.opts;
+    const owner = input.owner || NO_OWNER;
+    let claim: Reply[];
+    try {
+      claim = await this.cmd.rzClaimSlot(
+        CAPS_KEY,
+        CAPS_BY_ADDRESS_KEY,
+        CAPS_JOURNAL_KEY,
+        CAPS_JOURNAL_DETAILS_KEY,
+        input.id,
+        owner,
+        input.ttlMs,
+        caps.global,
+        caps.perAddress,
+        JOURNAL_MS,
+        this.graceMs,
+      );
+    } catch (err) {
+      // The claim may have been counted with its answer lost: give it back (if it was) once no
+      // create can follow it, which none will, since this one is abandoned here.
+      this.reconciler.releaseClaim(input.id, 0);
+      throw unavailable(err);
+    }
+    if (claim[0] !== 1) return capped(claim);
+    const [, createdAt, expiresAt, deadline] = claim as number[];
+    let made: Reply[];
+    try {
+      made = await this.cmd.rzCreateClaimedSession(
+        sessionKey(input.id),
+        input.family,
+        input.contentType,
+        input.data,
+        createdAt!,
+        expiresAt!,
+        input.tag,
+        owner,
+        deadline!,
+      );
+    } catch (err) {
+      // It may still land, until its deadline: only after that does its absence mean anything.
+      this.reconciler.settleCreate(input.id, err instanceof Error && err.name === 'ReplyError' ? 0 : this.graceMs);
+      throw unavailable(err);
+    }
+    if (made[0] === 1) return created(input, createdAt!, expiresAt!);
+    this.reconciler.releaseClaim(input.id, 0);
+    if (made[0] === -1) return { status: 'taken' };
+    throw unavailable(new Error('the session could not be created before its claim ran out'));
+  }
+
+  override async delete(id: string, family: Family): Promise<boolean> {
+    const r = await this.cmd
+      .rzDeleteClaimedSessionBuffer(sessionKey(id), txnKey(id), family, wakeChannel(id))
+      .catch(storeFailure);
+    if (r[0] !== 1) return false;
+    const owner = (r[1] as Buffer).toString('latin1');
+    const expiresAt = r[2] as number;
+    // The session is gone whatever happens next; its slots are freed now or by the reconciler.
+    await this.reconciler.releaseSlot(id, owner, expiresAt).catch(() => undefined);
+    return true;
+  }
+}
+
+/** Backoff between attempts of a settling step while Redis keeps failing it. */
+const RETRY_MS = [250, 500, 1000, 2000, 5000];
+
+/**
+ * Finishes cap bookkeeping that a failure interrupted, in this replica, with retries until Redis
+ * answers or the journal has forgotten (then the slot frees when the session would have expired):
+ * - a claim whose create never happened is given back (releaseClaim-4.lua: only if journalled, once);
+ * - a create whose answer was lost is looked at after its deadline: there, its session counts; absent,
+ *   its claim is given back;
+ * - a delete's slots are freed (releaseSlot-4.lua: once).
+ * Each step is idempotent, so retrying one whose answer was lost is safe.
+ */
+class Reconciler {
+  constructor(
+    private readonly cmd: ScriptedClient,
+    private readonly log: Logger,
+  ) {}
+
+  releaseClaim(id: string, afterMs: number): void {
+    this.retry(
+      () => this.cmd.rzReleaseClaim(CAPS_KEY, CAPS_BY_ADDRESS_KEY, CAPS_JOURNAL_KEY, CAPS_JOURNAL_DETAILS_KEY, id),
+      afterMs,
+      'release a claim',
+    );
+  }
+
+  settleCreate(id: string, afterMs: number): void {
+    this.retry(
+      async () => {
+        if ((await this.cmd.exists(sessionKey(id))) === 0) {
+          await this.cmd.rzReleaseClaim(CAPS_KEY, CAPS_BY_ADDRESS_KEY, CAPS_JOURNAL_KEY, CAPS_JOURNAL_DETAILS_KEY, id);
+        }
+      },
+      afterMs,
+      'settle a create',
+    );
+  }
+
+  /** Frees the slots now; when that fails, keeps trying in the background (and rejects). */
+  releaseSlot(id: string, owner: string, expiresAt: number): Promise<unknown> {
+    const release = () =>
+      this.cmd.rzReleaseSlot(
+        CAPS_KEY,
+        CAPS_BY_ADDRESS_KEY,
+        CAPS_JOURNAL_KEY,
+        CAPS_JOURNAL_DETAILS_KEY,
+        id,
+        owner,
+        expiresAt,
+        JOURNAL_MS,
+      );
+    return release().catch((err: unknown) => {
+      this.retry(release, RETRY_MS[0]!, 'free the slots of a deleted session');
+      throw err;
+    });
+  }
+
+  private retry(step: () => Promise<unknown>, afterMs: number, what: string): void {
+    const giveUpAt = Date.now() + JOURNAL_MS;
+    const run = (attempt: number) => {
+      step().catch((err: unknown) => {
+        if (Date.now() + RETRY_MS[attempt]! > giveUpAt) {
+          this.log.warn(
+            { err: (err as Error).message },
+            `could not ${what}; its slot frees when it would have expired`,
+          );
+          return;
+        }
+        setTimeout(() => run(Math.min(attempt + 1, RETRY_MS.length - 1)), RETRY_MS[attempt]!).unref();
+      });
+    };
+    setTimeout(() => run(0), afterMs).unref();
+  }
+}

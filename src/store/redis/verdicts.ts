@@ -1,0 +1,19 @@
+import type { Cluster, Redis } from 'ioredis';
+import { verdictKey } from '../format';
+import type { Verdict, VerdictCache } from '../types';
+
+const CODES: Record<string, Verdict> = { v: 'valid', i: 'invalid' };
+
+/** Shared by every replica, so one whoami call serves all of them. */
+export class RedisVerdictCache implements VerdictCache {
+  constructor(private readonly client: Redis | Cluster) {}
+
+  async get(tokenHash: string): Promise<Verdict | undefined> {
+    const v = await this.client.get(verdictKey(tokenHash));
+    return v === null ? undefined : CODES[v];
+  }
+
+  async set(tokenHash: string, verdict: Verdict, ttlMs: number): Promise<void> {
+    await this.client.set(verdictKey(tokenHash), verdict === 'valid' ? 'v' : 'i', 'PX', ttlMs);
+  }
+}

@@ -1,0 +1,153 @@
+import { expect } from 'chai';
+import { BudgetRefusal, SharedBudget, type Admission } from '../../src/limits/budget';
+import { MemoryRateCounters } from '../../src/store/memory';
+import type { RateCounters, RateWindow } from '../../src/store/types';
+
+/**
+ * Rate counters shared by several budgets (as by replicas), counting every call; `failing` makes
+ * them fail as an unreachable Redis would.
+ */
+class CountingCounters implements RateCounters {
+  readonly shared = true;
+  calls: number[] = [];
+  failing = false;
+  private readonly inner = new MemoryRateCounters();
+  private answered: (() => void)[] = [];
+
+  add(window: RateWindow, counts: readonly (readonly [string, number])[]): Promise<number[]> {
+    this.calls.push(counts.length);
+    const done = () => this.answered.splice(0).forEach((f) => f());
+    if (this.failing) return Promise.reject(new Error('unreachable')).finally(() => setImmediate(done));
+    return this.inner.add(window, counts).finally(() => setImmediate(done));
+  }
+
+  /** Resolves once the next call has been answered and its answer taken in. */
+  nextAnswer(): Promise<void> {
+    return new Promise((resolve) => this.answered.push(resolve));
+  }
+}
+
+const admitted = (a: Admission) => a === undefined;
+
+describe('shared rate budgets (counted locally, settled in batches)', () => {
+  const opts = { name: 'request', points: 100, windowMs: 60_000, intervalMs: 10 };
+
+  it('costs the backend one call per interval for every address, not one per request', async () => {
+    const counters = new CountingCounters();
+    const budget = new SharedBudget(counters, { ...opts, points: 1_000_000 });
+    for (let i = 0; i < 1000; i++) expect(admitted(budget.admit(`198.51.100.${i % 250}.${i}`))).to.equal(true);
+    expect(counters.calls).to.deep.equal([]);
+    await counters.nextAnswer();
+    expect(counters.calls).to.deep.equal([1000]);
+  });
+
+  it('refuses an address once the total over every replica reaches the budget, for the rest of the window', async () => {
+    const counters = new CountingCounters();
+    const [r1, r2] = [new SharedBudget(counters, opts), new SharedBudget(counters, opts)];
+    let served = 0;
+    const refusals: BudgetRefusal[] = [];
+    const pending: Promise<unknown>[] = [];
+    // A flood through two replicas, each admitting what it may and holding the rest for the next answer.
+    for (let round = 0; round < 300; round++) {
+      let settling = false;
+      for (const r of [r1, r2]) {
+        for (let i = 0; i < 3; i++) {
+          const a = r.admit('203.0.113.7');
+          if (a instanceof BudgetRefusal) {
+            refusals.push(a);
+            continue;
+          }
+          settling = true;
+          if (a === undefined) served++;
+          else
+            pending.push(
+              a.then(
+                () => served++,
+                (err: unknown) => refusals.push(err as BudgetRefusal),
+              ),
+            );
+        }
+      }
+      // Refused outright everywhere: nothing is left to settle.
+      if (!settling) break;
+      await counters.nextAnswer();
+    }
+    await Promise.all(pending);
+    // Overshoot bound: points + replicas x allowance (100 x 10 / 60000 rounds up to 1).
+    expect(served).to.be.within(100, 102);
+    const overBudget = refusals.filter((r) => r.retryAfterMs > opts.intervalMs);
+    expect(overBudget.length).to.be.greaterThan(0);
+    for (const r of overBudget) expect(r.retryAfterMs).to.be.within(1, 60_000);
+    expect(r1.admit('203.0.113.7')).to.be.instanceOf(BudgetRefusal);
+    expect(admitted(r2.admit('203.0.113.8'))).to.equal(true);
+  });
+
+  it('is exact within two allowances of the limit, one request after another through two replicas', async () => {
+    const counters = new CountingCounters();
+    // 2 a minute, settled every 10 ms: an allowance of 1, so every request is within two of the limit.
+    const small = { ...opts, points: 2 };
+    const replicas = [new SharedBudget(counters, small), new SharedBudget(counters, small)];
+    const outcomes: boolean[] = [];
+    for (let i = 0; i < 12; i++) {
+      const a = replicas[i % 2]!.admit('192.0.2.5');
+      if (a === undefined || a instanceof BudgetRefusal) outcomes.push(a === undefined);
+      else
+        outcomes.push(
+          await a.then(
+            () => true,
+            () => false,
+          ),
+        );
+    }
+    expect(outcomes).to.deep.equal([true, true, ...Array<boolean>(10).fill(false)]);
+  });
+
+  it('lets a burst wait for the next settlement instead of refusing it', async () => {
+    const counters = new CountingCounters();
+    const budget = new SharedBudget(counters, opts);
+    const burst = Array.from({ length: 5 }, () => budget.admit('192.0.2.1'));
+    expect(admitted(burst[0])).to.equal(true);
+    const waiting = burst.slice(1);
+    for (const w of waiting) expect(w).to.be.instanceOf(Promise);
+    await Promise.all(waiting);
+  });
+
+  it('counts locally when the backend fails, the same budget per replica, and sends the counts later', async () => {
+    const counters = new CountingCounters();
+    counters.failing = true;
+    const budget = new SharedBudget(counters, { ...opts, points: 5 });
+    let served = 0;
+    for (let i = 0; i < 5; i++) {
+      const a = budget.admit('192.0.2.2');
+      if (a === undefined) served++;
+      else if (a instanceof Promise) await a.then(() => served++);
+      if (counters.calls.length === 0) await counters.nextAnswer();
+    }
+    expect(served).to.equal(5);
+    expect(budget.admit('192.0.2.2')).to.be.instanceOf(BudgetRefusal);
+    counters.failing = false;
+    await counters.nextAnswer();
+    expect(counters.calls.at(-1)).to.equal(1);
+  });
+
+  it('counts exactly in one process (memory backend), with no backend call at all', () => {
+    const budget = new SharedBudget(new MemoryRateCounters(), { ...opts, points: 3 });
+    expect([1, 2, 3].map(() => admitted(budget.admit('192.0.2.3')))).to.deep.equal([true, true, true]);
+    expect(budget.admit('192.0.2.3')).to.be.instanceOf(BudgetRefusal);
+  });
+
+  it('starts every address afresh in a new window', () => {
+    let now = 1_000_000;
+    const budget = new SharedBudget(new MemoryRateCounters(), { ...opts, points: 1, now: () => now });
+    expect(admitted(budget.admit('192.0.2.4'))).to.equal(true);
+    expect(budget.admit('192.0.2.4')).to.be.instanceOf(BudgetRefusal);
+    now += 60_000;
+    expect(admitted(budget.admit('192.0.2.4'))).to.equal(true);
+  });
+
+  it('forgets the oldest address rather than growing without bound', () => {
+    const budget = new SharedBudget(new MemoryRateCounters(), { ...opts, maxAddresses: 100 });
+    for (let i = 0; i < 1000; i++) budget.admit(`10.0.${i >> 8}.${i & 255}`);
+    expect(budget.size).to.equal(100);
+  });
+});
