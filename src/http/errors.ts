@@ -1,6 +1,7 @@
 import type { Context, Middleware } from 'koa';
 import type { Logger } from 'pino';
 import { StoreUnavailableError } from '../store/types';
+import { StoreFailureLog } from './store-errors';
 
 /** An error the client should see, as a Matrix JSON error `{errcode, error, ...extra}`. */
 export class MatrixError extends Error {
@@ -45,6 +46,7 @@ function fromHttpError(err: { status?: number; type?: string; message?: string }
  * sends can escape as an unhandled rejection.
  */
 export function errorHandler(log: Logger): Middleware {
+  const storeFailures = new StoreFailureLog(log);
   // A rejection handler rather than try/await: a held long-poll keeps no suspended frame here.
   return (ctx, next) =>
     next().catch((caught: unknown) => {
@@ -52,10 +54,7 @@ export function errorHandler(log: Logger): Middleware {
       if (caught instanceof MatrixError) {
         err = caught;
       } else if (caught instanceof StoreUnavailableError) {
-        log.warn(
-          { reqId: ctx.state.requestId, err: String((caught.cause as Error | undefined)?.message ?? caught.message) },
-          'store unavailable',
-        );
+        storeFailures.record(caught, ctx.state.requestId);
         err = new MatrixError(503, 'M_UNKNOWN', 'The session store is unavailable, try again shortly', undefined, {
           'Retry-After': '1',
         });

@@ -38,12 +38,13 @@ export class Readiness {
     private readonly mode: 'startup' | 'store',
     private readonly lifecycle: Lifecycle,
     private readonly log: Logger,
+    private readonly inspectEveryMs = INSPECT_EVERY_MS,
   ) {}
 
-  /** Looks at the store now and every INSPECT_EVERY_MS. */
+  /** Looks at the store now and periodically. */
   async start(): Promise<void> {
     await this.inspect();
-    this.timer = setInterval(() => void this.inspect(), INSPECT_EVERY_MS);
+    this.timer = setInterval(() => void this.inspect(), this.inspectEveryMs);
     this.timer.unref();
   }
 
