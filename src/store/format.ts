@@ -11,6 +11,9 @@ import type { Family, Session } from './types';
  * Times are ms since the epoch on the Redis clock; `owner` is the client address the session counts
  * against for the per-address cap ('-' for none), so a delete can free that slot in the same step.
  * Sessions written by the previous release lack the `@<owner>` field; they are read as owned by nobody.
+ *
+ * On Redis Cluster a deleted session leaves a tombstone for a while, "~<owner> <expires>" (no newline,
+ * so every read takes it for "not found"), from which its cap slots can still be freed.
  */
 
 /**
@@ -47,6 +50,12 @@ export function idOfWakeChannel(channel: string): string | null {
 export const NO_OWNER = '-';
 
 const NEWLINE = 0x0a;
+
+/** The owner and expiry a tombstone keeps, or null when the value is no tombstone. */
+export function parseTombstone(v: string | null): { owner: string; expiresAt: number } | null {
+  const m = v === null ? null : /^~(\S*) (\d+)$/.exec(v);
+  return m === null ? null : { owner: m[1]!, expiresAt: Number(m[2]) };
+}
 const FAMILIES: readonly Family[] = ['msc3886', 'msc4108', 'msc4388'];
 
 /**

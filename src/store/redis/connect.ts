@@ -36,7 +36,8 @@ export function redisTopology(config: Partial<RedisConfig>): Topology | undefine
 
 /**
  * Options that make an outage visible at once: no offline queue (a command while disconnected
- * fails immediately), a per-command timeout (a hung socket cannot hold a request), and endless
+ * fails immediately), no re-sending after a reconnect, a per-command timeout (a hung socket cannot
+ * hold a request), and endless
  * reconnection with capped backoff (service resumes by itself when Redis returns). A READONLY
  * reply means the node we hold was demoted by a failover: reconnect to find the new master.
  */
@@ -49,6 +50,9 @@ export function redisOptions(config: Pick<Config, 'redisCommandTimeoutMs'>): Red
     maxRetriesPerRequest: 0,
     retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
     reconnectOnError: (err) => err.message.startsWith('READONLY'),
+    // A command whose connection dropped has failed (503) already: sending it again after the
+    // reconnect would make a write land long after its client was told it did not.
+    autoResendUnfulfilledCommands: false,
     lazyConnect: false,
   };
 }

@@ -7,6 +7,7 @@ import {
   CAPS_KEY,
   NO_OWNER,
   parseSession,
+  parseTombstone,
   sessionKey,
   txnKey,
   wakeChannel,
@@ -237,15 +238,25 @@ export class ClusterRedisSessions extends RedisSessions {
   }
 
   override async delete(id: string, family: Family): Promise<boolean> {
-    const r = await this.cmd
-      .rzDeleteClaimedSessionBuffer(sessionKey(id), txnKey(id), family, wakeChannel(id))
-      .catch(storeFailure);
+    let r: (number | Buffer)[];
+    try {
+      r = await this.cmd.rzDeleteClaimedSessionBuffer(sessionKey(id), txnKey(id), family, wakeChannel(id), JOURNAL_MS);
+    } catch (err) {
+      // It may have happened, its answer lost: its tombstone then says which slots to free.
+      this.reconciler.settleDelete(id, this.graceMs);
+      throw unavailable(err);
+    }
     if (r[0] !== 1) return false;
     const owner = (r[1] as Buffer).toString('latin1');
     const expiresAt = r[2] as number;
     // The session is gone whatever happens next; its slots are freed now or by the reconciler.
     await this.reconciler.releaseSlot(id, owner, expiresAt).catch(() => undefined);
     return true;
+  }
+
+  /** Resolves once no interrupted step is left to settle (shutdown waits for it; tests too). */
+  reconciled(): Promise<void> {
+    return this.reconciler.idle();
   }
 }
 
@@ -258,14 +269,25 @@ const RETRY_MS = [250, 500, 1000, 2000, 5000];
  * - a claim whose create never happened is given back (releaseClaim-4.lua: only if journalled, once);
  * - a create whose answer was lost is looked at after its deadline: there, its session counts; absent,
  *   its claim is given back;
- * - a delete's slots are freed (releaseSlot-4.lua: once).
+ * - a delete's slots are freed (releaseSlot-4.lua: once), from its tombstone if its answer was lost.
  * Each step is idempotent, so retrying one whose answer was lost is safe.
  */
 class Reconciler {
+  private pending = 0;
+  private waiters: (() => void)[] = [];
+
   constructor(
     private readonly cmd: ScriptedClient,
     private readonly log: Logger,
   ) {}
+
+  idle(): Promise<void> {
+    return this.pending === 0 ? Promise.resolve() : new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  private done(): void {
+    if (--this.pending === 0) for (const resolve of this.waiters.splice(0)) resolve();
+  }
 
   releaseClaim(id: string, afterMs: number): void {
     this.retry(
@@ -287,19 +309,33 @@ class Reconciler {
     );
   }
 
+  settleDelete(id: string, afterMs: number): void {
+    this.retry(
+      async () => {
+        const tombstone = parseTombstone(await this.cmd.get(sessionKey(id)));
+        if (tombstone !== null) await this.release(id, tombstone.owner, tombstone.expiresAt);
+      },
+      afterMs,
+      'settle a delete',
+    );
+  }
+
+  private release(id: string, owner: string, expiresAt: number): Promise<unknown> {
+    return this.cmd.rzReleaseSlot(
+      CAPS_KEY,
+      CAPS_BY_ADDRESS_KEY,
+      CAPS_JOURNAL_KEY,
+      CAPS_JOURNAL_DETAILS_KEY,
+      id,
+      owner,
+      expiresAt,
+      JOURNAL_MS,
+    );
+  }
+
   /** Frees the slots now; when that fails, keeps trying in the background (and rejects). */
   releaseSlot(id: string, owner: string, expiresAt: number): Promise<unknown> {
-    const release = () =>
-      this.cmd.rzReleaseSlot(
-        CAPS_KEY,
-        CAPS_BY_ADDRESS_KEY,
-        CAPS_JOURNAL_KEY,
-        CAPS_JOURNAL_DETAILS_KEY,
-        id,
-        owner,
-        expiresAt,
-        JOURNAL_MS,
-      );
+    const release = () => this.release(id, owner, expiresAt);
     return release().catch((err: unknown) => {
       this.retry(release, RETRY_MS[0]!, 'free the slots of a deleted session');
       throw err;
@@ -308,17 +344,20 @@ class Reconciler {
 
   private retry(step: () => Promise<unknown>, afterMs: number, what: string): void {
     const giveUpAt = Date.now() + JOURNAL_MS;
+    this.pending++;
     const run = (attempt: number) => {
-      step().catch((err: unknown) => {
-        if (Date.now() + RETRY_MS[attempt]! > giveUpAt) {
-          this.log.warn(
-            { err: (err as Error).message },
-            `could not ${what}; its slot frees when it would have expired`,
-          );
-          return;
-        }
-        setTimeout(() => run(Math.min(attempt + 1, RETRY_MS.length - 1)), RETRY_MS[attempt]!).unref();
-      });
+      step().then(
+        () => this.done(),
+        (err: unknown) => {
+          if (Date.now() + RETRY_MS[attempt]! > giveUpAt) {
+            const message = `could not ${what}; its slot frees when it would have expired`;
+            this.log.warn({ err: (err as Error).message }, message);
+            this.done();
+            return;
+          }
+          setTimeout(() => run(Math.min(attempt + 1, RETRY_MS.length - 1)), RETRY_MS[attempt]!).unref();
+        },
+      );
     };
     setTimeout(() => run(0), afterMs).unref();
   }

@@ -2,12 +2,13 @@
 --   "<family> <rev> <salt> <created> <modified> <expires> @<owner> <type>\n<payload>"
 -- Sessions of the previous release have no "@<owner>" field; they read as owned by nobody ('-').
 
--- The head of a stored value as a table, and the offset where its payload starts; nil when absent.
+-- The head of a stored value as a table, and the offset where its payload starts; nil when absent
+-- (a deleted session's tombstone, "~<owner> <expires>", has no newline and reads as absent).
 local function readSession(value)
-  if not value then
+  local nl = value and string.find(value, '\n', 1, true)
+  if not nl then
     return nil
   end
-  local nl = string.find(value, '\n', 1, true)
   local f, r, g, c, m, e, rest = string.match(string.sub(value, 1, nl - 1), '^(%S+) (%d+) (%S+) (%d+) (%d+) (%d+) (.*)$')
   local owner, ctype = string.match(rest, '^@(%S*) (.*)$')
   if not owner then

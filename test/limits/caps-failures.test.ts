@@ -1,0 +1,247 @@
+import { expect } from 'chai';
+import { Redis, type Cluster } from 'ioredis';
+import { loadConfig } from '../../src/config';
+import { newSessionIds } from '../../src/ids';
+import { createLogger } from '../../src/logger';
+import { CAPS_BY_ADDRESS_KEY, CAPS_KEY, sessionKey } from '../../src/store/format';
+import { ClusterRedisSessions, createRedisBackend } from '../../src/store/redis';
+import type { Backend, CreateInput } from '../../src/store/types';
+import { RedisServer } from '../helpers/redis';
+import { ClusterSetup, until } from '../helpers/topologies';
+
+const OWNER = '192.0.2.77';
+const TIMEOUT_MS = 300;
+
+const input = (id = newSessionIds().id): CreateInput => ({
+  id,
+  tag: 'salt',
+  family: 'msc3886',
+  contentType: 'text/plain',
+  data: Buffer.from('x'),
+  ttlMs: 60_000,
+  owner: OWNER,
+});
+
+async function backendOn(env: Record<string, string>): Promise<Backend> {
+  const config = loadConfig({ ...env, RZ_REDIS_COMMAND_TIMEOUT_MS: String(TIMEOUT_MS) });
+  return createRedisBackend(
+    {
+      redis: config,
+      caps: { global: 100, perAddress: 50 },
+      maxTxnsPerSession: 4,
+      allowEviction: false,
+      connectWaitMs: 20_000,
+    },
+    createLogger({ logLevel: 'silent' }),
+  );
+}
+
+/**
+ * The caps counted, and the sessions that exist, agree: every session counted, no slot held for a
+ * session that is not there. `ids` are the sessions a test tried to make; `client` looks at keys.
+ */
+async function expectExact(backend: Backend, client: Redis | Cluster, ids: string[]): Promise<void> {
+  // Read through the store: a deleted session's tombstone (Cluster) is no session.
+  const found = await Promise.all(ids.map((id) => backend.sessions.get(id, 'msc3886')));
+  const present = found.filter((s) => s !== null).length;
+  const counts = await backend.sessions.counts();
+  expect(counts.live, 'live sessions counted').to.equal(present);
+  const owner = (await client.hget(CAPS_BY_ADDRESS_KEY, OWNER)) ?? '';
+  const ownerCount = [...owner.matchAll(/\d+:(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+  expect(ownerCount, 'sessions counted for their address').to.equal(present);
+}
+
+describe('session caps when a step fails (Redis Cluster: claim and create are separate steps)', function () {
+  this.timeout(60_000);
+  let setup: ClusterSetup;
+  let backend: Backend;
+  let admin: Cluster;
+
+  before(async () => {
+    setup = await ClusterSetup.start();
+    backend = await backendOn(setup.env);
+    admin = setup.client();
+  });
+  after(async () => {
+    await backend?.close();
+    admin?.disconnect();
+    await setup?.destroy();
+  });
+  beforeEach(async () => {
+    await admin.del(CAPS_KEY, CAPS_BY_ADDRESS_KEY);
+  });
+
+  /** The port of the master that holds `key`. */
+  async function portOf(key: string): Promise<number> {
+    const slot = (await admin.call('CLUSTER', 'KEYSLOT', key)) as number;
+    const ranges = (await admin.call('CLUSTER', 'SLOTS')) as [number, number, [string, number]][];
+    return ranges.find(([from, to]) => slot >= from && slot <= to)![2][1];
+  }
+
+  /** A direct connection to the master that holds `key`. */
+  async function masterOf(key: string): Promise<Redis> {
+    return new Redis({ host: '127.0.0.1', port: await portOf(key) });
+  }
+
+  /** A session id on another node than the caps, so each step can be broken alone. */
+  async function idApartFromCaps(): Promise<string> {
+    const caps = await portOf(CAPS_KEY);
+    for (;;) {
+      const { id } = newSessionIds();
+      if ((await portOf(sessionKey(id))) !== caps) return id;
+    }
+  }
+
+  it('gives the claim back when the create is refused by its node (script error: out of memory)', async () => {
+    const id = await idApartFromCaps();
+    const node = await masterOf(sessionKey(id));
+    try {
+      await node.config('SET', 'maxmemory', '1');
+      await node.config('SET', 'maxmemory-policy', 'noeviction');
+      const error = await backend.sessions.create(input(id)).then(
+        () => undefined,
+        (err: Error) => err,
+      );
+      expect(error?.name).to.equal('StoreUnavailableError');
+    } finally {
+      await node.config('SET', 'maxmemory', '0');
+      node.disconnect();
+    }
+    await (backend.sessions as ClusterRedisSessions).reconciled();
+    await expectExact(backend, admin, [id]);
+  });
+
+  it('keeps the caps exact when the connection is cut with the create waiting in it', async () => {
+    const id = await idApartFromCaps();
+    const node = await masterOf(sessionKey(id));
+    try {
+      await node.call('CLIENT', 'PAUSE', '5000', 'WRITE');
+      const creating = backend.sessions.create(input(id)).then(
+        () => 'created',
+        (err: Error) => err.name,
+      );
+      await until('the create to wait in Redis', async () =>
+        /flags=b/.test((await node.call('CLIENT', 'LIST')) as string),
+      );
+      await node.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+      expect(await creating).to.equal('StoreUnavailableError');
+    } finally {
+      await node.call('CLIENT', 'UNPAUSE').catch(() => undefined);
+      node.disconnect();
+    }
+    // The client may send it again once reconnected (ioredis's Cluster does): counted if it landed.
+    await (backend.sessions as ClusterRedisSessions).reconciled();
+    await expectExact(backend, admin, [id]);
+  });
+
+  it('gives the claim back when the create comes too late to land', async () => {
+    const id = await idApartFromCaps();
+    const node = await masterOf(sessionKey(id));
+    try {
+      // Held past the claim's deadline (twice the command timeout and a second): the create refuses.
+      await node.call('CLIENT', 'PAUSE', String(TIMEOUT_MS * 2 + 2000), 'WRITE');
+      expect(await backend.sessions.create(input(id)).catch((err: Error) => err.name)).to.equal(
+        'StoreUnavailableError',
+      );
+    } finally {
+      node.disconnect();
+    }
+    await (backend.sessions as ClusterRedisSessions).reconciled();
+    expect(await admin.exists(sessionKey(id))).to.equal(0);
+    await expectExact(backend, admin, [id]);
+  });
+
+  it('keeps the count of a create that landed after its answer was lost', async () => {
+    const id = await idApartFromCaps();
+    const node = await masterOf(sessionKey(id));
+    try {
+      // Held past the command timeout but within the claim's grace: it lands after the 503.
+      await node.call('CLIENT', 'PAUSE', String(TIMEOUT_MS * 2), 'WRITE');
+      const outcome = await backend.sessions.create(input(id)).then(
+        () => 'created',
+        (err: Error) => err.name,
+      );
+      expect(outcome).to.equal('StoreUnavailableError');
+    } finally {
+      node.disconnect();
+    }
+    await until('the create to land', async () => (await admin.exists(sessionKey(id))) === 1);
+    // The replica looks at it after the claim's deadline, finds it, and keeps its count.
+    await (backend.sessions as ClusterRedisSessions).reconciled();
+    await expectExact(backend, admin, [id]);
+  });
+
+  it('frees the slots of a deleted session even when freeing fails at first', async () => {
+    const ids = [await idApartFromCaps(), await idApartFromCaps()];
+    for (const id of ids) expect((await backend.sessions.create(input(id))).status).to.equal('created');
+    const capsNode = await masterOf(CAPS_KEY);
+    try {
+      await capsNode.call('CLIENT', 'PAUSE', String(TIMEOUT_MS * 3), 'WRITE');
+      // The delete itself succeeds; freeing its slots times out, and is retried.
+      expect(await backend.sessions.delete(ids[0]!, 'msc3886')).to.equal(true);
+    } finally {
+      capsNode.disconnect();
+    }
+    await (backend.sessions as ClusterRedisSessions).reconciled();
+    expect(await backend.sessions.get(ids[0]!, 'msc3886')).to.equal(null);
+    await expectExact(backend, admin, ids);
+  });
+
+  it('frees the slots of a session whose delete landed after its answer was lost', async () => {
+    const ids = [await idApartFromCaps(), await idApartFromCaps()];
+    for (const id of ids) expect((await backend.sessions.create(input(id))).status).to.equal('created');
+    const node = await masterOf(sessionKey(ids[0]!));
+    try {
+      await node.call('CLIENT', 'PAUSE', String(TIMEOUT_MS * 2), 'WRITE');
+      const outcome = await backend.sessions.delete(ids[0]!, 'msc3886').catch((err: Error) => err.name);
+      expect(outcome).to.equal('StoreUnavailableError');
+    } finally {
+      node.disconnect();
+    }
+    await (backend.sessions as ClusterRedisSessions).reconciled();
+    expect(await backend.sessions.get(ids[0]!, 'msc3886')).to.equal(null);
+    await expectExact(backend, admin, ids);
+  });
+});
+
+describe('session caps when a step fails (one Redis node: one script, all or nothing)', function () {
+  this.timeout(30_000);
+  let redis: RedisServer;
+  let backend: Backend;
+  let admin: Redis;
+
+  before(async () => {
+    redis = await RedisServer.start();
+    backend = await backendOn({ REDIS_URL: redis.url });
+    admin = redis.client();
+  });
+  after(async () => {
+    await backend?.close();
+    admin?.disconnect();
+    await redis?.destroy();
+  });
+
+  it('counts nothing when the create never ran (connection cut while it waited)', async () => {
+    const { id } = newSessionIds();
+    await admin.call('CLIENT', 'PAUSE', '5000', 'WRITE');
+    const creating = backend.sessions.create(input(id)).catch((err: Error) => err.name);
+    await until('the create to wait in Redis', async () =>
+      /flags=b/.test((await admin.call('CLIENT', 'LIST')) as string),
+    );
+    await admin.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+    await admin.call('CLIENT', 'UNPAUSE');
+    expect(await creating).to.equal('StoreUnavailableError');
+    await until('the replica to reconnect', () => backend.ping().then(() => true));
+    await expectExact(backend, admin, [id]);
+  });
+
+  it('counts a create that landed after its answer was lost, and frees it on delete', async () => {
+    const { id } = newSessionIds();
+    await admin.call('CLIENT', 'PAUSE', String(TIMEOUT_MS * 2), 'WRITE');
+    expect(await backend.sessions.create(input(id)).catch((err: Error) => err.name)).to.equal('StoreUnavailableError');
+    await until('the create to land', async () => (await admin.exists(sessionKey(id))) === 1);
+    await expectExact(backend, admin, [id]);
+    expect(await backend.sessions.delete(id, 'msc3886')).to.equal(true);
+    await expectExact(backend, admin, [id]);
+  });
+});
