@@ -75,9 +75,9 @@ export const SETTINGS: readonly Setting[] = [
     name: 'HOST',
     key: 'host',
     expect: 'a host name or IP address',
-    help: 'Address to bind',
-    default: '0.0.0.0',
-    schema: z.string().min(1),
+    help: 'Address to bind; unset: every address the machine has (:: dual-stack where the kernel allows IPv6, else 0.0.0.0)',
+    defaultText: 'unset (all addresses, IPv6 and IPv4)',
+    schema: z.string().min(1).optional(),
   },
   {
     name: 'REDIS_URL',
@@ -456,7 +456,8 @@ export interface HostPort {
 
 export interface Config {
   port: number;
-  host: string;
+  /** Unset: Node binds `::` (dual-stack) when the machine has IPv6, `0.0.0.0` otherwise. */
+  host: string | undefined;
   redisUrl: string | undefined;
   redisSentinels: HostPort[] | undefined;
   redisSentinelMaster: string;

@@ -35,7 +35,7 @@ export async function start(config: Config): Promise<RunningServer> {
   const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, store);
   const metricsAddress = metricsServer && (await listen(metricsServer, config.metricsPort!, config.host));
   log.info(
-    { port: address.port, host: config.host, store: store.kind, metricsPort: metricsAddress?.port },
+    { port: address.port, host: address.address, store: store.kind, metricsPort: metricsAddress?.port },
     'listening',
   );
 
