@@ -552,7 +552,9 @@ export function unknownSettings(env: NodeJS.ProcessEnv = process.env): string[] 
 
 export function helpText(): string {
   const lines = [
-    'Usage: rendezvous-server [--help]',
+    'Usage: rendezvous-server                             start a replica (settings below)',
+    '       rendezvous-server check <base-url> [--json]   check a live deployment (check --help)',
+    '       rendezvous-server --help                      this text',
     '',
     'A rendezvous server for Matrix "sign in with QR code" (MSC3886, MSC4108, MSC4388).',
     'Configuration comes from environment variables:',

@@ -10,6 +10,7 @@ import { createHttpServer, drain, listen } from './http/server';
 import { createMetricsServer } from './http/metrics-server';
 import { instrumentStore } from './store/instrumented';
 import { redisLiveSessions } from './limits/live-sessions';
+import { checkCommand } from './check/cli';
 
 export interface RunningServer {
   port: number;
@@ -62,9 +63,19 @@ export async function start(config: Config): Promise<RunningServer> {
 }
 
 async function main(): Promise<void> {
-  if (process.argv.includes('--help') || process.argv.includes('-h')) {
+  const args = process.argv.slice(2);
+  if (args[0] === 'check') {
+    process.exitCode = await checkCommand(args.slice(1), process.stdout, process.stderr);
+    return;
+  }
+  if (args.includes('--help') || args.includes('-h')) {
     process.stdout.write(helpText());
     return;
+  }
+  // The server takes no arguments: anything else is a mistyped command, not a server to start.
+  if (args.length > 0) {
+    process.stderr.write(`rendezvous-server: unknown argument ${args[0]} (commands: check; see --help)\n`);
+    process.exit(2);
   }
   let config: Config;
   try {
