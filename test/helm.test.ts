@@ -376,6 +376,15 @@ describe('Helm chart, rendered by helm', function () {
     // The server pods themselves are not let in as the test pod.
     expect(deployment.spec.template.metadata.labels['app.kubernetes.io/component']).to.equal(undefined);
     expect(policy.spec.policyTypes).to.deep.equal(['Ingress', 'Egress']);
+    // Nothing that selects server pods takes the test pod for one: not the Service (it would be
+    // an endpoint), not the PDB, not the NetworkPolicy (its egress rules would cut it off).
+    const selects = (selector: Record<string, string>, labels: Record<string, string>) =>
+      Object.entries(selector).every(([k, v]) => labels[k] === v);
+    const podLabels = pod.metadata.labels as Record<string, string>;
+    expect(selects(service.spec.selector, podLabels), 'Service').to.equal(false);
+    expect(selects(one(full, 'PodDisruptionBudget').spec.selector.matchLabels, podLabels), 'PDB').to.equal(false);
+    expect(selects(policy.spec.podSelector.matchLabels, podLabels), 'NetworkPolicy').to.equal(false);
+    expect(selects(service.spec.selector, deployment.spec.template.metadata.labels), 'sanity').to.equal(true);
   });
 
   it('documents every key of values.yaml', () => {

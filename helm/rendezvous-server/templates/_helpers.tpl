@@ -65,8 +65,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.serviceAccount.create }}{{ default (include "rendezvous.fullname" .) .Values.serviceAccount.name }}{{ else }}{{ default "default" .Values.serviceAccount.name }}{{ end }}
 {{- end }}
 
-{{/* Labels of the `helm test` pod: the release's, plus a component the NetworkPolicy lets in. */}}
+{{/*
+  Labels of the `helm test` pod: a name of its own, so neither the Service (it would become an
+  endpoint), the PodDisruptionBudget nor the NetworkPolicy (whose egress rules would cut it off from
+  the Service) take it for a server pod; the NetworkPolicy lets it in by these.
+*/}}
 {{- define "rendezvous.testSelectorLabels" -}}
-{{ include "rendezvous.selectorLabels" . }}
+app.kubernetes.io/name: {{ include "rendezvous.name" . }}-check
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: check
 {{- end }}
