@@ -1,6 +1,6 @@
 import { FIX } from './advice';
 import type { CheckContext } from './context';
-import { type Answer, describe, header, jsonOf } from './http';
+import { type Answer, summarise, header, jsonOf } from './http';
 import { HOLD_SECONDS, checkWake } from './long-poll';
 import { ask, attempt, unexpected } from './steps';
 
@@ -78,7 +78,7 @@ export async function checkEtagFamily(
     ctx.report.skip(
       `${fam.family}.root`,
       `${fam.name}`,
-      `POST answered ${describe(created.answer)}, not a session: fine when this URL is a homeserver's, which routes only the /_matrix paths here (standalone clients configured with this URL as their rendezvous server POST to / and would fail); checked at the next path instead`,
+      `POST answered ${summarise(created.answer)}, not a session: fine when this URL is a homeserver's, which routes only the /_matrix paths here (standalone clients configured with this URL as their rendezvous server POST to / and would fail); checked at the next path instead`,
     );
   }
   const { family, name } = fam;

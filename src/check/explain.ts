@@ -1,5 +1,5 @@
 import { FIX } from './advice';
-import { type Answer, describe, header, jsonOf } from './http';
+import { type Answer, summarise, header, jsonOf } from './http';
 
 /**
  * What an unexpected answer most likely means, and the fix for that: a rate limit, a store outage,
@@ -17,12 +17,12 @@ export function explain(a: Answer): { detail: string; fix: string } {
   }
   if (a.status === 503 && errcode !== undefined) {
     return {
-      detail: `the server answered ${describe(a)}: its session store is unavailable`,
+      detail: `the server answered ${summarise(a)}: its session store is unavailable`,
       fix: FIX.storeUnavailable,
     };
   }
   if (a.status >= 500 && errcode === undefined) {
-    return { detail: `${describe(a)}, from a proxy rather than the server`, fix: FIX.proxyError };
+    return { detail: `${summarise(a)}, from a proxy rather than the server`, fix: FIX.proxyError };
   }
   if (a.status === 404 && errcode === 'M_NOT_FOUND') {
     return {
@@ -33,17 +33,17 @@ export function explain(a: Answer): { detail: string; fix: string } {
   }
   if ((a.status === 404 || a.status === 405) && errcode === 'M_UNRECOGNIZED') {
     return {
-      detail: `the server does not serve this path (${describe(a)}): an older release, or the request was rewritten on the way`,
+      detail: `the server does not serve this path (${summarise(a)}): an older release, or the request was rewritten on the way`,
       fix: FIX.routing,
     };
   }
   if (errcode === undefined) {
     return {
-      detail: `${describe(a)}: that is not the rendezvous server answering (it answers Matrix JSON errors)`,
+      detail: `${summarise(a)}: that is not the rendezvous server answering (it answers Matrix JSON errors)`,
       fix: FIX.routing,
     };
   }
-  return { detail: `unexpected answer ${describe(a)}`, fix: FIX.routing };
+  return { detail: `unexpected answer ${summarise(a)}`, fix: FIX.routing };
 }
 
 /** The message of whatever a request threw (refused connection, TLS, timeout). */

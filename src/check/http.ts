@@ -124,7 +124,7 @@ export function jsonOf(a: Answer): Record<string, unknown> | undefined {
 }
 
 /** A short, printable account of an unexpected answer for a finding's detail. */
-export function describe(a: Answer): string {
+export function summarise(a: Answer): string {
   const json = jsonOf(a);
   if (json !== undefined && typeof json.errcode === 'string') return `${a.status} ${json.errcode}`;
   const type = header(a, 'content-type') ?? 'no Content-Type';

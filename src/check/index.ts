@@ -4,7 +4,7 @@ import { checkEtagFamily, type EtagFamily } from './etag-family';
 import { reason } from './explain';
 import { checkExpiry } from './expiry';
 import { checkHeaders } from './headers';
-import { HttpClient, describe } from './http';
+import { HttpClient, summarise } from './http';
 import { checkMsc4388 } from './msc4388';
 import { PATHS } from './paths';
 import { checkPreflight } from './preflight';
@@ -77,7 +77,7 @@ async function checkAll(ctx: CheckContext): Promise<void> {
   try {
     const first = await ctx.http.request({ url: `${ctx.base}/` });
     ctx.rttMs = first.answeredAt - first.sentAt;
-    ctx.report.pass('reach', title, `GET / answered ${describe(first)} in ${ctx.rttMs} ms`);
+    ctx.report.pass('reach', title, `GET / answered ${summarise(first)} in ${ctx.rttMs} ms`);
   } catch (err) {
     ctx.report.fail('reach', title, `no answer: ${reason(err)}`, FIX.unreachable);
     return;

@@ -1,6 +1,6 @@
 import { FIX } from './advice';
 import type { CheckContext } from './context';
-import { describe, jsonOf, type Answer } from './http';
+import { summarise, jsonOf, type Answer } from './http';
 import { HOLD_SECONDS, checkWake } from './long-poll';
 import { MSC4388_CONFLICT, PATHS } from './paths';
 import { ask, attempt, unexpected } from './steps';
@@ -28,7 +28,7 @@ async function discover(ctx: CheckContext, path: string, stepId: string, title: 
     ctx.report.warn(
       stepId,
       title,
-      `${describe(a)}: this path does not reach the rendezvous server, so clients that speak MSC4388 fall back to MSC4108 here`,
+      `${summarise(a)}: this path does not reach the rendezvous server, so clients that speak MSC4388 fall back to MSC4108 here`,
       FIX.routing,
     );
     return 'unknown';
@@ -143,7 +143,7 @@ async function session(ctx: CheckContext): Promise<void> {
     ctx.report.fail(
       'msc4388.delete',
       deleteTitle,
-      `a read after the delete answered ${describe(gone)}; clients only report "expired" on 404 M_NOT_FOUND`,
+      `a read after the delete answered ${summarise(gone)}; clients only report "expired" on 404 M_NOT_FOUND`,
       gone.status === 200 ? FIX.sharedStore : FIX.routing,
     );
     return;

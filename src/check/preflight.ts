@@ -1,6 +1,6 @@
 import { FIX } from './advice';
 import type { CheckContext } from './context';
-import { ORIGIN, describe, header } from './http';
+import { ORIGIN, summarise, header } from './http';
 import { attempt } from './steps';
 
 /** A day, what the server sends; under ten minutes browsers preflight nearly every poll. */
@@ -38,7 +38,7 @@ export async function checkPreflight(ctx: CheckContext, paths: { name: string; p
     );
     if (a === undefined) return;
     if (a.status < 200 || a.status >= 300) {
-      problems.push(`${name}: ${describe(a)}`);
+      problems.push(`${name}: ${summarise(a)}`);
       continue;
     }
     const origin = a.headers.get('access-control-allow-origin') ?? [];
