@@ -85,6 +85,10 @@ export function helmBinary(): string {
   const found = onPath('helm');
   if (found !== undefined) return (binary = found);
   if (!existsSync(LAYER_ZIP)) throw new Error(`no helm on PATH and no ${LAYER_ZIP} (run npm ci)`);
+  // The layer is built for Lambda's x86-64 Linux; anywhere else only a helm on PATH can run.
+  if (process.platform !== 'linux' || process.arch !== 'x64') {
+    throw new Error(`no helm on PATH, and the bundled one is linux/x64 (this is ${process.platform}/${process.arch})`);
+  }
   const { size, mtimeMs } = statSync(LAYER_ZIP);
   const dir = join(CACHE, `${size}-${Math.round(mtimeMs)}`);
   const target = join(dir, 'helm');
