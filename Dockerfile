@@ -17,9 +17,10 @@ FROM node:${NODE_VERSION}-bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini \
     && rm -rf /var/lib/apt/lists/*
+# No HOST: the server then binds every address the node has (IPv6 and IPv4, or IPv4 alone), so
+# the same image gets ready on IPv4, dual-stack and IPv6-only clusters.
 ENV NODE_ENV=production \
-    PORT=8080 \
-    HOST=0.0.0.0
+    PORT=8080
 WORKDIR /app
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules

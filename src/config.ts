@@ -75,9 +75,9 @@ export const SETTINGS: readonly Setting[] = [
     name: 'HOST',
     key: 'host',
     expect: 'a host name or IP address',
-    help: 'Address to bind',
-    default: '0.0.0.0',
-    schema: z.string().min(1),
+    help: 'Address to bind; unset: every address the machine has (:: dual-stack where the kernel allows IPv6, else 0.0.0.0)',
+    defaultText: 'unset (all addresses, IPv6 and IPv4)',
+    schema: z.string().min(1).optional(),
   },
   {
     name: 'REDIS_URL',
@@ -472,7 +472,8 @@ export interface HostPort {
 
 export interface Config {
   port: number;
-  host: string;
+  /** Unset: Node binds `::` (dual-stack) when the machine has IPv6, `0.0.0.0` otherwise. */
+  host: string | undefined;
   redisUrl: string | undefined;
   redisSentinels: HostPort[] | undefined;
   redisSentinelMaster: string;
@@ -569,7 +570,9 @@ export function unknownSettings(env: NodeJS.ProcessEnv = process.env): string[] 
 
 export function helpText(): string {
   const lines = [
-    'Usage: rendezvous-server [--help]',
+    'Usage: rendezvous-server                             start a replica (settings below)',
+    '       rendezvous-server check <base-url> [--json]   check a live deployment (check --help)',
+    '       rendezvous-server --help                      this text',
     '',
     'A rendezvous server for Matrix "sign in with QR code" (MSC3886, MSC4108, MSC4388).',
     'Configuration comes from environment variables:',

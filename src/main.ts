@@ -9,6 +9,7 @@ import { createApp } from './http/app';
 import { Lifecycle, Readiness } from './http/health';
 import { createHttpServer, drain, listen } from './http/server';
 import { createMetricsServer } from './http/metrics-server';
+import { checkCommand } from './check/cli';
 
 export interface RunningServer {
   port: number;
@@ -38,7 +39,7 @@ export async function start(config: Config): Promise<RunningServer> {
   const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, sessions);
   const metricsAddress = metricsServer && (await listen(metricsServer, config.metricsPort!, config.host));
   log.info(
-    { port: address.port, host: config.host, store: backend.description, metricsPort: metricsAddress?.port },
+    { port: address.port, host: address.address, store: backend.description, metricsPort: metricsAddress?.port },
     'listening',
   );
 
@@ -65,9 +66,19 @@ export async function start(config: Config): Promise<RunningServer> {
 }
 
 async function main(): Promise<void> {
-  if (process.argv.includes('--help') || process.argv.includes('-h')) {
+  const args = process.argv.slice(2);
+  if (args[0] === 'check') {
+    process.exitCode = await checkCommand(args.slice(1), process.stdout, process.stderr);
+    return;
+  }
+  if (args.includes('--help') || args.includes('-h')) {
     process.stdout.write(helpText());
     return;
+  }
+  // The server takes no arguments: anything else is a mistyped command, not a server to start.
+  if (args.length > 0) {
+    process.stderr.write(`rendezvous-server: unknown argument ${args[0]} (commands: check; see --help)\n`);
+    process.exit(2);
   }
   let config: Config;
   try {

@@ -2,6 +2,9 @@ import { expect } from 'chai';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Balancer } from './helpers/balancer';
+import { freePort } from './helpers/ports';
+import { TestProxy } from './helpers/proxy';
+import { until } from './helpers/topologies';
 import { everyFamilyExchange, msc3886Exchange, req } from './helpers/exchange';
 import { Scrape } from './helpers/metrics';
 import { RedisServer } from './helpers/redis';
@@ -47,8 +50,15 @@ describe('load-balanced topology (the compose stack, natively: nginx, 3 replicas
     for (const n of requests) expect(n).to.be.greaterThan(0);
   });
 
-  it('hides /metrics from the public side', async () => {
-    expect((await req(`${lb.url}/metrics`)).status).to.equal(404);
+  it('hides /metrics from the public side in every spelling, even from replicas that serve it on their main port', async () => {
+    // These replicas serve /metrics on the balanced port (no RZ_METRICS_PORT), and their router
+    // ignores case and a trailing slash: only the balancer stands in the way.
+    expect((await req(`${replicas[1]!.url}/METRICS/`)).status).to.equal(200);
+    for (const path of ['/metrics', '/metrics/', '/METRICS', '/Metrics', '/mEtRiCs/']) {
+      const res = await req(`${lb.url}${path}`);
+      expect(res.status, path).to.equal(404);
+      expect(await res.text(), path).to.not.include('rendezvous_');
+    }
   });
 
   it('keeps serving while one replica shuts down (rolling update)', async () => {
@@ -126,5 +136,117 @@ describe('client addresses behind the balancer (X-Forwarded-For trusted from it 
     expect((await create(lb.port, '127.0.0.3')).status).to.equal(200);
     // Straight to a replica, A's own header is not believed either.
     expect((await create(replicas[0]!.port, '127.0.0.2', '198.51.100.8')).status).to.equal(429);
+  });
+});
+
+describe('balancer with a replica missing at start, then recreated', () => {
+  let redis: RedisServer;
+  const replicas: Replica[] = [];
+  let lb: Balancer;
+  before(async () => {
+    redis = await RedisServer.start();
+  });
+  after(async () => {
+    await lb?.stop();
+    await Promise.all(replicas.map((r) => r.stop()));
+    await redis?.destroy();
+  });
+
+  it('starts and serves without it, and sends it traffic once it is back', async () => {
+    replicas.push(await Replica.start({ REDIS_URL: redis.url, RZ_TRUSTED_PROXIES: '127.0.0.1' }));
+    const missing = await freePort();
+    lb = await Balancer.start([missing, replicas[0]!.port]);
+    for (let i = 0; i < 3; i++) await msc3886Exchange(lb.url);
+
+    const back = await Replica.start({ REDIS_URL: redis.url, RZ_TRUSTED_PROXIES: '127.0.0.1', PORT: String(missing) });
+    replicas.push(back);
+    // nginx tries a peer that failed again once its fail_timeout has passed: wait for that.
+    await until(
+      'the recreated replica to get traffic through the balancer',
+      async () => {
+        await msc3886Exchange(lb.url);
+        const scrape = await Scrape.of(`${back.url}/metrics`);
+        return scrape.value('rendezvous_http_requests_total', { family: 'msc3886' }) > 0;
+      },
+      20_000,
+    );
+  });
+});
+
+describe('balancer behind an outer TLS proxy (RZ_LB_TRUSTED_PROXIES)', () => {
+  const OUTER = '127.0.0.5';
+  let redis: RedisServer;
+  let replicas: Replica[] = [];
+  let balancers: Balancer[] = [];
+  let proxies: TestProxy[] = [];
+  before(async () => {
+    redis = await RedisServer.start();
+    // Two creates a minute per client: small enough to see whose budget each create spends.
+    replicas = await Promise.all(
+      [1, 2].map(() => Replica.start({ REDIS_URL: redis.url, RZ_TRUSTED_PROXIES: '127.0.0.1', RZ_CREATE_RATE: '2' })),
+    );
+  });
+  afterEach(async () => {
+    await Promise.all(proxies.map((p) => p.stop()));
+    await Promise.all(balancers.map((b) => b.stop()));
+    proxies = [];
+    balancers = [];
+    await redis.client().flushall();
+  });
+  after(async () => {
+    await Promise.all(replicas.map((r) => r.stop()));
+    await redis?.destroy();
+  });
+
+  /** A balancer, and an outer proxy in front of it that connects from OUTER and appends X-Forwarded-For. */
+  async function stack(trustedProxies?: string): Promise<{ lb: Balancer; outer: TestProxy }> {
+    const lb = await Balancer.start(
+      replicas.map((r) => r.port),
+      trustedProxies === undefined ? {} : { trustedProxies },
+    );
+    balancers.push(lb);
+    const outer = await TestProxy.start(lb.port, { forwardedFor: true, localAddress: OUTER });
+    proxies.push(outer);
+    return { lb, outer };
+  }
+  const create = (port: number, localAddress: string, claimed?: string) =>
+    send(port, {
+      method: 'POST',
+      path: '/',
+      body: 'x',
+      localAddress,
+      headers: claimed === undefined ? {} : { 'X-Forwarded-For': claimed },
+    });
+
+  it('counts each client behind the trusted outer proxy as itself', async () => {
+    const { lb, outer } = await stack(`${OUTER},192.0.2.0/24`);
+    expect((await create(outer.port, '127.0.0.2')).status).to.equal(200);
+    expect((await create(outer.port, '127.0.0.2')).status).to.equal(200);
+    // Client A's budget is spent, whatever address it claims to the outer proxy.
+    const refused = await create(outer.port, '127.0.0.2', '127.0.0.9');
+    expect(refused.status).to.equal(429);
+    expect(json(refused).errcode).to.equal('M_LIMIT_EXCEEDED');
+    // Client B, through the same proxy, has a budget of its own.
+    expect((await create(outer.port, '127.0.0.3')).status).to.equal(200);
+    // A client reaching the balancer directly is not a trusted proxy: its header is not believed.
+    expect((await create(lb.port, '127.0.0.2', '127.0.0.7')).status).to.equal(429);
+  });
+
+  it('trusts nobody by default: every client behind the outer proxy shares its budget', async () => {
+    const { outer } = await stack();
+    expect((await create(outer.port, '127.0.0.2')).status).to.equal(200);
+    expect((await create(outer.port, '127.0.0.2')).status).to.equal(200);
+    expect((await create(outer.port, '127.0.0.3')).status).to.equal(429);
+  });
+
+  it('refuses a setting that is not a list of addresses, naming the entry', async () => {
+    const failed = await Balancer.start(
+      replicas.map((r) => r.port),
+      { trustedProxies: '10.0.0.1,proxy.example.org' },
+    ).then(
+      () => undefined,
+      (err: Error) => err,
+    );
+    expect(failed?.message).to.include('not an IP address or CIDR range: proxy.example.org');
   });
 });

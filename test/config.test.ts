@@ -10,7 +10,7 @@ describe('configuration', () => {
     const c = loadConfig({});
     expect(c).to.include({
       port: 8080,
-      host: '0.0.0.0',
+      host: undefined,
       redisUrl: undefined,
       publicBaseUrl: 'http://localhost:8080',
       ttlSeconds: 300,

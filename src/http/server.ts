@@ -59,7 +59,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
   );
 }
 
-export function listen(server: http.Server, port: number, host: string): Promise<AddressInfo> {
+export function listen(server: http.Server, port: number, host: string | undefined): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

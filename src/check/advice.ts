@@ -1,0 +1,42 @@
+/**
+ * How to fix each kind of finding, as the line to put in nginx or in the chart's Ingress values.
+ * One place, so the wording stays consistent and the README can point at it.
+ */
+export const FIX = {
+  routing:
+    'Route the rendezvous paths to the server with the path unchanged. nginx: `location ~ ^/_matrix/client/(unstable/org\\.matrix\\.msc4108|unstable/io\\.element\\.msc4388|v1|unstable/org\\.matrix\\.msc3886)/rendezvous(/|$) { proxy_pass http://rendezvous; }` (no URI after the upstream name); Ingress: a `path: /` rule with `pathType: Prefix` to the Service.',
+  unreachable:
+    'Check the URL (scheme, host, port), that its name resolves and its TLS certificate verifies from here (a private CA: NODE_EXTRA_CA_CERTS=ca.pem), and that a firewall lets this machine in.',
+  rateLimited:
+    'Run the check again once Retry-After has passed. A run creates about 20 sessions; the default RZ_CREATE_RATE allows 30 a minute per client address. Behind a proxy, set RZ_TRUSTED_PROXIES so clients are not all counted as the proxy.',
+  storeUnavailable:
+    'The server answered 503: its Redis is unreachable or refusing writes. Check REDIS_URL (Helm: redis.url) and that Redis answers from the replicas; /ready says why.',
+  proxyError:
+    'A proxy answered instead of the server (no Matrix JSON error): check that the upstream is up and reachable from the proxy, and its connect and read timeouts (nginx `proxy_read_timeout 90s;`).',
+  conditional:
+    'Pass If-Match and If-None-Match through unchanged and do not cache these paths: no `proxy_cache` (or `proxy_cache off;`) on the rendezvous location, no `proxy_set_header If-Match`/`If-None-Match`; on a CDN, bypass its cache for these paths.',
+  validators:
+    'Keep ETag, Expires and Last-Modified on every answer, 304 included: no `proxy_hide_header ETag`, no `etag off;` on a caching layer, and give every answer its Content-Type (some CDNs drop ETags without one).',
+  weakEtag:
+    'Stop compressing rendezvous answers: nginx `gzip off;` in the rendezvous location (the server already sends `Cache-Control: no-transform`); ingress-nginx: `use-gzip: "false"` in the controller ConfigMap, or leave text/plain and application/json out of `gzip-types`.',
+  cacheControl:
+    'Pass Cache-Control through as the server sends it: remove `add_header Cache-Control`, `expires` and `proxy_hide_header Cache-Control` from the rendezvous location; on a CDN, honour the origin cache headers.',
+  cors: 'Let the server answer CORS itself, and nothing else: remove `add_header Access-Control-*` and `proxy_hide_header Access-Control-*` lines from the location; ingress-nginx: `nginx.ingress.kubernetes.io/enable-cors: "false"` (the chart sets it).',
+  preflight:
+    'Pass OPTIONS requests to the server (no `if ($request_method = OPTIONS) { return 204; }` of the proxy\'s own), and keep its Access-Control-* answer intact; ingress-nginx: `nginx.ingress.kubernetes.io/enable-cors: "false"`.',
+  contentType:
+    'Do not rewrite Content-Type: no `charset utf-8;`/`charset_types` covering text/plain, no `default_type` or `proxy_hide_header Content-Type` on the rendezvous location.',
+  longPoll:
+    'Let held requests and answers through at once: nginx `proxy_buffering off;` and `proxy_read_timeout 90s;` (above RZ_LONGPOLL_MAX_WAIT_SECONDS), and no upstream `max_conns` or single shared connection that queues other requests behind a held read; ingress-nginx: `nginx.ingress.kubernetes.io/proxy-buffering: "off"` and `nginx.ingress.kubernetes.io/proxy-read-timeout: "90"` (the chart sets both).',
+  longPollTimeout:
+    'Hold requests longer than the longest long-poll: nginx `proxy_read_timeout 90s;`; ingress-nginx: `nginx.ingress.kubernetes.io/proxy-read-timeout: "90"`; or lower RZ_LONGPOLL_MAX_WAIT_SECONDS below the proxy\'s timeout.',
+  sharedStore:
+    'Point every replica at the same Redis: one REDIS_URL (Helm: redis.url; compose: REDIS_URL) for all of them, never the in-memory store (no Redis setting) with more than one replica, and no load balancer in front of replicas of different installations.',
+  metrics:
+    'Serve metrics on a port of their own, which nothing public routes to: RZ_METRICS_PORT=9464 (Helm: metrics.separatePort: true, the default). Until then block them case-insensitively: nginx `location ~* ^/metrics(/|$) { return 404; }`.',
+  clock:
+    'Keep the clocks in sync with NTP (chrony or systemd-timesyncd) on the servers, and on this machine if it is the one that is off.',
+  publicUrl: 'Set RZ_PUBLIC_BASE_URL (Helm: config.publicBaseUrl) to the URL clients reach the server at.',
+  discovery:
+    'Route GET on the MSC4388 path to the server as well (the location that routes its sessions does), and do not answer it from the proxy.',
+} as const;

@@ -1,0 +1,67 @@
+import { formatJson, formatText } from './format';
+import { runCheck } from './index';
+
+export const CHECK_USAGE = `Usage: rendezvous-server check <base-url> [--json]
+
+Checks a live deployment through everything in front of it (proxies, ingress, load balancer), the
+way clients meet it: every protocol family's create, read, conditional write, 304, long-poll and
+delete; ETags, caching and CORS headers as they arrive; expiry against this machine's clock; that
+the replicas share one store; that /metrics is not public. It creates about 20 short-lived
+sessions and deletes them.
+
+  <base-url>  the URL clients use, e.g. https://matrix.example.org or https://rendezvous.example.org
+  --json      print the findings as JSON instead of text
+
+Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 for a usage error.
+`;
+
+/** Exit codes, as documented in the usage text. */
+export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+
+interface Output {
+  write(text: string): unknown;
+}
+
+type Parsed = { help: true } | { help: false; base: string; json: boolean } | { error: string };
+
+export function parseCheckArgs(args: string[]): Parsed {
+  let json = false;
+  const positional: string[] = [];
+  for (const arg of args) {
+    if (arg === '--help' || arg === '-h') return { help: true };
+    if (arg === '--json') json = true;
+    else if (arg.startsWith('-')) return { error: `unknown option ${arg}` };
+    else positional.push(arg);
+  }
+  if (positional.length === 0) return { error: 'missing <base-url>' };
+  if (positional.length > 1) return { error: `one <base-url> only (got ${positional.length})` };
+  let url: URL;
+  try {
+    url = new URL(positional[0]!);
+  } catch {
+    return { error: `not a URL: ${positional[0]}` };
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    return { error: `the URL must be http:// or https:// (got ${url.protocol})` };
+  }
+  if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+    return { error: 'the URL must have no query, fragment or credentials' };
+  }
+  return { help: false, base: url.href.replace(/\/+$/, ''), json };
+}
+
+/** `rendezvous-server check ...`: resolves with the exit status. */
+export async function checkCommand(args: string[], out: Output, err: Output): Promise<number> {
+  const parsed = parseCheckArgs(args);
+  if ('error' in parsed) {
+    err.write(`rendezvous-server check: ${parsed.error}\n\n${CHECK_USAGE}`);
+    return EXIT.usage;
+  }
+  if (parsed.help) {
+    out.write(CHECK_USAGE);
+    return EXIT.ok;
+  }
+  const result = await runCheck(parsed.base);
+  out.write(parsed.json ? formatJson(result) : formatText(result));
+  return result.report.failed ? EXIT.failed : EXIT.ok;
+}

@@ -1,0 +1,65 @@
+import type { Answer, HttpClient } from './http';
+import type { Report } from './report';
+
+export type FamilyId = 'msc3886' | 'msc4108' | 'msc4388';
+
+/** An answer about a session, kept so the cross-cutting checks can look at every one of them. */
+export interface Seen {
+  family: FamilyId;
+  /** What was asked, e.g. "MSC4108 GET (304)"; named in findings. */
+  label: string;
+  answer: Answer;
+  /** Whether this answer must carry ETag, Expires and Last-Modified (the ETag family's rule). */
+  validators: boolean;
+}
+
+/** What every part of the check shares. */
+export interface CheckContext {
+  /** The base URL checked, without a trailing slash. */
+  base: string;
+  http: HttpClient;
+  report: Report;
+  seen: Seen[];
+  cleanup: Cleanup;
+  /** Round trip of the first request: long-poll probes leave this much (twice) for a read to arrive. */
+  rttMs: number;
+  /** A weak ETag was echoed in a conditional request: whether the server took it (per family). */
+  weakEtagAccepted: Map<FamilyId, boolean>;
+}
+
+/**
+ * Sessions the check created and has not yet seen deleted. Whatever a failed step left behind is
+ * deleted at the end; behind replicas on different stores a DELETE may land on the wrong one, so
+ * it is tried a few times.
+ */
+export class Cleanup {
+  private readonly open = new Map<string, number[]>();
+
+  track(url: string, deleted: number[]): void {
+    this.open.set(url, deleted);
+  }
+
+  done(url: string): void {
+    this.open.delete(url);
+  }
+
+  get pending(): number {
+    return this.open.size;
+  }
+
+  async run(http: HttpClient): Promise<number> {
+    let left = 0;
+    for (const [url, deleted] of this.open) {
+      let gone = false;
+      for (let attempt = 0; attempt < 4 && !gone; attempt++) {
+        try {
+          const a = await http.request({ method: 'DELETE', url, fresh: true });
+          gone = deleted.includes(a.status);
+        } catch {}
+      }
+      if (!gone) left++;
+    }
+    this.open.clear();
+    return left;
+  }
+}

@@ -1,0 +1,133 @@
+import http from 'node:http';
+import https from 'node:https';
+import zlib from 'node:zlib';
+
+/** One answer as the check saw it on the wire, with when it was asked and answered. */
+export interface Answer {
+  status: number;
+  /** Every header by lower-case name, each value as sent (repeated headers stay separate). */
+  headers: Map<string, string[]>;
+  /** The body after undoing any Content-Encoding a proxy added. */
+  body: Buffer;
+  /** Content-Encoding the answer arrived with, when a proxy compressed it. */
+  encoding: string | undefined;
+  sentAt: number;
+  answeredAt: number;
+}
+
+export interface Ask {
+  method?: string;
+  url: string;
+  headers?: Record<string, string>;
+  body?: string;
+  /** A new TCP connection just for this request, closed after it (what another device would do). */
+  fresh?: boolean;
+  timeoutMs?: number;
+}
+
+/** Browsers and the native clients all accept compression, so proxies that compress show it. */
+const ACCEPT_ENCODING = 'gzip, deflate, br';
+export const ORIGIN = 'https://rendezvous-check.invalid';
+
+/**
+ * Real HTTP over Node's own client, so every proxy in front sees ordinary requests. Keep-alive
+ * connections are reused like a client's; `fresh` requests get a connection of their own.
+ */
+export class HttpClient {
+  private readonly agents = {
+    http: new http.Agent({ keepAlive: true }),
+    https: new https.Agent({ keepAlive: true }),
+  };
+
+  constructor(private readonly defaultTimeoutMs = 10_000) {}
+
+  request(ask: Ask): Promise<Answer> {
+    const url = new URL(ask.url);
+    const secure = url.protocol === 'https:';
+    const lib = secure ? https : http;
+    const agent = ask.fresh ? false : secure ? this.agents.https : this.agents.http;
+    const headers: Record<string, string> = { 'Accept-Encoding': ACCEPT_ENCODING, Origin: ORIGIN, ...ask.headers };
+    if (ask.body !== undefined) headers['Content-Length'] = String(Buffer.byteLength(ask.body));
+    const timeoutMs = ask.timeoutMs ?? this.defaultTimeoutMs;
+    return new Promise((resolve, reject) => {
+      const sentAt = Date.now();
+      const req = lib.request(url, { method: ask.method ?? 'GET', headers, agent }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const answeredAt = Date.now();
+          const encoding = res.headers['content-encoding']?.toLowerCase();
+          let body: Buffer;
+          try {
+            body = decode(Buffer.concat(chunks), encoding);
+          } catch (err) {
+            reject(new Error(`answer body declared ${encoding} but did not decode: ${(err as Error).message}`));
+            return;
+          }
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: headerMap(res.rawHeaders),
+            body,
+            encoding,
+            sentAt,
+            answeredAt,
+          });
+        });
+      });
+      req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)));
+      req.on('error', reject);
+      req.end(ask.body);
+    });
+  }
+
+  close(): void {
+    this.agents.http.destroy();
+    this.agents.https.destroy();
+  }
+}
+
+function headerMap(raw: string[]): Map<string, string[]> {
+  const map = new Map<string, string[]>();
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    const list = map.get(name) ?? [];
+    list.push(raw[i + 1]!);
+    map.set(name, list);
+  }
+  return map;
+}
+
+function decode(body: Buffer, encoding: string | undefined): Buffer {
+  if (body.length === 0 || encoding === undefined || encoding === 'identity') return body;
+  if (encoding === 'gzip' || encoding === 'x-gzip') return zlib.gunzipSync(body);
+  if (encoding === 'deflate') return zlib.inflateSync(body);
+  if (encoding === 'br') return zlib.brotliDecompressSync(body);
+  throw new Error(`unknown encoding ${encoding}`);
+}
+
+/** The header's value; repeated headers joined as HTTP allows for list-valued fields. */
+export function header(a: Answer, name: string): string | undefined {
+  return a.headers.get(name.toLowerCase())?.join(', ');
+}
+
+/** The body as JSON, or undefined when it is not a JSON object. */
+export function jsonOf(a: Answer): Record<string, unknown> | undefined {
+  try {
+    const parsed: unknown = JSON.parse(a.body.toString('utf8'));
+    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)
+      ? (parsed as Record<string, unknown>)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A short, printable account of an unexpected answer for a finding's detail. */
+export function summarise(a: Answer): string {
+  const json = jsonOf(a);
+  if (json !== undefined && typeof json.errcode === 'string') return `${a.status} ${json.errcode}`;
+  const type = header(a, 'content-type') ?? 'no Content-Type';
+  const text = a.body.toString('utf8').replace(/\s+/g, ' ').trim().slice(0, 80);
+  return `${a.status} (${type})${text ? `: ${text}` : ''}`;
+}

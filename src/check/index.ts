@@ -1,0 +1,113 @@
+import { FIX } from './advice';
+import { Cleanup, type CheckContext } from './context';
+import { checkEtagFamily, type EtagFamily } from './etag-family';
+import { reason } from './explain';
+import { checkExpiry } from './expiry';
+import { checkHeaders } from './headers';
+import { HttpClient, summarise } from './http';
+import { checkMsc4388 } from './msc4388';
+import { PATHS } from './paths';
+import { checkPreflight } from './preflight';
+import { checkPublicMetrics } from './public-metrics';
+import { checkPublicUrl } from './public-url';
+import { Report } from './report';
+import { checkSharedStore } from './shared-store';
+
+export { Report, type Finding, type Status } from './report';
+
+const MSC4108: EtagFamily = {
+  family: 'msc4108',
+  name: 'MSC4108',
+  createPath: PATHS.msc4108,
+  sessionPrefix: PATHS.msc4108,
+};
+/** At the root first (standalone servers), then under the prefix a homeserver routes. */
+const MSC3886: EtagFamily[] = [
+  { family: 'msc3886', name: 'MSC3886 (at /)', createPath: PATHS.msc3886Root, sessionPrefix: '' },
+  {
+    family: 'msc3886',
+    name: 'MSC3886',
+    createPath: PATHS.msc3886Prefixed,
+    sessionPrefix: PATHS.msc3886Prefixed,
+  },
+];
+
+export interface CheckResult {
+  url: string;
+  report: Report;
+  durationMs: number;
+}
+
+/**
+ * Checks a live deployment at `base` (no trailing slash) through everything in front of it, the
+ * way clients meet it. Creates only short-lived sessions, and deletes every one of them.
+ */
+export async function runCheck(base: string): Promise<CheckResult> {
+  const started = Date.now();
+  const report = new Report();
+  const http = new HttpClient();
+  const ctx: CheckContext = {
+    base,
+    http,
+    report,
+    seen: [],
+    cleanup: new Cleanup(),
+    rttMs: 0,
+    weakEtagAccepted: new Map(),
+  };
+  try {
+    await checkAll(ctx);
+  } finally {
+    const left = await ctx.cleanup.run(http);
+    if (left > 0) {
+      report.warn(
+        'cleanup',
+        'Sessions the check created are deleted',
+        `${left} could not be deleted; they expire by themselves (RZ_TTL_SECONDS)`,
+        FIX.sharedStore,
+      );
+    }
+    http.close();
+  }
+  return { url: base, report, durationMs: Date.now() - started };
+}
+
+async function checkAll(ctx: CheckContext): Promise<void> {
+  const title = 'The URL answers HTTP';
+  try {
+    const first = await ctx.http.request({ url: `${ctx.base}/` });
+    ctx.rttMs = first.answeredAt - first.sentAt;
+    ctx.report.pass('reach', title, `GET / answered ${summarise(first)} in ${ctx.rttMs} ms`);
+  } catch (err) {
+    ctx.report.fail('reach', title, `no answer: ${reason(err)}`, FIX.unreachable);
+    return;
+  }
+
+  const msc4108 = await checkEtagFamily(ctx, [MSC4108]);
+  if (msc4108) {
+    checkPublicUrl(ctx, msc4108.fam, msc4108.session);
+    checkExpiry(ctx, msc4108.session.created);
+  }
+  const msc3886 = await checkEtagFamily(ctx, MSC3886);
+  if (msc3886) {
+    checkPublicUrl(ctx, msc3886.fam, msc3886.session);
+    if (!msc4108) checkExpiry(ctx, msc3886.session.created);
+  }
+  await checkMsc4388(ctx);
+
+  const preflightPaths: { name: string; path: string }[] = [
+    { name: 'MSC4108', path: PATHS.msc4108 },
+    { name: 'MSC4388', path: PATHS.msc4388 },
+  ];
+  if (msc3886) preflightPaths.push({ name: msc3886.fam.name, path: msc3886.fam.sessionPrefix });
+  await checkPreflight(ctx, preflightPaths);
+
+  const shared = msc4108 ?? msc3886;
+  if (shared) {
+    await checkSharedStore(ctx, shared.fam);
+  } else {
+    ctx.report.skip('store.shared', 'Replicas share one session store', 'no family could create sessions here');
+  }
+  await checkPublicMetrics(ctx);
+  checkHeaders(ctx);
+}

@@ -1,0 +1,182 @@
+import { FIX } from './advice';
+import type { CheckContext } from './context';
+import { summarise, jsonOf, type Answer } from './http';
+import { HOLD_SECONDS, checkWake } from './long-poll';
+import { MSC4388_CONFLICT, PATHS } from './paths';
+import { ask, attempt, unexpected } from './steps';
+
+const JSON_TYPE = { 'Content-Type': 'application/json' };
+const OPAQUE_ID = /^[A-Za-z0-9._~-]{1,255}$/;
+/** The protocol clamps lifetimes to 120-300 s; a little slack for the time the answer took. */
+const MIN_EXPIRES_MS = 110_000;
+const MAX_EXPIRES_MS = 300_000;
+
+type Discovery = 'open' | 'closed' | 'off' | 'unknown';
+
+async function discover(ctx: CheckContext, path: string, stepId: string, title: string): Promise<Discovery> {
+  const a = await attempt(ctx, stepId, title, () =>
+    ask(ctx, 'msc4388', 'MSC4388 discovery', { url: ctx.base + path }, false),
+  );
+  if (a === undefined) return 'unknown';
+  const json = jsonOf(a);
+  if (a.status === 200 && typeof json?.create_available === 'boolean') {
+    ctx.report.pass(stepId, title, `200 {"create_available": ${json.create_available}}`);
+    return json.create_available ? 'open' : 'closed';
+  }
+  if (a.status === 404 && json?.errcode === 'M_UNRECOGNIZED') return 'off';
+  if (a.status === 404 && json === undefined) {
+    ctx.report.warn(
+      stepId,
+      title,
+      `${summarise(a)}: this path does not reach the rendezvous server, so clients that speak MSC4388 fall back to MSC4108 here`,
+      FIX.routing,
+    );
+    return 'unknown';
+  }
+  unexpected(ctx, stepId, title, a, '200 {"create_available": true|false}');
+  return 'unknown';
+}
+
+/** MSC4388: discovery on both paths, then a whole session on the unstable path clients call today. */
+export async function checkMsc4388(ctx: CheckContext): Promise<void> {
+  const unstable = await discover(ctx, PATHS.msc4388, 'msc4388.discovery', 'MSC4388 discovery (unstable path)');
+  if (unstable === 'off') {
+    ctx.report.skip(
+      'msc4388',
+      'MSC4388',
+      'turned off on this server (discovery answers 404 M_UNRECOGNIZED, RZ_MSC4388_ENABLED=false): its checks are skipped, and clients use MSC4108',
+    );
+    return;
+  }
+  await discover(ctx, PATHS.msc4388Stable, 'msc4388.discovery-v1', 'MSC4388 discovery (/v1 path)');
+  if (unstable === 'closed') {
+    ctx.report.skip(
+      'msc4388.create',
+      'MSC4388 session',
+      'creates need an access token here (RZ_CREATE_POLICY=authenticated), which the check does not have: the session checks are skipped',
+    );
+    return;
+  }
+  if (unstable !== 'open') return;
+  await session(ctx);
+}
+
+async function session(ctx: CheckContext): Promise<void> {
+  const base = ctx.base + PATHS.msc4388;
+  const send = (label: string, url: string, method: string, body?: unknown, fresh = false): Promise<Answer> =>
+    ask(
+      ctx,
+      'msc4388',
+      `MSC4388 ${label}`,
+      body === undefined
+        ? { method, url, fresh }
+        : { method, url, headers: JSON_TYPE, body: JSON.stringify(body), fresh },
+      false,
+    );
+
+  const title = 'MSC4388 create';
+  const created = await attempt(ctx, 'msc4388.create', title, () => send('create', base, 'POST', { data: 'check-1' }));
+  if (created === undefined) return;
+  const c = jsonOf(created);
+  if (
+    created.status !== 200 ||
+    typeof c?.id !== 'string' ||
+    !OPAQUE_ID.test(c.id) ||
+    typeof c.sequence_token !== 'string' ||
+    typeof c.expires_in_ms !== 'number'
+  ) {
+    unexpected(ctx, 'msc4388.create', title, created, '200 {"id", "sequence_token", "expires_in_ms"}');
+    return;
+  }
+  const url = `${base}/${c.id}`;
+  ctx.cleanup.track(url, [200]);
+  if (c.expires_in_ms < MIN_EXPIRES_MS || c.expires_in_ms > MAX_EXPIRES_MS) {
+    ctx.report.warn(
+      'msc4388.create',
+      title,
+      `expires_in_ms is ${c.expires_in_ms}; the protocol keeps lifetimes within 120-300 s`,
+      FIX.routing,
+    );
+  } else {
+    ctx.report.pass('msc4388.create', title, `200, expires in ${Math.round(c.expires_in_ms / 1000)} s`);
+  }
+
+  const read = await attempt(ctx, 'msc4388.read', 'MSC4388 read', () => send('GET', url, 'GET'));
+  if (read === undefined) return;
+  const r = jsonOf(read);
+  if (read.status !== 200 || r?.data !== 'check-1' || r.sequence_token !== c.sequence_token) {
+    unexpected(ctx, 'msc4388.read', 'MSC4388 read', read, '200 with the data and token just written');
+    return;
+  }
+  ctx.report.pass('msc4388.read', 'MSC4388 read', '200 with the data and token just written');
+
+  const token = await sequencedWrite(ctx, url, c.sequence_token, send);
+  if (token !== undefined) {
+    await checkWake(ctx, 'msc4388.long-poll', 'MSC4388', {
+      hold: () =>
+        ask(
+          ctx,
+          'msc4388',
+          'MSC4388 held GET',
+          {
+            url: `${url}?sequence_token=${encodeURIComponent(token)}&timeout_ms=${HOLD_SECONDS * 1000}`,
+            timeoutMs: (HOLD_SECONDS + 10) * 1000,
+          },
+          false,
+        ),
+      write: () => send('PUT', url, 'PUT', { sequence_token: token, data: 'check-3' }, true),
+      woke: (a) => a.status === 200 && jsonOf(a)?.data === 'check-3',
+    });
+  }
+
+  const deleteTitle = 'MSC4388 delete: the session is gone at once';
+  const del = await attempt(ctx, 'msc4388.delete', deleteTitle, () => send('DELETE', url, 'DELETE'));
+  if (del === undefined) return;
+  if (del.status !== 200) {
+    unexpected(ctx, 'msc4388.delete', deleteTitle, del, '200 {}');
+    return;
+  }
+  ctx.cleanup.done(url);
+  const gone = await attempt(ctx, 'msc4388.delete', deleteTitle, () => send('GET after DELETE', url, 'GET'));
+  if (gone === undefined) return;
+  if (gone.status !== 404 || jsonOf(gone)?.errcode !== 'M_NOT_FOUND') {
+    ctx.report.fail(
+      'msc4388.delete',
+      deleteTitle,
+      `a read after the delete answered ${summarise(gone)}; clients only report "expired" on 404 M_NOT_FOUND`,
+      gone.status === 200 ? FIX.sharedStore : FIX.routing,
+    );
+    return;
+  }
+  ctx.report.pass('msc4388.delete', deleteTitle, '200 {}, then 404 M_NOT_FOUND');
+}
+
+/** The current token writes and gets a new one; the old token is refused with 409. */
+async function sequencedWrite(
+  ctx: CheckContext,
+  url: string,
+  token: string,
+  send: (label: string, url: string, method: string, body?: unknown) => Promise<Answer>,
+): Promise<string | undefined> {
+  const stepId = 'msc4388.conditional-write';
+  const title = 'MSC4388 write: the current sequence_token writes, a stale one is refused';
+  const put = await attempt(ctx, stepId, title, () =>
+    send('PUT', url, 'PUT', { sequence_token: token, data: 'check-2' }),
+  );
+  if (put === undefined) return undefined;
+  const next = jsonOf(put)?.sequence_token;
+  if (put.status !== 200 || typeof next !== 'string' || next === token) {
+    unexpected(ctx, stepId, title, put, '200 with a new sequence_token');
+    return undefined;
+  }
+  const stale = await attempt(ctx, stepId, title, () =>
+    send('stale PUT', url, 'PUT', { sequence_token: token, data: 'check-stale' }),
+  );
+  if (stale === undefined) return undefined;
+  if (stale.status !== 409 || jsonOf(stale)?.errcode !== MSC4388_CONFLICT) {
+    unexpected(ctx, stepId, title, stale, `409 ${MSC4388_CONFLICT}`);
+    return undefined;
+  }
+  ctx.report.pass(stepId, title, `200 with a new token, then 409 ${MSC4388_CONFLICT}`);
+  return next;
+}

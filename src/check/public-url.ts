@@ -1,0 +1,33 @@
+import { FIX } from './advice';
+import type { CheckContext } from './context';
+import type { EtagFamily, EtagSession } from './etag-family';
+
+/**
+ * The absolute session URL the server hands out (MSC3886 Location, MSC4108 `url`) is built from
+ * RZ_PUBLIC_BASE_URL, never from Host: say where it points, and whether that is the URL checked.
+ */
+export function checkPublicUrl(ctx: CheckContext, fam: EtagFamily, s: EtagSession): void {
+  const title = `${fam.name} session URLs point at the URL clients use`;
+  const id = `${fam.family}.public-url`;
+  if (s.publicUrl === undefined) {
+    ctx.report.fail(
+      id,
+      title,
+      `the create answer has no ${fam.family === 'msc3886' ? 'Location' : 'url'}: clients cannot find the session`,
+      FIX.validators,
+    );
+    return;
+  }
+  const suffix = s.url.slice(ctx.base.length);
+  const handedOut = s.publicUrl.endsWith(suffix) ? s.publicUrl.slice(0, -suffix.length) : undefined;
+  if (handedOut === ctx.base) {
+    ctx.report.pass(id, title, `built from ${handedOut}`);
+    return;
+  }
+  ctx.report.warn(
+    id,
+    title,
+    `the server hands out ${s.publicUrl}, not a URL under ${ctx.base}: fine when that is how clients reach it (checking from inside a cluster, say); otherwise the other device is sent elsewhere`,
+    FIX.publicUrl,
+  );
+}

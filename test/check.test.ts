@@ -1,0 +1,217 @@
+import type { Redis } from 'ioredis';
+import { expect } from 'chai';
+import { Balancer } from './helpers/balancer';
+import { finding, idsWith, runCheck, type CheckRun } from './helpers/check';
+import { freePort } from './helpers/ports';
+import { TestProxy } from './helpers/proxy';
+import { RedisServer } from './helpers/redis';
+import { Replica } from './helpers/replica';
+
+/** Replicas the way the compose stack runs them: metrics on a port of their own, the balancer trusted. */
+const replicaEnv = (redis: RedisServer, extra: Record<string, string> = {}) => ({
+  REDIS_URL: redis.url,
+  RZ_METRICS_PORT: '0',
+  RZ_TRUSTED_PROXIES: '127.0.0.1',
+  ...extra,
+});
+
+/** On failure, the whole report: what the check saw is the useful part of a failed assertion. */
+const shown = (run: CheckRun) => run.stdout + run.stderr;
+
+/** Session keys in a Redis (the caps' own keys, tagged `{:caps}`, stay: they count, they hold nothing). */
+async function sessionKeys(client: Redis): Promise<string[]> {
+  return (await client.keys('rz:{*}')).filter((key) => !key.startsWith('rz:{:'));
+}
+
+describe('rendezvous-server check: usage', () => {
+  it('answers --help with its usage and exit status 0', async () => {
+    const run = await runCheck(['--help']);
+    expect(run.code).to.equal(0);
+    expect(run.stdout).to.include('Usage: rendezvous-server check <base-url> [--json]');
+  });
+
+  for (const [args, message] of [
+    [[], 'missing <base-url>'],
+    [['ftp://example.org'], 'must be http:// or https://'],
+    [['not a url'], 'not a URL'],
+    [['http://a.example', 'http://b.example'], 'one <base-url> only'],
+    [['http://a.example', '--verbose'], 'unknown option --verbose'],
+    [['http://a.example/?x=1'], 'no query'],
+  ] as const) {
+    it(`refuses ${JSON.stringify(args)} with exit status 2 and says why`, async () => {
+      const run = await runCheck([...args]);
+      expect(run.code).to.equal(2);
+      expect(run.stderr).to.include(message);
+      expect(run.stdout).to.equal('');
+    });
+  }
+
+  it('fails (exit 1) with a finding, not a crash, when nothing answers at the URL', async () => {
+    const run = await runCheck([`http://127.0.0.1:${await freePort()}`, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    expect(finding(run, 'reach')?.status).to.equal('fail');
+    expect(finding(run, 'reach')?.detail).to.include('ECONNREFUSED');
+  });
+});
+
+describe('rendezvous-server check against a healthy balanced pair (the repository nginx, two replicas, one Redis)', () => {
+  let redis: RedisServer;
+  let replicas: Replica[] = [];
+  let lb: Balancer;
+  before(async () => {
+    redis = await RedisServer.start();
+    replicas = await Promise.all([1, 2].map(() => Replica.start(replicaEnv(redis))));
+    lb = await Balancer.start(replicas.map((r) => r.port));
+  });
+  after(async () => {
+    await lb?.stop();
+    await Promise.all(replicas.map((r) => r.stop()));
+    await redis?.destroy();
+  });
+
+  it('passes every check (exit 0) and leaves no session behind', async () => {
+    const run = await runCheck([lb.url, '--json']);
+    expect(run.code, shown(run)).to.equal(0);
+    expect(run.json!.ok).to.equal(true);
+    expect(idsWith(run, 'fail'), shown(run)).to.deep.equal([]);
+    for (const id of [
+      'msc3886.long-poll',
+      'msc4108.long-poll',
+      'msc4388.long-poll',
+      'store.shared',
+      'metrics.public',
+      'cors.preflight',
+      'cors.headers',
+      'etag',
+      'cache-control',
+      'expiry',
+      'msc4108.content-type',
+      'msc4388.discovery',
+    ]) {
+      expect(finding(run, id)?.status, id).to.equal('pass');
+    }
+    const client = redis.client();
+    try {
+      expect(await sessionKeys(client), 'session keys left in Redis').to.deep.equal([]);
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it('prints a text report by default, one line per finding', async () => {
+    const run = await runCheck([lb.url]);
+    expect(run.code, shown(run)).to.equal(0);
+    expect(run.stdout).to.match(/^PASS {2}store\.shared +Replicas share one session store/m);
+    expect(run.stdout).to.match(/\d+ passed, \d+ warnings, 0 failed, \d+ skipped in [\d.]+ s\n$/);
+  });
+});
+
+describe('rendezvous-server check against replicas on two different Redis servers behind one balancer', () => {
+  let redises: RedisServer[] = [];
+  let replicas: Replica[] = [];
+  let lb: Balancer;
+  before(async () => {
+    redises = await Promise.all([RedisServer.start(), RedisServer.start()]);
+    replicas = await Promise.all(redises.map((r) => Replica.start(replicaEnv(r))));
+    lb = await Balancer.start(replicas.map((r) => r.port));
+  });
+  after(async () => {
+    await lb?.stop();
+    await Promise.all(replicas.map((r) => r.stop()));
+    await Promise.all(redises.map((r) => r.destroy()));
+  });
+
+  it('fails (exit 1), naming the shared store, and still deletes what it created', async () => {
+    const run = await runCheck([lb.url, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    const shared = finding(run, 'store.shared');
+    expect(shared?.status, shown(run)).to.equal('fail');
+    expect(shared!.detail).to.include('do not share one session store');
+    expect(shared!.fix).to.include('REDIS_URL');
+    for (const redis of redises) {
+      const client = redis.client();
+      try {
+        expect(await sessionKeys(client), 'session keys left in Redis').to.deep.equal([]);
+      } finally {
+        client.disconnect();
+      }
+    }
+  });
+});
+
+describe('rendezvous-server check through misbehaving proxies (one healthy replica behind each)', () => {
+  let redis: RedisServer;
+  let replica: Replica;
+  let proxy: TestProxy | undefined;
+  before(async () => {
+    redis = await RedisServer.start();
+    replica = await Replica.start(replicaEnv(redis));
+  });
+  afterEach(async () => {
+    await proxy?.stop();
+    proxy = undefined;
+  });
+  after(async () => {
+    await replica?.stop();
+    await redis?.destroy();
+  });
+
+  it('fails naming CORS when a proxy strips Access-Control-Expose-Headers', async () => {
+    proxy = await TestProxy.start(replica.port, {
+      headers: (h) => delete h['access-control-expose-headers'],
+    });
+    const run = await runCheck([proxy.url, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    expect(idsWith(run, 'fail'), shown(run)).to.deep.equal(['cors.headers']);
+    expect(finding(run, 'cors.headers')!.detail).to.include('Access-Control-Expose-Headers');
+    expect(finding(run, 'cors.headers')!.fix).to.include('enable-cors');
+  });
+
+  it('passes with a warning about ETags when a proxy gzips answers and weakens their ETags', async () => {
+    proxy = await TestProxy.start(replica.port, { gzip: true });
+    const run = await runCheck([proxy.url, '--json']);
+    expect(run.code, shown(run)).to.equal(0);
+    expect(idsWith(run, 'fail'), shown(run)).to.deep.equal([]);
+    const etag = finding(run, 'etag');
+    expect(etag?.status, shown(run)).to.equal('warn');
+    expect(etag!.detail).to.include('gzip-compressed');
+    expect(etag!.fix).to.include('gzip off;');
+  });
+
+  it('reports the long-poll when a proxy holds each answer and forwards one request at a time', async function () {
+    // Every held read waits out its hold (5 s) before the write behind it goes up: three families.
+    this.timeout(90_000);
+    proxy = await TestProxy.start(replica.port, { serialise: true });
+    const run = await runCheck([proxy.url, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    for (const id of ['msc3886.long-poll', 'msc4108.long-poll', 'msc4388.long-poll']) {
+      const f = finding(run, id);
+      expect(f?.status, `${id}: ${shown(run)}`).to.equal('fail');
+      expect(f!.detail).to.include('holds requests back while a long-poll is open');
+      expect(f!.fix).to.include('proxy_buffering off;');
+    }
+    expect(finding(run, 'store.shared')?.status).to.equal('pass');
+  });
+});
+
+describe('rendezvous-server check against a server with MSC4388 turned off', () => {
+  let redis: RedisServer;
+  let replica: Replica;
+  before(async () => {
+    redis = await RedisServer.start();
+    replica = await Replica.start(replicaEnv(redis, { RZ_MSC4388_ENABLED: 'false' }));
+  });
+  after(async () => {
+    await replica?.stop();
+    await redis?.destroy();
+  });
+
+  it('skips that family with a note and passes the rest', async () => {
+    const run = await runCheck([replica.url, '--json']);
+    expect(run.code, shown(run)).to.equal(0);
+    expect(finding(run, 'msc4388')?.status).to.equal('skip');
+    expect(finding(run, 'msc4388')!.detail).to.include('RZ_MSC4388_ENABLED=false');
+    expect(run.json!.findings.filter((f) => f.id.startsWith('msc4388.'))).to.deep.equal([]);
+    expect(finding(run, 'msc4108.long-poll')?.status).to.equal('pass');
+  });
+});

@@ -1,0 +1,105 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import zlib from 'node:zlib';
+
+/**
+ * What a misbehaving (or an outer) proxy does to the traffic it passes on. Each option is one
+ * thing real proxies are known to do; without options the proxy passes everything through as is.
+ */
+export interface ProxyBehaviour {
+  /** Edits the upstream answer's headers on the way out (e.g. strips a CORS header). */
+  headers?: (headers: http.IncomingHttpHeaders) => void;
+  /** Compresses bodies for clients that accept gzip and weakens ETags, as CDNs and gzip-on nginx do. */
+  gzip?: boolean;
+  /**
+   * Store-and-forward over one upstream connection: each answer is held until complete, and the
+   * next request only goes up once the previous answer came back.
+   */
+  serialise?: boolean;
+  /** Appends the client's address to X-Forwarded-For, as an outer TLS proxy does. */
+  forwardedFor?: boolean;
+  /** Source address of the connections to the upstream (any 127.x.y.z on Linux loopback). */
+  localAddress?: string;
+}
+
+/** A small HTTP proxy on a loopback port in front of one upstream port. */
+export class TestProxy {
+  private constructor(
+    private readonly server: http.Server,
+    private readonly agent: http.Agent,
+  ) {}
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  static async start(upstreamPort: number, behaviour: ProxyBehaviour = {}): Promise<TestProxy> {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: behaviour.serialise ? 1 : Infinity });
+    const server = http.createServer((req, res) => {
+      const headers = { ...req.headers };
+      if (behaviour.forwardedFor) {
+        const prior = headers['x-forwarded-for'];
+        headers['x-forwarded-for'] = `${prior ? `${String(prior)}, ` : ''}${req.socket.remoteAddress}`;
+      }
+      const up = http.request(
+        {
+          host: '127.0.0.1',
+          port: upstreamPort,
+          method: req.method,
+          path: req.url,
+          headers,
+          agent,
+          localAddress: behaviour.localAddress,
+        },
+        (upRes) => forward(req, res, upRes, behaviour),
+      );
+      up.on('error', () => {
+        if (!res.headersSent) res.writeHead(502, { 'Content-Type': 'text/html' });
+        res.end('<html>502 Bad Gateway</html>');
+      });
+      req.pipe(up);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return new TestProxy(server, agent);
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise((resolve) => this.server.close(resolve));
+    this.agent.destroy();
+  }
+}
+
+function forward(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  upRes: http.IncomingMessage,
+  behaviour: ProxyBehaviour,
+): void {
+  const headers = { ...upRes.headers };
+  behaviour.headers?.(headers);
+  const status = upRes.statusCode ?? 502;
+  const gzip = behaviour.gzip && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
+  if (gzip && typeof headers.etag === 'string' && !headers.etag.startsWith('W/')) headers.etag = `W/${headers.etag}`;
+  if (!gzip && !behaviour.serialise) {
+    res.writeHead(status, headers);
+    upRes.pipe(res);
+    return;
+  }
+  const chunks: Buffer[] = [];
+  upRes.on('data', (c: Buffer) => chunks.push(c));
+  upRes.on('end', () => {
+    let body = Buffer.concat(chunks);
+    if (gzip && body.length > 0) {
+      body = zlib.gzipSync(body);
+      headers['content-encoding'] = 'gzip';
+      headers['content-length'] = String(body.length);
+    }
+    res.writeHead(status, headers);
+    res.end(body);
+  });
+}
