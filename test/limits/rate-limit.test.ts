@@ -4,6 +4,7 @@ import type { RunningServer } from '../../src/main';
 import { RedisServer } from '../helpers/redis';
 import { inParallel, json, send, type Answer } from '../helpers/send';
 import { startServer } from '../helpers/server';
+import { SETTLE_INTERVAL_MS } from '../../src/limits';
 
 const MSC3886 = '/_matrix/client/unstable/org.matrix.msc3886/rendezvous';
 
@@ -154,5 +155,54 @@ describe('limits set to 0', function () {
     } finally {
       await server.stop();
     }
+  });
+});
+
+describe('rate limits under a flood from many addresses', function () {
+  this.timeout(60_000);
+  let redis: RedisServer;
+  let replicas: RunningServer[];
+
+  before(async () => {
+    redis = await RedisServer.start();
+    const env = { REDIS_URL: redis.url, RZ_REQUEST_RATE: '1000', RZ_TRUSTED_PROXIES: '127.0.0.1/32' };
+    replicas = await Promise.all([startServer(env), startServer(env)]);
+  });
+  after(async () => {
+    await Promise.all(replicas.map((r) => r.stop()));
+    await redis?.destroy();
+  });
+
+  /** Calls of every script (the rate counts are added by one) since Redis started. */
+  async function scriptCalls(): Promise<number> {
+    const client = redis.client();
+    try {
+      const stats = await client.info('commandstats');
+      return [...stats.matchAll(/^cmdstat_eval(?:sha)?:calls=(\d+)/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+    } finally {
+      client.disconnect();
+    }
+  }
+
+  it('costs Redis one call per replica per settling interval, not one per request or per address', async () => {
+    const agents = replicas.map(() => new http.Agent({ keepAlive: true, maxSockets: 32 }));
+    const before = await scriptCalls();
+    const started = Date.now();
+    // 1,000 addresses (behind a trusted proxy), 4 requests each, spread over both replicas.
+    const answers = await inParallel(4000, 64, (i) =>
+      send(replicas[i % 2]!.port, {
+        path: `${MSC3886}/nothing-${i}`,
+        agent: agents[i % 2],
+        headers: { 'X-Forwarded-For': `198.18.${(i % 1000) >> 8}.${i % 256}` },
+      }),
+    );
+    const calls = (await scriptCalls()) - before;
+    const elapsedMs = Date.now() - started;
+    for (const agent of agents) agent.destroy();
+    expect(answers.every((a) => a.status === 404)).to.equal(true);
+    // Each replica settles at most once per interval while it has counts, plus its last settlement.
+    const bound = replicas.length * (Math.ceil(elapsedMs / SETTLE_INTERVAL_MS) + 1);
+    expect(calls, `${calls} calls in ${elapsedMs} ms`).to.be.at.most(bound);
+    expect(calls).to.be.greaterThan(0);
   });
 });
