@@ -18,6 +18,7 @@ import { accessLog } from './access-log';
 import { healthRoutes, type Lifecycle } from './health';
 import { unrecognized } from './unrecognized';
 import { requestId } from './request-id';
+import { hostCheck } from './host';
 import { httpMetrics, metricsRoutes } from './metrics';
 import { urlLimit } from './url-limit';
 import { createLimits } from '../limits';
@@ -58,6 +59,8 @@ export function createApp(deps: AppDeps): Koa {
   app.use(httpMetrics(metrics));
   app.use(requestId);
   app.use(commonHeaders);
+  // Ahead of CORS, so a preflight with a bad Host is refused too.
+  app.use(hostCheck(EXPOSED));
   app.use(
     corsFastPath(
       cors({

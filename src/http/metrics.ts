@@ -16,9 +16,22 @@ const METHODS = new Set(['GET', 'PUT', 'POST', 'DELETE', 'OPTIONS', 'HEAD']);
 /** MSC3886 at the root: `/` and `/<id>`. */
 const ROOT = /^\/[^/]*$/;
 
+/**
+ * Koa's `ctx.path` throws for some request targets (an absolute URL with a malformed authority);
+ * such a request is refused with 400, and counting it must not turn that answer into a 500.
+ */
+function pathOf(ctx: Context): string | undefined {
+  try {
+    return ctx.path;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The API family a request belongs to, from its path (never a raw path: label cardinality). */
 export function familyOf(ctx: Context): string {
-  const path = ctx.path;
+  const path = pathOf(ctx);
+  if (path === undefined) return 'unmatched';
   const own = OWN[path];
   if (own !== undefined) return own;
   for (const [prefix, family] of PREFIXES) {

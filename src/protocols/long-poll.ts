@@ -58,7 +58,8 @@ const MAX_TIMEOUT_DIGITS = 9;
 export function sequenceWait(ctx: Context): { token: string; timeoutMs: number } | undefined {
   // Plain GETs carry no query: they never pay for parsing one.
   if (ctx.querystring === '') return undefined;
-  const query = ctx.URL.searchParams;
+  // From the request target alone: `ctx.URL` also needs the Host header, and is empty when that is bad.
+  const query = new URLSearchParams(ctx.querystring);
   const token = query.get('sequence_token');
   const timeout = query.get('timeout_ms');
   if (token === null || timeout === null) return undefined;
