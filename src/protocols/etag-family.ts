@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http';
 import { MatrixError } from '../http/errors';
 import { httpDate } from '../http/headers';
 import { OPAQUE_ID } from '../ids';
-import { type Family, type Session, type SessionMeta, type SessionStore, etagOf } from '../store/types';
+import { type Family, type SessionMeta, type SessionStore, etagOf } from '../store/types';
 import { type EntityTagCondition, parseEntityTags } from './conditional';
 
 /**
@@ -45,17 +45,14 @@ export function sendBody(ctx: Context, status: number, contentType: string, body
 export const EMPTY_JSON = '{}';
 
 /**
- * 304 with the validators, the stored Content-Type and the Content-Length a 200 would have had
- * (RFC 9110 section 8.6 allows exactly that). Koa strips both on 304, so this writes directly.
+ * 304 with the validators and nothing else about the representation (RFC 9110 section 15.4.5): a
+ * non-zero Content-Length there makes wrk, autocannon and OkHttp wait for a body that never comes.
+ * Answered through Koa, which sends no Content-Type or Content-Length on a 304, so every middleware
+ * (Connection: close while draining) still sees it.
  */
-export function sendNotModified(ctx: Context, session: Session, contentType = session.contentType): void {
+export function sendNotModified(ctx: Context, session: SessionMeta): void {
+  setValidators(ctx.res, session);
   ctx.status = 304;
-  ctx.respond = false;
-  const res = ctx.res;
-  setValidators(res, session);
-  res.setHeader('Content-Type', contentType);
-  res.setHeader('Content-Length', session.data.length);
-  res.end();
 }
 
 /** DELETE of a session: 204, or 404 when there is none of this family. */

@@ -26,7 +26,7 @@ export function etagReadHandler(store: LongPoll['store'], longPoll: LongPoll, fa
     if (session === null) throw notFound();
     if (cond === null || !conditionMatches(cond, etagOf(session))) return sendSession(ctx, session, fixedType);
     const waitMs = longPoll.clampWaitMs((preferredWaitSeconds(ctx.get('Prefer')) ?? 0) * 1000);
-    if (waitMs === 0) return sendNotModified(ctx, session, fixedType ?? session.contentType);
+    if (waitMs === 0) return sendNotModified(ctx, session);
     const result = await longPoll.wait({
       id,
       family,
@@ -39,7 +39,7 @@ export function etagReadHandler(store: LongPoll['store'], longPoll: LongPoll, fa
     const latest = settle(ctx, result, `wait=${waitMs / 1000}`);
     if (latest === undefined) return;
     if (result.cause === 'change') return sendSession(ctx, latest, fixedType);
-    return sendNotModified(ctx, latest, fixedType ?? latest.contentType);
+    return sendNotModified(ctx, latest);
   };
 }
 
