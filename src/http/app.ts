@@ -59,7 +59,9 @@ export function createApp(deps: AppDeps): Koa {
   app.use(httpMetrics(metrics));
   app.use(requestId);
   app.use(commonHeaders);
-  // Ahead of CORS, so a preflight with a bad Host is refused too.
+  // Ahead of CORS, so preflights are logged and closed while draining, and refused for a bad Host.
+  if (config.accessLog) app.use(accessLog(log));
+  app.use(lifecycle.middleware);
   app.use(hostCheck(EXPOSED));
   app.use(
     corsFastPath(
@@ -73,8 +75,6 @@ export function createApp(deps: AppDeps): Koa {
       EXPOSED,
     ),
   );
-  if (config.accessLog) app.use(accessLog(log));
-  app.use(lifecycle.middleware);
   app.use(errorHandler(log));
   app.use(urlLimit(config.maxUrlBytes));
   app.use(limits.middleware);
