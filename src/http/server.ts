@@ -1,4 +1,4 @@
-import http from 'node:http';
+import http, { type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type Koa from 'koa';
@@ -41,15 +41,37 @@ function parserAnswer(code: string | undefined): [number, string, string] {
 
 /**
  * A connection whose bytes are not HTTP (or too slow, or too large) gets one JSON error and is
- * closed; nothing of it reaches the app. Mid-response failures just close the socket.
+ * closed. When the request the application is handling is the one that went wrong (its body
+ * stopped arriving: the request timeout; or broke off into bytes that are not HTTP), the answer
+ * goes through that request's own response, so it keeps the headers already set on it (request id,
+ * CORS, caching) and the application's late answer, if any, is dropped by Koa. Once any of a
+ * response is sent, or when the failing request is a later one pipelined behind it, the socket is
+ * just closed: nothing can be said to the client without corrupting what it reads.
  */
 function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (err.code === 'ECONNRESET' || !socket.writable || (socket as { _httpMessage?: unknown })._httpMessage) {
+  const pending = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable) {
     socket.destroy();
     return;
   }
   const [status, errcode, error] = parserAnswer(err.code);
   const body = JSON.stringify({ errcode, error });
+  if (pending) {
+    if (pending.headersSent || pending.req.complete) {
+      socket.destroy();
+      return;
+    }
+    // Connection: close makes Node close the socket once the answer is flushed. The request is no
+    // longer tracked by then, so nothing would tell a body still being read that it will never end.
+    pending.once('finish', () => pending.req.destroy());
+    pending.writeHead(status, {
+      'Content-Type': 'application/json',
+      'Content-Length': body.length,
+      Connection: 'close',
+    });
+    pending.end(body);
+    return;
+  }
   // The answer is a few hundred bytes, so it is flushed at once and the socket closed right after.
   socket.once('finish', () => socket.destroy());
   socket.end(
