@@ -1,7 +1,7 @@
 import type { Context } from 'koa';
 import type { ServerResponse } from 'node:http';
 import { MatrixError } from '../http/errors';
-import { httpDate } from '../http/headers';
+import { httpDate, httpDateUp } from '../http/headers';
 import { OPAQUE_ID } from '../ids';
 import { type Family, type SessionMeta, type SessionStore, etagOf } from '../store/types';
 import { type EntityTagCondition, parseEntityTags } from './conditional';
@@ -12,7 +12,7 @@ import { type EntityTagCondition, parseEntityTags } from './conditional';
  */
 export function setValidators(res: ServerResponse, meta: SessionMeta): void {
   res.setHeader('ETag', `"${etagOf(meta)}"`);
-  res.setHeader('Expires', httpDate(meta.expiresAt));
+  res.setHeader('Expires', httpDateUp(meta.expiresAt));
   res.setHeader('Last-Modified', httpDate(meta.modifiedAt));
 }
 
