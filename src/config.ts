@@ -375,6 +375,14 @@ export const SETTINGS: readonly Setting[] = [
     schema: int(0, 1000000),
   },
   {
+    name: 'RZ_MAX_CONNECTIONS_PER_ADDRESS',
+    key: 'maxConnectionsPerAddress',
+    expect: 'an integer from 0 to 1000000',
+    help: 'Most concurrent connections from one client address (socket peer; IPv6 per RZ_IPV6_PREFIX network) per replica, so one address cannot take every connection; trusted proxies are exempt (0: no limit)',
+    default: '256',
+    schema: int(0, 1000000),
+  },
+  {
     name: 'RZ_SHUTDOWN_DELAY_SECONDS',
     key: 'shutdownDelaySeconds',
     expect: 'an integer from 0 to 300',
@@ -548,6 +556,7 @@ export interface Config {
   maxHeaderBytes: number;
   maxHeadersCount: number;
   maxConnections: number;
+  maxConnectionsPerAddress: number;
   maxUrlBytes: number;
   createRate: number;
   requestRate: number;

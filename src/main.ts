@@ -30,7 +30,7 @@ export async function start(config: Config): Promise<RunningServer> {
   const lifecycle = new Lifecycle();
   const longPoll = await createLongPoll(config, store, log, metrics);
   const app = createApp({ config, store, log, lifecycle, metrics, longPoll });
-  const server = createHttpServer(app, config);
+  const server = createHttpServer(app, config, metrics);
   const address = await listen(server, config.port, config.host);
   const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, store);
   const metricsAddress = metricsServer && (await listen(metricsServer, config.metricsPort!, config.host));

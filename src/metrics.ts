@@ -82,6 +82,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly connectionsRefused = new Counter({
+    name: 'rendezvous_connections_refused_total',
+    help: 'Connections closed as soon as they were accepted, by reason (per_address: RZ_MAX_CONNECTIONS_PER_ADDRESS, max_connections: RZ_MAX_CONNECTIONS)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly redisErrors = new Counter({
     name: 'rendezvous_redis_errors_total',
     help: 'Redis commands that failed (connection, timeout or reply errors)',

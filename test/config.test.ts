@@ -18,6 +18,8 @@ describe('configuration', () => {
       publicBaseUrl: 'http://localhost:8080',
       ttlSeconds: 300,
       maxBytes: 4096,
+      maxConnections: 10000,
+      maxConnectionsPerAddress: 256,
     });
   });
 

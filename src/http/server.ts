@@ -3,12 +3,15 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type Koa from 'koa';
 import type { Config } from '../config';
+import type { Metrics } from '../metrics';
+import { ConnectionCap } from './connection-cap';
 
 /**
  * An HTTP server with every client-controlled resource bounded: header size and count, the time to
- * send headers and the whole request (slowloris), idle keep-alive, and concurrent connections.
+ * send headers and the whole request (slowloris), idle keep-alive, and concurrent connections, in
+ * all and per client address.
  */
-export function createHttpServer(app: Koa, config: Config): http.Server {
+export function createHttpServer(app: Koa, config: Config, metrics: Metrics): http.Server {
   const server = http.createServer(
     {
       maxHeaderSize: config.maxHeaderBytes,
@@ -22,6 +25,9 @@ export function createHttpServer(app: Koa, config: Config): http.Server {
   server.on('clientError', answerClientError);
   server.maxHeadersCount = config.maxHeadersCount;
   if (config.maxConnections > 0) server.maxConnections = config.maxConnections;
+  const refused = metrics.connectionsRefused;
+  server.on('drop', () => refused.labels('max_connections').inc());
+  new ConnectionCap(config, () => refused.labels('per_address').inc()).attach(server);
   return server;
 }
 

@@ -24,7 +24,7 @@ describe('limit refusals in the metrics', () => {
     const log = pino({ level: 'silent' });
     const longPoll = await createLongPoll(config, store, log, metrics);
     const app = createApp({ config, store, log, lifecycle: new Lifecycle(), metrics, longPoll });
-    const server = createHttpServer(app, config);
+    const server = createHttpServer(app, config, metrics);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const { port } = server.address() as AddressInfo;
     try {
