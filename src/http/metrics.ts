@@ -42,10 +42,20 @@ export function familyOf(ctx: Context): string {
   return ctx._matchedRoute !== undefined ? 'other' : 'unmatched';
 }
 
-/** Counts and times every answer by family, method and status; outermost, so it sees the final status. */
+/**
+ * The status label of a request whose client left while its long-poll was held, with no answer
+ * written: nginx's "client closed request". Koa's status would still read its default, 404.
+ */
+export const CLIENT_CLOSED = '499';
+
+/**
+ * Counts and times every answer by family, method and status; outermost, so it sees the final status.
+ * A held long-poll is timed in its own histogram: its duration is the wait, not the server's speed.
+ */
 export function httpMetrics(metrics: Metrics): Middleware {
   const requests = boundChildren((family, method, status) => metrics.httpRequests.labels(family, method, status));
   const durations = boundChildren((family, method) => metrics.httpDuration.labels(family, method));
+  const waits = boundChildren((family, outcome) => metrics.longPollDuration.labels(family, outcome));
   return async (ctx, next) => {
     const start = process.hrtime.bigint();
     let failed = false;
@@ -57,8 +67,12 @@ export function httpMetrics(metrics: Metrics): Middleware {
     } finally {
       const family = familyOf(ctx);
       const method = METHODS.has(ctx.method) ? ctx.method : 'OTHER';
-      requests(family, method, failed ? '500' : String(ctx.status)).inc();
-      durations(family, method).observe(Number(process.hrtime.bigint() - start) / 1e9);
+      const outcome = ctx.state.longPollOutcome;
+      const left = outcome === 'disconnect' && !ctx.res.headersSent;
+      requests(family, method, failed ? '500' : left ? CLIENT_CLOSED : String(ctx.status)).inc();
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      if (outcome === undefined) durations(family, method).observe(seconds);
+      else waits(family, outcome).observe(seconds);
     }
   };
 }
