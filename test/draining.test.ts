@@ -74,13 +74,16 @@ describe('answers while draining', function () {
     expectClosed(a, 'refused MSC4388 long-poll');
   });
 
-  it('closes the connection after a 200, an error and a CORS preflight', async () => {
+  it('closes the connection after a 200, errors and a CORS preflight', async () => {
     const ok = await ask(`GET ${s.msc3886} HTTP/1.1\r\nHost: x\r\n`);
     expect(ok.status).to.equal(200);
     expectClosed(ok, '200');
     const missing = await ask('GET /no-such-session HTTP/1.1\r\nHost: x\r\n');
     expect(missing.status).to.equal(404);
     expectClosed(missing, '404');
+    const badHost = await ask(`GET ${s.msc3886} HTTP/1.1\r\nHost: a b\r\n`);
+    expect(badHost.status).to.equal(400);
+    expectClosed(badHost, 'bad Host');
     const preflight = await ask(
       `OPTIONS ${s.msc3886} HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: PUT\r\n`,
     );

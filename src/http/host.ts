@@ -37,7 +37,6 @@ function refusal(message: string, expose: string): MatrixError {
   return new MatrixError(400, 'M_BAD_REQUEST', message, undefined, {
     'Access-Control-Allow-Origin': '*',
     'Access-Control-Expose-Headers': expose,
-    Connection: 'close',
   });
 }
 
@@ -45,7 +44,8 @@ function refusal(message: string, expose: string): MatrixError {
  * Refuses a request whose Host (or absolute-form target) is not a valid authority with 400, before
  * anything reads it: Koa builds `ctx.URL` from the Host and leaves it empty when it cannot. It
  * answers by itself, ahead of the CORS middleware, so it sets the CORS headers a browser needs to
- * read the error; the connection is closed, since a client that sent one bad Host will send it again.
+ * read the error. The connection stays open: closing it with a body still unread can reset it
+ * before the client has read the answer, while on keep-alive Node discards the body.
  */
 export function hostCheck(exposeHeaders: readonly string[]): Middleware {
   const expose = exposeHeaders.join(',');

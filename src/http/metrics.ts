@@ -3,6 +3,7 @@ import type { Context, Middleware } from 'koa';
 import { boundChildren, type Metrics } from '../metrics';
 import type { SessionStore } from '../store/types';
 import type { Instrumented } from '../store/instrumented';
+import { isValidTarget } from './host';
 
 /** Path prefixes of each API family; the label set stays fixed whatever clients send. */
 const PREFIXES: readonly [string, string][] = [
@@ -17,10 +18,13 @@ const METHODS = new Set(['GET', 'PUT', 'POST', 'DELETE', 'OPTIONS', 'HEAD']);
 const ROOT = /^\/[^/]*$/;
 
 /**
- * Koa's `ctx.path` throws for some request targets (an absolute URL with a malformed authority);
- * such a request is refused with 400, and counting it must not turn that answer into a 500.
+ * Koa's `ctx.path` parses the target, which throws (or warns) for some that the host check refuses
+ * with 400 (an absolute URL with a malformed authority), and counting such a request must not turn
+ * that answer into a 500. A target the check accepts is parsed; should one still throw, it counts
+ * as unmatched too.
  */
 function pathOf(ctx: Context): string | undefined {
+  if (!isValidTarget(ctx.req.url ?? '')) return undefined;
   try {
     return ctx.path;
   } catch {
