@@ -24,10 +24,12 @@ export function isValidHost(value: string): boolean {
 
 /**
  * Whether the request target is one this server can serve: the origin-form every client sends
- * (`/path?query`, nothing to check), `*`, or an absolute http(s) URL whose authority is valid. The
- * authority of an absolute-form target stands in for Host, and a bad one makes Koa's `ctx.path` throw.
+ * (`/path?query`), `*`, or an absolute http(s) URL whose authority is valid. The authority of an
+ * absolute-form target stands in for Host, and a bad one makes Koa's `ctx.path` throw. No form has
+ * a fragment (RFC 9112 section 3.2), and with one Koa's path can come out null (`//#@x`).
  */
 export function isValidTarget(url: string): boolean {
+  if (url.indexOf('#') >= 0) return false;
   if (url.charCodeAt(0) === 0x2f /* / */ || url === '*') return true;
   const absolute = ABSOLUTE_FORM.exec(url);
   return absolute !== null && isValidHost(absolute[1]!);
@@ -50,7 +52,7 @@ function refusal(message: string, expose: string): MatrixError {
 export function hostCheck(exposeHeaders: readonly string[]): Middleware {
   const expose = exposeHeaders.join(',');
   const badHost = refusal('The Host header is not a valid host[:port]', expose);
-  const badTarget = refusal('The request target is neither a path nor an absolute http(s) URL', expose);
+  const badTarget = refusal('The request target is not a path or an absolute http(s) URL without a fragment', expose);
   return (ctx, next) => {
     const req = ctx.req;
     const host = req.headers.host;

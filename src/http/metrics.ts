@@ -18,15 +18,16 @@ const METHODS = new Set(['GET', 'PUT', 'POST', 'DELETE', 'OPTIONS', 'HEAD']);
 const ROOT = /^\/[^/]*$/;
 
 /**
- * Koa's `ctx.path` parses the target, which throws (or warns) for some that the host check refuses
- * with 400 (an absolute URL with a malformed authority), and counting such a request must not turn
- * that answer into a 500. A target the check accepts is parsed; should one still throw, it counts
- * as unmatched too.
+ * Koa's `ctx.path` parses the target, which throws, warns or gives null for some that the host
+ * check refuses with 400 (an absolute URL with a malformed authority, a fragment), and counting such
+ * a request must not turn that answer into a 500. A target the check accepts is parsed; should one
+ * still fail, it counts as unmatched too.
  */
 function pathOf(ctx: Context): string | undefined {
   if (!isValidTarget(ctx.req.url ?? '')) return undefined;
   try {
-    return ctx.path;
+    const path: unknown = ctx.path;
+    return typeof path === 'string' ? path : undefined;
   } catch {
     return undefined;
   }
