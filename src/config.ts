@@ -15,9 +15,61 @@ interface Setting {
   /** How --help shows a computed default. */
   defaultText?: string;
   schema: z.ZodType;
+  /** How a bad value is shown in the error: secrets never are (default: the value, quoted). */
+  show?: (raw: string) => string;
 }
 
-const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+/** A secret is never echoed, not even a malformed one: it may be a real password with a typo. */
+const hidden = (): string => '(value hidden)';
+
+/**
+ * A URL as an error may show it: the password of its userinfo masked (`redis://user:***@host`).
+ * Works on malformed URLs too, masking more rather than less: everything up to the last `@`.
+ */
+export function redactUrl(text: string): string {
+  const at = text.lastIndexOf('@');
+  if (at < 0) return text;
+  const scheme = text.indexOf('://');
+  const from = scheme >= 0 && scheme < at ? scheme + 3 : 0;
+  const colon = text.indexOf(':', from);
+  const user = colon >= 0 && colon < at ? `${text.slice(from, colon)}:` : '';
+  return `${text.slice(0, from)}${user}***${text.slice(at)}`;
+}
+
+const showUrl = (raw: string): string => JSON.stringify(redactUrl(raw));
+
+/** Says what exactly is wrong with a value; the error line shows it after the value. */
+function explain(ctx: z.RefinementCtx, message: string): void {
+  ctx.addIssue({ code: 'custom', message, params: { explains: true } });
+}
+
+/** Integer settings are read as given, untrimmed: see `int`. */
+const integers = new WeakSet<z.ZodType>();
+
+/**
+ * An integer setting: digits only, within its range. No sign, decimal point, exponent, hex or
+ * whitespace, since a number parser reads too much as a number (`" "` as 0, which turned a rate
+ * limit off; `0x1f90` as 8080). The issue says what was wrong.
+ */
+function int(min: number, max: number) {
+  const schema = z.string().transform((text, ctx) => {
+    let problem: string | undefined;
+    if (text.trim() !== text) problem = 'whitespace around the value is not accepted';
+    else if (!/^\d+$/.test(text)) problem = 'only digits are accepted, no sign, decimal point, exponent or hex';
+    else if (Number(text) < min || Number(text) > max) problem = 'out of range';
+    if (problem === undefined) return Number(text);
+    explain(ctx, problem);
+    return z.NEVER;
+  });
+  integers.add(schema);
+  return schema;
+}
+
+function optionalInt(min: number, max: number) {
+  const schema = int(min, max).optional();
+  integers.add(schema);
+  return schema;
+}
 const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => ['true', '1', 'yes'].includes(v));
 const httpUrl = z
   .string()
@@ -54,7 +106,7 @@ const cidrList = z.string().transform((v, ctx) => {
     .filter((x) => x !== '')) {
     const cidr = normaliseCidr(item);
     if (cidr === null) {
-      ctx.addIssue({ code: 'custom', message: `not an IP address or CIDR range: ${item}` });
+      explain(ctx, `not an IP address or CIDR range: ${item}`);
       return z.NEVER;
     }
     out.push(cidr);
@@ -85,6 +137,7 @@ export const SETTINGS: readonly Setting[] = [
     expect: 'a redis:// or rediss:// URL',
     help: 'Single Redis node holding the sessions, shared by all replicas (password and ACL user may be in the URL). No Redis setting at all: in-memory store, single process only',
     schema: redisUrl.optional(),
+    show: showUrl,
   },
   {
     name: 'RZ_REDIS_SENTINELS',
@@ -107,6 +160,7 @@ export const SETTINGS: readonly Setting[] = [
     expect: 'a password',
     help: 'Password of the Sentinels themselves, when they require one',
     schema: z.string().min(1).optional(),
+    show: hidden,
   },
   {
     name: 'RZ_REDIS_CLUSTER_NODES',
@@ -128,6 +182,7 @@ export const SETTINGS: readonly Setting[] = [
     expect: 'a password',
     help: 'Redis password; overrides the one in REDIS_URL (keeps the secret out of the URL)',
     schema: z.string().min(1).optional(),
+    show: hidden,
   },
   {
     name: 'RZ_REDIS_TLS',
@@ -181,6 +236,7 @@ export const SETTINGS: readonly Setting[] = [
     default: (env) => `http://localhost:${env.PORT || '8080'}`,
     defaultText: 'http://localhost:$PORT',
     schema: httpUrl,
+    show: showUrl,
   },
   {
     name: 'RZ_TTL_SECONDS',
@@ -212,6 +268,7 @@ export const SETTINGS: readonly Setting[] = [
     expect: 'an absolute http(s) URL',
     help: 'When set, MSC4108 creates (POST) answer 307 Temporary Redirect to this rendezvous endpoint',
     schema: httpUrl.optional(),
+    show: showUrl,
   },
   {
     name: 'RZ_MSC4388_ENABLED',
@@ -235,6 +292,7 @@ export const SETTINGS: readonly Setting[] = [
     expect: 'an absolute http(s) URL',
     help: 'Homeserver that verifies access tokens (GET /_matrix/client/v3/account/whoami); required when RZ_CREATE_POLICY=authenticated',
     schema: httpUrl.optional(),
+    show: showUrl,
   },
   {
     name: 'RZ_AUTH_CACHE_SECONDS',
@@ -333,6 +391,14 @@ export const SETTINGS: readonly Setting[] = [
     schema: int(0, 1000000),
   },
   {
+    name: 'RZ_MAX_CONNECTIONS_PER_ADDRESS',
+    key: 'maxConnectionsPerAddress',
+    expect: 'an integer from 0 to 1000000',
+    help: 'Most concurrent connections from one client address (socket peer; IPv6 per RZ_IPV6_PREFIX network) per replica, so one address cannot take every connection; trusted proxies are exempt (0: no limit)',
+    default: '256',
+    schema: int(0, 1000000),
+  },
+  {
     name: 'RZ_SHUTDOWN_DELAY_SECONDS',
     key: 'shutdownDelaySeconds',
     expect: 'an integer from 0 to 300',
@@ -345,7 +411,7 @@ export const SETTINGS: readonly Setting[] = [
     key: 'metricsPort',
     expect: 'a port number from 0 to 65535',
     help: 'Serve /metrics on this port only (default: on the main port)',
-    schema: int(0, 65535).optional(),
+    schema: optionalInt(0, 65535),
   },
   {
     name: 'RZ_MAX_URL_BYTES',
@@ -509,6 +575,7 @@ export interface Config {
   maxHeaderBytes: number;
   maxHeadersCount: number;
   maxConnections: number;
+  maxConnectionsPerAddress: number;
   maxUrlBytes: number;
   createRate: number;
   requestRate: number;
@@ -540,13 +607,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   for (const s of SETTINGS) {
     const raw = env[s.name];
     const given = raw !== undefined && raw !== '';
-    const value = given ? raw.trim() : typeof s.default === 'function' ? s.default(env) : s.default;
+    const exact = integers.has(s.schema);
+    const value = given ? (exact ? raw : raw.trim()) : typeof s.default === 'function' ? s.default(env) : s.default;
     const parsed = s.schema.safeParse(value);
     if (parsed.success) {
       out[s.key] = parsed.data;
     } else if (given || typeof s.default !== 'function') {
       // A derived default only fails when what it derives from is bad, which is reported already.
-      problems.push(`${s.name} must be ${s.expect} (got ${JSON.stringify(raw)})`);
+      const why = parsed.error.issues.find((i) => i.code === 'custom' && i.params?.explains === true)?.message;
+      const shown = (s.show ?? JSON.stringify)(raw ?? '');
+      problems.push(`${s.name} must be ${s.expect} (got ${shown}${why === undefined ? '' : `: ${why}`})`);
     }
   }
   const topologies = ['REDIS_URL', 'RZ_REDIS_SENTINELS', 'RZ_REDIS_CLUSTER_NODES'].filter((n) => env[n]);

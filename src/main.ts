@@ -34,7 +34,7 @@ export async function start(config: Config): Promise<RunningServer> {
   await readiness.start();
   const longPoll = new LongPoll(sessions, backend.wakeups, longPollLimits(config), metrics);
   const app = createApp({ config, backend, sessions, log, lifecycle, readiness, metrics, longPoll });
-  const server = createHttpServer(app, config);
+  const server = createHttpServer(app, config, metrics);
   const address = await listen(server, config.port, config.host);
   const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, sessions);
   const metricsAddress = metricsServer && (await listen(metricsServer, config.metricsPort!, config.host));

@@ -17,9 +17,19 @@ export class Metrics {
 
   readonly httpDuration = new Histogram({
     name: 'rendezvous_http_request_duration_seconds',
-    help: 'Time to answer an HTTP request (long-polls included), by API family and method',
+    help: 'Time to answer an HTTP request, by API family and method (held long-polls are in rendezvous_longpoll_duration_seconds)',
     labelNames: ['family', 'method'] as const,
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30],
+    registers: [this.registry],
+  });
+
+  /** Held long-polls last as long as nothing happens: in the request histogram they would be its p99. */
+  readonly longPollDuration = new Histogram({
+    name: 'rendezvous_longpoll_duration_seconds',
+    help: 'Time a held long-poll request took, from arrival to answer, by API family and outcome (change, timeout, deleted, shutdown, disconnect, error)',
+    labelNames: ['family', 'outcome'] as const,
+    // Up to the longest wait RZ_LONGPOLL_MAX_WAIT_SECONDS allows.
+    buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300],
     registers: [this.registry],
   });
 
@@ -80,6 +90,13 @@ export class Metrics {
     name: 'rendezvous_longpoll_wakeups_total',
     help: 'Long-poll waits ended, by cause (change, timeout, deleted (or expired), shutdown, disconnect, error)',
     labelNames: ['cause'] as const,
+    registers: [this.registry],
+  });
+
+  readonly connectionsRefused = new Counter({
+    name: 'rendezvous_connections_refused_total',
+    help: 'Connections closed as soon as they were accepted, by reason (per_address: RZ_MAX_CONNECTIONS_PER_ADDRESS, max_connections: RZ_MAX_CONNECTIONS)',
+    labelNames: ['reason'] as const,
     registers: [this.registry],
   });
 

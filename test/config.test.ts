@@ -2,6 +2,9 @@ import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { ConfigError, SETTINGS, helpText, loadConfig, unknownSettings } from '../src/config';
+import { req } from './helpers/exchange';
+import { RedisServer } from './helpers/redis';
+import { Replica } from './helpers/replica';
 
 const MAIN = join(__dirname, '..', 'dist', 'main.js');
 
@@ -15,6 +18,8 @@ describe('configuration', () => {
       publicBaseUrl: 'http://localhost:8080',
       ttlSeconds: 300,
       maxBytes: 4096,
+      maxConnections: 10000,
+      maxConnectionsPerAddress: 256,
     });
   });
 
@@ -39,7 +44,9 @@ describe('configuration', () => {
       expect(err).to.be.instanceOf(ConfigError);
       const problems = (err as ConfigError).problems;
       expect(problems).to.have.length(5);
-      expect(problems[0]).to.equal('PORT must be a port number from 0 to 65535 (got "eighty")');
+      expect(problems[0]).to.equal(
+        'PORT must be a port number from 0 to 65535 (got "eighty": only digits are accepted, no sign, decimal point, exponent or hex)',
+      );
       for (const p of problems) expect(p).to.not.include('\n');
       expect(problems.join('\n')).to.include('RZ_TTL_SECONDS').and.include('REDIS_URL').and.include('LOG_LEVEL');
     }
@@ -64,6 +71,115 @@ describe('configuration', () => {
     expect(lines[0]).to.match(/^rendezvous-server: config error: PORT must be/);
     expect(lines[1]).to.match(/^rendezvous-server: config error: RZ_MAX_BYTES must be/);
     expect(lines[2]).to.include('--help');
+  });
+});
+
+describe('integer settings', () => {
+  const problem = (env: Record<string, string>): string => {
+    try {
+      loadConfig(env);
+    } catch (err) {
+      expect((err as ConfigError).problems).to.have.length(1);
+      return (err as ConfigError).problems[0]!;
+    }
+    throw new Error(`${JSON.stringify(env)} was accepted`);
+  };
+
+  it('refuse whitespace, which a number parser read as 0 and so turned a limit off', () => {
+    for (const value of [' ', '\t', ' 30', '30 ', '30\n']) {
+      expect(problem({ RZ_CREATE_RATE: value })).to.equal(
+        `RZ_CREATE_RATE must be an integer from 0 to 1000000 (got ${JSON.stringify(value)}: whitespace around the value is not accepted)`,
+      );
+    }
+    expect(problem({ RZ_METRICS_PORT: ' 9100' })).to.include('whitespace around the value is not accepted');
+  });
+
+  it('take digits only: no hex, sign, decimal point or exponent', () => {
+    for (const value of ['0x1f90', '+8080', '-0', '8080.0', '8e3', 'Infinity', '0b1', '８０８０']) {
+      expect(problem({ PORT: value })).to.equal(
+        `PORT must be a port number from 0 to 65535 (got ${JSON.stringify(value)}: only digits are accepted, no sign, decimal point, exponent or hex)`,
+      );
+    }
+  });
+
+  it('say when digits are out of range, and accept what is in range', () => {
+    expect(problem({ PORT: '65536' })).to.equal(
+      'PORT must be a port number from 0 to 65535 (got "65536": out of range)',
+    );
+    expect(problem({ RZ_TTL_SECONDS: '0' })).to.include('(got "0": out of range)');
+    const c = loadConfig({ PORT: '8081', RZ_CREATE_RATE: '0', RZ_METRICS_PORT: '9100', RZ_TTL_SECONDS: '0060' });
+    expect(c).to.include({ port: 8081, createRate: 0, metricsPort: 9100, ttlSeconds: 60 });
+    // Empty is unset, as for every setting: the default applies.
+    expect(loadConfig({ RZ_CREATE_RATE: '' }).createRate).to.equal(30);
+  });
+});
+
+describe('secrets in configuration errors', () => {
+  const problems = (env: Record<string, string>): string[] => {
+    try {
+      loadConfig(env);
+    } catch (err) {
+      return (err as ConfigError).problems;
+    }
+    throw new Error(`${JSON.stringify(env)} was accepted`);
+  };
+
+  it('mask the password of a bad Redis URL, and of any other URL setting', () => {
+    expect(problems({ REDIS_URL: 'redis://rz:s3cret@redis.internal:99999' })).to.deep.equal([
+      'REDIS_URL must be a redis:// or rediss:// URL (got "redis://rz:***@redis.internal:99999")',
+    ]);
+    for (const [name, value] of [
+      ['REDIS_URL', 'redis://:s3cret@[redis'],
+      ['REDIS_URL', 'http://rz:s3cret@redis.internal'],
+      ['REDIS_URL', 'redis//rz:s3c@ret@redis.internal'],
+      ['RZ_HOMESERVER_URL', 'ftp://rz:s3cret@hs.example'],
+      ['RZ_PUBLIC_BASE_URL', 'ws://rz:s3cret@rz.example'],
+      ['RZ_MSC4108_DELEGATE_URL', 'mailto:rz:s3cret@rz.example'],
+    ]) {
+      const [line] = problems({ [name]: value });
+      expect(line, value)
+        .to.match(new RegExp(`^${name} must be `))
+        .and.include(':***@');
+      expect(line, value).to.not.include('s3c');
+    }
+  });
+
+  it('never show a password setting, even a malformed one', () => {
+    for (const name of ['RZ_REDIS_PASSWORD', 'RZ_REDIS_SENTINEL_PASSWORD']) {
+      expect(problems({ [name]: '  \t ' })).to.deep.equal([`${name} must be a password (got (value hidden))`]);
+    }
+  });
+
+  it('are masked by the CLI too, which exits 2', () => {
+    const cli = spawnSync(process.execPath, [MAIN], {
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH, REDIS_URL: 'redis://rz:s3cret@redis.internal:99999', RZ_CREATE_RATE: ' ' },
+      timeout: 10_000,
+    });
+    expect(cli.status).to.equal(2);
+    expect(cli.stderr).to.include('redis://rz:***@redis.internal:99999').and.include('RZ_CREATE_RATE must be');
+    expect(cli.stderr + cli.stdout).to.not.include('s3cret');
+  });
+
+  it('stay out of the logs when Redis refuses the password', async function () {
+    this.timeout(20_000);
+    const redis = await RedisServer.start(['--requirepass', 'the-right-one']);
+    try {
+      // The URL's password is overridden by RZ_REDIS_PASSWORD; neither may show up anywhere.
+      const replica = await Replica.start({
+        REDIS_URL: `redis://default:url-s3cret@127.0.0.1:${redis.port}`,
+        RZ_REDIS_PASSWORD: 'setting-s3cret',
+        LOG_LEVEL: 'debug',
+      });
+      const res = await req(`${replica.url}/`, { method: 'POST', body: 'x' });
+      expect(res.status).to.equal(503);
+      await replica.stop();
+      const logged = JSON.stringify(replica.logs);
+      expect(logged).to.include('WRONGPASS');
+      expect(logged).to.not.include('s3cret');
+    } finally {
+      await redis.destroy();
+    }
   });
 });
 

@@ -17,6 +17,7 @@ import { accessLog } from './access-log';
 import { healthRoutes, type Lifecycle, type Readiness } from './health';
 import { unrecognized } from './unrecognized';
 import { requestId } from './request-id';
+import { hostCheck } from './host';
 import { httpMetrics, metricsRoutes } from './metrics';
 import { urlLimit } from './url-limit';
 import { createLimits } from '../limits';
@@ -55,6 +56,10 @@ export function createApp(deps: AppDeps): Koa {
   app.use(httpMetrics(metrics));
   app.use(requestId);
   app.use(commonHeaders);
+  // Ahead of CORS, so preflights are logged and closed while draining, and refused for a bad Host.
+  if (config.accessLog) app.use(accessLog(log));
+  app.use(lifecycle.middleware);
+  app.use(hostCheck(EXPOSED));
   app.use(
     corsFastPath(
       cors({
@@ -67,8 +72,6 @@ export function createApp(deps: AppDeps): Koa {
       EXPOSED,
     ),
   );
-  if (config.accessLog) app.use(accessLog(log));
-  app.use(lifecycle.middleware);
   app.use(errorHandler(log));
   app.use(urlLimit(config.maxUrlBytes));
   app.use(createLimits(config, backend.rates, metrics));

@@ -13,7 +13,15 @@ export const commonHeaders: Middleware = (ctx, next) => {
   return next();
 };
 
-/** IMF-fixdate (RFC 9110 section 5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`. */
+/**
+ * IMF-fixdate (RFC 9110 section 5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`. Whole seconds only,
+ * so the milliseconds are dropped: right for an instant in the past (Last-Modified).
+ */
 export function httpDate(ms: number): string {
   return new Date(ms).toUTCString();
+}
+
+/** The same for an instant to come (Expires): rounded up, so no client gives up before it. */
+export function httpDateUp(ms: number): string {
+  return httpDate(Math.ceil(ms / 1000) * 1000);
 }

@@ -2,6 +2,7 @@ import Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import { boundChildren, type Metrics } from '../metrics';
 import type { SessionStore } from '../store/types';
+import { isValidTarget } from './host';
 
 /** Path prefixes of each API family; the label set stays fixed whatever clients send. */
 const PREFIXES: readonly [string, string][] = [
@@ -15,9 +16,26 @@ const METHODS = new Set(['GET', 'PUT', 'POST', 'DELETE', 'OPTIONS', 'HEAD']);
 /** MSC3886 at the root: `/` and `/<id>`. */
 const ROOT = /^\/[^/]*$/;
 
+/**
+ * Koa's `ctx.path` parses the target, which throws, warns or gives null for some that the host
+ * check refuses with 400 (an absolute URL with a malformed authority, a fragment), and counting such
+ * a request must not turn that answer into a 500. A target the check accepts is parsed; should one
+ * still fail, it counts as unmatched too.
+ */
+function pathOf(ctx: Context): string | undefined {
+  if (!isValidTarget(ctx.req.url ?? '')) return undefined;
+  try {
+    const path: unknown = ctx.path;
+    return typeof path === 'string' ? path : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The API family a request belongs to, from its path (never a raw path: label cardinality). */
 export function familyOf(ctx: Context): string {
-  const path = ctx.path;
+  const path = pathOf(ctx);
+  if (path === undefined) return 'unmatched';
   const own = OWN[path];
   if (own !== undefined) return own;
   for (const [prefix, family] of PREFIXES) {
@@ -28,10 +46,20 @@ export function familyOf(ctx: Context): string {
   return ctx._matchedRoute !== undefined ? 'other' : 'unmatched';
 }
 
-/** Counts and times every answer by family, method and status; outermost, so it sees the final status. */
+/**
+ * The status label of a request whose client left while its long-poll was held, with no answer
+ * written: nginx's "client closed request". Koa's status would still read its default, 404.
+ */
+export const CLIENT_CLOSED = '499';
+
+/**
+ * Counts and times every answer by family, method and status; outermost, so it sees the final status.
+ * A held long-poll is timed in its own histogram: its duration is the wait, not the server's speed.
+ */
 export function httpMetrics(metrics: Metrics): Middleware {
   const requests = boundChildren((family, method, status) => metrics.httpRequests.labels(family, method, status));
   const durations = boundChildren((family, method) => metrics.httpDuration.labels(family, method));
+  const waits = boundChildren((family, outcome) => metrics.longPollDuration.labels(family, outcome));
   return async (ctx, next) => {
     const start = process.hrtime.bigint();
     let failed = false;
@@ -43,8 +71,12 @@ export function httpMetrics(metrics: Metrics): Middleware {
     } finally {
       const family = familyOf(ctx);
       const method = METHODS.has(ctx.method) ? ctx.method : 'OTHER';
-      requests(family, method, failed ? '500' : String(ctx.status)).inc();
-      durations(family, method).observe(Number(process.hrtime.bigint() - start) / 1e9);
+      const outcome = ctx.state.longPollOutcome;
+      const left = outcome === 'disconnect' && !ctx.res.headersSent;
+      requests(family, method, failed ? '500' : left ? CLIENT_CLOSED : String(ctx.status)).inc();
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      if (outcome === undefined) durations(family, method).observe(seconds);
+      else waits(family, outcome).observe(seconds);
     }
   };
 }

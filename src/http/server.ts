@@ -1,14 +1,17 @@
-import http from 'node:http';
+import http, { type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type Koa from 'koa';
 import type { Config } from '../config';
+import type { Metrics } from '../metrics';
+import { ConnectionCap } from './connection-cap';
 
 /**
  * An HTTP server with every client-controlled resource bounded: header size and count, the time to
- * send headers and the whole request (slowloris), idle keep-alive, and concurrent connections.
+ * send headers and the whole request (slowloris), idle keep-alive, and concurrent connections, in
+ * all and per client address.
  */
-export function createHttpServer(app: Koa, config: Config): http.Server {
+export function createHttpServer(app: Koa, config: Config, metrics: Metrics): http.Server {
   const server = http.createServer(
     {
       maxHeaderSize: config.maxHeaderBytes,
@@ -22,6 +25,9 @@ export function createHttpServer(app: Koa, config: Config): http.Server {
   server.on('clientError', answerClientError);
   server.maxHeadersCount = config.maxHeadersCount;
   if (config.maxConnections > 0) server.maxConnections = config.maxConnections;
+  const refused = metrics.connectionsRefused;
+  server.on('drop', () => refused.labels('max_connections').inc());
+  new ConnectionCap(config, () => refused.labels('per_address').inc()).attach(server);
   return server;
 }
 
@@ -41,15 +47,37 @@ function parserAnswer(code: string | undefined): [number, string, string] {
 
 /**
  * A connection whose bytes are not HTTP (or too slow, or too large) gets one JSON error and is
- * closed; nothing of it reaches the app. Mid-response failures just close the socket.
+ * closed. When the request the application is handling is the one that went wrong (its body
+ * stopped arriving: the request timeout; or broke off into bytes that are not HTTP), the answer
+ * goes through that request's own response, so it keeps the headers already set on it (request id,
+ * CORS, caching) and the application's late answer, if any, is dropped by Koa. Once any of a
+ * response is sent, or when the failing request is a later one pipelined behind it, the socket is
+ * just closed: nothing can be said to the client without corrupting what it reads.
  */
 function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (err.code === 'ECONNRESET' || !socket.writable || (socket as { _httpMessage?: unknown })._httpMessage) {
+  const pending = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable) {
     socket.destroy();
     return;
   }
   const [status, errcode, error] = parserAnswer(err.code);
   const body = JSON.stringify({ errcode, error });
+  if (pending) {
+    if (pending.headersSent || pending.req.complete) {
+      socket.destroy();
+      return;
+    }
+    // Connection: close makes Node close the socket once the answer is flushed. The request is no
+    // longer tracked by then, so nothing would tell a body still being read that it will never end.
+    pending.once('finish', () => pending.req.destroy());
+    pending.writeHead(status, {
+      'Content-Type': 'application/json',
+      'Content-Length': body.length,
+      Connection: 'close',
+    });
+    pending.end(body);
+    return;
+  }
   // The answer is a few hundred bytes, so it is flushed at once and the socket closed right after.
   socket.once('finish', () => socket.destroy());
   socket.end(

@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import type { ServerResponse } from 'node:http';
 import { readBody } from '../http/body';
 import { MatrixError } from '../http/errors';
-import { httpDate } from '../http/headers';
+import { httpDate, httpDateUp } from '../http/headers';
 import { clientOf } from '../limits';
 import { preferredWaitSeconds, type LongPoll } from '../longpoll';
 import {
@@ -23,7 +23,7 @@ import { settle } from './long-poll';
  */
 export function setValidators(res: ServerResponse, meta: SessionMeta): void {
   res.setHeader('ETag', `"${etagOf(meta)}"`);
-  res.setHeader('Expires', httpDate(meta.expiresAt));
+  res.setHeader('Expires', httpDateUp(meta.expiresAt));
   res.setHeader('Last-Modified', httpDate(meta.modifiedAt));
 }
 
@@ -37,17 +37,14 @@ export function conditionHeader(ctx: Context, name: 'If-Match' | 'If-None-Match'
 }
 
 /**
- * 304 with the validators, the stored Content-Type and the Content-Length a 200 would have had
- * (RFC 9110 section 8.6 allows exactly that). Koa strips both on 304, so this writes directly.
+ * 304 with the validators and nothing else about the representation (RFC 9110 section 15.4.5): a
+ * non-zero Content-Length there makes wrk, autocannon and OkHttp wait for a body that never comes.
+ * Answered through Koa, which sends no Content-Type or Content-Length on a 304, so every middleware
+ * (Connection: close while draining) still sees it.
  */
-export function sendNotModified(ctx: Context, session: Session, contentType = session.contentType): void {
+export function sendNotModified(ctx: Context, session: SessionMeta): void {
+  setValidators(ctx.res, session);
   ctx.status = 304;
-  ctx.respond = false;
-  const res = ctx.res;
-  setValidators(res, session);
-  res.setHeader('Content-Type', contentType);
-  res.setHeader('Content-Length', session.data.length);
-  res.end();
 }
 
 function sendSession(ctx: Context, session: Session, fixedType: string | undefined): void {
@@ -70,7 +67,7 @@ export function etagReadHandler(sessions: SessionStore, longPoll: LongPoll, fami
     if (session === null) throw notFound();
     if (cond === null || !conditionMatches(cond, etagOf(session))) return sendSession(ctx, session, fixedType);
     const waitMs = longPoll.clampWaitMs((preferredWaitSeconds(ctx.get('Prefer')) ?? 0) * 1000);
-    if (waitMs === 0) return sendNotModified(ctx, session, fixedType ?? session.contentType);
+    if (waitMs === 0) return sendNotModified(ctx, session);
     const result = await longPoll.wait({
       id,
       family,
@@ -83,7 +80,7 @@ export function etagReadHandler(sessions: SessionStore, longPoll: LongPoll, fami
     const latest = settle(ctx, result, `wait=${waitMs / 1000}`);
     if (latest === undefined) return;
     if (result.cause === 'change') return sendSession(ctx, latest, fixedType);
-    return sendNotModified(ctx, latest, fixedType ?? latest.contentType);
+    return sendNotModified(ctx, latest);
   };
 }
 

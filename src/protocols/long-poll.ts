@@ -18,7 +18,8 @@ const MAX_TIMEOUT_DIGITS = 9;
 export function sequenceWait(ctx: Context): { token: string; timeoutMs: number } | undefined {
   // Plain GETs carry no query: they never pay for parsing one.
   if (ctx.querystring === '') return undefined;
-  const query = ctx.URL.searchParams;
+  // From the request target alone: `ctx.URL` also needs the Host header, and is empty when that is bad.
+  const query = new URLSearchParams(ctx.querystring);
   const token = query.get('sequence_token');
   const timeout = query.get('timeout_ms');
   if (token === null || timeout === null) return undefined;
@@ -29,12 +30,35 @@ export function sequenceWait(ctx: Context): { token: string; timeoutMs: number }
   return { token, timeoutMs: Number(timeout) };
 }
 
+/** How a held wait ended, as the metrics label it (the names of `longpoll_wakeups_total{cause}`). */
+export type LongPollOutcome = 'change' | 'timeout' | 'shutdown' | 'deleted' | 'disconnect' | 'error';
+
+const OUTCOME: Record<Exclude<WaitResult['cause'], 'refused'>, LongPollOutcome> = {
+  change: 'change',
+  timeout: 'timeout',
+  shutdown: 'shutdown',
+  gone: 'deleted',
+  aborted: 'disconnect',
+  error: 'error',
+};
+
+declare module 'koa' {
+  interface DefaultState {
+    /**
+     * Set only on a request the long-poll waiter actually held: the request metrics time it as a
+     * wait, not as a request, and tell a client that left from an answer.
+     */
+    longPollOutcome?: LongPollOutcome;
+  }
+}
+
 /**
  * What every family does with a wait's outcome: the session to answer with (the caller formats it),
  * or undefined when the answer is already settled (client gone). Throws the 404 or the store error.
  * A held request says so with `preferenceApplied` (RFC 7240), when the client sent a preference.
  */
 export function settle(ctx: Context, result: WaitResult, preferenceApplied?: string): Session | undefined {
+  if (result.cause !== 'refused') ctx.state.longPollOutcome = OUTCOME[result.cause];
   switch (result.cause) {
     case 'refused':
       // Not held: answered as a plain GET, without Preference-Applied.

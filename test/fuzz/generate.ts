@@ -1,6 +1,7 @@
 /**
  * Hostile requests, generated from a seed so a failure can be replayed: every route, method, id
- * form, header, ETag form, JSON shape, encoding, size and truncation the server may meet.
+ * form, header (Host included), ETag form, JSON shape, encoding, size, truncation and stalled body
+ * the server may meet.
  */
 
 export type Rng = () => number;
@@ -50,12 +51,58 @@ export interface HttpCase {
   path: string;
   headers: Record<string, string>;
   body?: Buffer;
+  /** The one status the server may answer (a malformed Host: 400 whatever the route). */
+  expect?: number;
 }
 export interface RawCase {
   kind: 'raw';
   bytes: Buffer;
+  /** The status every answer on the connection must have, when the case fixes it. */
+  expect?: number;
 }
-export type FuzzCase = HttpCase | RawCase;
+/** A request whose body stops arriving: the connection is kept open, silent, until the server acts. */
+export interface StallCase {
+  kind: 'stall';
+  bytes: Buffer;
+}
+export type FuzzCase = HttpCase | RawCase | StallCase;
+
+/** Host values that are not `host[:port]` (RFC 9110 section 7.2), yet pass Node's parser. */
+export const BAD_HOSTS = [
+  'a b',
+  '[',
+  'x:99999999',
+  'x:65536',
+  'x:-1',
+  'x:80:80',
+  '::1',
+  '[::1',
+  '[::g]',
+  '[fe80::1%25eth0]',
+  '[v1.future]',
+  'user@host',
+  'host/path',
+  'host?q',
+  'host#f',
+  '%zz',
+  '\xe9.example',
+  '"x"',
+  'a\tb',
+  'a\\b',
+  'x'.repeat(40) + ':8080:',
+];
+const BAD_AUTHORITIES = BAD_HOSTS.filter((h) => !/[/?#]/.test(h));
+/** Valid but unusual Host values: served like any other. */
+const ODD_HOSTS = [
+  'localhost:8080',
+  '[::1]:80',
+  '[2001:db8::1]',
+  'rendezvous.example.org',
+  'x:',
+  'x:0',
+  'ex%41mple',
+  '',
+];
 
 const IDS = (r: Rng): string =>
   pick(r, [
@@ -228,6 +275,15 @@ function headers(r: Rng): Record<string, string> {
 
 /** A well-formed HTTP request with hostile content. */
 function httpCase(r: Rng, pools: Pools): HttpCase {
+  const c = httpContent(r, pools);
+  // Any route, any method: a malformed Host is refused before anything else looks at the request.
+  const roll = r();
+  if (roll < 0.1) return { ...c, headers: { ...c.headers, host: pick(r, BAD_HOSTS) }, expect: 400 };
+  if (roll < 0.15) return { ...c, headers: { ...c.headers, host: pick(r, ODD_HOSTS) } };
+  return c;
+}
+
+function httpContent(r: Rng, pools: Pools): HttpCase {
   let method = pick(r, METHODS);
   const p = path(r, pools);
   const h = headers(r);
@@ -289,6 +345,54 @@ function rawCase(r: Rng): RawCase {
   return { kind: 'raw', bytes: Buffer.from(s, 'latin1') };
 }
 
+/** A malformed Host as raw bytes (the client never normalises them), on a long-poll read or a write. */
+function badHostCase(r: Rng): RawCase {
+  const target = `${pick(r, ALL_PREFIXES)}/${ascii(r, 22)}`;
+  const host = pick(r, BAD_HOSTS);
+  const s = pick(r, [
+    () => `GET ${target}?sequence_token=1&timeout_ms=5000 HTTP/1.1\r\nHost: ${host}\r\n\r\n`,
+    () => `GET ${target} HTTP/1.1\r\nHost: ${host}\r\nIf-None-Match: "x"\r\nPrefer: wait=5\r\n\r\n`,
+    () => `PUT ${target} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 2\r\n\r\n{}`,
+    // In an absolute-form target the authority ends at the first / ? or #: those are no bad authority there.
+    () => `GET http://${pick(r, BAD_AUTHORITIES)}${target} HTTP/1.1\r\nHost: x\r\n\r\n`,
+  ])();
+  return { kind: 'raw', bytes: Buffer.from(s, 'latin1'), expect: 400 };
+}
+
+/**
+ * A request on a route that reads its body, whose body stops arriving: part of a declared length,
+ * complete chunks with no last one, or half a chunk. It must be answered 408 once the request timeout
+ * passes, never left hanging or cut without a word.
+ */
+function stallCase(r: Rng): StallCase {
+  const id = ascii(r, 22);
+  const [method, target, headers] = pick(r, [
+    ['POST', pick(r, PREFIXES.msc3886) || '/', ''],
+    ['PUT', `${pick(r, PREFIXES.msc3886)}/${id}`, ''],
+    ['POST', PREFIXES.msc4108[0], 'Content-Type: text/plain\r\n'],
+    ['PUT', `${PREFIXES.msc4108[0]}/${id}`, 'Content-Type: text/plain\r\nIf-Match: "x"\r\n'],
+    ['POST', pick(r, PREFIXES.msc4388), 'Content-Type: application/json\r\n'],
+    [
+      'PUT',
+      `${pick(r, PREFIXES.msc4388)}/${id}${r() < 0.5 ? '/' + ascii(r, 8) : ''}`,
+      'Content-Type: application/json\r\n',
+    ],
+  ] as const);
+  const sent = pick(r, ['', '{"data":"', 'a'.repeat(1 + int(r, 200))]);
+  const body = pick(r, [
+    () => `Content-Length: ${sent.length + 1 + int(r, 4000)}\r\n\r\n${sent}`,
+    () => `Transfer-Encoding: chunked\r\n\r\n${sent === '' ? '' : `${sent.length.toString(16)}\r\n${sent}\r\n`}`,
+    () => `Transfer-Encoding: chunked\r\n\r\n${(sent.length + 10).toString(16)}\r\n${sent}`,
+  ])();
+  return {
+    kind: 'stall',
+    bytes: Buffer.from(`${method} ${target} HTTP/1.1\r\nHost: x\r\n${headers}${body}`, 'latin1'),
+  };
+}
+
 export function generate(r: Rng, pools: Pools): FuzzCase {
-  return r() < 0.2 ? rawCase(r) : httpCase(r, pools);
+  const roll = r();
+  if (roll < 0.015) return stallCase(r);
+  if (roll < 0.04) return badHostCase(r);
+  return roll < 0.2 ? rawCase(r) : httpCase(r, pools);
 }

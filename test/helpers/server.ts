@@ -8,6 +8,7 @@ export const NO_LIMITS = {
   RZ_REQUEST_RATE: '0',
   RZ_MAX_SESSIONS: '0',
   RZ_MAX_SESSIONS_PER_ADDRESS: '0',
+  RZ_MAX_CONNECTIONS_PER_ADDRESS: '0',
 };
 
 export interface TestServer extends RunningServer {

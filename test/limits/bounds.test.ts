@@ -135,6 +135,8 @@ describe('hard bounds on what a client controls', function () {
     await normalClientServed();
     const r = await slow;
     expect(r.cutOff).to.equal(true);
+    expect(r.response).to.match(/^HTTP\/1.1 408 /);
+    expect(r.response).to.include('"errcode":"M_UNKNOWN"');
   });
 
   it('closes an idle keep-alive connection', async () => {
