@@ -11,7 +11,7 @@ class CountingCounters implements RateCounters {
   readonly shared = true;
   calls: number[] = [];
   failing = false;
-  private readonly inner = new MemoryRateCounters();
+  private readonly inner = new MemoryRateCounters(() => 1_000_000);
   private answered: (() => void)[] = [];
 
   add(window: RateWindow, counts: readonly (readonly [string, number])[]): Promise<number[]> {
