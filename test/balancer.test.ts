@@ -250,3 +250,67 @@ describe('balancer behind an outer TLS proxy (RZ_LB_TRUSTED_PROXIES)', () => {
     expect(failed?.message).to.include('not an IP address or CIDR range: proxy.example.org');
   });
 });
+
+describe('balancer re-sending a write whose replica wrote it and dropped the connection', () => {
+  let redis: RedisServer;
+  let replicas: Replica[];
+  let dropper: TestProxy;
+  let lb: Balancer;
+  before(async () => {
+    redis = await RedisServer.start();
+    replicas = await Promise.all([1, 2].map(() => Replica.start({ REDIS_URL: redis.url })));
+    // In front of the first replica: every PUT is written there, and its answer never comes back.
+    dropper = await TestProxy.start(replicas[0]!.port, { dropAnswer: (r) => r.method === 'PUT' });
+  });
+  // A balancer of its own per test: after a failure nginx leaves that upstream alone for a while.
+  beforeEach(async () => {
+    lb = await Balancer.start([dropper.port, replicas[1]!.port]);
+  });
+  afterEach(async () => {
+    await lb?.stop();
+  });
+  after(async () => {
+    await dropper?.stop();
+    await Promise.all(replicas.map((r) => r.stop()));
+    await redis?.destroy();
+  });
+
+  for (const [family, create] of [
+    [
+      'MSC3886',
+      (base: string) => req(`${base}/`, { method: 'POST', body: 'v1', headers: { 'Content-Type': 'text/plain' } }),
+    ],
+    [
+      'MSC4108',
+      (base: string) =>
+        req(`${base}/_matrix/client/unstable/org.matrix.msc4108/rendezvous`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'text/plain' },
+        }),
+    ],
+  ] as const) {
+    it(`answers the client 202 for its own ${family} write, which landed once`, async () => {
+      // Round robin: the PUT may go to the healthy replica first; the next one goes to the dropper.
+      for (let attempt = 0; attempt < 4; attempt++) {
+        const created = await create(replicas[1]!.url);
+        const body = (await created.json()) as { id?: string; url?: string };
+        const path = body.id !== undefined ? `/${body.id}` : new URL(body.url!).pathname;
+        const dropped = dropper.dropped;
+        const put = await req(`${lb.url}${path}`, {
+          method: 'PUT',
+          body: 'v2',
+          headers: { 'Content-Type': 'text/plain', 'If-Match': created.headers.get('ETag')! },
+        });
+        expect(put.status).to.equal(202);
+        if (dropper.dropped === dropped) continue;
+        // nginx sent it again to the other replica, after the first had written it: one write only.
+        const now = await req(`${replicas[1]!.url}${path}`);
+        expect(await now.text()).to.equal('v2');
+        expect(now.headers.get('ETag')).to.equal(put.headers.get('ETag'));
+        expect(now.headers.get('ETag')).to.match(/\.2"$/);
+        return;
+      }
+      expect.fail('no PUT went to the replica that drops its answers');
+    });
+  }
+});

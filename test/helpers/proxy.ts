@@ -20,10 +20,19 @@ export interface ProxyBehaviour {
   forwardedFor?: boolean;
   /** Source address of the connections to the upstream (any 127.x.y.z on Linux loopback). */
   localAddress?: string;
+  /**
+   * For the requests it matches: pass the request on, wait for the upstream's whole answer (the
+   * request has done its work), then cut the client's connection without answering, as a replica
+   * killed at that instant would.
+   */
+  dropAnswer?: (req: http.IncomingMessage) => boolean;
 }
 
 /** A small HTTP proxy on a loopback port in front of one upstream port. */
 export class TestProxy {
+  /** Answers cut off by `dropAnswer` so far. */
+  dropped = 0;
+
   private constructor(
     private readonly server: http.Server,
     private readonly agent: http.Agent,
@@ -39,6 +48,7 @@ export class TestProxy {
 
   static async start(upstreamPort: number, behaviour: ProxyBehaviour = {}): Promise<TestProxy> {
     const agent = new http.Agent({ keepAlive: true, maxSockets: behaviour.serialise ? 1 : Infinity });
+    let proxy: TestProxy | undefined;
     const server = http.createServer((req, res) => {
       const headers = { ...req.headers };
       if (behaviour.forwardedFor) {
@@ -55,7 +65,17 @@ export class TestProxy {
           agent,
           localAddress: behaviour.localAddress,
         },
-        (upRes) => forward(req, res, upRes, behaviour),
+        (upRes) => {
+          if (behaviour.dropAnswer?.(req)) {
+            upRes.resume();
+            upRes.on('end', () => {
+              proxy!.dropped++;
+              res.socket?.destroy();
+            });
+            return;
+          }
+          forward(req, res, upRes, behaviour);
+        },
       );
       up.on('error', () => {
         if (!res.headersSent) res.writeHead(502, { 'Content-Type': 'text/html' });
@@ -64,7 +84,8 @@ export class TestProxy {
       req.pipe(up);
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return new TestProxy(server, agent);
+    proxy = new TestProxy(server, agent);
+    return proxy;
   }
 
   async stop(): Promise<void> {
