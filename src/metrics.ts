@@ -137,11 +137,19 @@ export class Metrics {
  * one Map lookup instead. Label sets here are small and fixed, so the cache stays small.
  */
 export function boundChildren<C>(bind: (...values: string[]) => C): (...values: string[]) => C {
-  const cache = new Map<string, C>();
+  // One level of maps per label, so looking a child up builds no key string.
+  type Level = Map<string, Level | C>;
+  const root: Level = new Map();
   return (...values) => {
-    const key = values.join('\u0000');
-    let child = cache.get(key);
-    if (child === undefined) cache.set(key, (child = bind(...values)));
+    let level = root;
+    const last = values.length - 1;
+    for (let i = 0; i < last; i++) {
+      let next = level.get(values[i]!) as Level | undefined;
+      if (next === undefined) level.set(values[i]!, (next = new Map()));
+      level = next;
+    }
+    let child = level.get(values[last]!) as C | undefined;
+    if (child === undefined) level.set(values[last]!, (child = bind(...values)));
     return child;
   };
 }

@@ -46,12 +46,15 @@ export function createApp(deps: AppDeps): Koa {
   app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
 
   const protocol = { config, sessions, log, metrics, longPoll };
-  // Fixed paths first: `/metrics` and `/health` must not be taken for MSC3886 session ids.
-  const ownRoutes = [healthRoutes(deps.readiness)];
-  if (config.metricsPort === undefined) ownRoutes.push(metricsRoutes(metrics, sessions));
-  const routers: Router[] = [...ownRoutes, msc3886Routes(protocol), msc4108Routes(protocol)];
+  // Every route on one router: one match per request. Fixed paths first, so `/metrics` and `/health`
+  // are never taken for MSC3886 session ids.
+  const router = new Router();
+  healthRoutes(deps.readiness, router);
+  if (config.metricsPort === undefined) metricsRoutes(metrics, sessions, router);
+  msc3886Routes(protocol, router);
+  msc4108Routes(protocol, router);
   // Token verdicts live in the backend, so with Redis every replica shares them.
-  if (config.msc4388Enabled) routers.push(msc4388Routes(protocol, createPolicy(config, backend.verdicts, log)));
+  if (config.msc4388Enabled) msc4388Routes(protocol, createPolicy(config, backend.verdicts, log), router);
 
   app.use(httpMetrics(metrics));
   app.use(requestId);
@@ -75,7 +78,7 @@ export function createApp(deps: AppDeps): Koa {
   app.use(errorHandler(log));
   app.use(urlLimit(config.maxUrlBytes));
   app.use(createLimits(config, backend.rates, metrics));
-  for (const router of routers) app.use(router.routes());
-  app.use(unrecognized(routers));
+  app.use(router.routes());
+  app.use(unrecognized([router]));
   return app;
 }

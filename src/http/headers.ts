@@ -13,12 +13,24 @@ export const commonHeaders: Middleware = (ctx, next) => {
   return next();
 };
 
+/** Formatted dates by second, in a small direct-mapped table: sessions made in the same second share theirs. */
+const DATE_SLOTS = 1024;
+const slotSecond = new Float64Array(DATE_SLOTS).fill(-1);
+const slotText: string[] = new Array<string>(DATE_SLOTS).fill('');
+
 /**
  * IMF-fixdate (RFC 9110 section 5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`. Whole seconds only,
- * so the milliseconds are dropped: right for an instant in the past (Last-Modified).
+ * so the milliseconds are dropped: right for an instant in the past (Last-Modified). Every answer
+ * about a session carries two of these; most are formatted once and then looked up.
  */
 export function httpDate(ms: number): string {
-  return new Date(ms).toUTCString();
+  const second = Math.floor(ms / 1000);
+  const slot = second & (DATE_SLOTS - 1);
+  if (slotSecond[slot] === second) return slotText[slot]!;
+  const text = new Date(second * 1000).toUTCString();
+  slotSecond[slot] = second;
+  slotText[slot] = text;
+  return text;
 }
 
 /** The same for an instant to come (Expires): rounded up, so no client gives up before it. */

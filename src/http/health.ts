@@ -89,8 +89,7 @@ export class Readiness {
   }
 }
 
-export function healthRoutes(readiness: Readiness): Router {
-  const router = new Router();
+export function healthRoutes(readiness: Readiness, router = new Router()): Router {
   // Liveness: the event loop answers. Never depends on the store, or an outage would restart every pod.
   router.get('/health', (ctx) => {
     ctx.res.setHeader('Content-Type', 'application/json');

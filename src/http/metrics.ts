@@ -60,24 +60,26 @@ export function httpMetrics(metrics: Metrics): Middleware {
   const requests = boundChildren((family, method, status) => metrics.httpRequests.labels(family, method, status));
   const durations = boundChildren((family, method) => metrics.httpDuration.labels(family, method));
   const waits = boundChildren((family, outcome) => metrics.longPollDuration.labels(family, outcome));
-  return async (ctx, next) => {
+  const record = (ctx: Context, start: bigint, failed: boolean) => {
+    const family = familyOf(ctx);
+    const method = METHODS.has(ctx.method) ? ctx.method : 'OTHER';
+    const outcome = ctx.state.longPollOutcome;
+    const left = outcome === 'disconnect' && !ctx.res.headersSent;
+    requests(family, method, failed ? '500' : left ? CLIENT_CLOSED : String(ctx.status)).inc();
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    if (outcome === undefined) durations(family, method).observe(seconds);
+    else waits(family, outcome).observe(seconds);
+  };
+  // Reactions rather than `await`: a held long-poll keeps no suspended async frame here.
+  return (ctx, next) => {
     const start = process.hrtime.bigint();
-    let failed = false;
-    try {
-      await next();
-    } catch (err) {
-      failed = true;
-      throw err;
-    } finally {
-      const family = familyOf(ctx);
-      const method = METHODS.has(ctx.method) ? ctx.method : 'OTHER';
-      const outcome = ctx.state.longPollOutcome;
-      const left = outcome === 'disconnect' && !ctx.res.headersSent;
-      requests(family, method, failed ? '500' : left ? CLIENT_CLOSED : String(ctx.status)).inc();
-      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-      if (outcome === undefined) durations(family, method).observe(seconds);
-      else waits(family, outcome).observe(seconds);
-    }
+    return next().then(
+      () => record(ctx, start, false),
+      (err: unknown) => {
+        record(ctx, start, true);
+        throw err;
+      },
+    );
   };
 }
 
@@ -94,8 +96,7 @@ export async function scrape(metrics: Metrics, sessions: SessionStore): Promise<
 }
 
 /** `GET /metrics` in the Prometheus text format, on the main port unless RZ_METRICS_PORT is set. */
-export function metricsRoutes(metrics: Metrics, store: SessionStore): Router {
-  const router = new Router();
+export function metricsRoutes(metrics: Metrics, store: SessionStore, router = new Router()): Router {
   router.get('/metrics', async (ctx) => {
     const text = await scrape(metrics, store);
     ctx.res.setHeader('Content-Type', metrics.registry.contentType);

@@ -24,8 +24,7 @@ function requestContentType(ctx: Context): string {
   return raw;
 }
 
-export function msc3886Routes({ config, sessions, metrics, longPoll }: ProtocolDeps): Router {
-  const router = new Router();
+export function msc3886Routes({ config, sessions, metrics, longPoll }: ProtocolDeps, router = new Router()): Router {
   const ttlMs = config.ttlSeconds * 1000;
   const createdBody = (id: string) => JSON.stringify({ id, max_bytes: config.maxBytes });
   // Any type is stored and echoed; If-Match is optional (absent or `*`: unconditional) and may list tags.

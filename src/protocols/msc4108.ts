@@ -41,8 +41,7 @@ const concurrentWrite = () =>
     'org.matrix.msc4108.errcode': 'M_CONCURRENT_WRITE',
   });
 
-export function msc4108Routes({ config, sessions, metrics, longPoll }: ProtocolDeps): Router {
-  const router = new Router();
+export function msc4108Routes({ config, sessions, metrics, longPoll }: ProtocolDeps, router = new Router()): Router {
   const ttlMs = config.ttlSeconds * 1000;
   const base = `${config.publicBaseUrl}${MSC4108_PREFIX}/`;
   const delegate = config.msc4108DelegateUrl;

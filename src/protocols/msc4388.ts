@@ -58,8 +58,11 @@ const badTxnId = () =>
 
 const emptyObject = (ctx: Context): void => sendBody(ctx, 200, 'application/json', EMPTY_JSON);
 
-export function msc4388Routes({ config, sessions, metrics, longPoll }: ProtocolDeps, policy: CreatePolicy): Router {
-  const router = new Router();
+export function msc4388Routes(
+  { config, sessions, metrics, longPoll }: ProtocolDeps,
+  policy: CreatePolicy,
+  router = new Router(),
+): Router {
   const ttlMs = clampTtlMs(config.ttlSeconds);
   const bodyLimit = config.maxBytes * JSON_ESCAPE_FACTOR + JSON_OVERHEAD;
 
