@@ -4,6 +4,8 @@ import type { RunningServer } from '../../src/main';
 import { RedisServer } from '../helpers/redis';
 import { inParallel, json, send } from '../helpers/send';
 import { startServer } from '../helpers/server';
+import { sharedClusterSetup } from '../helpers/topologies';
+import { CAPS_BY_ADDRESS_KEY, CAPS_JOURNAL_DETAILS_KEY, CAPS_JOURNAL_KEY, CAPS_KEY } from '../../src/store/format';
 
 interface Backend {
   name: string;
@@ -25,6 +27,21 @@ const BACKENDS: Backend[] = [
         startServer({ ...env, REDIS_URL: redis.url }),
         startServer({ ...env, REDIS_URL: redis.url }),
       ]);
+    },
+  },
+  {
+    name: 'redis cluster of 3 masters, two replicas',
+    start: async (env) => {
+      const setup = await sharedClusterSetup();
+      // The caps count every session in the store: start each suite from none.
+      const client = setup.client();
+      try {
+        await client.del(CAPS_KEY, CAPS_BY_ADDRESS_KEY, CAPS_JOURNAL_KEY, CAPS_JOURNAL_DETAILS_KEY);
+      } finally {
+        client.disconnect();
+      }
+      const replicas = [startServer({ ...env, ...setup.env }), startServer({ ...env, ...setup.env })];
+      return Promise.all(replicas);
     },
   },
 ];
