@@ -18,8 +18,6 @@ export class RedisRateCounters implements RateCounters {
   add(window: RateWindow, counts: readonly (readonly [string, number])[]): Promise<number[]> {
     const args: (string | number)[] = [Math.max(KEEP_AFTER_MS, window.start + window.ms - Date.now() + KEEP_AFTER_MS)];
     for (const [address, count] of counts) args.push(address, count);
-    return this.cmd
-      .rzAddRateCounts(rateWindowKey(window.budget, window.start), ...args)
-      .then((totals) => totals as number[], storeFailure);
+    return this.cmd.rzAddRateCounts(rateWindowKey(window.budget, window.start), ...args).catch(storeFailure);
   }
 }

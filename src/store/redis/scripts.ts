@@ -18,15 +18,26 @@ const SCRIPTS = {
   rzAddRateCounts: 'addRateCounts-1.lua',
 } as const;
 
-type Reply = number | string | Buffer | Reply[];
+/** An array reply of a script: numbers, and strings (or Buffers, from a `…Buffer` call). */
+export type Reply = (number | string)[];
+type BufferReply = (number | Buffer)[];
 
-/** The scripts as commands on the client (ioredis sends EVALSHA, and EVAL once after a NOSCRIPT). */
-export type ScriptCommands = {
-  [K in keyof typeof SCRIPTS]: (...args: Arg[]) => Promise<Reply[]>;
-} & {
-  rzUpdateSessionBuffer(...args: Arg[]): Promise<(number | Buffer)[]>;
-  rzDeleteClaimedSessionBuffer(...args: Arg[]): Promise<(number | Buffer)[]>;
-};
+/**
+ * The scripts as commands on the client (ioredis sends EVALSHA, and EVAL once after a NOSCRIPT).
+ * What each answers is documented at the top of its file.
+ */
+export interface ScriptCommands {
+  rzCreateSession(...args: Arg[]): Promise<Reply>;
+  rzDeleteSession(...args: Arg[]): Promise<number>;
+  rzUpdateSessionBuffer(...args: Arg[]): Promise<BufferReply>;
+  rzCountSessions(...args: Arg[]): Promise<number[]>;
+  rzClaimSlot(...args: Arg[]): Promise<Reply>;
+  rzCreateClaimedSession(...args: Arg[]): Promise<number[]>;
+  rzReleaseClaim(...args: Arg[]): Promise<number>;
+  rzDeleteClaimedSessionBuffer(...args: Arg[]): Promise<BufferReply>;
+  rzReleaseSlot(...args: Arg[]): Promise<number>;
+  rzAddRateCounts(...args: Arg[]): Promise<number[]>;
+}
 
 export type ScriptedClient = (Redis | Cluster) & ScriptCommands;
 

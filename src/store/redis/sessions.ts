@@ -26,7 +26,7 @@ import type {
   UpdateResult,
 } from '../types';
 import { storeFailure, unavailable } from './errors';
-import { defineScripts, type ScriptedClient } from './scripts';
+import { defineScripts, type Reply, type ScriptedClient } from './scripts';
 
 /**
  * The largest payload a wake-up notice carries. Above it the notice is the bare revision and waiters
@@ -44,9 +44,7 @@ export interface RedisSessionOptions {
 
 const OUTCOMES: Record<number, UpdateOutcome> = { 1: 'updated', 2: 'conflict', 3: 'unchanged' };
 
-type Reply = number | string | Buffer | Reply[];
-
-function capped(reply: Reply[]): CreateResult {
+function capped(reply: Reply): CreateResult {
   return reply[1] === 'taken'
     ? { status: 'taken' }
     : { status: 'capped', cap: reply[1] as 'global' | 'address', retryAfterMs: Math.max(0, reply[2] as number) };
@@ -154,13 +152,13 @@ export class RedisSessions implements SessionStore {
   delete(id: string, family: Family): Promise<boolean> {
     return this.cmd
       .rzDeleteSession(sessionKey(id), txnKey(id), CAPS_KEY, CAPS_BY_ADDRESS_KEY, family, wakeChannel(id))
-      .then((r) => (r as unknown as number) === 1, storeFailure);
+      .then((r) => r === 1, storeFailure);
   }
 
   counts(): Promise<SessionCounts> {
     return this.cmd
       .rzCountSessions(CAPS_KEY)
-      .then((r) => ({ live: r[0] as number, expired: r[1] as number }), storeFailure);
+      .then(([live, expired]) => ({ live: live!, expired: expired! }), storeFailure);
   }
 }
 
@@ -190,7 +188,7 @@ export class ClusterRedisSessions extends RedisSessions {
   override async create(input: CreateInput): Promise<CreateResult> {
     const { caps } = this.opts;
     const owner = input.owner || NO_OWNER;
-    let claim: Reply[];
+    let claim: Reply;
     try {
       claim = await this.cmd.rzClaimSlot(
         CAPS_KEY,
@@ -213,7 +211,7 @@ export class ClusterRedisSessions extends RedisSessions {
     }
     if (claim[0] !== 1) return capped(claim);
     const [, createdAt, expiresAt, deadline] = claim as number[];
-    let made: Reply[];
+    let made: number[];
     try {
       made = await this.cmd.rzCreateClaimedSession(
         sessionKey(input.id),
