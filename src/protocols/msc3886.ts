@@ -15,6 +15,7 @@ import {
   setValidators,
 } from './etag-family';
 import { etagReadHandler } from './long-poll';
+import { idPrefixOf } from '../region/names';
 
 /** MSC3886 lives at the server root and under the prefix a homeserver can reverse-proxy. */
 export const MSC3886_PREFIXES = ['', '/_matrix/client/unstable/org.matrix.msc3886/rendezvous'] as const;
@@ -37,6 +38,7 @@ export function msc3886Routes({ config, store, longPoll }: ProtocolDeps): Router
   const router = new Router();
   const ttlMs = config.ttlSeconds * 1000;
   const createdBody = (id: string) => JSON.stringify({ id, max_bytes: config.maxBytes });
+  const idPrefix = idPrefixOf(config.region);
 
   for (const prefix of MSC3886_PREFIXES) {
     const base = `${config.publicBaseUrl}${prefix}/`;
@@ -44,7 +46,14 @@ export function msc3886Routes({ config, store, longPoll }: ProtocolDeps): Router
     router.post(prefix === '' ? '/' : prefix, async (ctx) => {
       const contentType = requestContentType(ctx);
       const data = await readBody(ctx, config.maxBytes);
-      const meta = await createSession(store, { family: FAMILY, contentType, data, ttlMs, owner: clientOf(ctx) });
+      const meta = await createSession(store, {
+        family: FAMILY,
+        contentType,
+        data,
+        ttlMs,
+        owner: clientOf(ctx),
+        idPrefix,
+      });
       setValidators(ctx.res, meta);
       ctx.res.setHeader('Location', base + meta.id);
       sendBody(ctx, 200, 'application/json', createdBody(meta.id));

@@ -5,6 +5,7 @@ import { MatrixError } from '../http/errors';
 import type { ProtocolDeps } from './context';
 import { clientOf } from '../limits';
 import { createSession } from './create';
+import { idPrefixOf } from '../region/names';
 import {
   EMPTY_JSON,
   conditionHeader,
@@ -55,6 +56,7 @@ export function msc4108Routes({ config, store, longPoll }: ProtocolDeps): Router
   const ttlMs = config.ttlSeconds * 1000;
   const base = `${config.publicBaseUrl}${MSC4108_PREFIX}/`;
   const delegate = config.msc4108DelegateUrl;
+  const idPrefix = idPrefixOf(config.region);
 
   router.post(MSC4108_PREFIX, async (ctx) => {
     if (delegate !== undefined) {
@@ -71,6 +73,7 @@ export function msc4108Routes({ config, store, longPoll }: ProtocolDeps): Router
       data,
       ttlMs,
       owner: clientOf(ctx),
+      idPrefix,
     });
     const url = base + meta.id;
     setValidators(ctx.res, meta);

@@ -8,6 +8,7 @@ import type { Session, SessionMeta, UpdateResult } from '../store/types';
 import type { ProtocolDeps } from './context';
 import { clientOf } from '../limits';
 import { createSession } from './create';
+import { idPrefixOf } from '../region/names';
 import { EMPTY_JSON, notFound, sendBody, sessionId } from './etag-family';
 import { sequenceWait, settle } from './long-poll';
 
@@ -27,6 +28,9 @@ const MAX_TTL_MS = 300_000;
 const JSON_OVERHEAD = 1024;
 const JSON_ESCAPE_FACTOR = 6;
 const LONE_SURROGATE = /\p{Cs}/u;
+
+/** Largest MSC4388 request body read: `data` of maxBytes, every byte escaped, plus the JSON around it. */
+export const msc4388BodyLimit = (maxBytes: number): number => maxBytes * JSON_ESCAPE_FACTOR + JSON_OVERHEAD;
 
 export const clampTtlMs = (ttlSeconds: number): number => Math.min(MAX_TTL_MS, Math.max(MIN_TTL_MS, ttlSeconds * 1000));
 
@@ -53,7 +57,8 @@ function expiresInMs(meta: SessionMeta): number {
 export function msc4388Routes({ config, store, longPoll }: ProtocolDeps, policy: CreatePolicy): Router {
   const router = new Router();
   const ttlMs = clampTtlMs(config.ttlSeconds);
-  const bodyLimit = config.maxBytes * JSON_ESCAPE_FACTOR + JSON_OVERHEAD;
+  const bodyLimit = msc4388BodyLimit(config.maxBytes);
+  const idPrefix = idPrefixOf(config.region);
 
   /** `data` as the protocol bounds it: a well-formed string of at most maxBytes UTF-8 bytes. */
   function dataField(body: Record<string, unknown>): Buffer {
@@ -124,6 +129,7 @@ export function msc4388Routes({ config, store, longPoll }: ProtocolDeps, policy:
         data,
         ttlMs,
         owner: clientOf(ctx),
+        idPrefix,
       });
       sendBody(
         ctx,
