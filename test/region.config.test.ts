@@ -101,11 +101,12 @@ describe('multi-region settings', () => {
     const weak = 'hunter2-weak';
     const file = join(dir, 'weak');
     writeFileSync(file, weak);
-    for (const env of [
+    const envs: Record<string, string>[] = [
       { RZ_REGION: 'eu', RZ_REGION_SECRET: weak },
       { RZ_REGION: 'eu', RZ_REGION_SECRET_FILE: file },
       { RZ_REGION: 'EU', RZ_REGION_SECRET: weak },
-    ]) {
+    ];
+    for (const env of envs) {
       const problems = problemsOf(env);
       expect(problems).to.not.deep.equal([]);
       expect(problems.join('\n')).to.not.include(weak);

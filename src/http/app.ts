@@ -21,6 +21,7 @@ import { requestId } from './request-id';
 import { httpMetrics, metricsRoutes } from './metrics';
 import { urlLimit } from './url-limit';
 import { createLimits } from '../limits';
+import { createRegion } from '../region';
 
 export interface AppDeps {
   config: Config;
@@ -74,7 +75,11 @@ export function createApp(deps: AppDeps): Koa {
   app.use(lifecycle.middleware);
   app.use(errorHandler(log));
   app.use(urlLimit(config.maxUrlBytes));
+  // Multi-region (src/region; nothing is installed without RZ_REGION): peer check, limits, forwarding.
+  const region = createRegion({ config, log, metrics, lifecycle });
+  if (region) app.use(region.authenticate);
   app.use(limits.middleware);
+  if (region) app.use(region.route);
   for (const router of routers) app.use(router.routes());
   app.use(unrecognized(routers));
   return app;
