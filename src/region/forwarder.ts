@@ -181,9 +181,15 @@ export class Forwarder {
     const headers = this.headersFor(ctx, body);
     const path = peer.basePath + ctx.path + ctx.search;
     let outcome = await this.exchange(peer, method, path, headers, body, waitMs, ctx.res);
-    // A kept-alive connection the peer closed just as it was reused: nothing was processed there,
-    // or (a write) the verbatim re-send is answered as the write that landed. A DELETE is not resent.
-    if (outcome.kind === 'failed' && outcome.reason === 'reset' && outcome.reused && method !== 'DELETE') {
+    // A kept-alive connection the peer closed just as it was reused (the race every keep-alive
+    // client has): a read is sent once more on a fresh one. Writes and deletes are not resent here;
+    // their 503 tells the client to retry, as the protocols expect.
+    if (
+      outcome.kind === 'failed' &&
+      outcome.reason === 'reset' &&
+      outcome.reused &&
+      (method === 'GET' || method === 'HEAD')
+    ) {
       outcome = await this.exchange(peer, method, path, headers, body, waitMs, ctx.res);
     }
     if (outcome.kind === 'aborted') {
