@@ -72,6 +72,8 @@ interface PeerState extends Peer {
   readonly tls: boolean;
   readonly hostname: string;
   readonly port: number;
+  /** The Host header: the URL's host (and port when it has one). */
+  readonly host: string;
   /** Path of the base URL without its trailing slash ('' at the root). */
   readonly basePath: string;
   readonly agent: http.Agent;
@@ -134,6 +136,7 @@ export class Forwarder {
         tls,
         hostname: u.hostname.replace(/^\[|\]$/g, ''),
         port: u.port === '' ? (tls ? 443 : 80) : Number(u.port),
+        host: u.host,
         basePath: u.pathname.replace(/\/+$/, ''),
         agent,
         request: tls ? https.request : http.request,
@@ -178,7 +181,7 @@ export class Forwarder {
     const method = ctx.method;
     const body = method === 'PUT' ? await readBody(ctx, bodyLimit) : undefined;
     const waitMs = method === 'GET' ? this.waitOf(ctx) : 0;
-    const headers = this.headersFor(ctx, body);
+    const headers = this.headersFor(ctx, peer, body);
     const path = peer.basePath + ctx.path + ctx.search;
     let outcome = await this.exchange(peer, method, path, headers, body, waitMs, ctx.res);
     // A kept-alive connection the peer closed just as it was reused (the race every keep-alive
@@ -254,19 +257,29 @@ export class Forwarder {
     return Math.min(ms, this.maxWaitMs);
   }
 
-  private headersFor(ctx: Context, body: Buffer | undefined): Record<string, string> {
+  /**
+   * The request headers as a flat [name, value, ...] list: Node writes such a list as it is, without
+   * a header map per request. The peer's Host is given here (Node only adds it for a map).
+   */
+  private headersFor(ctx: Context, peer: PeerState, body: Buffer | undefined): string[] {
     const given = ctx.req.headers;
-    const out: Record<string, string> = {
-      'x-request-id': ctx.state.requestId ?? '',
-      [FORWARDED_BY]: this.config.region!,
-      [FORWARDED_FOR]: clientOf(ctx),
-      [REGION_SECRET]: this.secret,
-    };
+    const out = [
+      'Host',
+      peer.host,
+      'X-Request-Id',
+      ctx.state.requestId ?? '',
+      FORWARDED_BY,
+      this.config.region!,
+      FORWARDED_FOR,
+      clientOf(ctx),
+      REGION_SECRET,
+      this.secret,
+    ];
     for (const name of PASSED) {
       const v = given[name];
-      if (typeof v === 'string') out[name] = v;
+      if (typeof v === 'string') out.push(name, v);
     }
-    if (body !== undefined) out['content-length'] = String(body.length);
+    if (body !== undefined) out.push('Content-Length', String(body.length));
     return out;
   }
 
@@ -289,7 +302,7 @@ export class Forwarder {
   }
 
   private probe(peer: PeerState): Promise<boolean> {
-    return this.exchange(peer, 'GET', `${peer.basePath}/health`, {}, undefined, 0, undefined).then(
+    return this.exchange(peer, 'GET', `${peer.basePath}/health`, ['Host', peer.host], undefined, 0, undefined).then(
       (o) => o.kind === 'answer' && o.status === 200,
     );
   }
@@ -299,7 +312,7 @@ export class Forwarder {
     peer: PeerState,
     method: string,
     path: string,
-    headers: Record<string, string>,
+    headers: string[],
     body: Buffer | undefined,
     waitMs: number,
     client: http.ServerResponse | undefined,
