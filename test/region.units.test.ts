@@ -4,7 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, loadConfig } from '../src/config';
 import { newSessionIds, OPAQUE_ID } from '../src/ids';
+import pino from 'pino';
+import { Lifecycle } from '../src/http/health';
+import { Metrics } from '../src/metrics';
+import { createRegion } from '../src/region';
 import { idPrefixOf, regionOfId } from '../src/region/names';
+import { sessionPathParser } from '../src/region/paths';
+import { request } from './helpers/http';
+import { startServer } from './helpers/server';
 
 const SECRET = 'correct-horse-battery-staple';
 
@@ -144,5 +151,78 @@ describe('region-homed ids', () => {
   it('reads no configurable region from a dotted id whose prefix cannot be one', () => {
     expect(regionOfId('.abc')).to.equal('');
     expect(regionOfId('x'.repeat(17) + '.abc')).to.equal('');
+  });
+});
+
+describe('region routing: which paths name a session', () => {
+  const parse = sessionPathParser(true);
+
+  it('finds the id of every family, on every method a session route answers', () => {
+    expect(parse('/eu.abc', 'GET')).to.deep.equal({ id: 'eu.abc', msc4388: false });
+    expect(parse('/_matrix/client/unstable/org.matrix.msc3886/rendezvous/eu.abc', 'DELETE')).to.deep.equal({
+      id: 'eu.abc',
+      msc4388: false,
+    });
+    expect(parse('/_matrix/client/unstable/org.matrix.msc4108/rendezvous/eu.abc', 'PUT')).to.deep.equal({
+      id: 'eu.abc',
+      msc4388: false,
+    });
+    for (const prefix of ['/_matrix/client/unstable/io.element.msc4388/rendezvous', '/_matrix/client/v1/rendezvous']) {
+      expect(parse(`${prefix}/eu.abc`, 'GET')).to.deep.equal({ id: 'eu.abc', msc4388: true });
+      expect(parse(`${prefix}/eu.abc/txn-1`, 'PUT')).to.deep.equal({ id: 'eu.abc', msc4388: true });
+      // `/{id}/{txnId}` is a write path only; anything else there is answered locally (405).
+      expect(parse(`${prefix}/eu.abc/txn-1`, 'GET')).to.equal(undefined);
+    }
+  });
+
+  it('never takes creates, probes, unknown paths or empty ids for a session', () => {
+    for (const path of [
+      '/',
+      '/_matrix/client/v1/rendezvous',
+      '/_matrix/client/unstable/org.matrix.msc4108/rendezvous',
+      '/_matrix/client/unstable/org.matrix.msc4108/rendezvous/',
+      '/_matrix/client/unstable/org.matrix.msc4108/rendezvous/eu.abc/more',
+      '/_matrix/client/v3/account/whoami',
+      '/a/b',
+    ]) {
+      expect(parse(path, 'GET'), path).to.equal(undefined);
+    }
+    // Probes are single root segments, but name no region: they stay local.
+    for (const path of ['/health', '/ready', '/metrics'])
+      expect(regionOfId(parse(path, 'GET')!.id)).to.equal(undefined);
+  });
+
+  it('decodes the id as the routers do, and leaves disabled MSC4388 paths alone', () => {
+    expect(parse('/eu%2Eabc', 'GET')).to.deep.equal({ id: 'eu.abc', msc4388: false });
+    expect(parse('/%E0%A4%A', 'GET')).to.equal(undefined);
+    expect(sessionPathParser(false)('/_matrix/client/v1/rendezvous/eu.abc', 'GET')).to.equal(undefined);
+  });
+});
+
+describe('a single-region server (no RZ_REGION)', () => {
+  it('installs no region middleware at all', () => {
+    expect(
+      createRegion({
+        config: loadConfig({}),
+        log: pino({ level: 'silent' }),
+        metrics: new Metrics(),
+        lifecycle: new Lifecycle(),
+      }),
+    ).to.equal(undefined);
+  });
+
+  it('ignores the forwarding headers, as it did before regions existed', async () => {
+    const server = await startServer();
+    try {
+      const created = await request('POST', `${server.url}/`, { body: 'x' });
+      expect(created.json.id).to.match(/^[A-Za-z0-9_-]{22}$/);
+      const res = await request('GET', `${server.url}/${created.json.id}`, {
+        headers: { 'X-Rendezvous-Forwarded-By': 'eu', 'X-Rendezvous-Forwarded-For': '203.0.113.1' },
+      });
+      expect(res.status).to.equal(200);
+      expect(res.text).to.equal('x');
+    } finally {
+      await server.stop();
+    }
   });
 });
