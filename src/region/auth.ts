@@ -92,6 +92,8 @@ export function peerAuthentication(secret: string | undefined, metrics: RegionMe
     ctx.state.forwardedBy = by;
     ctx.state.forwardedClient = client;
     metrics.receivedFrom(by).inc();
+    // With the request id, this ties the home region's answer to the forwarding region's log line.
+    log.debug({ reqId, from: by, client }, 'forwarded request');
     return next();
   };
 }
