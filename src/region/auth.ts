@@ -65,13 +65,13 @@ export function peerAuthentication(secret: string | undefined, metrics: RegionMe
   const check = secret === undefined ? undefined : new SecretCheck(secret);
   let lastLogged = 0;
   let unlogged = 0;
-  const refuse = (reqId: string | undefined, from: string | undefined, why: string): never => {
+  const refuse = (reqId: string | undefined, remote: string | undefined, why: string): never => {
     metrics.peerRefused.inc();
     unlogged++;
     // A client sending forged headers in a loop must not flood the log: one line a second at most.
     const now = Date.now();
     if (now - lastLogged >= 1000) {
-      log.warn({ reqId, from, refused: unlogged }, `refused a request claiming to be forwarded: ${why}`);
+      log.warn({ reqId, remote, refused: unlogged }, `refused a request claiming to be forwarded: ${why}`);
       lastLogged = now;
       unlogged = 0;
     }
@@ -84,10 +84,10 @@ export function peerAuthentication(secret: string | undefined, metrics: RegionMe
     const presented = headers[REGION_SECRET];
     if (by === undefined && client === undefined && presented === undefined) return next();
     const reqId = ctx.state.requestId;
-    const from = ctx.req.socket.remoteAddress;
-    if (check === undefined || !check.matches(presented)) return refuse(reqId, from, 'missing or wrong secret');
+    const remote = ctx.req.socket.remoteAddress;
+    if (check === undefined || !check.matches(presented)) return refuse(reqId, remote, 'missing or wrong secret');
     if (typeof by !== 'string' || !REGION_NAME.test(by) || typeof client !== 'string' || !CLIENT_KEY.test(client)) {
-      return refuse(reqId, from, 'malformed forwarding headers');
+      return refuse(reqId, remote, 'malformed forwarding headers');
     }
     ctx.state.forwardedBy = by;
     ctx.state.forwardedClient = client;
