@@ -1,4 +1,10 @@
 import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
 import { request, type Reply } from './helpers/http';
 import { heldGet } from './helpers/longpoll';
 import { Scrape } from './helpers/metrics';
@@ -511,6 +517,78 @@ describe('two regions, each with its own Redis and two replicas, 25 ms apart', f
       expect((await request('GET', `${eu.a.url}/${local.json.id}`)).text).to.equal('local');
     } finally {
       await rogue.stop('SIGKILL');
+    }
+  });
+});
+
+/** A private CA and a certificate for 127.0.0.1 it signed, made by openssl. */
+function makeCertificates(dir: string): void {
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  ssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=rz-region-ca');
+  ssl('req', ...ec, '-keyout', 'peer.key', '-out', 'peer.csr', '-subj', '/CN=rz-region-peer');
+  writeFileSync(join(dir, 'peer.ext'), 'subjectAltName=IP:127.0.0.1\n');
+  const sign = ['-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', 'peer.ext'];
+  ssl('x509', '-req', '-in', 'peer.csr', ...sign, '-out', 'peer.crt');
+}
+
+describe('peers over https', function () {
+  this.timeout(60_000);
+  let us: Region;
+  let dir: string;
+  let terminator: tls.Server;
+  let peerUrl: string;
+
+  before(async () => {
+    [us] = (await startRegions(['us'])) as [Region];
+    dir = mkdtempSync(join(tmpdir(), 'rz-region-tls-'));
+    makeCertificates(dir);
+    // The us region's entrance over TLS (what an internal balancer terminating TLS would be).
+    terminator = tls.createServer(
+      { key: readFileSync(join(dir, 'peer.key')), cert: readFileSync(join(dir, 'peer.crt')) },
+      (socket) => {
+        const upstream = net.connect(us.a.port, '127.0.0.1');
+        socket.pipe(upstream).pipe(socket);
+        socket.on('error', () => upstream.destroy());
+        upstream.on('error', () => socket.destroy());
+      },
+    );
+    await new Promise<void>((resolve) => terminator.listen(0, '127.0.0.1', resolve));
+    peerUrl = `https://127.0.0.1:${(terminator.address() as net.AddressInfo).port}`;
+  });
+  after(async () => {
+    terminator?.close();
+    await stopRegions([us]);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const euReplica = (env: Record<string, string>) =>
+    Replica.start({
+      REDIS_URL: us.redis.url,
+      RZ_PUBLIC_BASE_URL: GLOBAL_BASE_URL,
+      RZ_REGION: 'eu',
+      RZ_REGION_PEERS: `us=${peerUrl}`,
+      RZ_REGION_SECRET: REGION_SECRET,
+      ...env,
+    });
+
+  it('forwards to a peer whose certificate RZ_REGION_TLS_CA_FILE vouches for, and to no other', async () => {
+    const created = await createMsc3886(us.a, 'over tls');
+    const trusting = await euReplica({ RZ_REGION_TLS_CA_FILE: join(dir, 'ca.crt') });
+    const untrusting = await euReplica({});
+    try {
+      expect((await request('GET', `${trusting.url}/${created.json.id}`)).text).to.equal('over tls');
+      // The system CAs do not know this one: no connection, so the region counts as unreachable.
+      const refused = await request('GET', `${untrusting.url}/${created.json.id}`);
+      expect(refused.status).to.equal(503);
+      expect(
+        (await Scrape.of(`${untrusting.url}/metrics`)).value('rendezvous_region_forward_failures_total', {
+          peer: 'us',
+          reason: 'connect',
+        }),
+      ).to.equal(1);
+    } finally {
+      await Promise.all([trusting.stop('SIGKILL'), untrusting.stop('SIGKILL')]);
     }
   });
 });
