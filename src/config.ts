@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { normaliseCidr } from './limits/cidr';
+import { peerList, regionProblems, type RegionPeer } from './region/settings';
 
 /**
  * Every setting comes from one table, so validation, defaults and `--help` can never drift apart.
@@ -513,6 +514,88 @@ export const SETTINGS: readonly Setting[] = [
     default: '100',
     schema: int(0, 1000000),
   },
+  // Multi-region (src/region): all unset is a single-region deployment, exactly as before.
+  {
+    name: 'RZ_REGION',
+    key: 'region',
+    expect: 'a region name: 1 to 16 of a-z and 0-9',
+    help: "This replica's region: every session id it creates names it, and requests for other regions' sessions are forwarded to them. Unset: single region, ids as before",
+    schema: z
+      .string()
+      .regex(/^[a-z0-9]{1,16}$/)
+      .optional(),
+  },
+  {
+    name: 'RZ_REGION_PEERS',
+    key: 'regionPeers',
+    expect: 'a comma-separated list of name=URL (region names of a-z and 0-9; http(s) URLs without query)',
+    help: "The other regions and the base URL each one's replicas are reached at (usually an internal balancer), e.g. us=https://rz-us.internal",
+    default: '',
+    defaultText: 'empty (no other region)',
+    schema: peerList,
+  },
+  {
+    name: 'RZ_REGION_SECRET',
+    key: 'regionSecret',
+    // Any non-empty value parses, so the generic error (which quotes the value) never shows it.
+    expect: 'a secret of at least 16 characters',
+    help: 'Secret shared by every region: forwarded requests carry it, and a request claiming to be forwarded without it is refused. Required with RZ_REGION_PEERS',
+    schema: z.string().min(1).optional(),
+  },
+  {
+    name: 'RZ_REGION_SECRET_FILE',
+    key: 'regionSecretFile',
+    expect: 'a path to a file holding the secret',
+    help: 'Read RZ_REGION_SECRET from this file at start instead (a mounted Kubernetes Secret); a trailing newline is ignored',
+    schema: z.string().min(1).optional(),
+  },
+  {
+    name: 'RZ_REGION_TLS_CA_FILE',
+    key: 'regionTlsCaFile',
+    expect: 'a path to a PEM file',
+    help: "Certificate authorities that sign the https:// peer regions' certificates (default: the system ones)",
+    schema: z.string().min(1).optional(),
+  },
+  {
+    name: 'RZ_REGION_CONNECT_TIMEOUT_MS',
+    key: 'regionConnectTimeoutMs',
+    expect: 'an integer from 50 to 60000',
+    help: 'A forward that has no connection to the home region within this time (waiting for a free one included) answers 503',
+    default: '2000',
+    schema: int(50, 60000),
+  },
+  {
+    name: 'RZ_REGION_RESPONSE_TIMEOUT_MS',
+    key: 'regionResponseTimeoutMs',
+    expect: 'an integer from 100 to 600000',
+    help: 'A forward whose answer has not arrived this long after connecting answers 503; a long-poll gets its wait on top',
+    default: '5000',
+    schema: int(100, 600000),
+  },
+  {
+    name: 'RZ_REGION_MAX_SOCKETS',
+    key: 'regionMaxSockets',
+    expect: 'an integer from 1 to 1000000',
+    help: 'Most connections this replica opens to one peer region (each request in flight, held long-polls included, takes one); idle ones are kept alive for reuse',
+    default: '1024',
+    schema: int(1, 1000000),
+  },
+  {
+    name: 'RZ_REGION_BREAKER_FAILURES',
+    key: 'regionBreakerFailures',
+    expect: 'an integer from 1 to 1000',
+    help: 'After this many forwards in a row to one region fail to connect or time out, its sessions answer 503 at once until a probe reaches it again',
+    default: '5',
+    schema: int(1, 1000),
+  },
+  {
+    name: 'RZ_REGION_BREAKER_COOLDOWN_MS',
+    key: 'regionBreakerCooldownMs',
+    expect: 'an integer from 100 to 600000',
+    help: 'How long a region that tripped the breaker is left alone before it is probed again (GET /health)',
+    default: '5000',
+    schema: int(100, 600000),
+  },
   {
     name: 'LOG_LEVEL',
     key: 'logLevel',
@@ -591,6 +674,18 @@ export interface Config {
   longPollMaxWaitersPerAddress: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   accessLog: boolean;
+  /** Multi-region (src/region); `region` undefined: single region. */
+  region: string | undefined;
+  regionPeers: RegionPeer[];
+  /** From RZ_REGION_SECRET, or read from RZ_REGION_SECRET_FILE at start. Never log it. */
+  regionSecret: string | undefined;
+  regionSecretFile: string | undefined;
+  regionTlsCaFile: string | undefined;
+  regionConnectTimeoutMs: number;
+  regionResponseTimeoutMs: number;
+  regionMaxSockets: number;
+  regionBreakerFailures: number;
+  regionBreakerCooldownMs: number;
 }
 
 export class ConfigError extends Error {
@@ -628,6 +723,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (env.RZ_CREATE_POLICY?.trim() === 'authenticated' && !env.RZ_HOMESERVER_URL) {
     problems.push('RZ_HOMESERVER_URL must be set when RZ_CREATE_POLICY is authenticated (tokens are verified there)');
   }
+  problems.push(...regionProblems(env, out));
   if (problems.length > 0) throw new ConfigError(problems);
   return out as unknown as Config;
 }

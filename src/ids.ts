@@ -15,8 +15,12 @@ const PER_SESSION = ID_BYTES + TAG_BYTES;
 const pool = Buffer.alloc(PER_SESSION * 186);
 let used = pool.length;
 
-/** 128 bits from the CSPRNG for the id, 48 more for the per-session ETag salt; both URL-safe. */
-export function newSessionIds(): { id: string; tag: string } {
+/**
+ * 128 bits from the CSPRNG for the id, 48 more for the per-session ETag salt; both URL-safe.
+ * `idPrefix` names the home region in a multi-region deployment (`eu.`; see src/region); without
+ * one the id is the bare 22 characters.
+ */
+export function newSessionIds(idPrefix = ''): { id: string; tag: string } {
   if (used + PER_SESSION > pool.length) {
     randomFillSync(pool);
     used = 0;
@@ -24,7 +28,7 @@ export function newSessionIds(): { id: string; tag: string } {
   const at = used;
   used += PER_SESSION;
   return {
-    id: pool.toString('base64url', at, at + ID_BYTES),
+    id: idPrefix + pool.toString('base64url', at, at + ID_BYTES),
     tag: pool.toString('base64url', at + ID_BYTES, at + PER_SESSION),
   };
 }

@@ -21,6 +21,7 @@ import { hostCheck } from './host';
 import { httpMetrics, metricsRoutes } from './metrics';
 import { urlLimit } from './url-limit';
 import { createLimits } from '../limits';
+import { createRegion } from '../region';
 
 export interface AppDeps {
   config: Config;
@@ -77,7 +78,11 @@ export function createApp(deps: AppDeps): Koa {
   );
   app.use(errorHandler(log));
   app.use(urlLimit(config.maxUrlBytes));
+  // Multi-region (src/region; nothing is installed without RZ_REGION): peer check, limits, forwarding.
+  const region = createRegion({ config, log, metrics, lifecycle });
+  if (region) app.use(region.authenticate);
   app.use(createLimits(config, backend.rates, metrics));
+  if (region) app.use(region.route);
   app.use(router.routes());
   app.use(unrecognized([router]));
   return app;

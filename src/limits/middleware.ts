@@ -9,6 +9,8 @@ const EXEMPT = new Set(['/health', '/ready', '/metrics']);
 
 interface State {
   client?: string;
+  /** Set by src/region only for a forward whose region secret matched: the address counted there. */
+  forwardedClient?: string;
 }
 
 /** The client address a request counts as (set by the limits middleware; '' outside it). */
@@ -45,6 +47,12 @@ export function limits({ addresses, create, request, metrics }: LimitsDeps): Mid
   };
   return (ctx, next) => {
     if (EXEMPT.has(ctx.path)) return next();
+    const forwarded = (ctx.state as State).forwardedClient;
+    if (forwarded !== undefined) {
+      // Another region forwarded this: its budget was spent there; the caps count the client it names.
+      (ctx.state as State).client = forwarded;
+      return next();
+    }
     const client = addresses.keyOf(ctx.req);
     (ctx.state as State).client = client;
     const isCreate = ctx.method === 'POST';

@@ -5,7 +5,10 @@ import type { Metrics } from '../metrics';
 import { StoreUnavailableError, type CreateInput, type SessionMeta, type SessionStore } from '../store/types';
 
 /** What a protocol module gives to create a session; the id, salt and owner are filled in here. */
-export type CreateRequest = Omit<CreateInput, 'id' | 'tag' | 'owner'>;
+export type CreateRequest = Omit<CreateInput, 'id' | 'tag' | 'owner'> & {
+  /** Multi-region: what the id starts with to name its home region (src/region); '' or absent: none. */
+  idPrefix?: string;
+};
 
 /**
  * Creates a session under a fresh random id, counted against the caps of the address the request
@@ -20,8 +23,9 @@ export async function createSession(
   input: CreateRequest,
 ): Promise<SessionMeta> {
   const owner = clientOf(ctx);
+  const { idPrefix, ...rest } = input;
   for (let attempt = 0; attempt < 3; attempt++) {
-    const result = await sessions.create({ ...newSessionIds(), ...input, owner });
+    const result = await sessions.create({ ...newSessionIds(idPrefix), ...rest, owner });
     if (result.status === 'created') return result.session;
     if (result.status === 'capped') {
       metrics.rateLimited.inc({ budget: result.cap === 'global' ? 'sessions_global' : 'sessions_per_address' });

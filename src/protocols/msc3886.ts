@@ -6,6 +6,7 @@ import type { ProtocolDeps } from './context';
 import { createSession } from './create';
 import { deleteHandler, sendBody } from './common';
 import { conditionHeader, etagReadHandler, etagWriteHandler, noContent, setValidators } from './etag-family';
+import { idPrefixOf } from '../region/names';
 
 /** MSC3886 lives at the server root and under the prefix a homeserver can reverse-proxy. */
 export const MSC3886_PREFIXES = ['', '/_matrix/client/unstable/org.matrix.msc3886/rendezvous'] as const;
@@ -27,6 +28,7 @@ function requestContentType(ctx: Context): string {
 export function msc3886Routes({ config, sessions, metrics, longPoll }: ProtocolDeps, router = new Router()): Router {
   const ttlMs = config.ttlSeconds * 1000;
   const createdBody = (id: string) => JSON.stringify({ id, max_bytes: config.maxBytes });
+  const idPrefix = idPrefixOf(config.region);
   // Any type is stored and echoed; If-Match is optional (absent or `*`: unconditional) and may list tags.
   const write = etagWriteHandler(sessions, config.maxBytes, {
     family: FAMILY,
@@ -48,7 +50,7 @@ export function msc3886Routes({ config, sessions, metrics, longPoll }: ProtocolD
     router.post(prefix === '' ? '/' : prefix, async (ctx) => {
       const contentType = requestContentType(ctx);
       const data = await readBody(ctx, config.maxBytes);
-      const meta = await createSession(ctx, sessions, metrics, { family: FAMILY, contentType, data, ttlMs });
+      const meta = await createSession(ctx, sessions, metrics, { family: FAMILY, contentType, data, ttlMs, idPrefix });
       setValidators(ctx.res, meta);
       ctx.res.setHeader('Location', base + meta.id);
       sendBody(ctx, 200, 'application/json', createdBody(meta.id));

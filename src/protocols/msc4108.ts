@@ -6,6 +6,7 @@ import type { ProtocolDeps } from './context';
 import { createSession } from './create';
 import { EMPTY_JSON, deleteHandler, sendBody } from './common';
 import { conditionHeader, etagReadHandler, etagWriteHandler, noContent, setValidators } from './etag-family';
+import { idPrefixOf } from '../region/names';
 
 /** MSC4108, 2024 revision: the ETag family under the Matrix client-server API. */
 export const MSC4108_PREFIX = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous';
@@ -45,6 +46,7 @@ export function msc4108Routes({ config, sessions, metrics, longPoll }: ProtocolD
   const ttlMs = config.ttlSeconds * 1000;
   const base = `${config.publicBaseUrl}${MSC4108_PREFIX}/`;
   const delegate = config.msc4108DelegateUrl;
+  const idPrefix = idPrefixOf(config.region);
 
   router.post(MSC4108_PREFIX, async (ctx) => {
     if (delegate !== undefined) {
@@ -55,7 +57,13 @@ export function msc4108Routes({ config, sessions, metrics, longPoll }: ProtocolD
     }
     requireTextPlain(ctx);
     const data = await readBody(ctx, config.maxBytes);
-    const meta = await createSession(ctx, sessions, metrics, { family: FAMILY, contentType: TEXT_PLAIN, data, ttlMs });
+    const meta = await createSession(ctx, sessions, metrics, {
+      family: FAMILY,
+      contentType: TEXT_PLAIN,
+      data,
+      ttlMs,
+      idPrefix,
+    });
     const url = base + meta.id;
     setValidators(ctx.res, meta);
     ctx.res.setHeader('Location', url);

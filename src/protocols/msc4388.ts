@@ -9,6 +9,7 @@ import { clientOf } from '../limits';
 import { createSession } from './create';
 import { EMPTY_JSON, badSequenceToken, deleteHandler, notFound, opaque, sendBody, sessionId } from './common';
 import { sequenceWait, settle } from './long-poll';
+import { idPrefixOf } from '../region/names';
 
 /** MSC4388 (2025): JSON bodies, concurrency through `sequence_token`. Each path has its own errcode. */
 export const MSC4388_PREFIXES = [
@@ -26,6 +27,9 @@ const MAX_TTL_MS = 300_000;
 const JSON_OVERHEAD = 1024;
 const JSON_ESCAPE_FACTOR = 6;
 const LONE_SURROGATE = /\p{Cs}/u;
+
+/** Largest MSC4388 request body read: `data` of maxBytes, every byte escaped, plus the JSON around it. */
+export const msc4388BodyLimit = (maxBytes: number): number => maxBytes * JSON_ESCAPE_FACTOR + JSON_OVERHEAD;
 
 export const clampTtlMs = (ttlSeconds: number): number => Math.min(MAX_TTL_MS, Math.max(MIN_TTL_MS, ttlSeconds * 1000));
 
@@ -64,7 +68,8 @@ export function msc4388Routes(
   router = new Router(),
 ): Router {
   const ttlMs = clampTtlMs(config.ttlSeconds);
-  const bodyLimit = config.maxBytes * JSON_ESCAPE_FACTOR + JSON_OVERHEAD;
+  const bodyLimit = msc4388BodyLimit(config.maxBytes);
+  const idPrefix = idPrefixOf(config.region);
 
   /** `data` as the protocol bounds it: a well-formed string of at most maxBytes UTF-8 bytes. */
   function dataField(body: Record<string, unknown>): Buffer {
@@ -131,6 +136,7 @@ export function msc4388Routes(
         contentType: STORED_TYPE,
         data,
         ttlMs,
+        idPrefix,
       });
       sendBody(
         ctx,

@@ -1,0 +1,99 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Middleware } from 'koa';
+import type { Logger } from 'pino';
+import { MatrixError } from '../http/errors';
+import { REGION_NAME } from './names';
+import type { RegionMetrics } from './metrics';
+
+/**
+ * What a forwarding replica adds to the request it sends to the home region. Lower case, as Node
+ * gives request headers. A client may send these too: without the secret that is a 403, and a
+ * forwarding replica never copies a client's (it sends only the headers it chose).
+ */
+export const FORWARDED_BY = 'x-rendezvous-forwarded-by';
+export const FORWARDED_FOR = 'x-rendezvous-forwarded-for';
+export const REGION_SECRET = 'x-rendezvous-region-secret';
+/** On the home region's 403 for a forward it does not trust: the forwarding replica answers 502. */
+export const PEER_REFUSED = 'x-rendezvous-peer-refused';
+
+declare module 'koa' {
+  interface DefaultState {
+    /**
+     * Set only here, only once the secret matched: the address the client was counted as in the
+     * region it reached. The limits then count it (caps) and skip the rate budgets (spent there).
+     */
+    forwardedClient?: string;
+    /** The region that forwarded this request (same conditions). */
+    forwardedBy?: string;
+  }
+}
+
+/** A client address as ClientAddresses gives it: an IPv4 or IPv6 address, or an IPv6 network. */
+const CLIENT_KEY = /^[0-9A-Fa-f.:]{2,45}(\/\d{1,3})?$/;
+/** Longer than any secret anyone configures; bounds the hashing a refused request costs. */
+const MAX_SECRET_LENGTH = 1024;
+
+/** Compares a presented secret with the configured one in time independent of where they differ. */
+export class SecretCheck {
+  private readonly digest: Buffer;
+
+  constructor(secret: string) {
+    this.digest = SecretCheck.hash(secret);
+  }
+
+  private static hash(value: string): Buffer {
+    return createHash('sha256').update(value, 'utf8').digest();
+  }
+
+  matches(presented: string | string[] | undefined): boolean {
+    if (typeof presented !== 'string' || presented.length > MAX_SECRET_LENGTH) return false;
+    // Digests have equal length whatever was presented, as timingSafeEqual requires.
+    return timingSafeEqual(SecretCheck.hash(presented), this.digest);
+  }
+}
+
+const refused = (why: string) =>
+  new MatrixError(403, 'M_FORBIDDEN', why, undefined, { 'X-Rendezvous-Peer-Refused': 'forwarding' });
+
+/**
+ * Runs before the limits: a request that carries any forwarding header must carry the region secret
+ * and well-formed forwarding headers, or it is refused with 403 (it would otherwise choose the
+ * address it is counted as, and skip the rate budgets). Requests without them pass untouched.
+ * Without a configured secret no request can be a forward.
+ */
+export function peerAuthentication(secret: string | undefined, metrics: RegionMetrics, log: Logger): Middleware {
+  const check = secret === undefined ? undefined : new SecretCheck(secret);
+  let lastLogged = 0;
+  let unlogged = 0;
+  const refuse = (reqId: string | undefined, remote: string | undefined, why: string): never => {
+    metrics.peerRefused.inc();
+    unlogged++;
+    // A client sending forged headers in a loop must not flood the log: one line a second at most.
+    const now = Date.now();
+    if (now - lastLogged >= 1000) {
+      log.warn({ reqId, remote, refused: unlogged }, `refused a request claiming to be forwarded: ${why}`);
+      lastLogged = now;
+      unlogged = 0;
+    }
+    throw refused('This request claims to be forwarded by another region, but is not');
+  };
+  return (ctx, next) => {
+    const headers = ctx.req.headers;
+    const by = headers[FORWARDED_BY];
+    const client = headers[FORWARDED_FOR];
+    const presented = headers[REGION_SECRET];
+    if (by === undefined && client === undefined && presented === undefined) return next();
+    const reqId = ctx.state.requestId;
+    const remote = ctx.req.socket.remoteAddress;
+    if (check === undefined || !check.matches(presented)) return refuse(reqId, remote, 'missing or wrong secret');
+    if (typeof by !== 'string' || !REGION_NAME.test(by) || typeof client !== 'string' || !CLIENT_KEY.test(client)) {
+      return refuse(reqId, remote, 'malformed forwarding headers');
+    }
+    ctx.state.forwardedBy = by;
+    ctx.state.forwardedClient = client;
+    metrics.receivedFrom(by).inc();
+    // With the request id, this ties the home region's answer to the forwarding region's log line.
+    log.debug({ reqId, from: by, client }, 'forwarded request');
+    return next();
+  };
+}

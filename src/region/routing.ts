@@ -1,0 +1,35 @@
+import type { Middleware } from 'koa';
+import type { Config } from '../config';
+import { notFound } from '../protocols/common';
+import { msc4388BodyLimit } from '../protocols/msc4388';
+import type { Forwarder } from './forwarder';
+import { regionOfId } from './names';
+import { sessionPathParser } from './paths';
+
+/** Methods a session route answers; anything else is answered locally (405 with Allow, or CORS). */
+const FORWARDED_METHODS = new Set(['GET', 'HEAD', 'PUT', 'DELETE']);
+
+/**
+ * Runs after the limits, before the routers: a request for a session whose id names another region
+ * is forwarded there (once: a request that was itself forwarded is never forwarded again), one that
+ * names a region this deployment does not have is 404 like any unknown id, and everything else
+ * (this region's sessions, ids naming no region, creates, probes) goes on to the routers.
+ */
+export function regionRouting(config: Config, forwarder: Forwarder): Middleware {
+  const own = config.region!;
+  const parse = sessionPathParser(config.msc4388Enabled);
+  const etagLimit = config.maxBytes;
+  const jsonLimit = msc4388BodyLimit(config.maxBytes);
+  return (ctx, next) => {
+    if (!FORWARDED_METHODS.has(ctx.method)) return next();
+    const target = parse(ctx.path, ctx.method);
+    if (target === undefined) return next();
+    const region = regionOfId(target.id);
+    if (region === undefined || region === own) return next();
+    // Forwarded here for a region that is not this one: a loop or a stale configuration. Never again.
+    if (ctx.state.forwardedBy !== undefined) throw notFound();
+    const peer = forwarder.peer(region);
+    if (peer === undefined) throw notFound();
+    return forwarder.forward(ctx, peer, target.msc4388 ? jsonLimit : etagLimit);
+  };
+}
