@@ -692,12 +692,18 @@ describe('failures stay regional', function () {
     const put = await request('PUT', `${us.b.url}/${euSession.json.id}`, { headers: TEXT, body: 'from us' });
     expect(put.status).to.equal(202);
     for (const r of eu.replicas) expect((await request('GET', `${r.url}/ready`)).status).to.equal(200);
-    expect((await request('GET', `${us.a.url}/ready`)).status).to.equal(503);
+    // us stays in service (readiness gated on the store once), answering 503s of its own.
+    const usReady = await request('GET', `${us.a.url}/ready`);
+    expect(usReady.status).to.equal(200);
+    expect(usReady.json.storeReachable).to.equal(false);
     // The relayed 503s are answers, not a peer that is down: the breaker stays closed.
     expect((await Scrape.of(`${eu.a.url}/metrics`)).value('rendezvous_region_peer_up', { peer: 'us' })).to.equal(1);
 
     await us.redis.resume();
-    await until('us ready again', async () => (await request('GET', `${us.a.url}/ready`)).status === 200);
+    await until('us to reach its store again', async () => {
+      const ready = await request('GET', `${us.a.url}/ready`);
+      return ready.json.storeReachable === true;
+    });
     await until('us serving again', async () => (await request('GET', `${us.b.url}/ready`)).status === 200);
     // Its Redis came back empty (no persistence): new logins work across regions again.
     const fresh = await createMsc3886(us.b, 'after the outage');

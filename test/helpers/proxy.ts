@@ -30,13 +30,16 @@ export interface ProxyBehaviour {
 
 /** A small HTTP proxy on a loopback port in front of one upstream port. */
 export class TestProxy {
-  /** Answers cut off by `dropAnswer` so far. */
-  dropped = 0;
-
   private constructor(
     private readonly server: http.Server,
     private readonly agent: http.Agent,
+    private readonly counts: { dropped: number },
   ) {}
+
+  /** Answers cut off by `dropAnswer` so far. */
+  get dropped(): number {
+    return this.counts.dropped;
+  }
 
   get port(): number {
     return (this.server.address() as AddressInfo).port;
@@ -48,7 +51,7 @@ export class TestProxy {
 
   static async start(upstreamPort: number, behaviour: ProxyBehaviour = {}): Promise<TestProxy> {
     const agent = new http.Agent({ keepAlive: true, maxSockets: behaviour.serialise ? 1 : Infinity });
-    let proxy: TestProxy | undefined;
+    const counts = { dropped: 0 };
     const server = http.createServer((req, res) => {
       const headers = { ...req.headers };
       if (behaviour.forwardedFor) {
@@ -69,7 +72,7 @@ export class TestProxy {
           if (behaviour.dropAnswer?.(req)) {
             upRes.resume();
             upRes.on('end', () => {
-              proxy!.dropped++;
+              counts.dropped++;
               res.socket?.destroy();
             });
             return;
@@ -84,8 +87,7 @@ export class TestProxy {
       req.pipe(up);
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    proxy = new TestProxy(server, agent);
-    return proxy;
+    return new TestProxy(server, agent, counts);
   }
 
   async stop(): Promise<void> {
