@@ -48,7 +48,7 @@ export async function start(config: Config): Promise<RunningServer> {
   // close, then in-flight requests get the grace period, then Redis goes.
   const stop = () =>
     (stopping ??= (async () => {
-      lifecycle.draining = true;
+      lifecycle.drain();
       log.info({ delaySeconds: config.shutdownDelaySeconds, graceSeconds: config.shutdownGraceSeconds }, 'draining');
       // Held long-polls answer now (304 / current state, with Connection: close, so their clients
       // come back through another replica) and new ones are answered at once from here on.

@@ -800,3 +800,30 @@ describe('three regions', function () {
     }
   });
 });
+
+describe('a replica shutting down while it holds forwarded long-polls', function () {
+  let eu: Region;
+  let us: Region;
+  before(async () => {
+    [eu, us] = (await startRegions(['eu', 'us'], {
+      replicasPerRegion: 1,
+      env: { RZ_SHUTDOWN_DELAY_SECONDS: '0', RZ_SHUTDOWN_GRACE_SECONDS: '20' },
+    })) as [Region, Region];
+  });
+  after(() => stopRegions([eu, us]));
+
+  it('lets them go at once with 503, Retry-After: 0 and Connection: close, and exits 0', async () => {
+    const created = await createMsc3886(us.a);
+    const held = heldGet(at(eu.a, `${GLOBAL_BASE_URL}/${created.json.id}`), created.headers.etag as string, 30);
+    await homeHolds(us, 1);
+    const exited = eu.a.stop('SIGTERM');
+    const answer = await held.response;
+    expect(answer.status).to.equal(503);
+    expect(answer.headers['retry-after']).to.equal('0');
+    expect(answer.headers.connection).to.equal('close');
+    expect(JSON.parse(answer.body)).to.include({ errcode: 'M_UNKNOWN' });
+    // The home region lets go of the wait as the forward is cancelled.
+    await homeHolds(us, 0);
+    expect(await exited).to.equal(0);
+  });
+});

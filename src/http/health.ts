@@ -6,6 +6,18 @@ import type { Backend, StoreCondition } from '../store/types';
 /** Whether this replica should still receive traffic; flipped first thing on SIGTERM. */
 export class Lifecycle {
   draining = false;
+  private readonly onDrainListeners: (() => void)[] = [];
+
+  /** Runs `listener` when draining starts (SIGTERM): what is held should be let go. */
+  onDrain(listener: () => void): void {
+    this.onDrainListeners.push(listener);
+  }
+
+  /** Turns readiness false and tells every listener. */
+  drain(): void {
+    this.draining = true;
+    for (const listener of this.onDrainListeners) listener();
+  }
 
   /** While draining, every answer closes its connection so clients move to another replica. */
   // A reaction rather than `await`: a held long-poll then keeps no suspended async frame here.

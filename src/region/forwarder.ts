@@ -64,7 +64,9 @@ interface PeerState extends Peer {
 type Outcome =
   | { kind: 'answer'; status: number; raw: string[]; body: Buffer }
   | { kind: 'failed'; reason: 'connect' | 'timeout' | 'reset'; code: string | undefined }
-  | { kind: 'aborted' };
+  | { kind: 'aborted' }
+  /** A held long-poll let go because this replica is shutting down. */
+  | { kind: 'shutdown' };
 
 /** One log line a second per peer and kind of trouble, however many requests meet it. */
 class Throttle {
@@ -86,6 +88,8 @@ class Throttle {
  */
 export class Forwarder {
   private readonly peers = new Map<string, PeerState>();
+  /** How to end each forwarded long-poll held right now. */
+  private readonly held = new Set<() => void>();
   private readonly throttle = new Throttle();
   private readonly secret: string;
   private readonly maxWaitMs: number;
@@ -133,6 +137,15 @@ export class Forwarder {
     return this.peers.get(name);
   }
 
+  /**
+   * Ends every forwarded long-poll now (SIGTERM): each client gets 503 with `Retry-After: 0` and
+   * `Connection: close`, and polls again through another replica at once, as with a local wait
+   * ended by the drain.
+   */
+  endHeldForwards(): void {
+    for (const end of [...this.held]) end();
+  }
+
   /** Closes idle connections and stops the probes (at shutdown). */
   close(): void {
     for (const peer of this.peers.values()) {
@@ -154,6 +167,8 @@ export class Forwarder {
     const method = ctx.method;
     const body = method === 'PUT' ? await readBody(ctx, bodyLimit) : undefined;
     const waitMs = method === 'GET' ? this.waitOf(ctx) : 0;
+    // Draining: no new wait is held here (as with local waits); the client polls again elsewhere.
+    if (waitMs > 0 && this.lifecycle.draining) throw shuttingDown();
     const headers = this.headersFor(ctx, body);
     const path = peer.basePath + ctx.path + ctx.search;
     let outcome = await this.exchange(peer, method, path, headers, body, waitMs, ctx.res);
@@ -164,6 +179,7 @@ export class Forwarder {
     if (outcome.kind === 'failed' && outcome.reason === 'reset' && RESENDABLE.has(method)) {
       outcome = await this.exchange(peer, method, path, headers, body, waitMs, ctx.res);
     }
+    if (outcome.kind === 'shutdown') throw shuttingDown();
     if (outcome.kind === 'aborted') {
       // The client left (mid long-poll, typically); the upstream request is cancelled already.
       ctx.respond = false;
@@ -220,7 +236,7 @@ export class Forwarder {
     const prefer = ctx.get('Prefer');
     if (prefer !== '') ms = (preferredWaitSeconds(prefer) ?? 0) * 1000;
     else if (ctx.querystring.includes('timeout_ms=')) {
-      const t = ctx.URL.searchParams.get('timeout_ms');
+      const t = new URLSearchParams(ctx.querystring).get('timeout_ms');
       if (t !== null && t.length <= MAX_TIMEOUT_DIGITS && /^\d+$/.test(t)) ms = Number(t);
     }
     return Math.min(ms, this.maxWaitMs);
@@ -300,6 +316,7 @@ export class Forwarder {
         done = true;
         clearTimeout(timer);
         client?.off('close', onClientClose);
+        if (waitMs > 0) this.held.delete(endNow);
         resolve(outcome);
       };
       // Before it is on a connection there is nothing to abort yet: it is dropped when it gets one.
@@ -316,6 +333,11 @@ export class Forwarder {
         stop();
       };
       client?.on('close', onClientClose);
+      const endNow = () => {
+        finish({ kind: 'shutdown' });
+        stop();
+      };
+      if (waitMs > 0) this.held.add(endNow);
       peer.pool.dispatch(
         { path, method, headers, body },
         {
@@ -351,6 +373,10 @@ export class Forwarder {
     });
   }
 }
+
+/** The answer to a forwarded long-poll this replica lets go of because it is shutting down. */
+const shuttingDown = () =>
+  new MatrixError(503, 'M_UNKNOWN', 'This server is shutting down: poll again', undefined, { 'Retry-After': '0' });
 
 /** A response's raw headers as [name, value, ...] strings, whatever form the client gave them in. */
 function rawStrings(raw: Dispatcher.DispatchController['rawHeaders']): string[] {

@@ -33,6 +33,8 @@ export function createRegion({ config, log, metrics, lifecycle }: RegionDeps): R
   if (config.region === undefined) return undefined;
   const regionMetrics = new RegionMetrics(metrics);
   const forwarder = new Forwarder(config, regionMetrics, log, lifecycle);
+  // Forwarded long-polls end with the drain, as local ones do, so their clients come back elsewhere.
+  lifecycle.onDrain(() => forwarder.endHeldForwards());
   return {
     authenticate: peerAuthentication(config.regionSecret, regionMetrics, log),
     route: regionRouting(config, forwarder),
