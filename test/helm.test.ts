@@ -1,12 +1,15 @@
 import { expect } from 'chai';
-import { readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { isMap, parse, parseDocument, type YAMLMap } from 'yaml';
-import { SETTINGS, loadConfig } from '../src/config';
+import { ConfigError, SETTINGS, loadConfig } from '../src/config';
 import { start } from '../src/main';
 import { Metrics } from '../src/metrics';
+import { REGION_NAME } from '../src/region/names';
+import { peerList } from '../src/region/settings';
 import { req } from './helpers/exchange';
-import { CHART, helm, helmBinary, one, render, valueArgs, type K8sObject } from './helpers/helm';
+import { CHART, helm, helmBinary, one, render, secretFileAt, valueArgs, type K8sObject } from './helpers/helm';
 import { modelFor, validateObject } from './helpers/k8s-schema';
 
 const ROOT = join(__dirname, '..');
@@ -16,6 +19,20 @@ const KNOWN = new Set(SETTINGS.map((s) => s.name));
 const VALUE_SETS = readdirSync(join(CHART, 'ci')).filter((f) => f.endsWith('-values.yaml'));
 const REQUIRED_ONLY = 'required-values.yaml';
 const FULL = 'full-values.yaml';
+/** Region eu of three: peers, the shared secret and the peers' CA from existing Secrets. */
+const REGIONS = 'regions-values.yaml';
+
+/**
+ * Stand-ins for the Secrets the values sets name but the chart leaves to the operator, by Secret
+ * name and key: what a pod would find in the files the chart mounts from them.
+ */
+const CLUSTER_SECRETS: Record<string, Record<string, string>> = {
+  // As `kubectl create secret generic --from-file` of a file written with echo: a trailing newline.
+  'rendezvous-region': { 'shared-secret': 'stand-in-region-secret-0123456789\n' },
+  'rendezvous-region-ca': { 'ca.pem': '-----BEGIN CERTIFICATE-----\nstand-in\n-----END CERTIFICATE-----\n' },
+  'redis-tls': { 'ca.crt': 'stand-in CA', 'tls.crt': 'stand-in certificate', 'tls.key': 'stand-in key' },
+};
+const REGION_SECRET = CLUSTER_SECRETS['rendezvous-region']!['shared-secret']!;
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Values = Record<string, any>;
@@ -33,6 +50,45 @@ function podEnv(objects: K8sObject[]): Record<string, string> {
   return env;
 }
 
+/** Where the stand-in Secret files are written (a temporary directory per run). */
+let standIns = '';
+
+/**
+ * The environment a pod of this render starts with, as the server reads it there: podEnv, with each
+ * path into a mounted Secret pointed at a temporary file holding the stand-in for the key that
+ * Kubernetes would project at that path. A path no Secret backs stays as written (and the server
+ * finds no file there).
+ */
+function podEnvWithFiles(objects: K8sObject[]): Record<string, string> {
+  const env = podEnv(objects);
+  const deployment = one(objects, 'Deployment');
+  for (const [name, value] of Object.entries(env)) {
+    const file = value.startsWith('/') ? secretFileAt(deployment, value) : undefined;
+    if (file === undefined) continue;
+    const content = CLUSTER_SECRETS[file.secret]?.[file.key];
+    if (content === undefined) throw new Error(`${name}: no stand-in for key ${file.key} of Secret ${file.secret}`);
+    const path = join(standIns, file.secret, file.key);
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, content);
+    env[name] = path;
+  }
+  return env;
+}
+
+/** The server's own configuration of a pod of this render. */
+const loadPod = (objects: K8sObject[]) => loadConfig(podEnvWithFiles(objects));
+
+/** What loadConfig refuses in this environment (empty: it loads). */
+function refusals(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+}
+
 const MEBI = 1024 * 1024;
 function bytes(quantity: string): number {
   const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(quantity);
@@ -48,12 +104,20 @@ describe('Helm chart, rendered by helm', function () {
 
   before(async () => {
     helmBinary();
+    standIns = mkdtempSync(join(tmpdir(), 'rz-helm-secrets-'));
     for (const set of VALUE_SETS) rendered.set(set, await render([set]));
   });
+  after(() => rmSync(standIns, { recursive: true, force: true }));
   const objects = (set: string) => rendered.get(set)!;
 
   it('passes helm lint --strict with every values set', async () => {
-    expect(VALUE_SETS).to.include.members([REQUIRED_ONLY, FULL, 'sentinel-values.yaml', 'cluster-values.yaml']);
+    expect(VALUE_SETS).to.include.members([
+      REQUIRED_ONLY,
+      FULL,
+      REGIONS,
+      'sentinel-values.yaml',
+      'cluster-values.yaml',
+    ]);
     for (const set of VALUE_SETS) {
       const r = await helm(['lint', '--strict', CHART, ...valueArgs([set])]);
       expect(r.code, `${set}: ${r.stdout}${r.stderr}`).to.equal(0);
@@ -90,6 +154,14 @@ describe('Helm chart, rendered by helm', function () {
       ['config.publicBaseURL', 'https://typo.example.org', 'publicBaseURL'],
       ['config.extraEnv.RZ-BAD', '1', 'RZ-BAD'],
       ['networkPolicy.egress.redisPorts[0]', '70000', 'redisPorts'],
+      ['region.name', 'EU', 'region'],
+      ['region.name', 'a'.repeat(17), 'region'],
+      ['region.peers.US', 'https://us.example.org', 'US'],
+      ['region.peers.us', 'ftp://us.example.org', 'region/peers/us'],
+      ['region.peers.us', 'https://user:password@us.example.org', 'region/peers/us'],
+      ['region.peers.us', 'https://us.example.org/?x=1', 'region/peers/us'],
+      // No plain value for the shared secret: only a Secret's name and key.
+      ['region.secret', 'a-plain-shared-secret', 'secret'],
     ] as const) {
       const r = await helm(['template', 'rz', CHART, ...valueArgs([REQUIRED_ONLY], { [key]: value })]);
       expect(r.code, `${key}=${value}`).to.not.equal(0);
@@ -175,6 +247,7 @@ describe('Helm chart, rendered by helm', function () {
         'RZ_REDIS_SENTINEL_PASSWORD',
       ],
       'cluster-values.yaml': ['RZ_REDIS_CLUSTER_NODES', 'RZ_REDIS_TLS'],
+      [REGIONS]: ['RZ_REGION', 'RZ_REGION_PEERS', 'RZ_REGION_SECRET_FILE', 'RZ_REGION_TLS_CA_FILE'],
     };
     for (const set of VALUE_SETS) {
       const env = podEnv(objects(set));
@@ -200,14 +273,13 @@ describe('Helm chart, rendered by helm', function () {
 
   it('configures the server, with every values set, in a way the server accepts', () => {
     for (const set of VALUE_SETS) {
-      const env = podEnv(objects(set));
-      const config = loadConfig(env);
+      const config = loadPod(objects(set));
       expect(config.port, set).to.equal(values.containerPort);
       expect(config.publicBaseUrl, set).to.match(/^https:\/\//);
       expect(config.trustedProxies.length, set).to.be.greaterThan(0);
     }
     // The full set's extra settings arrive as given.
-    const full = loadConfig(podEnv(objects(FULL)));
+    const full = loadPod(objects(FULL));
     expect(full.maxTxnsPerSession).to.equal(128);
     expect(full.msc4388Enabled).to.equal(false);
     expect(full.host).to.equal('::');
@@ -225,6 +297,12 @@ describe('Helm chart, rendered by helm', function () {
       ['config.extraEnv.PORT', '9000'],
       ['config.extraEnv.RZ_PUBLIC_BASE_URL', 'https://other.example.org'],
       ['config.extraEnv.RZ_REDIS_PASSWORD', 'x'],
+      // The region settings, refused with regions off too (REQUIRED_ONLY has none).
+      ['config.extraEnv.RZ_REGION', 'eu'],
+      ['config.extraEnv.RZ_REGION_PEERS', 'us=https://us.example.org'],
+      ['config.extraEnv.RZ_REGION_SECRET', 'a-plain-shared-secret'],
+      ['config.extraEnv.RZ_REGION_SECRET_FILE', '/run/secrets/region-secret'],
+      ['config.extraEnv.RZ_REGION_TLS_CA_FILE', '/run/secrets/region-ca.crt'],
     ] as const) {
       const r = await helm(['template', 'rz', CHART, ...valueArgs([REQUIRED_ONLY], { [key]: value })]);
       expect(r.code, key).to.not.equal(0);
@@ -254,7 +332,7 @@ describe('Helm chart, rendered by helm', function () {
     const annotations = one(objects(FULL), 'Ingress').metadata.annotations as Record<string, string>;
     expect(annotations['nginx.ingress.kubernetes.io/enable-cors']).to.equal('false');
     expect(annotations['nginx.ingress.kubernetes.io/proxy-buffering']).to.equal('off');
-    const config = loadConfig(podEnv(objects(FULL)));
+    const config = loadPod(objects(FULL));
     expect(Number(annotations['nginx.ingress.kubernetes.io/proxy-read-timeout'])).to.be.greaterThan(
       config.longPollMaxWaitSeconds,
     );
@@ -277,7 +355,7 @@ describe('Helm chart, rendered by helm', function () {
     expect(c.livenessProbe.httpGet).to.deep.equal({ path: '/health', port: 'http' });
     expect(c.readinessProbe.httpGet).to.deep.equal({ path: '/ready', port: 'http' });
     const http = (c.ports as { name: string; containerPort: number }[]).find((p) => p.name === 'http')!;
-    expect(http.containerPort).to.equal(loadConfig(podEnv(objects(REQUIRED_ONLY))).port);
+    expect(http.containerPort).to.equal(loadPod(objects(REQUIRED_ONLY)).port);
     expect(readFileSync(join(ROOT, 'Dockerfile'), 'utf8')).to.match(new RegExp(`^EXPOSE ${http.containerPort}$`, 'm'));
 
     const server = await start(loadConfig({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent' }));
@@ -300,7 +378,7 @@ describe('Helm chart, rendered by helm', function () {
         readOnlyRootFilesystem: true,
         allowPrivilegeEscalation: false,
       });
-      const env = loadConfig(podEnv(objects(set)));
+      const env = loadPod(objects(set));
       expect(pod.terminationGracePeriodSeconds, set).to.be.greaterThan(
         env.shutdownDelaySeconds + env.shutdownGraceSeconds,
       );
@@ -349,6 +427,216 @@ describe('Helm chart, rendered by helm', function () {
       expect(r.code, missing).to.not.equal(0);
       expect(r.stderr).to.include('go together');
     }
+  });
+
+  it('runs a region: its name and peers in the ConfigMap, the secret and CA as files from their Secrets', () => {
+    const regions = objects(REGIONS);
+    const given = (parse(read('ci', REGIONS)) as Values).region as {
+      name: string;
+      peers: Record<string, string>;
+      existingSecret: string;
+      existingSecretKey: string;
+      tls: { existingSecret: string; caKey: string };
+    };
+    const data = one(regions, 'ConfigMap', '-rendezvous-server').data as Record<string, string>;
+    expect(data.RZ_REGION).to.equal('eu');
+    // Each file the server is pointed at is the key of the Secret the values name.
+    const deployment = one(regions, 'Deployment');
+    const env = podEnv(regions);
+    expect(secretFileAt(deployment, env.RZ_REGION_SECRET_FILE!)).to.deep.equal({
+      secret: given.existingSecret,
+      key: given.existingSecretKey,
+    });
+    expect(secretFileAt(deployment, env.RZ_REGION_TLS_CA_FILE!)).to.deep.equal({
+      secret: given.tls.existingSecret,
+      key: given.tls.caKey,
+    });
+    for (const m of container(regions).volumeMounts as { name: string; readOnly?: boolean }[]) {
+      expect(m.readOnly, m.name).to.equal(true);
+    }
+
+    // The server loads it with those files in place: the peers as given, the secret read from its file.
+    const config = loadPod(regions);
+    expect(config.region).to.equal(given.name);
+    const byName = (a: { name: string }, b: { name: string }) => a.name.localeCompare(b.name);
+    expect([...config.regionPeers].sort(byName)).to.deep.equal(
+      Object.entries(given.peers)
+        .map(([name, url]) => ({ name, url: url.replace(/\/+$/, '') }))
+        .sort(byName),
+    );
+    expect(config.regionSecret).to.equal(REGION_SECRET.trimEnd());
+    expect(readFileSync(config.regionTlsCaFile!, 'utf8')).to.equal(CLUSTER_SECRETS['rendezvous-region-ca']!['ca.pem']);
+    // The forwarding knobs are no chart values: config.extraEnv reaches them.
+    expect(config.regionResponseTimeoutMs).to.equal(8000);
+    // Without the Secret's files the same environment is refused: the test's stand-ins are what it read.
+    expect(refusals(env).join('\n')).to.match(/RZ_REGION_SECRET_FILE cannot be read/);
+  });
+
+  it('never puts the region secret in the ConfigMap, a plain env value or a Secret of its own', async () => {
+    const regions = objects(REGIONS);
+    const data = one(regions, 'ConfigMap', '-rendezvous-server').data as Record<string, string>;
+    expect(Object.keys(data).filter((n) => n.startsWith('RZ_REGION_SECRET'))).to.deep.equal([]);
+    // The pod gets a path, and that path is a mounted Secret's key.
+    const env = container(regions).env as { name: string; value?: string }[];
+    expect(env.map((e) => e.name)).to.not.include('RZ_REGION_SECRET');
+    const file = env.find((e) => e.name === 'RZ_REGION_SECRET_FILE')?.value;
+    expect(secretFileAt(one(regions, 'Deployment'), file ?? '')).to.not.equal(undefined);
+    // The chart creates no Secret for it: the shared one is the operator's, the same in every region.
+    expect(regions.filter((o) => o.kind === 'Secret')).to.deep.equal([]);
+    // Naming another Secret changes the pod template, so the pods roll onto it; the contents of
+    // the named one are read at start (README and NOTES say to restart after changing them).
+    const moved = await render([REGIONS], { 'region.existingSecret': 'rendezvous-region-2' });
+    const volumes = one(moved, 'Deployment').spec.template.spec.volumes as { secret: { secretName: string } }[];
+    expect(volumes.map((v) => v.secret.secretName)).to.include('rendezvous-region-2');
+  });
+
+  it('rolls the pods when the region settings change', async () => {
+    const checksum = (objs: K8sObject[]) =>
+      (one(objs, 'Deployment').spec.template.metadata.annotations as Record<string, string>)['checksum/config'];
+    const before = checksum(objects(REGIONS));
+    expect(checksum(await render([REGIONS], { 'region.peers.sa': 'https://rendezvous-sa.internal' }))).to.not.equal(
+      before,
+    );
+    expect(checksum(await render([REGIONS], { 'region.name': 'eu2' }))).to.not.equal(before);
+  });
+
+  it('renders nothing region-related without region.name', async () => {
+    const regionEnv = (objs: K8sObject[]) => Object.keys(podEnv(objs)).filter((n) => n.startsWith('RZ_REGION'));
+    for (const set of VALUE_SETS.filter((v) => v !== REGIONS)) {
+      expect(regionEnv(objects(set)), set).to.deep.equal([]);
+      expect(loadPod(objects(set)).region, set).to.equal(undefined);
+    }
+    // A CA without a region is left out, as the server ignores RZ_REGION_TLS_CA_FILE without RZ_REGION.
+    const caOnly = await render([REQUIRED_ONLY], { 'region.tls.existingSecret': 'rendezvous-region-ca' });
+    expect(regionEnv(caOnly)).to.deep.equal([]);
+    expect(one(caOnly, 'Deployment').spec.template.spec.volumes).to.equal(undefined);
+    expect(refusals({ RZ_REGION_TLS_CA_FILE: '/nonexistent/ca.crt' })).to.deep.equal([]);
+  });
+
+  it('refuses at template time exactly the region values the server refuses at start, naming each', async () => {
+    const accepted = podEnvWithFiles(objects(REGIONS));
+    expect(refusals(accepted)).to.deep.equal([]);
+    const without = (...names: string[]) =>
+      Object.fromEntries(Object.entries(accepted).filter(([n]) => !names.includes(n))) as Record<string, string>;
+    for (const c of [
+      {
+        what: 'peers without a region',
+        render: [[REQUIRED_ONLY], { 'region.peers.us': 'https://rendezvous-us.internal' }],
+        complaint: 'region.peers needs region.name',
+        server: without('RZ_REGION', 'RZ_REGION_SECRET_FILE', 'RZ_REGION_TLS_CA_FILE'),
+        refusal: /RZ_REGION_PEERS need RZ_REGION/,
+      },
+      {
+        what: 'the secret without a region',
+        render: [[REQUIRED_ONLY], { 'region.existingSecret': 'rendezvous-region' }],
+        complaint: 'region.existingSecret needs region.name',
+        server: without('RZ_REGION', 'RZ_REGION_PEERS', 'RZ_REGION_TLS_CA_FILE'),
+        refusal: /RZ_REGION_SECRET_FILE need RZ_REGION/,
+      },
+      {
+        what: 'peers without the secret',
+        render: [[REGIONS], { 'region.existingSecret': '' }],
+        complaint: 'region.peers needs region.existingSecret',
+        server: without('RZ_REGION_SECRET_FILE'),
+        refusal: /RZ_REGION_PEERS needs the shared secret/,
+      },
+      {
+        what: "a peer named as the release's own region",
+        render: [[REGIONS], { 'region.peers.eu': 'https://rendezvous-eu.internal' }],
+        complaint: 'region.peers.eu',
+        server: { ...accepted, RZ_REGION_PEERS: `${accepted.RZ_REGION_PEERS},eu=https://rendezvous-eu.internal` },
+        refusal: /names this replica's own region/,
+      },
+    ] as const) {
+      const [files, set] = c.render;
+      const r = await helm(['template', 'rz', CHART, ...valueArgs([...files], set)]);
+      expect(r.code, c.what).to.not.equal(0);
+      expect(r.stderr, c.what).to.include(c.complaint);
+      expect(r.stderr, c.what).to.include('inconsistent region values');
+      // The server refuses the environment the chart would have rendered.
+      expect(refusals(c.server).join('\n'), c.what).to.match(c.refusal);
+    }
+
+    // What the server accepts, the chart renders: a region with the secret and no peers (it only
+    // receives forwards), and a region alone (ids name it, nothing is forwarded).
+    for (const [what, set] of [
+      ['the secret without peers', { 'region.peers': 'null' }],
+      ['a region alone', { 'region.peers': 'null', 'region.existingSecret': '', 'region.tls.existingSecret': '' }],
+    ] as const) {
+      const objs = await render([REGIONS], set);
+      for (const obj of objs) expect(() => validateObject(obj), `${what}: ${obj.kind}`).to.not.throw();
+      const config = loadPod(objs);
+      expect(config.region, what).to.equal('eu');
+      expect(config.regionPeers, what).to.deep.equal([]);
+      expect(podEnv(objs), what).to.not.have.property('RZ_REGION_PEERS');
+    }
+  });
+
+  it('checks region names and peer URLs as the server does', () => {
+    const schema = JSON.parse(read('values.schema.json')) as Values;
+    const region = schema.properties.region.properties as Values;
+    expect(region.name.pattern).to.equal(`^$|${REGION_NAME.source}`);
+    expect(region.peers.propertyNames.pattern).to.equal(REGION_NAME.source);
+    // Every URL the schema lets through is one the server takes as a peer URL.
+    const url = new RegExp(region.peers.additionalProperties.pattern as string);
+    const samples = [
+      'https://rendezvous-us.internal',
+      'http://10.30.0.10:8080/',
+      'https://[fd00::1]:8443/rendezvous',
+      'https://user:pw@us.example.org',
+      'https://us.example.org/?x=1',
+      'https://us.example.org/#top',
+      'https://a.example.org,b.example.org',
+      'ftp://us.example.org',
+      'https://us example.org',
+    ];
+    const allowed = samples.filter((u) => url.test(u));
+    expect(allowed).to.deep.equal(samples.slice(0, 3));
+    for (const u of allowed) expect(peerList.safeParse(`us=${u}`).success, u).to.equal(true);
+  });
+
+  it('lets the pods forward to the other regions through the NetworkPolicy, on the ports their URLs name', async () => {
+    const given = parse(read('ci', REGIONS)) as {
+      region: { peers: Record<string, string> };
+      networkPolicy: { egress: { regionPeersTo: object[] } };
+    };
+    type Rule = { ports: { port: number | string; protocol: string }[]; to?: object[] };
+    const egress = (objs: K8sObject[]) => one(objs, 'NetworkPolicy').spec.egress as Rule[];
+    const portOf = (u: URL) => Number(u.port || (u.protocol === 'https:' ? 443 : 80));
+    const wanted = Object.values(given.region.peers).map((u) => portOf(new URL(u)));
+    expect(new Set(wanted).size, 'the values set names two different ports').to.equal(2);
+
+    const rules = egress(objects(REGIONS));
+    const toPeers = rules.filter((r) => r.ports.some((p) => p.port === 443));
+    expect(toPeers, 'one rule to the peers').to.have.length(1);
+    const peerRule = toPeers[0]!;
+    const numeric = (ports: (number | string)[]) => ports.map(Number).sort((a, b) => a - b);
+    expect(numeric(peerRule.ports.map((p) => p.port))).to.deep.equal(numeric([...new Set(wanted)]));
+    expect(peerRule.ports.every((p) => p.protocol === 'TCP')).to.equal(true);
+    expect(peerRule.to).to.deep.equal(given.networkPolicy.egress.regionPeersTo);
+
+    // Plain http without a port is 80; a port two peers share is listed once.
+    const more = egress(
+      await render([REGIONS], {
+        'region.peers.sa': 'http://rendezvous-sa.internal',
+        'region.peers.af': 'https://rendezvous-af.internal:443/',
+      }),
+    ).find((r) => r.ports.some((p) => p.port === 443))!;
+    expect(numeric(more.ports.map((p) => p.port))).to.deep.equal(numeric([...new Set([...wanted, 80])]));
+    // Without regionPeersTo the peers' ports are open to any address (as Redis is without redisTo).
+    const open = egress(await render([REGIONS], { 'networkPolicy.egress.regionPeersTo': 'null' }));
+    expect(open.filter((r) => r.to === undefined && r.ports.some((p) => p.port === 443))).to.have.length(1);
+    // No peers (or no region): no such rule, the default policy is what it was.
+    const noPeers = egress(await render([REGIONS], { 'region.peers': 'null' }));
+    expect(noPeers).to.have.length(rules.length - 1);
+    expect(noPeers.some((r) => r.ports.some((p) => p.port === 443 || p.port === 8080))).to.equal(false);
+    const full = egress(objects(FULL));
+    const fullValues = parse(read('ci', FULL)) as Values;
+    expect(full).to.have.length(2 + (fullValues.networkPolicy.egress.extraRules as object[]).length);
+    // Egress off: no egress rules at all, regions or not.
+    const ingressOnly = one(await render([REGIONS], { 'networkPolicy.egress.enabled': 'false' }), 'NetworkPolicy');
+    expect(ingressOnly.spec.policyTypes).to.deep.equal(['Ingress']);
+    expect(ingressOnly.spec.egress).to.equal(undefined);
   });
 
   it('ships a helm test that runs the check against the Service, let in by the NetworkPolicy', () => {

@@ -161,3 +161,31 @@ export function one(objects: K8sObject[], kind: string, nameEndsWith = ''): K8sO
   if (found.length !== 1) throw new Error(`expected one ${kind}${nameEndsWith}, rendered ${found.length}`);
   return found[0]!;
 }
+
+/** What a file in a pod holds when it comes from a Secret volume: that Secret's name and key. */
+export interface SecretFile {
+  secret: string;
+  key: string;
+}
+
+/**
+ * Which Secret key the server container finds at `path`, as Kubernetes would project it: the
+ * volume mounted at the deepest directory above it, a Secret volume, and the key whose item path
+ * (or, without items, whose own name) is the rest of the path. Undefined when no Secret backs it.
+ */
+export function secretFileAt(deployment: K8sObject, path: string): SecretFile | undefined {
+  const pod = deployment.spec.template.spec;
+  const mounts = (pod.containers[0].volumeMounts ?? []) as { name: string; mountPath: string }[];
+  const mount = mounts
+    .filter((m) => path.startsWith(`${m.mountPath.replace(/\/+$/, '')}/`))
+    .sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+  if (mount === undefined) return undefined;
+  const volume = (
+    (pod.volumes ?? []) as { name: string; secret?: { secretName: string; items?: { key: string; path: string }[] } }[]
+  ).find((v) => v.name === mount.name);
+  if (volume?.secret === undefined) return undefined;
+  const rest = path.slice(mount.mountPath.replace(/\/+$/, '').length + 1);
+  const items = volume.secret.items;
+  const key = items === undefined ? rest : items.find((i) => i.path === rest)?.key;
+  return key === undefined ? undefined : { secret: volume.secret.secretName, key };
+}

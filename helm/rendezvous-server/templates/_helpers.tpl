@@ -55,7 +55,68 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $missing }}
 {{- fail (printf "\nrequired values are not set:\n  - %s" (join "\n  - " $missing)) }}
 {{- end }}
+{{- include "rendezvous.validateRegion" . }}
 {{- end }}
+
+{{/*
+  The region values the server would refuse at start (src/region/settings.ts), refused here first,
+  each naming the value: peers or the secret without this release's own region, peers without the
+  shared secret, peers naming this release's own region. A region with the secret and no peers is
+  accepted, as the server accepts it. What only the cluster holds (the secret's length, the Secret's
+  keys) is checked by the server when the pod starts.
+*/}}
+{{- define "rendezvous.validateRegion" -}}
+{{- $r := .Values.region }}
+{{- $problems := list }}
+{{- if not $r.name }}
+{{- if $r.peers }}
+{{- $problems = append $problems "region.peers needs region.name, this release's own region (the server refuses RZ_REGION_PEERS without RZ_REGION)" }}
+{{- end }}
+{{- if $r.existingSecret }}
+{{- $problems = append $problems "region.existingSecret needs region.name, this release's own region (the server refuses RZ_REGION_SECRET_FILE without RZ_REGION)" }}
+{{- end }}
+{{- else if $r.peers }}
+{{- if hasKey $r.peers $r.name }}
+{{- $problems = append $problems (printf "region.peers.%s names this release's own region (region.name); list only the other regions" $r.name) }}
+{{- end }}
+{{- if not $r.existingSecret }}
+{{- $problems = append $problems "region.peers needs region.existingSecret: the Secret holding the secret all regions share (forwards carry it; the server refuses RZ_REGION_PEERS without it)" }}
+{{- end }}
+{{- end }}
+{{- if $problems }}
+{{- fail (printf "\ninconsistent region values:\n  - %s" (join "\n  - " $problems)) }}
+{{- end }}
+{{- end }}
+
+{{/* RZ_REGION_PEERS from region.peers: name=url,name=url, by name. */}}
+{{- define "rendezvous.regionPeers" -}}
+{{- $peers := list }}
+{{- range $name, $url := .Values.region.peers }}
+{{- $peers = append $peers (printf "%s=%s" $name $url) }}
+{{- end }}
+{{- join "," $peers }}
+{{- end }}
+
+{{/*
+  The TCP ports the pods forward to the other regions on, as a JSON list: each peer URL's explicit
+  port, else 443 for https and 80 for http.
+*/}}
+{{- define "rendezvous.regionPeerPorts" -}}
+{{- $ports := list }}
+{{- range $name, $url := .Values.region.peers }}
+{{- $u := urlParse $url }}
+{{- $port := regexFind "[0-9]+$" (regexFind ":[0-9]+$" $u.host) }}
+{{- if not $port }}
+{{- $port = ternary "443" "80" (eq $u.scheme "https") }}
+{{- end }}
+{{- $ports = append $ports (atoi $port) }}
+{{- end }}
+{{- uniq $ports | toJson }}
+{{- end }}
+
+{{/* Where the shared region secret and the peers' CA are mounted (files, never environment values). */}}
+{{- define "rendezvous.regionSecretFile" -}}/etc/rendezvous/region-secret/secret{{- end }}
+{{- define "rendezvous.regionCaFile" -}}/etc/rendezvous/region-tls/ca.crt{{- end }}
 
 {{- define "rendezvous.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
