@@ -9,7 +9,8 @@ import { SETTINGS, loadConfig } from '../src/config';
 import { Scrape } from './helpers/metrics';
 import { freePort } from './helpers/ports';
 import { RedisServer } from './helpers/redis';
-import { Nginx, REGION_SECRET, renderConf } from './helpers/regions';
+import { NginxProcess } from './helpers/nginx';
+import { REGION_SECRET, renderConf } from './helpers/regions';
 import { Replica } from './helpers/replica';
 import { type Answer, json, send } from './helpers/send';
 
@@ -120,8 +121,8 @@ describe('multi-region compose stack (deploy/multi-region)', () => {
     this.timeout(60_000);
     const redis: Partial<Record<(typeof REGIONS)[number], RedisServer>> = {};
     const replicas: Replica[] = [];
-    const balancers: Nginx[] = [];
-    let front: Nginx;
+    const balancers: NginxProcess[] = [];
+    let front: NginxProcess;
     let secretDir: string;
     /** A client address the front balancer sends to each region. */
     const device: Partial<Record<(typeof REGIONS)[number], string>> = {};
@@ -155,9 +156,9 @@ describe('multi-region compose stack (deploy/multi-region)', () => {
       for (const region of REGIONS) {
         const conf = readFileSync(join(DIR, 'nginx', `region-${region}.conf`), 'utf8');
         lbPort[region] = ports[`lb-${region}`]!;
-        balancers.push(await Nginx.start(renderConf(conf, ports, lbPort[region]!), lbPort[region]!));
+        balancers.push(await NginxProcess.serve(renderConf(conf, ports, lbPort[region]!), lbPort[region]!));
       }
-      front = await Nginx.start(
+      front = await NginxProcess.serve(
         renderConf(readFileSync(join(DIR, 'nginx', 'front.conf'), 'utf8'), ports, ports.front!),
         ports.front!,
       );

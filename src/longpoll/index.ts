@@ -1,6 +1,6 @@
 import type { Config } from '../config';
 
-export { LongPoll, type WaitResult, type LongPollLimits } from './waiters';
+export { CAUSE_LABEL, LongPoll, type WaitResult, type LongPollLimits } from './waiters';
 export { preferredWaitSeconds } from './prefer';
 
 export function longPollLimits(config: Config) {

@@ -41,8 +41,8 @@ export type WaitResult =
   | { cause: 'aborted' }
   | { cause: 'error'; error: unknown };
 
-/** The wake-up counter's label for each way a wait ends. */
-const CAUSE_LABEL = {
+/** How each way a wait ends is labelled in the metrics (wake-ups, and the held request's outcome). */
+export const CAUSE_LABEL = {
   change: 'change',
   timeout: 'timeout',
   shutdown: 'shutdown',

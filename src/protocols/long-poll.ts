@@ -4,7 +4,7 @@
  */
 import type { Context } from 'koa';
 import { MatrixError } from '../http/errors';
-import type { WaitResult } from '../longpoll';
+import { CAUSE_LABEL, type WaitResult } from '../longpoll';
 import type { Session } from '../store/types';
 import { badSequenceToken, notFound, opaque } from './common';
 
@@ -31,16 +31,7 @@ export function sequenceWait(ctx: Context): { token: string; timeoutMs: number }
 }
 
 /** How a held wait ended, as the metrics label it (the names of `longpoll_wakeups_total{cause}`). */
-export type LongPollOutcome = 'change' | 'timeout' | 'shutdown' | 'deleted' | 'disconnect' | 'error';
-
-const OUTCOME: Record<Exclude<WaitResult['cause'], 'refused'>, LongPollOutcome> = {
-  change: 'change',
-  timeout: 'timeout',
-  shutdown: 'shutdown',
-  gone: 'deleted',
-  aborted: 'disconnect',
-  error: 'error',
-};
+export type LongPollOutcome = (typeof CAUSE_LABEL)[keyof typeof CAUSE_LABEL];
 
 declare module 'koa' {
   interface DefaultState {
@@ -58,7 +49,7 @@ declare module 'koa' {
  * A held request says so with `preferenceApplied` (RFC 7240), when the client sent a preference.
  */
 export function settle(ctx: Context, result: WaitResult, preferenceApplied?: string): Session | undefined {
-  if (result.cause !== 'refused') ctx.state.longPollOutcome = OUTCOME[result.cause];
+  if (result.cause !== 'refused') ctx.state.longPollOutcome = CAUSE_LABEL[result.cause];
   switch (result.cause) {
     case 'refused':
       // Not held: answered as a plain GET, without Preference-Applied.

@@ -1,12 +1,9 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { killOnExit } from './children';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { NginxProcess } from './nginx';
 import { freePort } from './ports';
-import { until } from './topologies';
 
 const run = promisify(execFile);
 
@@ -46,21 +43,21 @@ export interface BalancerOptions {
   trustedProxies?: string;
 }
 
-/** nginx as a child process (never the system service), in the foreground, with its own prefix. */
+/** The repository's balancer config in front of the given ports, as an nginx of the test's own. */
 export class Balancer {
-  private constructor(
-    readonly port: number,
-    private readonly dir: string,
-    private readonly proc: ChildProcess,
-  ) {}
+  private constructor(private readonly nginx: NginxProcess) {}
+
+  get port(): number {
+    return this.nginx.port;
+  }
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return this.nginx.url;
   }
 
   static async start(upstreamPorts: number[], options: BalancerOptions = {}): Promise<Balancer> {
     const port = await freePort();
-    const dir = mkdtempSync(join(tmpdir(), 'rz-nginx-'));
+    const dir = NginxProcess.directory();
     const trusted = join(dir, 'trusted-proxies.conf');
     // The script the nginx image runs at start, run the same way: it writes the include.
     await run('sh', [TRUSTED_PROXIES_SCRIPT], {
@@ -70,54 +67,10 @@ export class Balancer {
         RZ_LB_TRUSTED_PROXIES_CONF: trusted,
       },
     });
-    writeFileSync(join(dir, 'rendezvous.conf'), renderNginxConf(upstreamPorts, port, trusted));
-    // What the nginx image's main config provides around conf.d, minus root-only paths.
-    writeFileSync(
-      join(dir, 'nginx.conf'),
-      [
-        'daemon off;',
-        'master_process off;',
-        `pid ${dir}/nginx.pid;`,
-        'error_log stderr warn;',
-        'events { worker_connections 1024; }',
-        'http {',
-        '  access_log off;',
-        ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/${t};`),
-        `  include ${dir}/rendezvous.conf;`,
-        '}',
-        '',
-      ].join('\n'),
-    );
-    const proc = killOnExit(
-      spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] }),
-    );
-    let stderr = '';
-    proc.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-    const balancer = new Balancer(port, dir, proc);
-    const failed = new Promise<never>((_, reject) =>
-      proc.once('exit', (code) => reject(new Error(`nginx exited (${code}): ${stderr}`))),
-    );
-    failed.catch(() => undefined);
-    await Promise.race([
-      failed,
-      until(
-        'nginx to listen',
-        () =>
-          new Promise<boolean>((resolve) => {
-            const s = net.connect(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
-            s.on('error', () => resolve(false));
-          }),
-      ),
-    ]);
-    return balancer;
+    return new Balancer(await NginxProcess.start(dir, renderNginxConf(upstreamPorts, port, trusted), port));
   }
 
-  async stop(): Promise<void> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) {
-      const exited = new Promise((resolve) => this.proc.once('exit', resolve));
-      this.proc.kill('SIGTERM');
-      await exited;
-    }
-    rmSync(this.dir, { recursive: true, force: true });
+  stop(): Promise<void> {
+    return this.nginx.stop();
   }
 }

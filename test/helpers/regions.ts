@@ -1,15 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { killOnExit } from './children';
 import { DelayLink } from './delay-link';
 import { freePort } from './ports';
 import { RedisServer } from './redis';
 import { Replica } from './replica';
-import { until } from './topologies';
 
 /** The secret every region of a test deployment shares. */
 export const REGION_SECRET = 'test-region-secret-0123456789';
@@ -153,68 +146,4 @@ export function renderConf(conf: string, hosts: Record<string, number>, listenPo
   if (!/^\s*listen 80;$/m.test(out)) throw new Error('no "listen 80;" in the nginx config');
   out = out.replace(/^(\s*)listen 80;$/m, `$1listen 127.0.0.1:${listenPort};`);
   return out;
-}
-
-/** nginx in the foreground as a child process with its own prefix directory (never the system one). */
-export class Nginx {
-  private constructor(
-    readonly port: number,
-    private readonly dir: string,
-    private readonly proc: ChildProcess,
-  ) {}
-
-  get url(): string {
-    return `http://127.0.0.1:${this.port}`;
-  }
-
-  static async start(conf: string, port: number): Promise<Nginx> {
-    const dir = mkdtempSync(join(tmpdir(), 'rz-nginx-'));
-    writeFileSync(join(dir, 'site.conf'), conf);
-    writeFileSync(
-      join(dir, 'nginx.conf'),
-      [
-        'daemon off;',
-        'master_process off;',
-        `pid ${dir}/nginx.pid;`,
-        'error_log stderr warn;',
-        'events { worker_connections 1024; }',
-        'http {',
-        '  access_log off;',
-        ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/${t};`),
-        `  include ${dir}/site.conf;`,
-        '}',
-        '',
-      ].join('\n'),
-    );
-    const proc = killOnExit(
-      spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] }),
-    );
-    let stderr = '';
-    proc.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-    const failed = new Promise<never>((_, reject) =>
-      proc.once('exit', (code) => reject(new Error(`nginx exited (${code}): ${stderr}`))),
-    );
-    failed.catch(() => undefined);
-    await Promise.race([
-      failed,
-      until(
-        'nginx to listen',
-        () =>
-          new Promise<boolean>((resolve) => {
-            const s = net.connect(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
-            s.on('error', () => resolve(false));
-          }),
-      ),
-    ]);
-    return new Nginx(port, dir, proc);
-  }
-
-  async stop(): Promise<void> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) {
-      const exited = new Promise((resolve) => this.proc.once('exit', resolve));
-      this.proc.kill('SIGTERM');
-      await exited;
-    }
-    rmSync(this.dir, { recursive: true, force: true });
-  }
 }

@@ -4,7 +4,7 @@ import type { RunningServer } from '../../src/main';
 import { RedisServer } from '../helpers/redis';
 import { inParallel, json, send } from '../helpers/send';
 import { startServer } from '../helpers/server';
-import { sharedClusterSetup } from '../helpers/topologies';
+import { sharedClusterSetup, until } from '../helpers/topologies';
 import { CAPS_BY_ADDRESS_KEY, CAPS_JOURNAL_DETAILS_KEY, CAPS_JOURNAL_KEY, CAPS_KEY } from '../../src/store/format';
 
 interface Backend {
@@ -40,8 +40,18 @@ const BACKENDS: Backend[] = [
       } finally {
         client.disconnect();
       }
-      const replicas = [startServer({ ...env, ...setup.env }), startServer({ ...env, ...setup.env })];
-      return Promise.all(replicas);
+      const replicas = await Promise.all([
+        startServer({ ...env, ...setup.env }),
+        startServer({ ...env, ...setup.env }),
+      ]);
+      // A Cluster client can take a while to learn the slot map on a busy machine: until then, 503s.
+      for (const replica of replicas) {
+        await until('the replica to reach the cluster', async () => {
+          const ready = await send(replica.port, { path: '/ready' });
+          return (json(ready) as { storeReachable?: boolean }).storeReachable === true;
+        });
+      }
+      return replicas;
     },
   },
 ];

@@ -24,24 +24,15 @@
 local now = nowMs()
 local nowSec = math.floor(now / 1000)
 local owner = ARGV[2]
-local ownerCap = tonumber(ARGV[5])
-local tracked = ownerCap > 0 and owner ~= '-'
-
-capsPrune(KEYS[1], nowSec)
-journalPrune(KEYS[3], KEYS[4], now)
-local entries, ownerTotal = {}, 0
-if tracked then
-  entries, ownerTotal = capsOwnerEntries(KEYS[2], owner, nowSec)
-end
-local refused = capsRefusal(KEYS[1], entries, ownerTotal, tonumber(ARGV[4]), ownerCap, now, nowSec)
+local refused, claim = capsCheck(KEYS[1], KEYS[2], owner, tonumber(ARGV[4]), tonumber(ARGV[5]), now, nowSec)
 if refused then
   return refused
 end
 
 local expires = now + tonumber(ARGV[3])
+journalPrune(KEYS[3], KEYS[4], now)
 if not journalAdd(KEYS[3], KEYS[4], 'c:' .. ARGV[1], now + tonumber(ARGV[6]), owner .. ' ' .. expires) then
   return { 0, 'taken', 0 }
 end
-capsCount(KEYS[1], KEYS[2], owner, entries, math.ceil(expires / 1000), tracked)
-capsSweep(KEYS[1], KEYS[2], nowSec, owner)
+capsTake(KEYS[1], KEYS[2], owner, claim, expires, nowSec)
 return { 1, now, expires, now + tonumber(ARGV[7]) }

@@ -25,15 +25,7 @@
 local now = nowMs()
 local nowSec = math.floor(now / 1000)
 local owner = ARGV[6]
-local ownerCap = tonumber(ARGV[8])
-local tracked = ownerCap > 0 and owner ~= '-'
-
-capsPrune(KEYS[2], nowSec)
-local entries, ownerTotal = {}, 0
-if tracked then
-  entries, ownerTotal = capsOwnerEntries(KEYS[3], owner, nowSec)
-end
-local refused = capsRefusal(KEYS[2], entries, ownerTotal, tonumber(ARGV[7]), ownerCap, now, nowSec)
+local refused, claim = capsCheck(KEYS[2], KEYS[3], owner, tonumber(ARGV[7]), tonumber(ARGV[8]), now, nowSec)
 if refused then
   return refused
 end
@@ -44,6 +36,5 @@ local head = sessionHead({ family = ARGV[1], rev = 1, salt = ARGV[5], created = 
 if not redis.call('SET', KEYS[1], head .. ARGV[3], 'NX', 'PXAT', expires) then
   return { -1 }
 end
-capsCount(KEYS[2], KEYS[3], owner, entries, math.ceil(expires / 1000), tracked)
-capsSweep(KEYS[2], KEYS[3], nowSec, owner)
+capsTake(KEYS[2], KEYS[3], owner, claim, expires, nowSec)
 return { 1, now, expires }

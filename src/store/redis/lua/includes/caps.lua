@@ -183,3 +183,21 @@ local function capsSweep(caps, byAddress, nowSec, skip)
     end
   end
 end
+
+-- What every create does first: prunes, then checks that one more session of `owner` fits both
+-- caps. Returns the refusal to answer with (nil when it fits), and what `capsTake` needs.
+local function capsCheck(caps, byAddress, owner, globalCap, ownerCap, now, nowSec)
+  capsPrune(caps, nowSec)
+  local claim = { entries = {}, tracked = ownerCap > 0 and owner ~= '-' }
+  local ownerTotal = 0
+  if claim.tracked then
+    claim.entries, ownerTotal = capsOwnerEntries(byAddress, owner, nowSec)
+  end
+  return capsRefusal(caps, claim.entries, ownerTotal, globalCap, ownerCap, now, nowSec), claim
+end
+
+-- Counts the session `capsCheck` let through, expiring at `expires` ms, and tidies a few owners.
+local function capsTake(caps, byAddress, owner, claim, expires, nowSec)
+  capsCount(caps, byAddress, owner, claim.entries, math.ceil(expires / 1000), claim.tracked)
+  capsSweep(caps, byAddress, nowSec, owner)
+end
