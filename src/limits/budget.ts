@@ -58,6 +58,9 @@ export interface BudgetOptions {
   now?: () => number;
 }
 
+/** Most addresses in one backend call. */
+const MAX_BATCH = 1000;
+
 /** Requests one address may have waiting on one replica for the next settlement; beyond, refused. */
 const MAX_WAITING = 64;
 
@@ -68,8 +71,9 @@ const MAX_WAITING = 64;
  *
  * - Far from the limit, a request is admitted at once. Between two settlements a replica admits at
  *   most `allowance` such requests per address (the budget's own rate over one interval); more wait
- *   for the next settlement, a fraction of a second. So N replicas admit at most points + N x
- *   allowance per window, whatever the flood.
+ *   for the next settlement, a fraction of a second. A replica learns what the others admitted one
+ *   settlement late, plus the round trip of the next, so N replicas admit at most points + 2 x N x
+ *   allowance per window while a settlement's round trip is under the interval, whatever the flood.
  * - Near the limit (within two allowances of it), a request is counted first and admitted only when
  *   the backend's total, its own count included, is within the budget: exact, at the cost of waiting
  *   one settlement.
@@ -81,6 +85,8 @@ export class SharedBudget {
   private readonly tallies = new Map<string, Tally>();
   /** Addresses with counts to send. */
   private dirty = new Set<Tally>();
+  /** Addresses with requests waiting for the next answer. */
+  private readonly waiting = new Set<Tally>();
   private timer: NodeJS.Timeout | undefined;
   private degraded = false;
   private readonly allowance: number;
@@ -116,6 +122,7 @@ export class SharedBudget {
     if (t.fresh >= this.allowance) {
       if ((t.waiting?.length ?? 0) >= MAX_WAITING) return new BudgetRefusal(this.opts.intervalMs);
       this.schedule();
+      this.waiting.add(t);
       return new Promise<void>((resolve) => (t.waiting ??= []).push(resolve)).then(() => this.again(address));
     }
     t.fresh++;
@@ -166,49 +173,72 @@ export class SharedBudget {
     const waiting = t.waiting;
     t.waiting = undefined;
     t.fresh = 0;
-    if (waiting !== undefined) for (const resume of waiting) resume();
+    if (waiting === undefined) return;
+    this.waiting.delete(t);
+    for (const resume of waiting) resume();
   }
 
   private schedule(): void {
-    this.timer ??= setTimeout(() => this.settle(), this.opts.intervalMs).unref();
+    // While the backend fails, trying every interval would only add failures: once a second.
+    const ms = this.degraded ? Math.max(this.opts.intervalMs, 1000) : this.opts.intervalMs;
+    this.timer ??= setTimeout(() => this.settle(), ms).unref();
   }
 
-  /** One backend call for every address counted since the last one. */
+  /**
+   * Sends what was counted since the last settlement: one backend call for every address seen (in
+   * slices of MAX_BATCH, so a flood from very many addresses makes a few calls, never a huge one).
+   */
   private settle(): void {
     this.timer = undefined;
-    const batch = [...this.dirty].filter((t) => t.pending > 0);
-    this.dirty = new Set();
-    // Requests waiting on an address with nothing in flight would otherwise wait for nothing.
-    for (const t of this.tallies.values()) if (t.waiting !== undefined && t.sending === 0) this.release(t);
-    if (batch.length === 0) return;
-    const sent = batch.map((t): Sent => {
-      const entry = { t, count: t.pending, window: t.window, confirms: t.confirms };
+    const now = this.now();
+    const window = now - (now % this.opts.windowMs);
+    const current: Sent[] = [];
+    for (const t of this.dirty) {
+      if (t.pending === 0) continue;
+      const e: Sent = { t, count: t.pending, window: t.window, confirms: t.confirms };
       t.sending += t.pending;
       t.pending = 0;
       t.confirms = undefined;
-      return entry;
-    });
-    // Windows of one budget are aligned, so a batch is one window; counts of an ended one are moot.
-    const window = Math.max(...sent.map((e) => e.window));
-    const current = sent.filter((e) => e.window === window);
-    for (const e of sent) if (e.window !== window) this.ended(e);
-    this.counters
-      .add(
+      // Counts of a window that has ended are moot: the new window starts from nothing.
+      if (t.window === window) current.push(e);
+      else this.ended(e);
+    }
+    this.dirty = new Set();
+    // Requests waiting on an address with nothing in flight would otherwise wait for nothing.
+    for (const t of this.waiting) if (t.sending === 0) this.release(t);
+    this.sweep(now);
+    for (let i = 0; i < current.length; i += MAX_BATCH) this.send(window, current.slice(i, i + MAX_BATCH));
+  }
+
+  private send(window: number, batch: Sent[]): void {
+    const failed = () => {
+      // Counted locally from here until the backend answers; the counts go with a later batch.
+      this.degraded = true;
+      for (const e of batch) this.unanswered(e);
+      this.schedule();
+    };
+    let answer: Promise<number[]>;
+    try {
+      answer = this.counters.add(
         { budget: this.opts.name, start: window, ms: this.opts.windowMs },
-        current.map((e) => [e.t.address, e.count] as const),
-      )
-      .then(
-        (totals) => {
-          this.degraded = false;
-          current.forEach((e, i) => this.answered(e, totals[i]!));
-        },
-        () => {
-          // Counted locally from here until the backend answers; the counts go with a later batch.
-          this.degraded = true;
-          for (const e of current) this.unanswered(e);
-          this.schedule();
-        },
+        batch.map((e) => [e.t.address, e.count] as const),
       );
+    } catch {
+      return failed();
+    }
+    answer.then((totals) => {
+      this.degraded = false;
+      batch.forEach((e, i) => this.answered(e, totals[i]!));
+    }, failed);
+  }
+
+  /** Forgets addresses whose window has ended with nothing left to do (oldest first, in map order). */
+  private sweep(now: number): void {
+    for (const t of this.tallies.values()) {
+      if (t.window + this.opts.windowMs > now) return;
+      if (t.pending > 0 || t.sending > 0 || t.waiting !== undefined || t.confirms !== undefined) return;
+      this.tallies.delete(t.address);
+    }
   }
 
   private answered(e: Sent, total: number): void {
