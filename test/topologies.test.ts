@@ -258,7 +258,7 @@ describe('Redis Cluster (3 masters)', () => {
     await twoMessages;
     sub.disconnect();
     // A write's notice is the new stored value (header line, then the payload); a delete's is `deleted`.
-    expect(messages[0]).to.match(/^msc3886 2 \S+ \d+ \d+ \d+ @\S+ text\/plain[^\n]*\ny$/);
+    expect(messages[0]).to.match(/^@\S+ msc3886 2 \S+ \d+ \d+ \d+ text\/plain[^\n]*\ny$/);
     expect(messages[1]).to.equal('deleted');
   });
 });

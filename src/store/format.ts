@@ -6,11 +6,14 @@ import type { Family, Session } from './types';
  *
  * A session is ONE string (a hash costs Redis ~800 bytes more once the payload outgrows listpack):
  *
- *   "<family> <rev> <salt> <created> <modified> <expires> @<owner> <type>\n<payload>"
+ *   "@<owner> <family> <rev> <salt> <created> <modified> <expires> <type>\n<payload>"
  *
  * Times are ms since the epoch on the Redis clock; `owner` is the client address the session counts
  * against for the per-address cap ('-' for none), so a delete can free that slot in the same step.
- * Sessions written by the previous release lack the `@<owner>` field; they are read as owned by nobody.
+ * Sessions written by the previous release lack the `@<owner> ` in front: they are read as owned by
+ * nobody, and their deletes free no slot (these caps never counted them). It stands in front so that
+ * the previous release, during a rolling upgrade, finds no session of its families there (404) rather
+ * than reading the owner's address as part of the content type.
  *
  * On Redis Cluster a deleted session leaves a tombstone for a while, "~<owner> <expires>" (no newline,
  * so every read takes it for "not found"), from which its cap slots can still be freed.
@@ -67,8 +70,9 @@ export function parseSession(id: string, family: Family, v: Buffer): Session | n
   const nl = v.indexOf(NEWLINE);
   if (nl < 0) return null;
   const head = v.toString('latin1', 0, nl);
-  if (!head.startsWith(family) || head.charCodeAt(family.length) !== 0x20) return null;
-  return parseFields(id, family, head, v, nl);
+  const at = afterOwner(head);
+  if (!head.startsWith(family, at) || head.charCodeAt(at + family.length) !== 0x20) return null;
+  return parseFields(id, family, head, at, v, nl);
 }
 
 /**
@@ -79,13 +83,19 @@ export function parseStoredSession(id: string, v: Buffer): Session | null {
   const nl = v.indexOf(NEWLINE);
   if (nl < 0) return null;
   const head = v.toString('latin1', 0, nl);
-  const family = head.slice(0, head.indexOf(' ')) as Family;
+  const at = afterOwner(head);
+  const family = head.slice(at, head.indexOf(' ', at)) as Family;
   if (!FAMILIES.includes(family)) return null;
-  return parseFields(id, family, head, v, nl);
+  return parseFields(id, family, head, at, v, nl);
 }
 
-function parseFields(id: string, family: Family, head: string, v: Buffer, nl: number): Session {
-  let at = family.length + 1;
+/** Where the family starts: after the `@<owner> ` field, when the value has one. */
+function afterOwner(head: string): number {
+  return head.charCodeAt(0) === 0x40 ? head.indexOf(' ') + 1 : 0;
+}
+
+function parseFields(id: string, family: Family, head: string, from: number, v: Buffer, nl: number): Session {
+  let at = from + family.length + 1;
   const next = () => {
     const end = head.indexOf(' ', at);
     const field = head.slice(at, end);
@@ -97,11 +107,6 @@ function parseFields(id: string, family: Family, head: string, v: Buffer, nl: nu
   const createdAt = Number(next());
   const modifiedAt = Number(next());
   const expiresAt = Number(next());
-  // The owner is the scripts' business; a content type never starts with '@' (not a token char).
-  if (head.charCodeAt(at) === 0x40) {
-    const end = head.indexOf(' ', at);
-    at = end < 0 ? head.length : end + 1;
-  }
   return {
     id,
     family,

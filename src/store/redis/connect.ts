@@ -120,7 +120,10 @@ export function createRedisClient(config: RedisConfig, purpose: ClientPurpose = 
         // Every write goes to a master; reads too, since a replica may lag behind a CAS write.
         scaleReads: 'master',
         clusterRetryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
-        retryDelayOnFailover: 100,
+        // 0: a command whose node connection closed fails (503, the client retries) instead of being
+        // sent again by the client, which could land a write twice behind its answer. Redirections
+        // (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) are still followed: they say it did not run.
+        retryDelayOnFailover: 0,
         retryDelayOnClusterDown: 100,
         slotsRefreshTimeout: 2000,
         ...(purpose.subscriber ? { shardedSubscribers: true } : {}),

@@ -72,6 +72,8 @@ export async function createRedisBackend(opts: RedisBackendOptions, log: Logger)
     inspect: () => inspectRedis(client, clustered, opts.allowEviction),
     close: async () => {
       await wakeups.close();
+      // Cap bookkeeping a failure interrupted is finished first, for as long as shutdown allows.
+      await Promise.race([sessions.reconciled(), new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
       try {
         await client.quit();
       } catch {

@@ -32,7 +32,7 @@ export interface ScriptCommands {
   rzUpdateSessionBuffer(...args: Arg[]): Promise<BufferReply>;
   rzCountSessions(...args: Arg[]): Promise<number[]>;
   rzClaimSlot(...args: Arg[]): Promise<Reply>;
-  rzCreateClaimedSession(...args: Arg[]): Promise<number[]>;
+  rzCreateClaimedSession(...args: Arg[]): Promise<number>;
   rzReleaseClaim(...args: Arg[]): Promise<number>;
   rzDeleteClaimedSessionBuffer(...args: Arg[]): Promise<BufferReply>;
   rzReleaseSlot(...args: Arg[]): Promise<number>;

@@ -155,6 +155,11 @@ export class RedisSessions implements SessionStore {
       .then((r) => r === 1, storeFailure);
   }
 
+  /** Resolves once no interrupted step is left to settle (shutdown waits for it; tests too). */
+  reconciled(): Promise<void> {
+    return Promise.resolve();
+  }
+
   counts(): Promise<SessionCounts> {
     return this.cmd
       .rzCountSessions(CAPS_KEY)
@@ -162,7 +167,7 @@ export class RedisSessions implements SessionStore {
   }
 }
 
-/** How long the Cluster journal remembers a claim or a release (see lua/includes/journal.lua). */
+/** How long the Cluster journal remembers a claim or a release, and a tombstone lasts. */
 const JOURNAL_MS = 120_000;
 
 /**
@@ -170,7 +175,8 @@ const JOURNAL_MS = 120_000;
  * session, so a create is two round trips (claim the slots, then create the session in its own slot)
  * and so is a delete (delete, then free the slots). The order keeps every session counted: a claim
  * comes before its session exists, and a session's slots are freed only after it is gone. When a
- * step fails, the replica settles it afterwards (see Reconciler); the journal makes every retry safe.
+ * step fails, the replica settles it afterwards (see Reconciler); the journal and the tombstones make
+ * every retry safe, whether or not the step it retries had landed.
  */
 export class ClusterRedisSessions extends RedisSessions {
   private readonly reconciler: Reconciler;
@@ -180,7 +186,7 @@ export class ClusterRedisSessions extends RedisSessions {
     this.reconciler = new Reconciler(this.cmd, log);
   }
 
-  /** How long after its claim a create may still land (a slow command, a failover in between). */
+  /** How long a delete whose answer was lost may still be on its way (a slow command, a re-send). */
   private get graceMs(): number {
     return this.opts.commandTimeoutMs * 2 + 1000;
   }
@@ -201,17 +207,16 @@ export class ClusterRedisSessions extends RedisSessions {
         caps.global,
         caps.perAddress,
         JOURNAL_MS,
-        this.graceMs,
       );
     } catch (err) {
-      // The claim may have been counted with its answer lost: give it back (if it was) once no
-      // create can follow it, which none will, since this one is abandoned here.
-      this.reconciler.releaseClaim(input.id, 0);
+      // The claim may have been counted with its answer lost, and no create will follow it: its
+      // session is made impossible and the claim given back (if it was made).
+      this.reconciler.settleCreate(input.id);
       throw unavailable(err);
     }
     if (claim[0] !== 1) return capped(claim);
-    const [, createdAt, expiresAt, deadline] = claim as number[];
-    let made: number[];
+    const [, createdAt, expiresAt] = claim as number[];
+    let made: number;
     try {
       made = await this.cmd.rzCreateClaimedSession(
         sessionKey(input.id),
@@ -222,17 +227,15 @@ export class ClusterRedisSessions extends RedisSessions {
         expiresAt!,
         input.tag,
         owner,
-        deadline!,
       );
     } catch (err) {
-      // It may still land, until its deadline: only after that does its absence mean anything.
-      this.reconciler.settleCreate(input.id, err instanceof Error && err.name === 'ReplyError' ? 0 : this.graceMs);
+      // It may have landed, its answer lost, or still be on its way: settled from the session's key.
+      this.reconciler.settleCreate(input.id);
       throw unavailable(err);
     }
-    if (made[0] === 1) return created(input, createdAt!, expiresAt!);
-    this.reconciler.releaseClaim(input.id, 0);
-    if (made[0] === -1) return { status: 'taken' };
-    throw unavailable(new Error('the session could not be created before its claim ran out'));
+    if (made === 1) return created(input, createdAt!, expiresAt!);
+    this.reconciler.settleCreate(input.id);
+    return { status: 'taken' };
   }
 
   override async delete(id: string, family: Family): Promise<boolean> {
@@ -244,16 +247,13 @@ export class ClusterRedisSessions extends RedisSessions {
       this.reconciler.settleDelete(id, this.graceMs);
       throw unavailable(err);
     }
-    if (r[0] !== 1) return false;
-    const owner = (r[1] as Buffer).toString('latin1');
-    const expiresAt = r[2] as number;
-    // The session is gone whatever happens next; its slots are freed now or by the reconciler.
-    await this.reconciler.releaseSlot(id, owner, expiresAt).catch(() => undefined);
-    return true;
+    // A tombstone's slots are owed by a delete that happened (perhaps this one, sent again): they are
+    // freed once, journalled, whoever asks. The request does not wait for it.
+    if (r.length === 3) this.reconciler.releaseSlot(id, (r[1] as Buffer).toString('latin1'), r[2] as number);
+    return r[0] === 1;
   }
 
-  /** Resolves once no interrupted step is left to settle (shutdown waits for it; tests too). */
-  reconciled(): Promise<void> {
+  override reconciled(): Promise<void> {
     return this.reconciler.idle();
   }
 }
@@ -264,9 +264,9 @@ const RETRY_MS = [250, 500, 1000, 2000, 5000];
 /**
  * Finishes cap bookkeeping that a failure interrupted, in this replica, with retries until Redis
  * answers or the journal has forgotten (then the slot frees when the session would have expired):
- * - a claim whose create never happened is given back (releaseClaim-4.lua: only if journalled, once);
- * - a create whose answer was lost is looked at after its deadline: there, its session counts; absent,
- *   its claim is given back;
+ * - a create that may not have happened: a tombstone is put in its session's place unless the session
+ *   is there (SET NX), so it can never land later; if the tombstone went in, the claim is given back
+ *   (releaseClaim-4.lua: only if journalled, once). No clock is compared.
  * - a delete's slots are freed (releaseSlot-4.lua: once), from its tombstone if its answer was lost.
  * Each step is idempotent, so retrying one whose answer was lost is safe.
  */
@@ -287,22 +287,15 @@ class Reconciler {
     if (--this.pending === 0) for (const resolve of this.waiters.splice(0)) resolve();
   }
 
-  releaseClaim(id: string, afterMs: number): void {
-    this.retry(
-      () => this.cmd.rzReleaseClaim(CAPS_KEY, CAPS_BY_ADDRESS_KEY, CAPS_JOURNAL_KEY, CAPS_JOURNAL_DETAILS_KEY, id),
-      afterMs,
-      'release a claim',
-    );
-  }
-
-  settleCreate(id: string, afterMs: number): void {
+  settleCreate(id: string): void {
     this.retry(
       async () => {
-        if ((await this.cmd.exists(sessionKey(id))) === 0) {
+        const placed = await this.cmd.set(sessionKey(id), '~- 0', 'PX', JOURNAL_MS, 'NX');
+        if (placed !== null) {
           await this.cmd.rzReleaseClaim(CAPS_KEY, CAPS_BY_ADDRESS_KEY, CAPS_JOURNAL_KEY, CAPS_JOURNAL_DETAILS_KEY, id);
         }
       },
-      afterMs,
+      0,
       'settle a create',
     );
   }
@@ -318,6 +311,11 @@ class Reconciler {
     );
   }
 
+  /** Frees a deleted session's slots, now or, when that fails, in the background. */
+  releaseSlot(id: string, owner: string, expiresAt: number): void {
+    this.retry(() => this.release(id, owner, expiresAt), 0, 'free the slots of a deleted session');
+  }
+
   private release(id: string, owner: string, expiresAt: number): Promise<unknown> {
     return this.cmd.rzReleaseSlot(
       CAPS_KEY,
@@ -329,15 +327,6 @@ class Reconciler {
       expiresAt,
       JOURNAL_MS,
     );
-  }
-
-  /** Frees the slots now; when that fails, keeps trying in the background (and rejects). */
-  releaseSlot(id: string, owner: string, expiresAt: number): Promise<unknown> {
-    const release = () => this.release(id, owner, expiresAt);
-    return release().catch((err: unknown) => {
-      this.retry(release, RETRY_MS[0]!, 'free the slots of a deleted session');
-      throw err;
-    });
   }
 
   private retry(step: () => Promise<unknown>, afterMs: number, what: string): void {
@@ -357,6 +346,7 @@ class Reconciler {
         },
       );
     };
-    setTimeout(() => run(0), afterMs).unref();
+    if (afterMs > 0) setTimeout(() => run(0), afterMs).unref();
+    else run(0);
   }
 }

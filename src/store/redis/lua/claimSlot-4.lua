@@ -13,9 +13,9 @@
   ARGV[4]  global cap (0: none)
   ARGV[5]  per-address cap (0: none)
   ARGV[6]  how long journal entries are kept, ms
-  ARGV[7]  how long the session may take to be created, ms (createClaimedSession-1.lua refuses later)
 
-  Returns {1, created_ms, expires_ms, create_deadline_ms}, or {0, 'global'|'address', retry_after_ms}.
+  Returns {1, created_ms, expires_ms}, or {0, 'global'|'address', retry_after_ms}. Run again for the
+  same id (a client re-sending it after a dropped connection), it answers the journalled claim.
 ]]
 --- @include "time"
 --- @include "caps"
@@ -24,6 +24,11 @@
 local now = nowMs()
 local nowSec = math.floor(now / 1000)
 local owner = ARGV[2]
+local claimed = redis.call('HGET', KEYS[4], 'c:' .. ARGV[1])
+if claimed then
+  local created, expires = string.match(claimed, '^%S+ (%d+) (%d+)$')
+  return { 1, tonumber(created), tonumber(expires) }
+end
 local refused, claim = capsCheck(KEYS[1], KEYS[2], owner, tonumber(ARGV[4]), tonumber(ARGV[5]), now, nowSec)
 if refused then
   return refused
@@ -31,8 +36,6 @@ end
 
 local expires = now + tonumber(ARGV[3])
 journalPrune(KEYS[3], KEYS[4], now)
-if not journalAdd(KEYS[3], KEYS[4], 'c:' .. ARGV[1], now + tonumber(ARGV[6]), owner .. ' ' .. expires) then
-  return { 0, 'taken', 0 }
-end
+journalAdd(KEYS[3], KEYS[4], 'c:' .. ARGV[1], now + tonumber(ARGV[6]), owner .. ' ' .. now .. ' ' .. expires)
 capsTake(KEYS[1], KEYS[2], owner, claim, expires, nowSec)
-return { 1, now, expires, now + tonumber(ARGV[7]) }
+return { 1, now, expires }

@@ -1,7 +1,7 @@
 --[[
   Creates a session that expires on its own, taking its cap slots in the same atomic step: a full
   cap refuses (it never evicts), and no session can exist that the caps do not count.
-  Single Redis node or Sentinel; on Cluster the caps live in another slot (claimSlot-3.lua).
+  Single Redis node or Sentinel; on Cluster the caps live in another slot (claimSlot-4.lua).
 
   KEYS[1]  session string            rz:{<id>}
   KEYS[2]  caps hash                 rz:{:caps}
@@ -16,11 +16,20 @@
   ARGV[8]  per-address cap (0: none)
 
   Returns {1, created_ms, expires_ms}; {0, 'global'|'address', retry_after_ms} when a cap is full;
-  {-1} when the id is taken.
+  {-1} when the id is taken. Run again for a session it made already (same salt: a client re-sending
+  it after a lost answer), it answers that session and counts nothing twice.
 ]]
 --- @include "time"
 --- @include "session"
 --- @include "caps"
+
+local existing = readSession(redis.call('GET', KEYS[1]))
+if existing then
+  if existing.salt == ARGV[5] then
+    return { 1, existing.created, existing.expires }
+  end
+  return { -1 }
+end
 
 local now = nowMs()
 local nowSec = math.floor(now / 1000)

@@ -2,7 +2,7 @@
 --[[
   Deletes a session and its transaction records, frees its cap slots and wakes anyone waiting on
   it, in one atomic step. Single Redis node or Sentinel (Cluster: deleteSession-2.lua, then
-  releaseSlot-3.lua in the caps' slot).
+  releaseSlot-4.lua in the caps' slot).
 
   KEYS[1]  session string            rz:{<id>}
   KEYS[2]  transaction record hash   rz:{<id>}:txn
@@ -25,5 +25,7 @@ redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('SPUBLISH', ARGV[2], 'deleted')
 local nowSec = math.floor(nowMs() / 1000)
 capsPrune(KEYS[3], nowSec)
-capsRelease(KEYS[3], KEYS[4], s.owner, math.ceil(s.expires / 1000), nowSec)
+if s.counted then
+  capsRelease(KEYS[3], KEYS[4], s.owner, math.ceil(s.expires / 1000), nowSec)
+end
 return 1

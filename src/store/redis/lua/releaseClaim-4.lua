@@ -23,6 +23,6 @@ local claim = journalTake(KEYS[3], KEYS[4], 'c:' .. ARGV[1])
 if not claim then
   return 0
 end
-local owner, expires = string.match(claim, '^(%S+) (%d+)$')
+local owner, expires = string.match(claim, '^(%S+) %d+ (%d+)$')
 capsRelease(KEYS[1], KEYS[2], owner, math.ceil(tonumber(expires) / 1000), nowSec)
 return 1

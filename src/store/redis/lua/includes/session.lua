@@ -1,6 +1,7 @@
 -- The stored session string (layout in src/store/format.ts):
---   "<family> <rev> <salt> <created> <modified> <expires> @<owner> <type>\n<payload>"
--- Sessions of the previous release have no "@<owner>" field; they read as owned by nobody ('-').
+--   "@<owner> <family> <rev> <salt> <created> <modified> <expires> <type>\n<payload>"
+-- Sessions of the previous release have no "@<owner>" in front: they read as owned by nobody and
+-- were never counted by these caps (`counted` false), so deleting one frees no slot.
 
 -- The head of a stored value as a table, and the offset where its payload starts; nil when absent
 -- (a deleted session's tombstone, "~<owner> <expires>", has no newline and reads as absent).
@@ -9,11 +10,12 @@ local function readSession(value)
   if not nl then
     return nil
   end
-  local f, r, g, c, m, e, rest = string.match(string.sub(value, 1, nl - 1), '^(%S+) (%d+) (%S+) (%d+) (%d+) (%d+) (.*)$')
-  local owner, ctype = string.match(rest, '^@(%S*) (.*)$')
+  local head = string.sub(value, 1, nl - 1)
+  local owner, rest = string.match(head, '^@(%S*) (.*)$')
   if not owner then
-    owner, ctype = '-', rest
+    rest = head
   end
+  local f, r, g, c, m, e, ctype = string.match(rest, '^(%S+) (%d+) (%S+) (%d+) (%d+) (%d+) (.*)$')
   return {
     family = f,
     rev = tonumber(r),
@@ -21,12 +23,13 @@ local function readSession(value)
     created = tonumber(c),
     modified = tonumber(m),
     expires = tonumber(e),
-    owner = owner,
+    owner = owner or '-',
+    counted = owner ~= nil,
     ctype = ctype,
   }, nl + 1
 end
 
 local function sessionHead(s)
-  return string.format('%s %d %s %d %d %d @%s %s\n', s.family, s.rev, s.salt, s.created, s.modified, s.expires,
-    s.owner, s.ctype)
+  return string.format('@%s %s %d %s %d %d %d %s\n', s.owner, s.family, s.rev, s.salt, s.created, s.modified,
+    s.expires, s.ctype)
 end
