@@ -58,6 +58,7 @@ export async function start(config: Config): Promise<RunningServer> {
       }
       await drain(server, config.shutdownGraceSeconds * 1000);
       if (metricsServer) await drain(metricsServer, 0);
+      lifecycle.stop();
       readiness.stop();
       await backend.close();
       log.info('stopped');

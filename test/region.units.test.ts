@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -119,8 +121,14 @@ describe('multi-region settings', () => {
       expect(problems.join('\n')).to.not.include(weak);
     }
     expect(problemsOf({ RZ_REGION: 'eu', RZ_REGION_SECRET: weak })).to.deep.equal([
-      'The region secret must be at least 16 characters (its value is not shown)',
+      'The region secret must be 16 to 1024 characters (its value is not shown)',
     ]);
+    // One a header cannot carry as it is, or longer than a peer reads: refused at start, not 502 later.
+    for (const bad of ['x'.repeat(1025), 'secret with spaces in it', 'sécret-with-an-accent-0123']) {
+      const problems = problemsOf({ RZ_REGION: 'eu', RZ_REGION_SECRET: bad });
+      expect(problems).to.have.length(1);
+      expect(problems[0]).to.not.include(bad);
+    }
   });
 
   it('refuses an unreadable CA file for https peers', () => {
@@ -223,6 +231,31 @@ describe('a single-region server (no RZ_REGION)', () => {
       expect(res.text).to.equal('x');
     } finally {
       await server.stop();
+    }
+  });
+});
+
+describe('the forwarder and the process it runs in', () => {
+  it("leaves Node's own fetch working (the HTTP client shares its global dispatcher)", async () => {
+    await import('../src/region/forwarder');
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => res.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok'));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+      // What the token check and the tools do: plain requests, an empty body among them.
+      const inits: RequestInit[] = [
+        {},
+        { method: 'POST', body: '' },
+        { method: 'PUT', body: 'x', headers: { 'Content-Length': '1', 'Content-Type': 'text/plain' } },
+      ];
+      for (const init of inits) {
+        expect(await (await fetch(url, init)).text()).to.equal('ok');
+      }
+    } finally {
+      server.close();
     }
   });
 });

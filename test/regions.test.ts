@@ -827,3 +827,40 @@ describe('a replica shutting down while it holds forwarded long-polls', function
     expect(await exited).to.equal(0);
   });
 });
+
+describe('forwarded long-polls and the connections to a peer', function () {
+  let eu: Region;
+  let us: Region;
+  before(async () => {
+    // Four connections to each peer: at most three may be held by waits, one stays for the rest.
+    [eu, us] = (await startRegions(['eu', 'us'], { replicasPerRegion: 1, env: { RZ_REGION_MAX_SOCKETS: '4' } })) as [
+      Region,
+      Region,
+    ];
+  });
+  after(() => stopRegions([eu, us]));
+
+  it('never lets held waits take every connection: past their share a wait is asked as a plain read', async () => {
+    const waited = await createMsc3886(us.a, 'waited on');
+    const url = at(eu.a, `${GLOBAL_BASE_URL}/${waited.json.id}`);
+    const etag = waited.headers.etag as string;
+    const held = [1, 2, 3].map((i) => heldGet(url, etag, 30, { localAddress: `127.0.0.${20 + i}` }));
+    await homeHolds(us, 3);
+    // The fourth is answered at once, as a plain conditional read (no Preference-Applied).
+    const fourth = await heldGet(url, etag, 30, { localAddress: '127.0.0.24' }).response;
+    expect(fourth.status).to.equal(304);
+    expect(fourth.headers['preference-applied']).to.equal(undefined);
+    // Everything else still goes through, and the peer is not taken for down.
+    for (let i = 0; i < 5; i++) {
+      const other = await createMsc3886(us.a, `other ${i}`);
+      expect((await request('GET', at(eu.a, `${GLOBAL_BASE_URL}/${other.json.id}`))).text).to.equal(`other ${i}`);
+    }
+    expect((await Scrape.of(`${eu.a.url}/metrics`)).value('rendezvous_region_peer_up', { peer: 'us' })).to.equal(1);
+    const put = await request('PUT', at(eu.a, `${GLOBAL_BASE_URL}/${waited.json.id}`), {
+      headers: { 'If-Match': etag },
+      body: 'woken',
+    });
+    expect(put.status).to.equal(202);
+    for (const h of held) expect((await h.response).body).to.equal('woken');
+  });
+});

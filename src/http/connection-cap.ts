@@ -85,7 +85,8 @@ export class ConnectionCap {
     const v4 = ipv4Number(address);
     if (v4 >= 0) {
       for (const [network, mask] of this.trustedV4) if ((v4 & mask) >>> 0 === network) return undefined;
-      return address;
+      // As ClientAddresses names it: a dual-stack socket's mapped IPv4 is the IPv4 address.
+      return address.startsWith(MAPPED_V4) ? address.slice(MAPPED_V4.length) : address;
     }
     const ip = parseIp(address);
     if (ip === null) return address;

@@ -7,16 +7,26 @@ import type { Backend, StoreCondition } from '../store/types';
 export class Lifecycle {
   draining = false;
   private readonly onDrainListeners: (() => void)[] = [];
+  private readonly onStopListeners: (() => void)[] = [];
 
   /** Runs `listener` when draining starts (SIGTERM): what is held should be let go. */
   onDrain(listener: () => void): void {
     this.onDrainListeners.push(listener);
   }
 
+  /** Runs `listener` once no request is left, before the backend closes. */
+  onStop(listener: () => void): void {
+    this.onStopListeners.push(listener);
+  }
+
   /** Turns readiness false and tells every listener. */
   drain(): void {
     this.draining = true;
     for (const listener of this.onDrainListeners) listener();
+  }
+
+  stop(): void {
+    for (const listener of this.onStopListeners) listener();
   }
 
   /** While draining, every answer closes its connection so clients move to another replica. */
@@ -27,6 +37,9 @@ export class Lifecycle {
       if (this.draining) ctx.set('Connection', 'close');
     });
 }
+
+/** How long the store's last yes is reused for readiness. */
+const PING_FOR_MS = 250;
 
 /** How often the store's configuration is looked at again (an operator may change it live). */
 const INSPECT_EVERY_MS = 30_000;
@@ -44,6 +57,7 @@ export class Readiness {
   private reached = false;
   private condition: StoreCondition = { healthy: true };
   private timer: NodeJS.Timeout | undefined;
+  private lastPing: { at: number; result: Promise<boolean>; pending: boolean; yes: boolean } | undefined;
 
   constructor(
     private readonly backend: Backend,
@@ -80,13 +94,32 @@ export class Readiness {
     }
   }
 
+  /**
+   * Whether the store answers. /ready is never rate limited (a limited probe would take a healthy
+   * replica out), so however often it is called the store is asked once at a time, and a yes is
+   * reused for a moment; a no is never reused, so an outage shows at once.
+   */
+  private reachable(): Promise<boolean> {
+    const now = Date.now();
+    const last = this.lastPing;
+    if (last !== undefined && (last.pending || (last.yes && now - last.at < PING_FOR_MS))) return last.result;
+    const ping: { at: number; result: Promise<boolean>; pending: boolean; yes: boolean } = {
+      at: now,
+      result: this.backend.ping().then(
+        () => ((ping.pending = false), (ping.yes = true)),
+        () => ((ping.pending = false), false),
+      ),
+      pending: true,
+      yes: false,
+    };
+    this.lastPing = ping;
+    return ping.result;
+  }
+
   /** The readiness answer: status and body. */
   async answer(): Promise<[number, Record<string, unknown>]> {
     if (this.lifecycle.draining) return [503, { ready: false, reason: 'shutting down' }];
-    const reachable = await this.backend.ping().then(
-      () => true,
-      () => false,
-    );
+    const reachable = await this.reachable();
     // First contact: its configuration is looked at before this replica says it is ready.
     if (reachable && !this.reached) await this.inspect();
     const c = this.condition;

@@ -88,11 +88,24 @@ export function httpMetrics(metrics: Metrics): Middleware {
  * on its clock, so the request path never pays for them. A store that cannot answer leaves them be.
  */
 export async function scrape(metrics: Metrics, sessions: SessionStore): Promise<string> {
-  await sessions.counts().then(
-    (counts) => metrics.recordSessionCounts(counts),
-    () => undefined,
-  );
+  await countsOf(metrics, sessions);
   return metrics.registry.metrics();
+}
+
+/** Counts being read: scrapes that come together share one store call. */
+const reading = new WeakMap<Metrics, Promise<void>>();
+
+function countsOf(metrics: Metrics, sessions: SessionStore): Promise<void> {
+  let read = reading.get(metrics);
+  if (read === undefined) {
+    read = sessions.counts().then(
+      (counts) => metrics.recordSessionCounts(counts),
+      () => undefined,
+    );
+    reading.set(metrics, read);
+    void read.then(() => reading.delete(metrics));
+  }
+  return read;
 }
 
 /** `GET /metrics` in the Prometheus text format, on the main port unless RZ_METRICS_PORT is set. */

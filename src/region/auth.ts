@@ -2,8 +2,10 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Middleware } from 'koa';
 import type { Logger } from 'pino';
 import { MatrixError } from '../http/errors';
+import { LogThrottle } from '../log-throttle';
 import { REGION_NAME } from './names';
 import type { RegionMetrics } from './metrics';
+import { MAX_SECRET_LENGTH } from './settings';
 
 /**
  * What a forwarding replica adds to the request it sends to the home region. Lower case, as Node
@@ -30,8 +32,6 @@ declare module 'koa' {
 
 /** A client address as ClientAddresses gives it: an IPv4 or IPv6 address, or an IPv6 network. */
 const CLIENT_KEY = /^[0-9A-Fa-f.:]{2,45}(\/\d{1,3})?$/;
-/** Longer than any secret anyone configures; bounds the hashing a refused request costs. */
-const MAX_SECRET_LENGTH = 1024;
 
 /** Compares a presented secret with the configured one in time independent of where they differ. */
 export class SecretCheck {
@@ -63,17 +63,13 @@ const refused = (why: string) =>
  */
 export function peerAuthentication(secret: string | undefined, metrics: RegionMetrics, log: Logger): Middleware {
   const check = secret === undefined ? undefined : new SecretCheck(secret);
-  let lastLogged = 0;
-  let unlogged = 0;
+  // A client sending forged headers in a loop must not flood the log: one line a second at most.
+  const throttle = new LogThrottle(1000);
   const refuse = (reqId: string | undefined, remote: string | undefined, why: string): never => {
     metrics.peerRefused.inc();
-    unlogged++;
-    // A client sending forged headers in a loop must not flood the log: one line a second at most.
-    const now = Date.now();
-    if (now - lastLogged >= 1000) {
-      log.warn({ reqId, remote, refused: unlogged }, `refused a request claiming to be forwarded: ${why}`);
-      lastLogged = now;
-      unlogged = 0;
+    const unlogged = throttle.take('refused');
+    if (unlogged !== undefined) {
+      log.warn({ reqId, remote, refused: unlogged + 1 }, `refused a request claiming to be forwarded: ${why}`);
     }
     throw refused('This request claims to be forwarded by another region, but is not');
   };

@@ -6,9 +6,11 @@ import type { Logger } from 'pino';
 import type { Config } from '../config';
 import { readBody } from '../http/body';
 import { MatrixError } from '../http/errors';
+import { LogThrottle } from '../log-throttle';
 import type { Lifecycle } from '../http/health';
 import { clientOf } from '../limits';
 import { preferredWaitSeconds } from '../longpoll';
+import { sequenceWait } from '../protocols/long-poll';
 import { FORWARDED_BY, FORWARDED_FOR, PEER_REFUSED, REGION_SECRET } from './auth';
 import { CircuitBreaker } from './breaker';
 import type { RegionMetrics } from './metrics';
@@ -38,14 +40,8 @@ const HOP_BY_HOP = new Set([
   'proxy-authorization',
 ]);
 
-/** What may be sent again after a connection broke before its answer (see `forward`). */
-const RESENDABLE = new Set(['GET', 'HEAD', 'PUT']);
-
 /** Largest answer relayed; a session answer is a few KiB (an MSC4388 read of 4 KiB of escapes: 25). */
 const MAX_ANSWER_BYTES = 8 * 1024 * 1024;
-
-/** Longest `timeout_ms` read (as the MSC4388 handler reads it). */
-const MAX_TIMEOUT_DIGITS = 9;
 
 export interface Peer {
   readonly name: string;
@@ -61,28 +57,25 @@ interface PeerState extends Peer {
   readonly pool: Pool;
 }
 
+/**
+ * connect: no connection could be made; timeout: no answer in time; reset: the connection broke
+ * before the answer; busy: every pooled connection was taken (by held long-polls) and none freed in
+ * time, which says nothing about the peer; invalid: the answer was no answer (too large).
+ */
+type FailureReason = 'connect' | 'timeout' | 'reset' | 'busy' | 'invalid';
+
 type Outcome =
   | { kind: 'answer'; status: number; raw: string[]; body: Buffer }
-  | { kind: 'failed'; reason: 'connect' | 'timeout' | 'reset'; code: string | undefined }
+  | { kind: 'failed'; reason: FailureReason; code: string | undefined }
   | { kind: 'aborted' }
   /** A held long-poll let go because this replica is shutting down. */
   | { kind: 'shutdown' };
 
-/** One log line a second per peer and kind of trouble, however many requests meet it. */
-class Throttle {
-  private readonly last = new Map<string, number>();
-  ok(key: string): boolean {
-    const now = Date.now();
-    if (now - (this.last.get(key) ?? 0) < 1000) return false;
-    this.last.set(key, now);
-    return true;
-  }
-}
-
 /**
  * Sends requests for other regions' sessions to their home region and relays the answers verbatim.
  * One pool of kept-alive connections per peer (undici: the forward is the hot path of a region that
- * is not home, and its client costs about a third less CPU per request than node:http's), bounded
+ * is not home, and its client costs about half the CPU per request of node:http's; the major version
+ * Node itself bundles, so its global dispatcher stays one Node's own fetch can use), bounded
  * by RZ_REGION_MAX_SOCKETS; a connect timeout that covers waiting for a pooled connection too, a
  * response timeout that a long-poll's wait extends, and a circuit breaker per peer.
  */
@@ -90,7 +83,12 @@ export class Forwarder {
   private readonly peers = new Map<string, PeerState>();
   /** How to end each forwarded long-poll held right now. */
   private readonly held = new Set<() => void>();
-  private readonly throttle = new Throttle();
+  /** Forwarded long-polls held right now per client address, and the bounds on them. */
+  private readonly heldBy = new Map<string, number>();
+  private readonly maxHeld: number;
+  private readonly maxHeldPerAddress: number;
+  /** One log line a second per peer and kind of trouble, however many requests meet it. */
+  private readonly throttle = new LogThrottle(1000);
   private readonly secret: string;
   private readonly maxWaitMs: number;
 
@@ -102,6 +100,9 @@ export class Forwarder {
   ) {
     this.secret = config.regionSecret ?? '';
     this.maxWaitMs = config.longPollMaxWaitSeconds * 1000;
+    // Held waits take pooled connections: a quarter of each pool is kept for everything else.
+    this.maxHeld = Math.min(config.longPollMaxWaiters, Math.floor((config.regionMaxSockets * 3) / 4));
+    this.maxHeldPerAddress = config.longPollMaxWaitersPerAddress;
     const ca = config.regionTlsCaFile === undefined ? undefined : readFileSync(config.regionTlsCaFile);
     for (const { name, url } of config.regionPeers) {
       const u = new URL(url);
@@ -159,25 +160,38 @@ export class Forwarder {
    * error the client gets instead (503 unreachable, 502 refused). `bodyLimit` is what the local
    * handler would read, so an oversized body is 413 here exactly as it would be at home.
    */
-  async forward(ctx: Context, target: Peer, bodyLimit: number): Promise<void> {
+  async forward(ctx: Context, target: Peer, bodyLimit: number, msc4388: boolean): Promise<void> {
     const peer = target as PeerState;
     const started = process.hrtime.bigint();
     const blocked = peer.breaker.blockedForMs();
     if (blocked > 0) return this.unavailable(peer, 'breaker_open', blocked);
     const method = ctx.method;
     const body = method === 'PUT' ? await readBody(ctx, bodyLimit) : undefined;
-    const waitMs = method === 'GET' ? this.waitOf(ctx) : 0;
+    let waitMs = method === 'GET' ? this.waitOf(ctx, msc4388) : 0;
     // Draining: no new wait is held here (as with local waits); the client polls again elsewhere.
     if (waitMs > 0 && this.lifecycle.draining) throw shuttingDown();
-    const headers = this.headersFor(ctx, body);
-    const path = peer.basePath + ctx.path + ctx.search;
-    let outcome = await this.exchange(peer, method, path, headers, body, waitMs, ctx.res);
-    // A connection that broke before the answer came (a kept-alive one the peer closed as it was
-    // reused, or a home replica that went away): sent once more. Safe for reads, and for writes too,
-    // since a write that landed before the break is answered as a verbatim re-send. Never a delete
-    // (a second one would answer 404) nor a create (it would make a second session).
-    if (outcome.kind === 'failed' && outcome.reason === 'reset' && RESENDABLE.has(method)) {
+    const client = clientOf(ctx);
+    // Over the long-poll bounds (per address, and a share of the pool): asked as a plain read, as
+    // a local wait over them is answered at once.
+    const held = waitMs > 0 && this.hold(client);
+    if (waitMs > 0 && !held) waitMs = 0;
+    const headers = this.headersFor(ctx, body, waitMs > 0);
+    const path = peer.basePath + ctx.path + (waitMs > 0 || !msc4388 ? ctx.search : '');
+    let outcome: Outcome;
+    try {
       outcome = await this.exchange(peer, method, path, headers, body, waitMs, ctx.res);
+      // A connection that broke before the answer came (a kept-alive one the peer closed as it was
+      // reused, or a home replica that went away): sent once more where that is safe. A read, and a
+      // compare-and-set write (If-Match, or an MSC4388 token): one that landed before the break is
+      // answered as a verbatim re-send. Never a delete (a second one answers 404), an unconditional
+      // write (it would be written twice) nor a create (it is never forwarded).
+      const resendable =
+        method === 'GET' || method === 'HEAD' || (method === 'PUT' && (msc4388 || ctx.get('If-Match') !== ''));
+      if (outcome.kind === 'failed' && outcome.reason === 'reset' && resendable) {
+        outcome = await this.exchange(peer, method, path, headers, body, waitMs, ctx.res);
+      }
+    } finally {
+      if (held) this.unhold(client);
     }
     if (outcome.kind === 'shutdown') throw shuttingDown();
     if (outcome.kind === 'aborted') {
@@ -185,10 +199,16 @@ export class Forwarder {
       ctx.respond = false;
       return;
     }
+    if (outcome.kind === 'failed' && outcome.reason === 'invalid') {
+      this.metrics.failures.labels(peer.name, 'invalid').inc();
+      this.metrics.forwardedTo(peer.name, '502').inc();
+      throw new MatrixError(502, 'M_UNKNOWN', "The session's home region answered with more than a session holds");
+    }
     if (outcome.kind === 'failed') {
-      peer.breaker.failure();
+      // Every connection taken by held long-polls says nothing about the peer: no breaker failure.
+      if (outcome.reason !== 'busy') peer.breaker.failure();
       this.metrics.failures.labels(peer.name, outcome.reason).inc();
-      if (this.throttle.ok(`${peer.name}:${outcome.reason}`)) {
+      if (this.throttle.take(`${peer.name}:${outcome.reason}`) !== undefined) {
         this.log.warn(
           { reqId: ctx.state.requestId, peer: peer.name, reason: outcome.reason, code: outcome.code },
           'forward to the home region got no answer',
@@ -201,7 +221,7 @@ export class Forwarder {
     if (status === 403 && headerOf(raw, PEER_REFUSED) !== undefined) {
       this.metrics.failures.labels(peer.name, 'refused').inc();
       this.metrics.forwardedTo(peer.name, '502').inc();
-      if (this.throttle.ok(`${peer.name}:refused`)) {
+      if (this.throttle.take(`${peer.name}:refused`) !== undefined) {
         this.log.error(
           { reqId: ctx.state.requestId, peer: peer.name },
           'the home region refused this replica as a peer: is RZ_REGION_SECRET the same in every region?',
@@ -230,20 +250,29 @@ export class Forwarder {
     );
   }
 
-  /** What the home region may hold this GET for: its long-poll wait as the handler will grant it. */
-  private waitOf(ctx: Context): number {
-    let ms = 0;
-    const prefer = ctx.get('Prefer');
-    if (prefer !== '') ms = (preferredWaitSeconds(prefer) ?? 0) * 1000;
-    else if (ctx.querystring.includes('timeout_ms=')) {
-      const t = new URLSearchParams(ctx.querystring).get('timeout_ms');
-      if (t !== null && t.length <= MAX_TIMEOUT_DIGITS && /^\d+$/.test(t)) ms = Number(t);
-    }
+  /** What the home region may hold this GET for: the wait it asks for, as the handlers read it. */
+  private waitOf(ctx: Context, msc4388: boolean): number {
+    let ms = (preferredWaitSeconds(ctx.get('Prefer')) ?? 0) * 1000;
+    if (msc4388) ms = Math.max(ms, sequenceWait(ctx)?.timeoutMs ?? 0);
     return Math.min(ms, this.maxWaitMs);
   }
 
+  /** Takes a held-wait place for `client`; false when a bound is reached. */
+  private hold(client: string): boolean {
+    const mine = this.heldBy.get(client) ?? 0;
+    if (this.held.size >= this.maxHeld || mine >= this.maxHeldPerAddress) return false;
+    this.heldBy.set(client, mine + 1);
+    return true;
+  }
+
+  private unhold(client: string): void {
+    const left = this.heldBy.get(client)! - 1;
+    if (left === 0) this.heldBy.delete(client);
+    else this.heldBy.set(client, left);
+  }
+
   /** The request headers as a flat [name, value, ...] list (no header map per request). */
-  private headersFor(ctx: Context, body: Buffer | undefined): string[] {
+  private headersFor(ctx: Context, body: Buffer | undefined, wait: boolean): string[] {
     const given = ctx.req.headers;
     const out = [
       'X-Request-Id',
@@ -257,7 +286,8 @@ export class Forwarder {
     ];
     for (const name of PASSED) {
       const v = given[name];
-      if (typeof v === 'string') out.push(name, v);
+      // A wait over this replica's bounds is asked as a plain read.
+      if (typeof v === 'string' && (wait || name !== 'prefer')) out.push(name, v);
     }
     if (body !== undefined) out.push('Content-Length', String(body.length));
     return out;
@@ -306,7 +336,7 @@ export class Forwarder {
       let done = false;
       /** Whether the request went out on a connection: failing after that is no connect failure. */
       let sent = false;
-      let controller: Dispatcher.DispatchController | undefined;
+      let controller: ((err?: Error) => void) | undefined;
       let status = 0;
       let raw: string[] = [];
       const chunks: Buffer[] = [];
@@ -320,13 +350,16 @@ export class Forwarder {
         resolve(outcome);
       };
       // Before it is on a connection there is nothing to abort yet: it is dropped when it gets one.
-      const stop = () => controller?.abort(new Error('forward ended'));
-      const fail = (reason: 'connect' | 'timeout' | 'reset', code?: string) => {
+      const stop = () => controller?.(new Error('forward ended'));
+      const fail = (reason: FailureReason, code?: string) => {
         finish({ kind: 'failed', reason, code });
         stop();
       };
       // Until the request is on a connection (a pooled one, or a new one connected): the connect timeout.
-      let timer = setTimeout(() => fail('connect', 'ETIMEDOUT'), regionConnectTimeoutMs);
+      let timer = setTimeout(
+        () => fail(saturated(peer.pool, this.config.regionMaxSockets) ? 'busy' : 'connect', 'ETIMEDOUT'),
+        regionConnectTimeoutMs,
+      );
       const onClientClose = () => {
         if (done) return;
         finish({ kind: 'aborted' });
@@ -339,33 +372,36 @@ export class Forwarder {
       };
       if (waitMs > 0) this.held.add(endNow);
       peer.pool.dispatch(
-        { path, method, headers, body },
+        { path, method: method as Dispatcher.HttpMethod, headers, body },
         {
-          onRequestStart: (c) => {
-            controller = c;
-            if (done) return c.abort(new Error('forward ended'));
+          // On a connection now (the request is about to be written): the response timeout from here.
+          onConnect: (abort) => {
+            controller = abort;
+            if (done) return abort(new Error('forward ended'));
             if (sent) return;
             sent = true;
             clearTimeout(timer);
             timer = setTimeout(() => fail('timeout', 'ETIMEDOUT'), regionResponseTimeoutMs + waitMs);
           },
-          onResponseStart: (c, statusCode) => {
+          onHeaders: (statusCode, rawHeaders) => {
             status = statusCode;
-            raw = rawStrings(c.rawHeaders);
+            raw = rawHeaders.map((v) => v.toString('latin1'));
+            return true;
           },
-          onResponseData: (_c, chunk) => {
+          onData: (chunk) => {
             size += chunk.length;
-            if (size > MAX_ANSWER_BYTES) fail('reset', 'ETOOBIG');
+            if (size > MAX_ANSWER_BYTES) fail('invalid', 'ETOOBIG');
             else chunks.push(chunk);
+            return true;
           },
-          onResponseEnd: () =>
+          onComplete: () =>
             finish({
               kind: 'answer',
               status,
               raw,
               body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks),
             }),
-          onResponseError: (_c, err: Error & { code?: string }) => {
+          onError: (err: Error & { code?: string }) => {
             if (!done) fail(sent ? 'reset' : 'connect', err.code);
           },
         },
@@ -374,15 +410,15 @@ export class Forwarder {
   }
 }
 
+/** Whether every connection the pool may open is open and busy (the held waits took them). */
+function saturated(pool: Pool, most: number): boolean {
+  const { connected, free } = pool.stats;
+  return free === 0 && connected >= most;
+}
+
 /** The answer to a forwarded long-poll this replica lets go of because it is shutting down. */
 const shuttingDown = () =>
   new MatrixError(503, 'M_UNKNOWN', 'This server is shutting down: poll again', undefined, { 'Retry-After': '0' });
-
-/** A response's raw headers as [name, value, ...] strings, whatever form the client gave them in. */
-function rawStrings(raw: Dispatcher.DispatchController['rawHeaders']): string[] {
-  if (!Array.isArray(raw)) return [];
-  return raw.map((v: Buffer | string) => (typeof v === 'string' ? v : v.toString('latin1')));
-}
 
 function headerOf(raw: string[], lowerName: string): string | undefined {
   for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === lowerName) return raw[i + 1];

@@ -35,6 +35,7 @@ export function createRegion({ config, log, metrics, lifecycle }: RegionDeps): R
   const forwarder = new Forwarder(config, regionMetrics, log, lifecycle);
   // Forwarded long-polls end with the drain, as local ones do, so their clients come back elsewhere.
   lifecycle.onDrain(() => forwarder.endHeldForwards());
+  lifecycle.onStop(() => forwarder.close());
   return {
     authenticate: peerAuthentication(config.regionSecret, regionMetrics, log),
     route: regionRouting(config, forwarder),

@@ -30,6 +30,6 @@ export function regionRouting(config: Config, forwarder: Forwarder): Middleware 
     if (ctx.state.forwardedBy !== undefined) throw notFound();
     const peer = forwarder.peer(region);
     if (peer === undefined) throw notFound();
-    return forwarder.forward(ctx, peer, target.msc4388 ? jsonLimit : etagLimit);
+    return forwarder.forward(ctx, peer, target.msc4388 ? jsonLimit : etagLimit, target.msc4388);
   };
 }

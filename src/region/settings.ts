@@ -10,6 +10,10 @@ export interface RegionPeer {
 
 /** Shortest shared secret accepted; a guessable secret would let anyone claim to be a region. */
 export const MIN_SECRET_LENGTH = 16;
+/** Longest: a presented secret longer than this is refused unread (src/region/auth.ts). */
+export const MAX_SECRET_LENGTH = 1024;
+/** It travels in an HTTP header: visible ASCII only, so it arrives exactly as it was sent. */
+const SECRET_CHARS = /^[\x21-\x7e]+$/;
 
 const peerUrl = (raw: string): string | undefined => {
   let u: URL;
@@ -98,8 +102,12 @@ export function regionProblems(env: NodeJS.ProcessEnv, out: Parsed): string[] {
     }
   }
   const secret = out.regionSecret;
-  if (secret !== undefined && secret.length < MIN_SECRET_LENGTH) {
-    problems.push(`The region secret must be at least ${MIN_SECRET_LENGTH} characters (its value is not shown)`);
+  if (secret !== undefined && (secret.length < MIN_SECRET_LENGTH || secret.length > MAX_SECRET_LENGTH)) {
+    problems.push(
+      `The region secret must be ${MIN_SECRET_LENGTH} to ${MAX_SECRET_LENGTH} characters (its value is not shown)`,
+    );
+  } else if (secret !== undefined && !SECRET_CHARS.test(secret)) {
+    problems.push('The region secret must be visible ASCII characters, no spaces (its value is not shown)');
   }
   if (peers.length > 0 && secret === undefined && !problems.some((p) => p.includes('RZ_REGION_SECRET_FILE'))) {
     problems.push('RZ_REGION_PEERS needs the shared secret: set RZ_REGION_SECRET or RZ_REGION_SECRET_FILE');

@@ -124,9 +124,12 @@ export class MemorySessions implements SessionStore {
       this.forget(existing, true);
     }
     // Expired sessions still in the map would count: a cap that looks full is checked after a sweep.
-    if (this.refusal(input.owner) !== undefined) this.sweep();
-    const refused = this.refusal(input.owner);
-    if (refused !== undefined) return refused;
+    let refused = this.refusal(input.owner);
+    if (refused !== undefined) {
+      this.sweep();
+      refused = this.refusal(input.owner);
+      if (refused !== undefined) return refused;
+    }
     const e: Entry = {
       id: input.id,
       family: input.family,
