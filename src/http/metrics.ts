@@ -60,19 +60,19 @@ export function httpMetrics(metrics: Metrics): Middleware {
   const requests = boundChildren((family, method, status) => metrics.httpRequests.labels(family, method, status));
   const durations = boundChildren((family, method) => metrics.httpDuration.labels(family, method));
   const waits = boundChildren((family, outcome) => metrics.longPollDuration.labels(family, outcome));
-  const record = (ctx: Context, start: bigint, failed: boolean) => {
+  const record = (ctx: Context, start: number, failed: boolean) => {
     const family = familyOf(ctx);
     const method = METHODS.has(ctx.method) ? ctx.method : 'OTHER';
     const outcome = ctx.state.longPollOutcome;
     const left = outcome === 'disconnect' && !ctx.res.headersSent;
     requests(family, method, failed ? '500' : left ? CLIENT_CLOSED : String(ctx.status)).inc();
-    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    const seconds = (performance.now() - start) / 1000;
     if (outcome === undefined) durations(family, method).observe(seconds);
     else waits(family, outcome).observe(seconds);
   };
   // Reactions rather than `await`: a held long-poll keeps no suspended async frame here.
   return (ctx, next) => {
-    const start = process.hrtime.bigint();
+    const start = performance.now();
     return next().then(
       () => record(ctx, start, false),
       (err: unknown) => {

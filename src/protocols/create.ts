@@ -23,9 +23,18 @@ export async function createSession(
   input: CreateRequest,
 ): Promise<SessionMeta> {
   const owner = clientOf(ctx);
-  const { idPrefix, ...rest } = input;
   for (let attempt = 0; attempt < 3; attempt++) {
-    const result = await sessions.create({ ...newSessionIds(idPrefix), ...rest, owner });
+    const { id, tag } = newSessionIds(input.idPrefix);
+    // Spelled out, not spread: this runs on every create, and spreading copies property by property.
+    const result = await sessions.create({
+      id,
+      tag,
+      family: input.family,
+      contentType: input.contentType,
+      data: input.data,
+      ttlMs: input.ttlMs,
+      owner,
+    });
     if (result.status === 'created') return result.session;
     if (result.status === 'capped') {
       metrics.rateLimited.inc({ budget: result.cap === 'global' ? 'sessions_global' : 'sessions_per_address' });

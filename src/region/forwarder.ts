@@ -162,7 +162,7 @@ export class Forwarder {
    */
   async forward(ctx: Context, target: Peer, bodyLimit: number, msc4388: boolean): Promise<void> {
     const peer = target as PeerState;
-    const started = process.hrtime.bigint();
+    const started = performance.now();
     const blocked = peer.breaker.blockedForMs();
     if (blocked > 0) return this.unavailable(peer, 'breaker_open', blocked);
     const method = ctx.method;
@@ -233,7 +233,7 @@ export class Forwarder {
     this.metrics.forwardedTo(peer.name, String(status)).inc();
     this.metrics
       .durationOf(peer.name, waitMs > 0 ? 'longpoll' : 'request')
-      .observe(Number(process.hrtime.bigint() - started) / 1e9);
+      .observe((performance.now() - started) / 1000);
   }
 
   private unavailable(peer: PeerState, reason: string, retryAfterMs: number): never {

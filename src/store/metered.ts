@@ -40,15 +40,15 @@ export class MeteredSessions implements SessionStore {
   /** Times the call when the store is remote; failures are counted by reason either way. */
   private observe<T>(operation: string, call: Promise<T>): Promise<T> {
     if (!this.timed) return call;
-    const start = process.hrtime.bigint();
+    const start = performance.now();
     const histogram = this.duration(operation);
     return call.then(
       (value) => {
-        histogram.observe(Number(process.hrtime.bigint() - start) / 1e9);
+        histogram.observe((performance.now() - start) / 1000);
         return value;
       },
       (err: unknown) => {
-        histogram.observe(Number(process.hrtime.bigint() - start) / 1e9);
+        histogram.observe((performance.now() - start) / 1000);
         this.failures(err instanceof StoreUnavailableError ? err.reason : 'other').inc();
         throw err;
       },
