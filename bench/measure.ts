@@ -1,11 +1,16 @@
 import autocannon from 'autocannon';
+import type { Req } from './families';
 import { cpuMsOf } from './processes';
 import { Checker } from './scenarios';
+import { answered, served, type Served } from './served';
+import { wrk, type WrkResult } from './wrk';
 
 // The parser autocannon uses; a dependency of autocannon, not of this project.
 const { HTTPParser } = require('http-parser-js') as { HTTPParser: { kOnHeadersComplete: number } };
 
 export interface Measurement {
+  /** The load generator: wrk for fixed requests, autocannon for sequences built from answers. */
+  tool: 'wrk' | 'autocannon';
   /** Responses per second over the measured window. */
   rps: number;
   p50: number;
@@ -17,6 +22,13 @@ export interface Measurement {
   firstError?: string;
   /** CPU time the measured processes spent per request, in µs (by process label). */
   cpuUsPerRequest?: Record<string, number>;
+  /**
+   * wrk only: its connections stopped getting answers (no answer at all, or a timeout on each): the
+   * figures are not a throughput. See WrkResult.stalled.
+   */
+  stalled?: boolean;
+  /** Answers by status over warm-up and measured window, as the replica counted them (wrk only). */
+  statuses?: Record<string, number>;
 }
 
 export interface LoadOptions {
@@ -105,6 +117,7 @@ export async function measure(opts: LoadOptions): Promise<Measurement> {
   const sorted = Float64Array.from(latencies).sort();
   const errors = opts.check.unexpected + transportErrors;
   return {
+    tool: 'autocannon',
     rps: r.requests.total / r.duration,
     p50: percentile(sorted, 50),
     p99: percentile(sorted, 99),
@@ -113,5 +126,104 @@ export async function measure(opts: LoadOptions): Promise<Measurement> {
     errors,
     ...(Object.keys(cpuUsPerRequest).length > 0 ? { cpuUsPerRequest } : {}),
     ...(errors > 0 ? { firstError: opts.check.first ?? `${transportErrors} socket errors or timeouts` } : {}),
+  };
+}
+
+export interface WrkLoadOptions {
+  url: string;
+  req: Req;
+  /** The status every answer must have. */
+  status: number;
+  connections: number;
+  durationS: number;
+  warmupS: number;
+  /** wrk threads (default 1). */
+  threads?: number;
+  /** Processes whose CPU time per request is reported (server, Redis), by label. */
+  pids?: Record<string, number>;
+  /**
+   * The replica's family label: its /metrics counter tells every status it answered, so one the
+   * protocol does not promise counts as an error (wrk itself only counts 4xx and 5xx). Undefined for
+   * the bare Node server, which answers one fixed status.
+   */
+  family?: string;
+  /** Called about once a second with the seconds left in the measured window. */
+  tick?: (secondsLeft: number) => void;
+}
+
+function socketErrors(r: WrkResult): number {
+  return r.errors.connect + r.errors.read + r.errors.write + r.errors.timeout;
+}
+
+/** Warms up with the same load, then measures a fixed window of one fixed request with wrk. */
+export async function measureWrk(opts: WrkLoadOptions): Promise<Measurement> {
+  const base = { url: opts.url, req: opts.req, connections: opts.connections, threads: opts.threads ?? 1 };
+  let left = opts.durationS;
+  const before: Served | undefined = opts.family === undefined ? undefined : await served(opts.url);
+  const runs: WrkResult[] = [];
+  if (opts.warmupS > 0) runs.push(await wrk({ ...base, durationS: opts.warmupS }));
+  const cpu = () => Object.entries(opts.pids ?? {}).map(([label, pid]) => [label, cpuMsOf(pid)] as const);
+  const cpuBefore = cpu();
+  let r: WrkResult;
+  if (runs[0]?.stalled) {
+    // It stalled in the warm-up: the measured window would only stall again.
+    r = runs[0];
+  } else {
+    const timer = opts.tick ? setInterval(() => opts.tick!(--left), 1000) : undefined;
+    r = await wrk({ ...base, durationS: opts.durationS }).finally(() => clearInterval(timer));
+    runs.push(r);
+  }
+  const cpuAfter = cpu();
+  const cpuUsPerRequest: Record<string, number> = {};
+  if (r.cpuUsPerRequest !== undefined) cpuUsPerRequest.generator = r.cpuUsPerRequest;
+  cpuBefore.forEach(([label, b], i) => {
+    const a = cpuAfter[i]![1];
+    if (b !== undefined && a !== undefined && r.requests > 0) cpuUsPerRequest[label] = ((a - b) * 1000) / r.requests;
+  });
+  let errors = runs.reduce((n, x) => n + socketErrors(x), 0);
+  let firstError: string | undefined;
+  let statuses: Record<string, number> | undefined;
+  if (before !== undefined) {
+    statuses = answered(before, await served(opts.url), opts.family!, opts.req.method).byStatus;
+    for (const [code, n] of Object.entries(statuses)) {
+      if (Number(code) === opts.status) continue;
+      errors += n;
+      firstError ??= `${n} answered ${code}, expected ${opts.status}`;
+    }
+  } else {
+    errors += runs.reduce((n, x) => n + x.errors.status, 0);
+  }
+  const stalled = runs.some((x) => x.stalled);
+  if (stalled) {
+    // Each connection holds a request that was never answered.
+    errors += opts.connections;
+    firstError =
+      `wrk stalled: ${r.requests} answers in ${r.seconds.toFixed(1)} s, ${r.errors.timeout} timeouts ` +
+      '(an answer announced a body that never came?)';
+  } else if (firstError === undefined && errors > 0) {
+    const e = runs.reduce(
+      (t, x) => ({
+        connect: t.connect + x.errors.connect,
+        read: t.read + x.errors.read,
+        write: t.write + x.errors.write,
+        timeout: t.timeout + x.errors.timeout,
+        status: t.status + x.errors.status,
+      }),
+      { connect: 0, read: 0, write: 0, timeout: 0, status: 0 },
+    );
+    firstError = `connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout}, status ≥ 400 ${e.status}`;
+  }
+  return {
+    tool: 'wrk',
+    rps: stalled ? 0 : r.requests / r.seconds,
+    p50: r.p50,
+    p99: r.p99,
+    max: r.max,
+    requests: r.requests,
+    errors,
+    ...(Object.keys(cpuUsPerRequest).length > 0 ? { cpuUsPerRequest } : {}),
+    ...(stalled ? { stalled } : {}),
+    ...(statuses === undefined ? {} : { statuses }),
+    ...(firstError === undefined ? {} : { firstError }),
   };
 }
