@@ -144,7 +144,7 @@ function commandRow(c: CommandRow): string {
 
 function memoryRow(label: string, f: MemoryFill, bare: MemoryFill | undefined): string {
   const shared = Object.entries(f.sharedPerSession)
-    .map(([kind, n]) => `\`${kind}\` ${n.toFixed(1)} B`)
+    .map(([kind, n]) => `\`${kind}\` ${n.toFixed(n < 10 ? 2 : 1)} B`)
     .join(', ');
   return (
     `| ${label} | ${bytes(f.usedMemoryPerSession)} | ${bare === undefined ? '–' : signed(f.usedMemoryPerSession - bare.usedMemoryPerSession)} | ` +
