@@ -31,6 +31,13 @@ export interface BenchOptions {
   stores: StoreKind[];
   /** Seconds of mixed load each replica gets once, before its first measurement. */
   replicaWarmupS: number;
+  /**
+   * How often bare Node is measured: before every scenario (a shared machine's load changes within
+   * seconds, and each row is compared with the runs just around it) or before every family.
+   */
+  baselineEvery: 'scenario' | 'family';
+  /** Measured seconds of each bare Node run. */
+  baselineS: number;
   /** Payload of the polled sessions and of writes. */
   payloadBytes: number;
   /** Payload of the create scenario. */
@@ -59,6 +66,8 @@ export const FULL: Omit<BenchOptions, 'progress'> = {
   durationS: 4,
   warmupS: 1,
   replicaWarmupS: 3,
+  baselineEvery: 'scenario',
+  baselineS: 2,
   families: FAMILIES.map((f) => f.name),
   stores: ['redis'],
   payloadBytes: 256,
@@ -84,6 +93,8 @@ export const SMOKE: Omit<BenchOptions, 'progress'> = {
   durationS: 1,
   warmupS: 0,
   replicaWarmupS: 0,
+  baselineEvery: 'family',
+  baselineS: 1,
   families: ['MSC3886'],
   stores: ['redis', 'memory'],
   payloadBytes: 256,
@@ -231,10 +242,11 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
   const commandPasses = opts.stores.includes('redis')
     ? families.reduce((n, f) => n + commandScenarios(f).length, 0)
     : 0;
+  const perScenario = opts.baselineEvery === 'scenario';
   const plan =
     1 +
-    opts.stores.length * (families.length + scenarioCount) +
-    (opts.limitsOff && opts.stores.includes('redis') ? 3 : 0) +
+    opts.stores.length * ((perScenario ? scenarioCount : families.length) + scenarioCount) +
+    (opts.limitsOff && opts.stores.includes('redis') ? (perScenario ? 4 : 3) : 0) +
     1 +
     commandPasses +
     1 +
@@ -263,7 +275,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
         req: { method: 'GET', path: '/bench', headers: { 'If-None-Match': '"AAAAAAAA.1"' } },
         status: 304,
         connections: opts.connections,
-        durationS: opts.durationS,
+        durationS: opts.baselineS,
         warmupS: baselines.length === 0 ? opts.warmupS : 0,
         threads: opts.wrkThreads,
         pids: { server: bare.proc.pid! },
@@ -409,7 +421,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
       for (const family of families) {
         const ok = await available(replica.url, family);
         if (!ok) {
-          step += 1 + scenariosOf(family).length;
+          step += (perScenario ? 2 : 1) * scenariosOf(family).length + (perScenario ? 0 : 1);
           for (const scenario of scenariosOf(family)) {
             rows.push({ family: family.name, store, limits: 'active', scenario, available: false });
           }
@@ -419,8 +431,9 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
           warmed = true;
           await warmUp(replica, family, store);
         }
-        await bracket(`before ${family.name} ${store}`);
+        if (!perScenario) await bracket(`before ${family.name} ${store}`);
         for (const scenario of scenariosOf(family)) {
+          if (perScenario) await bracket(`before ${family.name} ${store} ${scenario}`);
           const row = await scenarioRow(replica, store, 'active', family, scenario);
           rows.push(row);
           pending.push(row);
@@ -434,14 +447,15 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
       limitsOffReplica = await startReplica(redis.url, LIMITS_OFF);
       if (await available(limitsOffReplica.url, family)) {
         await warmUp(limitsOffReplica, family, 'limits-off');
-        await bracket(`before ${family.name} redis limits-off`);
+        if (!perScenario) await bracket(`before ${family.name} redis limits-off`);
         for (const scenario of ['create', 'poll-200'] as const) {
+          if (perScenario) await bracket(`before ${family.name} redis limits-off ${scenario}`);
           const row = await scenarioRow(limitsOffReplica, 'redis', 'off', family, scenario);
           rows.push(row);
           pending.push(row);
         }
       } else {
-        step += 3;
+        step += perScenario ? 4 : 3;
       }
       await limitsOffReplica.stop();
       limitsOffReplica = undefined;

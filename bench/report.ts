@@ -173,8 +173,8 @@ export function markdown(r: BenchResults, extraSections: string[] = []): string 
       `of warm-up. Every limit active in the measured replica, with budgets too large to refuse (${limits}); ` +
       `"limits off" rows are a reference. Polled sessions carry ${o.payloadBytes}-byte payloads, creates ` +
       `${o.createPayloadBytes}-byte payloads. Ratios (×) are to the bare Node baseline of this run, measured with ` +
-      `the same generator before each family and store and at the end: each row is compared with the mean of the ` +
-      `two runs around it.`,
+      `wrk for ${o.baselineS} s before each ${o.baselineEvery === 'scenario' ? 'scenario' : 'family and store'} and at ` +
+      `the end: each row is compared with the mean of the two runs around it.`,
     '',
     '## Targets',
     '',
