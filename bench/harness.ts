@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import { Redis } from 'ioredis';
 import { CommandCounter } from './commands';
-import { FAMILIES, type Family, familyNamed } from './families';
+import { FAMILIES, type Family, familyNamed, type Req } from './families';
 import { send } from './http';
 import { measure, measureWrk, type Measurement } from './measure';
 import { LONGPOLL_FULL, type LongPollBenchOptions, type LongPollResults, runLongPollBench } from './longpoll';
@@ -32,12 +32,16 @@ export interface BenchOptions {
   /** Seconds of mixed load each replica gets once, before its first measurement. */
   replicaWarmupS: number;
   /**
-   * How often bare Node is measured: before every scenario (a shared machine's load changes within
-   * seconds, and each row is compared with the runs just around it) or before every family.
+   * How bare Node is measured. 'scenario': a wrk scenario's measured window is cut into slices that
+   * alternate with bare Node slices (a shared machine's load changes within seconds: both sides see
+   * the same), and an autocannon scenario runs between two bare Node runs of its own. 'family': bare
+   * Node before each family and at the end, each row compared with the runs around its family.
    */
   baselineEvery: 'scenario' | 'family';
-  /** Measured seconds of each bare Node run. */
+  /** Measured seconds of each bare Node run of its own (around an autocannon scenario, or per family). */
   baselineS: number;
+  /** With bare Node interleaved: slices of each side in a wrk scenario's measured window. */
+  slices: number;
   /** Payload of the polled sessions and of writes. */
   payloadBytes: number;
   /** Payload of the create scenario. */
@@ -68,6 +72,7 @@ export const FULL: Omit<BenchOptions, 'progress'> = {
   replicaWarmupS: 3,
   baselineEvery: 'scenario',
   baselineS: 2,
+  slices: 4,
   families: FAMILIES.map((f) => f.name),
   stores: ['redis'],
   payloadBytes: 256,
@@ -95,6 +100,7 @@ export const SMOKE: Omit<BenchOptions, 'progress'> = {
   replicaWarmupS: 0,
   baselineEvery: 'family',
   baselineS: 1,
+  slices: 1,
   families: ['MSC3886'],
   stores: ['redis', 'memory'],
   payloadBytes: 256,
@@ -238,41 +244,50 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
   const started = Date.now();
   const mach = machine();
   const families = opts.families.map(familyNamed);
+  const interleaved = opts.baselineEvery === 'scenario';
   const scenarioCount = families.reduce((n, f) => n + scenariosOf(f).length, 0);
+  const sequenceCount = families.reduce((n, f) => n + scenariosOf(f).filter((x) => !isFixed(x)).length, 0);
   const commandPasses = opts.stores.includes('redis')
     ? families.reduce((n, f) => n + commandScenarios(f).length, 0)
     : 0;
-  const perScenario = opts.baselineEvery === 'scenario';
-  const plan =
+  const limitsOffSteps = opts.limitsOff && opts.stores.includes('redis') ? 2 : 0;
+  // Steps: the ceiling, every scenario, the bare Node runs (around each autocannon scenario, or one
+  // per family, and one at the end), the commands passes, memory, long-poll. A stall adds two.
+  let plan =
     1 +
-    opts.stores.length * ((perScenario ? scenarioCount : families.length) + scenarioCount) +
-    (opts.limitsOff && opts.stores.includes('redis') ? (perScenario ? 4 : 3) : 0) +
-    1 +
+    opts.stores.length * (scenarioCount + (interleaved ? sequenceCount + families.length : families.length)) +
+    limitsOffSteps +
+    (interleaved ? 0 : limitsOffSteps > 0 ? 1 : 0) +
+    (interleaved ? 0 : 1) +
     commandPasses +
     1 +
     (opts.longpoll === undefined ? 0 : 1);
   let step = 0;
-  const status = (what: string, left?: number) =>
+  const status = (what: string, left?: number) => {
+    plan = Math.max(plan, step);
     opts.progress(`[${String(step).padStart(2)}/${plan}] ${what}${left === undefined ? '' : ` ${left}s`}`);
+  };
 
   const redis = await RedisServer.start();
   const redisPid = await pidOfRedis(redis.port);
   const bare = await BareNode.start();
+  const bareReq: Req = { method: 'GET', path: '/bench', headers: { 'If-None-Match': '"AAAAAAAA.1"' } };
   const replicas = new Map<StoreKind, Replica>();
   let limitsOffReplica: Replica | undefined;
   try {
     for (const store of opts.stores) replicas.set(store, await startReplica(store === 'redis' ? redis.url : undefined));
 
-    // The machine may be shared: bare Node is measured again next to each group of scenarios, and
-    // each row is compared with the runs that bracket it, so a change of load moves both alike.
+    // The machine may be shared: bare Node is measured next to every scenario, so a change of load
+    // moves both sides alike (see BenchOptions.baselineEvery).
     const baselines: BenchResults['baselines'] = [];
+    let lastWasBare = false;
     const baselineRun = async (label: string) => {
       step++;
       status(`bare Node 304 (${label})`);
       const load1 = os.loadavg()[0]!;
-      const m = await measureWrk({
+      const { m } = await measureWrk({
         url: bare.url,
-        req: { method: 'GET', path: '/bench', headers: { 'If-None-Match': '"AAAAAAAA.1"' } },
+        req: bareReq,
         status: 304,
         connections: opts.connections,
         durationS: opts.baselineS,
@@ -282,6 +297,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
         tick: (left) => status(`bare Node 304 (${label})`, left),
       });
       baselines.push({ label, m, load1 });
+      lastWasBare = true;
       return m;
     };
 
@@ -300,12 +316,20 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
     });
 
     const rows: Row[] = [];
+    /** Rows measured since the last bare Node run: compared with the mean of it and the next one. */
     const pending: Row[] = [];
     let before: Measurement | undefined;
     const bracket = async (label: string) => {
       const after = await baselineRun(label);
       for (const row of pending.splice(0)) row.base = meanOf(before === undefined ? [after] : [before, after]);
       before = after;
+    };
+    /** A measurement with bare Node right before it and right after it (interleaved mode). */
+    const bracketed = async <T>(label: string, run: () => Promise<T>): Promise<T> => {
+      if (!lastWasBare) await bracket(`before ${label}`);
+      lastWasBare = false;
+      const result = await run();
+      return result;
     };
     const payload = 'x'.repeat(opts.payloadBytes);
     const createPayload = 'x'.repeat(opts.createPayloadBytes);
@@ -354,7 +378,9 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
           payload,
           createPayload,
         });
-        const m = await measureWrk({
+        lastWasBare = false;
+        const load1 = os.loadavg()[0]!;
+        const { m, base } = await measureWrk({
           url: replica.url,
           req,
           status: expected,
@@ -365,14 +391,31 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
           threads: opts.wrkThreads,
           pids,
           tick: (left) => status(label, left),
+          ...(interleaved
+            ? { interleave: { url: bare.url, req: bareReq, pids: { server: bare.proc.pid! }, slices: opts.slices } }
+            : {}),
         });
         row = { family: family.name, store, limits, scenario, available: true, m };
+        if (base !== undefined) {
+          row.base = meanOf([base]);
+          baselines.push({ label: `interleaved with ${label}`, m: base, load1 });
+        }
         if (m.stalled) {
           status(`${label}: wrk stalled, autocannon for reference`);
-          row.fallback = (await autocannonRun(opts.durationS, 0)).m;
+          row.fallback = (
+            interleaved
+              ? await bracketed(label, () => autocannonRun(opts.durationS, 0))
+              : await autocannonRun(opts.durationS, 0)
+          ).m;
+          pending.push(row);
+          if (interleaved) await bracket(`after ${label} (autocannon)`);
+        } else if (!interleaved) {
+          pending.push(row);
         }
       } else {
-        const { m, steps } = await autocannonRun(opts.durationS, opts.warmupS);
+        const { m, steps } = interleaved
+          ? await bracketed(label, () => autocannonRun(opts.durationS, opts.warmupS))
+          : await autocannonRun(opts.durationS, opts.warmupS);
         row = {
           family: family.name,
           store,
@@ -382,6 +425,8 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
           m,
           ...(steps > 1 ? { opsPerSec: m.rps / steps } : {}),
         };
+        pending.push(row);
+        if (interleaved) await bracket(`after ${label}`);
       }
       // A create run leaves tens of thousands of sessions behind, which would expire (costing Redis
       // CPU) in the middle of later scenarios. Sessions, caps and rate counts go together, so what
@@ -395,6 +440,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
       // A fresh process runs its first seconds slower (JIT, V8 growing its young generation):
       // without this, the first scenario of each replica measured that instead of the server.
       status(`warming up the ${what} replica`);
+      lastWasBare = false;
       const check = new Checker();
       await measure({
         url: replica.url,
@@ -421,7 +467,6 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
       for (const family of families) {
         const ok = await available(replica.url, family);
         if (!ok) {
-          step += (perScenario ? 2 : 1) * scenariosOf(family).length + (perScenario ? 0 : 1);
           for (const scenario of scenariosOf(family)) {
             rows.push({ family: family.name, store, limits: 'active', scenario, available: false });
           }
@@ -431,13 +476,9 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
           warmed = true;
           await warmUp(replica, family, store);
         }
-        if (!perScenario) await bracket(`before ${family.name} ${store}`);
-        for (const scenario of scenariosOf(family)) {
-          if (perScenario) await bracket(`before ${family.name} ${store} ${scenario}`);
-          const row = await scenarioRow(replica, store, 'active', family, scenario);
-          rows.push(row);
-          pending.push(row);
-        }
+        if (!interleaved) await bracket(`before ${family.name} ${store}`);
+        for (const scenario of scenariosOf(family))
+          rows.push(await scenarioRow(replica, store, 'active', family, scenario));
       }
     }
 
@@ -447,20 +488,15 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
       limitsOffReplica = await startReplica(redis.url, LIMITS_OFF);
       if (await available(limitsOffReplica.url, family)) {
         await warmUp(limitsOffReplica, family, 'limits-off');
-        if (!perScenario) await bracket(`before ${family.name} redis limits-off`);
+        if (!interleaved) await bracket(`before ${family.name} redis limits-off`);
         for (const scenario of ['create', 'poll-200'] as const) {
-          if (perScenario) await bracket(`before ${family.name} redis limits-off ${scenario}`);
-          const row = await scenarioRow(limitsOffReplica, 'redis', 'off', family, scenario);
-          rows.push(row);
-          pending.push(row);
+          rows.push(await scenarioRow(limitsOffReplica, 'redis', 'off', family, scenario));
         }
-      } else {
-        step += perScenario ? 4 : 3;
       }
       await limitsOffReplica.stop();
       limitsOffReplica = undefined;
     }
-    await bracket('end');
+    if (pending.length > 0 || baselines.length === 0) await bracket('end');
 
     const commands: CommandRow[] = [];
     const redisReplica = replicas.get('redis');

@@ -3,7 +3,7 @@ import type { Req } from './families';
 import { cpuMsOf } from './processes';
 import { Checker } from './scenarios';
 import { answered, served, type Served } from './served';
-import { wrk, type WrkResult } from './wrk';
+import { mergedPercentile, wrk, type WrkResult } from './wrk';
 
 // The parser autocannon uses; a dependency of autocannon, not of this project.
 const { HTTPParser } = require('http-parser-js') as { HTTPParser: { kOnHeadersComplete: number } };
@@ -151,35 +151,103 @@ export interface WrkLoadOptions {
   tick?: (secondsLeft: number) => void;
 }
 
+/** A fixed request run against bare Node in slices alternating with the measured ones. */
+export interface Interleave {
+  url: string;
+  req: Req;
+  pids: Record<string, number>;
+  /** Slices of each side; `durationS` is split evenly between them. */
+  slices: number;
+}
+
 function socketErrors(r: WrkResult): number {
   return r.errors.connect + r.errors.read + r.errors.write + r.errors.timeout;
 }
 
-/** Warms up with the same load, then measures a fixed window of one fixed request with wrk. */
-export async function measureWrk(opts: WrkLoadOptions): Promise<Measurement> {
-  const base = { url: opts.url, req: opts.req, connections: opts.connections, threads: opts.threads ?? 1 };
-  let left = opts.durationS;
-  const before: Served | undefined = opts.family === undefined ? undefined : await served(opts.url);
-  const runs: WrkResult[] = [];
-  if (opts.warmupS > 0) runs.push(await wrk({ ...base, durationS: opts.warmupS }));
-  const cpu = () => Object.entries(opts.pids ?? {}).map(([label, pid]) => [label, cpuMsOf(pid)] as const);
-  const cpuBefore = cpu();
-  let r: WrkResult;
-  if (runs[0]?.stalled) {
-    // It stalled in the warm-up: the measured window would only stall again.
-    r = runs[0];
-  } else {
-    const timer = opts.tick ? setInterval(() => opts.tick!(--left), 1000) : undefined;
-    r = await wrk({ ...base, durationS: opts.durationS }).finally(() => clearInterval(timer));
-    runs.push(r);
+/** The runs of one side, and the CPU time its processes spent during them. */
+class Side {
+  readonly runs: WrkResult[] = [];
+  private readonly cpuMs = new Map<string, number>();
+
+  constructor(private readonly pids: Record<string, number>) {}
+
+  async run(
+    opts: { url: string; req: Req; connections: number; threads: number },
+    durationS: number,
+  ): Promise<WrkResult> {
+    const cpu = () => Object.entries(this.pids).map(([label, pid]) => [label, cpuMsOf(pid)] as const);
+    const before = cpu();
+    const r = await wrk({ ...opts, durationS });
+    cpu().forEach(([label, after], i) => {
+      const b = before[i]![1];
+      if (b !== undefined && after !== undefined) this.cpuMs.set(label, (this.cpuMs.get(label) ?? 0) + after - b);
+    });
+    this.runs.push(r);
+    return r;
   }
-  const cpuAfter = cpu();
-  const cpuUsPerRequest: Record<string, number> = {};
-  if (r.cpuUsPerRequest !== undefined) cpuUsPerRequest.generator = r.cpuUsPerRequest;
-  cpuBefore.forEach(([label, b], i) => {
-    const a = cpuAfter[i]![1];
-    if (b !== undefined && a !== undefined && r.requests > 0) cpuUsPerRequest[label] = ((a - b) * 1000) / r.requests;
-  });
+
+  get stalled(): boolean {
+    return this.runs.some((r) => r.stalled);
+  }
+
+  figures(): Omit<Measurement, 'errors' | 'tool'> {
+    const requests = this.runs.reduce((n, r) => n + r.requests, 0);
+    const seconds = this.runs.reduce((n, r) => n + r.seconds, 0);
+    const cpuUsPerRequest: Record<string, number> = {};
+    const generator = this.runs.map((r) => r.cpuUsPerRequest);
+    if (requests > 0 && generator.every((g) => g !== undefined)) {
+      cpuUsPerRequest.generator = this.runs.reduce((n, r) => n + r.cpuUsPerRequest! * r.requests, 0) / requests;
+    }
+    if (requests > 0) for (const [label, ms] of this.cpuMs) cpuUsPerRequest[label] = (ms * 1000) / requests;
+    return {
+      rps: this.stalled || seconds === 0 ? 0 : requests / seconds,
+      p50: mergedPercentile(this.runs, 50),
+      p99: mergedPercentile(this.runs, 99),
+      max: Math.max(...this.runs.map((r) => r.max)),
+      requests,
+      ...(Object.keys(cpuUsPerRequest).length > 0 ? { cpuUsPerRequest } : {}),
+    };
+  }
+}
+
+/**
+ * Warms up with the same load, then measures a fixed request with wrk for `durationS`. With
+ * `interleave`, the window is cut into slices alternating with slices of bare Node, in the order
+ * B S S B B S S B ..., so that whatever else loads the machine meanwhile weighs on both sides alike;
+ * the answer then also holds bare Node's figures over the same slices.
+ */
+export async function measureWrk(opts: WrkLoadOptions & { interleave?: Interleave }): Promise<{
+  m: Measurement;
+  base?: Measurement;
+}> {
+  const threads = opts.threads ?? 1;
+  const target = { url: opts.url, req: opts.req, connections: opts.connections, threads };
+  const before: Served | undefined = opts.family === undefined ? undefined : await served(opts.url);
+  const warmup = new Side({});
+  if (opts.warmupS > 0) await warmup.run(target, opts.warmupS);
+  const measured = new Side(opts.pids ?? {});
+  const il = opts.interleave;
+  const bare = il === undefined ? undefined : new Side(il.pids);
+  let left = opts.durationS;
+  const timer = opts.tick ? setInterval(() => opts.tick!(--left), 1000) : undefined;
+  try {
+    if (!warmup.stalled) {
+      if (il === undefined || bare === undefined) {
+        await measured.run(target, opts.durationS);
+      } else {
+        const sliceS = Math.max(1, Math.round(opts.durationS / il.slices));
+        const bareTarget = { url: il.url, req: il.req, connections: opts.connections, threads };
+        for (let i = 0; i < il.slices && !measured.stalled; i++) {
+          if (i % 2 === 0) await bare.run(bareTarget, sliceS);
+          await measured.run(target, sliceS);
+          if (i % 2 === 1) await bare.run(bareTarget, sliceS);
+        }
+      }
+    }
+  } finally {
+    clearInterval(timer);
+  }
+  const runs = [...warmup.runs, ...measured.runs];
   let errors = runs.reduce((n, x) => n + socketErrors(x), 0);
   let firstError: string | undefined;
   let statuses: Record<string, number> | undefined;
@@ -193,10 +261,11 @@ export async function measureWrk(opts: WrkLoadOptions): Promise<Measurement> {
   } else {
     errors += runs.reduce((n, x) => n + x.errors.status, 0);
   }
-  const stalled = runs.some((x) => x.stalled);
+  const stalled = warmup.stalled || measured.stalled;
   if (stalled) {
     // Each connection holds a request that was never answered.
     errors += opts.connections;
+    const r = runs.find((x) => x.stalled)!;
     firstError =
       `wrk stalled: ${r.requests} answers in ${r.seconds.toFixed(1)} s, ${r.errors.timeout} timeouts ` +
       '(an answer announced a body that never came?)';
@@ -213,17 +282,16 @@ export async function measureWrk(opts: WrkLoadOptions): Promise<Measurement> {
     );
     firstError = `connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout}, status ≥ 400 ${e.status}`;
   }
-  return {
+  const m: Measurement = {
     tool: 'wrk',
-    rps: stalled ? 0 : r.requests / r.seconds,
-    p50: r.p50,
-    p99: r.p99,
-    max: r.max,
-    requests: r.requests,
+    ...(warmup.stalled ? warmup : measured).figures(),
     errors,
-    ...(Object.keys(cpuUsPerRequest).length > 0 ? { cpuUsPerRequest } : {}),
     ...(stalled ? { stalled } : {}),
     ...(statuses === undefined ? {} : { statuses }),
     ...(firstError === undefined ? {} : { firstError }),
   };
+  if (stalled) m.rps = 0;
+  if (bare === undefined || bare.runs.length === 0) return { m };
+  const bareErrors = bare.runs.reduce((n, x) => n + socketErrors(x) + x.errors.status, 0);
+  return { m, base: { tool: 'wrk', ...bare.figures(), errors: bareErrors } };
 }

@@ -114,21 +114,24 @@ function scenarioRow(x: Row, fallback: Figures): string[] {
   const base = x.base ?? fallback;
   const head = `| ${x.family} | ${x.store} | ${x.limits} | ${x.scenario}`;
   if (!x.available || x.m === undefined) {
-    return [`${head} | | not available (create route answers 404) | | | | | | | | | | | | | |`];
+    return [`${head} | | not available (create route answers 404) | | | | | | | | | | | | | | |`];
   }
   const m = x.m;
   if (m.stalled) {
-    const lines = [`${head} | ${m.tool} | **stalled** | – | | | | | | | | | | | | ${errorsCell(m)} |`];
+    const lines = [`${head} | ${m.tool} | **stalled** | | – | | | | | | | | | | | | ${errorsCell(m)} |`];
     if (x.fallback) {
       const f = x.fallback;
       lines.push(
-        `${head} | ${f.tool}, for reference only | ${int(f.rps)} | ${ratio(f.rps / base.rps)} | ${figures(f, base)} | ${errorsCell(f)} |`,
+        `${head} | ${f.tool}, for reference only | ${int(f.rps)} | ${int(base.rps)} | ${ratio(f.rps / base.rps)} | ` +
+          `${figures(f, base)} | ${errorsCell(f)} |`,
       );
     }
     return lines;
   }
   const rps = x.opsPerSec === undefined ? int(m.rps) : `${int(m.rps)} (${int(x.opsPerSec)} exchanges/s)`;
-  return [`${head} | ${m.tool} | ${rps} | ${ratio(m.rps / base.rps)} | ${figures(m, base)} | ${errorsCell(m)} |`];
+  return [
+    `${head} | ${m.tool} | ${rps} | ${int(base.rps)} | ${ratio(m.rps / base.rps)} | ${figures(m, base)} | ${errorsCell(m)} |`,
+  ];
 }
 
 function commandRow(c: CommandRow): string {
@@ -172,9 +175,13 @@ export function markdown(r: BenchResults, extraSections: string[] = []): string 
     `One replica per store, concurrency ${o.connections}, ${o.durationS} s measured per scenario after ${o.warmupS} s ` +
       `of warm-up. Every limit active in the measured replica, with budgets too large to refuse (${limits}); ` +
       `"limits off" rows are a reference. Polled sessions carry ${o.payloadBytes}-byte payloads, creates ` +
-      `${o.createPayloadBytes}-byte payloads. Ratios (×) are to the bare Node baseline of this run, measured with ` +
-      `wrk for ${o.baselineS} s before each ${o.baselineEvery === 'scenario' ? 'scenario' : 'family and store'} and at ` +
-      `the end: each row is compared with the mean of the two runs around it.`,
+      `${o.createPayloadBytes}-byte payloads. Ratios (×) are to bare Node measured with wrk in the same run, ` +
+      (o.baselineEvery === 'scenario'
+        ? `in ${o.slices} slices alternating with ${o.slices} slices of each wrk scenario's ${o.durationS} s ` +
+          `(B S S B ...), and for ${o.baselineS} s right before and right after each autocannon scenario (the ` +
+          `mean of the two).`
+        : `for ${o.baselineS} s before each family and store and at the end: each row is compared with the mean ` +
+          `of the two runs around it.`),
     '',
     '## Targets',
     '',
@@ -202,8 +209,8 @@ export function markdown(r: BenchResults, extraSections: string[] = []): string 
     '',
     '## Scenarios',
     '',
-    '| family | store | limits | scenario | generator | req/s | × | p50 ms | × | p99 ms | × | max ms | × | server CPU µs/req | × | Redis CPU µs/req | generator CPU µs/req | errors |',
-    '|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+    '| family | store | limits | scenario | generator | req/s | bare Node req/s | × | p50 ms | × | p99 ms | × | max ms | × | server CPU µs/req | × | Redis CPU µs/req | generator CPU µs/req | errors |',
+    '|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...r.rows.flatMap((x) => scenarioRow(x, b)),
   );
   if (r.commands.length > 0) {

@@ -11,15 +11,17 @@ import type { Req } from './families';
  * on every connection, and a `done` hook that prints the summary as one JSON line.
  */
 
+/** The percentiles of its latency histogram each run reports, so that runs can be merged. */
+export const QUANTILES: readonly number[] = [...Array.from({ length: 99 }, (_, i) => i + 1), 99.5, 99.9, 99.99];
+
 /** What one wrk run reports. Latencies in ms. */
 export interface WrkResult {
   /** Responses completed in the measured window. */
   requests: number;
   seconds: number;
   bytes: number;
-  p50: number;
-  p90: number;
-  p99: number;
+  /** Latency at each of QUANTILES. */
+  quantiles: number[];
   max: number;
   /** Socket errors: connect, read, write; `status` counts answers of 400 and above; timeouts. */
   errors: { connect: number; read: number; write: number; status: number; timeout: number };
@@ -62,11 +64,13 @@ export function wrkScript(req: Req): string {
   lines.push(
     'function done(summary, latency, requests)',
     '  local e = summary.errors',
+    '  local q = {}',
+    `  for i, p in ipairs({ ${QUANTILES.join(', ')} }) do q[i] = string.format('%d', latency:percentile(p)) end`,
     '  io.write(string.format(',
     `    '${MARK}{"duration_us":%d,"requests":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,' ..`,
-    `    '"p50":%d,"p90":%d,"p99":%d,"max":%d}\\n',`,
+    `    '"max":%d,"quantiles":[%s]}\\n',`,
     '    summary.duration, summary.requests, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,',
-    '    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))',
+    "    latency.max, table.concat(q, ',')))",
     'end',
     '',
   );
@@ -137,7 +141,7 @@ export async function wrk(opts: WrkOptions): Promise<WrkResult> {
     );
     const line = out.split('\n').find((l) => l.startsWith(MARK));
     if (code !== 0 || line === undefined) throw new Error(`wrk failed (${code}): ${err || out}`);
-    const j = JSON.parse(line.slice(MARK.length)) as Record<string, number>;
+    const j = JSON.parse(line.slice(MARK.length)) as Record<string, number> & { quantiles: number[] };
     const cpuAfter = childrenCpuMs();
     const requests = j.requests!;
     const errors = {
@@ -151,9 +155,7 @@ export async function wrk(opts: WrkOptions): Promise<WrkResult> {
       requests,
       seconds: j.duration_us! / 1e6,
       bytes: j.bytes!,
-      p50: j.p50! / 1000,
-      p90: j.p90! / 1000,
-      p99: j.p99! / 1000,
+      quantiles: j.quantiles.map((us) => us / 1000),
       max: j.max! / 1000,
       errors,
       stalled: requests === 0 || errors.timeout >= opts.connections,
@@ -164,4 +166,26 @@ export async function wrk(opts: WrkOptions): Promise<WrkResult> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * A percentile of several runs together: each run's latency distribution, known at QUANTILES,
+ * weighted by its number of responses. Exact at those quantiles for one run.
+ */
+export function mergedPercentile(runs: readonly WrkResult[], p: number): number {
+  const points: [number, number][] = [];
+  for (const r of runs) {
+    if (r.requests === 0) continue;
+    QUANTILES.forEach((q, i) => points.push([r.quantiles[i]!, (r.requests * (q - (QUANTILES[i - 1] ?? 0))) / 100]));
+    points.push([r.max, (r.requests * (100 - QUANTILES[QUANTILES.length - 1]!)) / 100]);
+  }
+  if (points.length === 0) return NaN;
+  points.sort((a, b) => a[0] - b[0]);
+  const total = points.reduce((n, [, w]) => n + w, 0);
+  let cumulative = 0;
+  for (const [value, weight] of points) {
+    cumulative += weight;
+    if (cumulative >= (p / 100) * total - 1e-9) return value;
+  }
+  return points[points.length - 1]![0];
 }
