@@ -228,14 +228,15 @@ export async function measureWrk(opts: WrkLoadOptions & { interleave?: Interleav
   const measured = new Side(opts.pids ?? {});
   const il = opts.interleave;
   const bare = il === undefined ? undefined : new Side(il.pids);
-  let left = opts.durationS;
-  const timer = opts.tick ? setInterval(() => opts.tick!(--left), 1000) : undefined;
+  const sliceS = il === undefined ? opts.durationS : Math.max(1, Math.round(opts.durationS / il.slices));
+  // Seconds left of both sides' slices together.
+  let left = il === undefined ? opts.durationS : 2 * il.slices * sliceS;
+  const timer = opts.tick ? setInterval(() => opts.tick!(Math.max(0, --left)), 1000) : undefined;
   try {
     if (!warmup.stalled) {
       if (il === undefined || bare === undefined) {
         await measured.run(target, opts.durationS);
       } else {
-        const sliceS = Math.max(1, Math.round(opts.durationS / il.slices));
         const bareTarget = { url: il.url, req: il.req, connections: opts.connections, threads };
         for (let i = 0; i < il.slices && !measured.stalled; i++) {
           if (i % 2 === 0) await bare.run(bareTarget, sliceS);
