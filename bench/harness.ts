@@ -98,7 +98,7 @@ export const SMOKE: Omit<BenchOptions, 'progress'> = {
   durationS: 1,
   warmupS: 0,
   replicaWarmupS: 0,
-  baselineEvery: 'family',
+  baselineEvery: 'scenario',
   baselineS: 1,
   slices: 1,
   families: ['MSC3886'],
