@@ -126,8 +126,9 @@ export const FAMILIES: readonly Family[] = [
     createPath: '/_matrix/client/unstable/org.matrix.msc4108/rendezvous',
     contentType: 'text/plain',
     created: 201,
-    // Clients create with an empty body and write the first payload afterwards.
-    createPayload: () => '',
+    // Shipping clients create with an empty body and write the first payload afterwards (the
+    // exchange does so); the create scenario sends its payload with the create, as the API allows.
+    createPayload: (payload) => payload,
     parsePath: (body) => {
       const url = jsonField(body, 'url');
       return url === undefined ? undefined : pathOf(url);

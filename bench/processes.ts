@@ -8,21 +8,30 @@ export { RedisServer } from '../test/helpers/redis';
 export { Replica };
 
 /**
- * Settings every measured replica gets: limits off (0 disables each), so the run measures the
- * server and not the limiter; no access log; a TTL long enough to outlive the run.
+ * Settings every measured replica gets: no access log, a TTL long enough to outlive the run, and
+ * every limit active (rate budgets and session caps are counted and settled with Redis as in
+ * production) with budgets too large to refuse anything the run sends from its one address.
  */
 export const REPLICA_ENV: Record<string, string> = {
   LOG_LEVEL: 'info',
   RZ_ACCESS_LOG: 'false',
+  RZ_CREATE_RATE: '1000000',
+  RZ_REQUEST_RATE: '1000000',
+  RZ_MAX_SESSIONS: '100000000',
+  RZ_MAX_SESSIONS_PER_ADDRESS: '1000000',
+  RZ_TTL_SECONDS: '300',
+};
+
+/** Every limit off (0 disables each): for the reference figures of what the limits cost. */
+export const LIMITS_OFF: Record<string, string> = {
   RZ_CREATE_RATE: '0',
   RZ_REQUEST_RATE: '0',
   RZ_MAX_SESSIONS: '0',
   RZ_MAX_SESSIONS_PER_ADDRESS: '0',
-  RZ_TTL_SECONDS: '300',
 };
 
-export function startReplica(redisUrl: string | undefined): Promise<Replica> {
-  return Replica.start(redisUrl === undefined ? REPLICA_ENV : { ...REPLICA_ENV, REDIS_URL: redisUrl });
+export function startReplica(redisUrl: string | undefined, extra: Record<string, string> = {}): Promise<Replica> {
+  return Replica.start({ ...REPLICA_ENV, ...(redisUrl === undefined ? {} : { REDIS_URL: redisUrl }), ...extra });
 }
 
 /** The bare Node baseline as its own process, like a replica. */

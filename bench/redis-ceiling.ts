@@ -20,7 +20,12 @@ export async function redisCeiling(opts: {
   port: number;
   connections: number;
   requests: number;
+  /** Payload of the polled and written session. */
   payload: string;
+  /** Payload of each create. */
+  createPayload: string;
+  /** Session caps the create script counts against, as the measured replica's. */
+  caps: { global: number; perAddress: number };
 }): Promise<CeilingRow[]> {
   const client = new Redis({ port: opts.port, host: '127.0.0.1', lazyConnect: false });
   try {
@@ -77,12 +82,12 @@ export async function redisCeiling(opts: {
           ...caps,
           'msc3886',
           'application/octet-stream',
-          opts.payload,
+          opts.createPayload,
           '20000',
           'tag',
           '127.0.0.1',
-          '0',
-          '0',
+          String(opts.caps.global),
+          String(opts.caps.perAddress),
         ],
       ],
     ];

@@ -2,8 +2,40 @@ import type autocannon from 'autocannon';
 import type { Family, Headers, Req, SessionRef } from './families';
 import { send } from './http';
 
-export const SCENARIOS = ['create', 'poll-unchanged', 'write', 'exchange'] as const;
+/**
+ * - create: POST of a new session with its payload (1 KiB in the full run);
+ * - poll-200: GET of a session without a validator, answered 200 with its payload (256 bytes); for
+ *   MSC4388 this is its only poll (a GET always answers 200 with the sequence token and the data);
+ * - poll-304: GET with If-None-Match of the current ETag, answered 304 (ETag families only);
+ * - write: conditional PUT on the current ETag / sequence token;
+ * - exchange: a whole QR login (create, join, three round trips, delete).
+ * The first three are one fixed request each, measured with wrk; write and exchange build every
+ * request from the previous answer, which wrk cannot script, and are measured with autocannon.
+ */
+export const SCENARIOS = ['create', 'poll-200', 'poll-304', 'write', 'exchange'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
+
+/** The scenarios of one fixed request, measured with wrk. */
+export const FIXED_SCENARIOS: readonly ScenarioName[] = ['create', 'poll-200', 'poll-304'];
+
+/** The scenarios a family has: MSC4388 has no 304 (its GET answers 200 with the same token). */
+export function scenariosOf(family: Family): ScenarioName[] {
+  return SCENARIOS.filter((s) => s !== 'poll-304' || family.polled === 304);
+}
+
+/** The one request of a fixed scenario and the status every answer must have. */
+export async function fixedRequest(
+  scenario: ScenarioName,
+  opts: { base: string; family: Family; payload: string; createPayload: string },
+): Promise<{ req: Req; status: number }> {
+  const f = opts.family;
+  if (scenario === 'create') return { req: f.create(opts.createPayload), status: f.created };
+  // One session polled by every connection: a poll is one read of one key, whichever key it is.
+  const [s] = await createSessions(opts.base, f, 1, opts.payload);
+  if (scenario === 'poll-200') return { req: f.read(s!, ''), status: 200 };
+  if (scenario === 'poll-304' && f.polled === 304) return { req: f.poll(s!), status: 304 };
+  throw new Error(`${scenario} is not a fixed request of ${f.name}`);
+}
 
 /** Requests one full exchange makes: create, join, three round trips (write + read), delete. */
 export const EXCHANGE_STEPS = 9;
@@ -69,28 +101,21 @@ export async function createSessions(base: string, family: Family, n: number, pa
 
 /**
  * The autocannon request list of one scenario. Sessions a scenario needs up front (poll, write) are
- * created here, through the server itself, before the clock starts.
+ * created here, through the server itself, before the clock starts. The fixed scenarios are measured
+ * with wrk; autocannon runs them only where wrk cannot (see the harness).
  */
 export async function prepare(
   scenario: ScenarioName,
-  opts: { base: string; family: Family; connections: number; payload: string; check: Checker },
+  opts: { base: string; family: Family; connections: number; payload: string; createPayload: string; check: Checker },
 ): Promise<Prepared> {
-  const { base, family, connections, payload, check } = opts;
+  const { base, family, connections, payload, createPayload, check } = opts;
   const f = family;
   switch (scenario) {
     case 'create':
-      return {
-        steps: 1,
-        requests: [
-          request(
-            () => f.create(payload),
-            (status) => check.expect('create', status, f.created),
-          ),
-        ],
-      };
-    case 'poll-unchanged': {
-      const sessions = await createSessions(base, f, Math.min(connections, 64), payload);
-      return { steps: 1, status: f.polled, requests: sessions.map((x) => f.poll(x) as AcRequest) };
+    case 'poll-200':
+    case 'poll-304': {
+      const { req, status } = await fixedRequest(scenario, { base, family, payload, createPayload });
+      return { steps: 1, status, requests: [req as AcRequest] };
     }
     case 'write': {
       // Each session is held by one connection at a time, so its If-Match is always current.
