@@ -62,12 +62,25 @@ for (const kind of BACKEND_KINDS) {
     const session = () => newSession(be.store, 'msc3886');
 
     /** The next event for `id`, after the subscription is active. */
+    /**
+     * Listens once notices are certain to arrive. A Cluster's shard subscribers can refuse the first
+     * subscribe while they start ("No sharded subscriber for slot"); the waiters then fall back on
+     * a resync, so here the subscription is simply made again until it is confirmed.
+     */
     async function listen(id: string) {
-      let resolve!: (e: WakeEvent) => void;
-      const next = new Promise<WakeEvent>((r) => (resolve = r));
-      const sub = be.notifier.listen(id, (e) => resolve(e));
-      await sub.ready;
-      return { next, sub };
+      for (let attempt = 1; ; attempt++) {
+        let resolve!: (e: WakeEvent) => void;
+        const next = new Promise<WakeEvent>((r) => (resolve = r));
+        const sub = be.notifier.listen(id, (e) => resolve(e));
+        try {
+          await sub.ready;
+          return { next, sub };
+        } catch (err) {
+          sub.release();
+          if (attempt === 20) throw err;
+          await be.notifier.connected(5000);
+        }
+      }
     }
 
     /** A write's notice carries the new state, so a waiter can answer without reading it again. */
