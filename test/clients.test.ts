@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { RedisServer } from './helpers/redis';
 import type { Replica } from './helpers/replica';
 import { startReplicas, via } from './helpers/replicas';
+import { converse } from './helpers/exchange';
 import { request } from './helpers/http';
 
 const MSC4108 = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous';
@@ -36,12 +37,7 @@ describe('matrix-js-sdk@43 MSC4108 client through two replicas', function () {
       expect(creator.url!.startsWith(`${a.url}${MSC4108}/`)).to.equal(true);
       joiner = new sdk.MSC4108RendezvousSession({ url: via(b, creator.url!), onFailure });
       expect(await joiner.receive()).to.equal('hello from the new device');
-      for (let i = 1; i <= 3; i++) {
-        await joiner.send(`joiner message ${i}`);
-        expect(await creator.receive()).to.equal(`joiner message ${i}`);
-        await creator.send(`creator message ${i}`);
-        expect(await joiner.receive()).to.equal(`creator message ${i}`);
-      }
+      await converse(creator, joiner, 3);
       expect(failures).to.deep.equal([]);
     } finally {
       await creator.close();

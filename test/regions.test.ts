@@ -5,6 +5,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
+import { converse } from './helpers/exchange';
 import { request, type Reply } from './helpers/http';
 import { heldGet } from './helpers/longpoll';
 import { Scrape } from './helpers/metrics';
@@ -233,12 +234,7 @@ describe('two regions, each with its own Redis and two replicas, 25 ms apart', f
       expect(creator.url!.startsWith(`${GLOBAL_BASE_URL}${MSC4108}/eu.`)).to.equal(true);
       joiner = new sdk.MSC4108RendezvousSession({ url: creator.url!, fetchFn: resolvingTo(us.b), onFailure });
       expect(await joiner.receive()).to.equal('hello from the new device');
-      for (let i = 1; i <= 3; i++) {
-        await joiner.send(`joiner message ${i}`);
-        expect(await creator.receive()).to.equal(`joiner message ${i}`);
-        await creator.send(`creator message ${i}`);
-        expect(await joiner.receive()).to.equal(`creator message ${i}`);
-      }
+      await converse(creator, joiner, 3);
       expect(failures).to.deep.equal([]);
     } finally {
       // The creator's close() deletes the session in eu; the joiner's then finds it gone.

@@ -115,3 +115,19 @@ export async function everyFamilyExchange(base: string): Promise<void> {
   await msc4108Exchange(base);
   await msc4388Exchange(base);
 }
+
+/** What the conversation needs of a transport, e.g. matrix-js-sdk's MSC4108RendezvousSession. */
+interface MessageTransport {
+  send(data: string): Promise<unknown>;
+  receive(): Promise<string | undefined>;
+}
+
+/** `rounds` messages each way, the joiner first, each received before the next is sent. */
+export async function converse(creator: MessageTransport, joiner: MessageTransport, rounds: number): Promise<void> {
+  for (let i = 1; i <= rounds; i++) {
+    await joiner.send(`joiner message ${i}`);
+    expect(await creator.receive()).to.equal(`joiner message ${i}`);
+    await creator.send(`creator message ${i}`);
+    expect(await joiner.receive()).to.equal(`creator message ${i}`);
+  }
+}
