@@ -191,7 +191,9 @@ describe('balancer behind an outer TLS proxy (RZ_LB_TRUSTED_PROXIES)', () => {
     await Promise.all(balancers.map((b) => b.stop()));
     proxies = [];
     balancers = [];
-    await redis.client().flushall();
+    const admin = redis.client();
+    await admin.flushall();
+    await admin.quit();
   });
   after(async () => {
     await Promise.all(replicas.map((r) => r.stop()));

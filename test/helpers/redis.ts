@@ -12,6 +12,7 @@ import { freePort } from './ports';
  */
 export class RedisServer {
   private proc: ChildProcess | undefined;
+  private readonly clients = new Set<Redis>();
   readonly dir: string;
 
   private constructor(
@@ -78,12 +79,19 @@ export class RedisServer {
   }
 
   async destroy(): Promise<void> {
+    // A client a test left open would otherwise try to reconnect, and log, for the rest of the run.
+    for (const client of this.clients) client.disconnect();
+    this.clients.clear();
     await this.stop('SIGKILL');
     rmSync(this.dir, { recursive: true, force: true });
   }
 
+  /** A client of this server; `destroy()` disconnects any still open. */
   client(): Redis {
-    return new Redis(this.url, { lazyConnect: false, maxRetriesPerRequest: 1 });
+    const client = new Redis(this.url, { lazyConnect: false, maxRetriesPerRequest: 1 });
+    this.clients.add(client);
+    client.once('end', () => this.clients.delete(client));
+    return client;
   }
 }
 
