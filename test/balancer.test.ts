@@ -11,6 +11,17 @@ import { RedisServer } from './helpers/redis';
 import { Replica } from './helpers/replica';
 import { json, send } from './helpers/send';
 
+/** An MSC3886 create from `localAddress`, claiming `claimed` in X-Forwarded-For if given. */
+function create(port: number, localAddress: string, claimed?: string) {
+  return send(port, {
+    method: 'POST',
+    path: '/',
+    body: 'x',
+    localAddress,
+    headers: claimed === undefined ? {} : { 'X-Forwarded-For': claimed },
+  });
+}
+
 describe('load-balanced topology (the compose stack, natively: nginx, 3 replicas, 1 Redis)', () => {
   let redis: RedisServer;
   let replicas: Replica[] = [];
@@ -118,14 +129,6 @@ describe('client addresses behind the balancer (X-Forwarded-For trusted from it 
   });
 
   it('counts each client by the address the balancer saw, whatever the client claims', async () => {
-    const create = (port: number, localAddress: string, claimed?: string) =>
-      send(port, {
-        method: 'POST',
-        path: '/',
-        body: 'x',
-        localAddress,
-        headers: claimed === undefined ? {} : { 'X-Forwarded-For': claimed },
-      });
     // Client A spends its budget over both replicas, then is refused even when it claims another address.
     expect((await create(lb.port, '127.0.0.2')).status).to.equal(200);
     expect((await create(lb.port, '127.0.0.2')).status).to.equal(200);
@@ -211,14 +214,6 @@ describe('balancer behind an outer TLS proxy (RZ_LB_TRUSTED_PROXIES)', () => {
     proxies.push(outer);
     return { lb, outer };
   }
-  const create = (port: number, localAddress: string, claimed?: string) =>
-    send(port, {
-      method: 'POST',
-      path: '/',
-      body: 'x',
-      localAddress,
-      headers: claimed === undefined ? {} : { 'X-Forwarded-For': claimed },
-    });
 
   it('counts each client behind the trusted outer proxy as itself', async () => {
     const { lb, outer } = await stack(`${OUTER},192.0.2.0/24`);
