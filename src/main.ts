@@ -81,6 +81,10 @@ async function main(): Promise<void> {
     process.stderr.write(`rendezvous-server: unknown argument ${args[0]} (commands: check; see --help)\n`);
     process.exit(2);
   }
+  // Before the errors, not instead of them: a misspelt name is often why a setting reads as missing.
+  for (const name of unknownSettings()) {
+    process.stderr.write(`rendezvous-server: warning: ${name} is not a setting and is ignored (see --help)\n`);
+  }
   let config: Config;
   try {
     config = loadConfig();
@@ -91,9 +95,6 @@ async function main(): Promise<void> {
       process.exit(2);
     }
     throw err;
-  }
-  for (const name of unknownSettings()) {
-    process.stderr.write(`rendezvous-server: warning: ${name} is not a setting and is ignored (see --help)\n`);
   }
   // Handlers first: a SIGTERM that lands while the replica is still starting must drain it too.
   const starting = start(config);

@@ -72,6 +72,17 @@ describe('configuration', () => {
     expect(lines[1]).to.match(/^rendezvous-server: config error: RZ_MAX_BYTES must be/);
     expect(lines[2]).to.include('--help');
   });
+
+  it('names a misspelt setting beside the errors, since the typo is often their cause', () => {
+    const cli = spawnSync(process.execPath, [MAIN], {
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH, RZ_MAX_BYTES: '1e3', RZ_TTL_SECOND: '5' },
+      timeout: 10_000,
+    });
+    expect(cli.status).to.equal(2);
+    expect(cli.stderr).to.include('warning: RZ_TTL_SECOND is not a setting and is ignored');
+    expect(cli.stderr).to.match(/config error: RZ_MAX_BYTES must be/);
+  });
 });
 
 describe('integer settings', () => {
