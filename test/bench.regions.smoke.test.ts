@@ -1,16 +1,6 @@
 import { expect } from 'chai';
-import { execFileSync } from 'node:child_process';
+import { installed } from './helpers/binaries';
 import { REGIONS_SMOKE, runRegionsBench, type RegionsResults } from '../bench/regions';
-
-function hasWrk(): boolean {
-  try {
-    execFileSync('wrk', ['--version'], { stdio: 'ignore' });
-  } catch (err) {
-    // wrk prints its usage and exits 1 for --version: present all the same.
-    return (err as NodeJS.ErrnoException).code !== 'ENOENT';
-  }
-  return true;
-}
 
 /**
  * The multi-region bench still works end to end: two regions, the delaying link, wrk and the
@@ -22,7 +12,7 @@ describe('bench, multi-region section (smoke)', function () {
   let md: string;
 
   before(async function () {
-    if (!hasWrk()) {
+    if (!installed('wrk')) {
       console.log(
         '    NOTICE: wrk is not installed: the multi-region bench smoke run is skipped (.ci/run installs it)',
       );

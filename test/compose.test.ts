@@ -1,23 +1,15 @@
 import { expect } from 'chai';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import { SETTINGS } from '../src/config';
+import { installed } from './helpers/binaries';
 
 const run = promisify(execFile);
 const ROOT = join(__dirname, '..');
 const KNOWN = new Set(SETTINGS.map((s) => s.name));
-
-function hasDockerCompose(): boolean {
-  try {
-    execFileSync('docker-compose', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 interface ComposeService {
   image?: string;
@@ -50,7 +42,7 @@ describe('docker-compose stack', function () {
   }
 
   before(async function () {
-    if (!hasDockerCompose()) {
+    if (!installed('docker-compose')) {
       // Visible in the run's output, so a skipped validation is never mistaken for a passed one.
       console.log('    NOTICE: docker-compose is not installed: compose validation skipped (.ci/run installs it)');
       this.skip();

@@ -1,11 +1,12 @@
 import { expect } from 'chai';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import { SETTINGS, loadConfig } from '../src/config';
+import { installed } from './helpers/binaries';
 import { Scrape } from './helpers/metrics';
 import { freePort } from './helpers/ports';
 import { RedisServer } from './helpers/redis';
@@ -49,20 +50,11 @@ const upstreamsOf = (file: string) =>
     (m) => `${m[1]}:${m[2]}`,
   );
 
-function hasDockerCompose(): boolean {
-  try {
-    execFileSync('docker-compose', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 describe('multi-region compose stack (deploy/multi-region)', () => {
   const { services, secrets } = composeAsShipped();
 
   it('validates with docker-compose config', async function () {
-    if (!hasDockerCompose()) {
+    if (!installed('docker-compose')) {
       console.log('    NOTICE: docker-compose is not installed: compose validation skipped (.ci/run installs it)');
       this.skip();
     }
