@@ -248,8 +248,9 @@ export class ClusterRedisSessions extends RedisSessions {
       throw unavailable(err);
     }
     // A tombstone's slots are owed by a delete that happened (perhaps this one, sent again): they are
-    // freed once, journalled, whoever asks. The request does not wait for it.
-    if (r.length === 3) this.reconciler.releaseSlot(id, (r[1] as Buffer).toString('latin1'), r[2] as number);
+    // freed once, journalled, whoever asks. Freed before the answer, so a client that deletes and
+    // creates again finds its slot; a failure there is the background's, not the client's.
+    if (r.length === 3) await this.reconciler.releaseSlot(id, (r[1] as Buffer).toString('latin1'), r[2] as number);
     return r[0] === 1;
   }
 
@@ -311,9 +312,13 @@ class Reconciler {
     );
   }
 
-  /** Frees a deleted session's slots, now or, when that fails, in the background. */
-  releaseSlot(id: string, owner: string, expiresAt: number): void {
-    this.retry(() => this.release(id, owner, expiresAt), 0, 'free the slots of a deleted session');
+  /** Frees a deleted session's slots now or, when that fails, in the background. */
+  async releaseSlot(id: string, owner: string, expiresAt: number): Promise<void> {
+    try {
+      await this.release(id, owner, expiresAt);
+    } catch {
+      this.retry(() => this.release(id, owner, expiresAt), RETRY_MS[0]!, 'free the slots of a deleted session');
+    }
   }
 
   private release(id: string, owner: string, expiresAt: number): Promise<unknown> {
