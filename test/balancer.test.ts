@@ -10,6 +10,7 @@ import { Scrape } from './helpers/metrics';
 import { RedisServer } from './helpers/redis';
 import { Replica } from './helpers/replica';
 import { json, send } from './helpers/send';
+import { roomInWindow } from './helpers/windows';
 
 /** An MSC3886 create from `localAddress`, claiming `claimed` in X-Forwarded-For if given. */
 function create(port: number, localAddress: string, claimed?: string) {
@@ -129,6 +130,7 @@ describe('client addresses behind the balancer (X-Forwarded-For trusted from it 
   });
 
   it('counts each client by the address the balancer saw, whatever the client claims', async () => {
+    await roomInWindow(60_000, 10_000);
     // Client A spends its budget over both replicas, then is refused even when it claims another address.
     expect((await create(lb.port, '127.0.0.2')).status).to.equal(200);
     expect((await create(lb.port, '127.0.0.2')).status).to.equal(200);
@@ -217,6 +219,7 @@ describe('balancer behind an outer TLS proxy (RZ_LB_TRUSTED_PROXIES)', () => {
 
   it('counts each client behind the trusted outer proxy as itself', async () => {
     const { lb, outer } = await stack(`${OUTER},192.0.2.0/24`);
+    await roomInWindow(60_000, 10_000);
     expect((await create(outer.port, '127.0.0.2')).status).to.equal(200);
     expect((await create(outer.port, '127.0.0.2')).status).to.equal(200);
     // Client A's budget is spent, whatever address it claims to the outer proxy.
@@ -231,6 +234,7 @@ describe('balancer behind an outer TLS proxy (RZ_LB_TRUSTED_PROXIES)', () => {
 
   it('trusts nobody by default: every client behind the outer proxy shares its budget', async () => {
     const { outer } = await stack();
+    await roomInWindow(60_000, 10_000);
     expect((await create(outer.port, '127.0.0.2')).status).to.equal(200);
     expect((await create(outer.port, '127.0.0.2')).status).to.equal(200);
     expect((await create(outer.port, '127.0.0.3')).status).to.equal(429);

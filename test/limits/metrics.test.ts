@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { send } from '../helpers/send';
 import { startServer } from '../helpers/server';
+import { roomInWindow } from '../helpers/windows';
 
 describe('limit refusals in the metrics', () => {
   it('counts each refusal under its budget in rendezvous_rate_limited_total', async () => {
@@ -13,6 +14,8 @@ describe('limit refusals in the metrics', () => {
     });
     const port = server.port;
     try {
+      // Both budgets are per minute: every request below falls in one window.
+      await roomInWindow(60_000, 10_000);
       const post = () => send(port, { method: 'POST', path: '/', body: 'x' });
       expect((await post()).status).to.equal(200);
       expect((await post()).status).to.equal(429); // the server holds its one session
