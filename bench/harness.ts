@@ -7,7 +7,16 @@ import { send } from './http';
 import { measure, measureWrk, type Measurement } from './measure';
 import { LONGPOLL_FULL, type LongPollBenchOptions, type LongPollResults, runLongPollBench } from './longpoll';
 import { type MemoryFigures, memoryStoreRss, redisMemory } from './memory';
-import { BareNode, LIMITS_OFF, REPLICA_ENV, RedisServer, type Replica, startReplica } from './processes';
+import {
+  LIMITS_OFF,
+  REPLICA_ENV,
+  RedisServer,
+  type Replica,
+  startBareNode,
+  startFloor,
+  startReplica,
+  type FloorMode,
+} from './processes';
 import { type CeilingRow, redisCeiling } from './redis-ceiling';
 import {
   Checker,
@@ -22,6 +31,9 @@ import { answered, served } from './served';
 import { wrkVersion } from './wrk';
 
 export type StoreKind = 'redis' | 'memory';
+
+/** The key the poll floors read (a plain string holding the polled payload). */
+const FLOOR_KEY = 'bench:floor';
 
 export interface BenchOptions {
   connections: number;
@@ -52,6 +64,8 @@ export interface BenchOptions {
   commandsS: number;
   /** Also measure create and poll-200 of the first family with every limit off, for reference. */
   limitsOff: boolean;
+  /** Also measure the floors (bench/floor.mjs): the same paths built from the same parts, nothing else. */
+  floors: boolean;
   /** Sessions created for the memory figures, and their payload. */
   memorySessions: number;
   memoryPayloadBytes: number;
@@ -80,6 +94,7 @@ export const FULL: Omit<BenchOptions, 'progress'> = {
   wrkThreads: 1,
   commandsS: 1,
   limitsOff: true,
+  floors: true,
   memorySessions: 10_000,
   memoryPayloadBytes: 1024,
   memorySettleMs: 600,
@@ -108,6 +123,7 @@ export const SMOKE: Omit<BenchOptions, 'progress'> = {
   wrkThreads: 1,
   commandsS: 1,
   limitsOff: false,
+  floors: true,
   memorySessions: 200,
   memoryPayloadBytes: 1024,
   memorySettleMs: 100,
@@ -137,6 +153,22 @@ export interface Row {
   /** The bare Node figures this row is compared with: the mean of the runs just before and after it. */
   base?: Figures;
 }
+
+/** A floor (bench/floor.mjs) measured like a scenario: with wrk, bare Node interleaved. */
+export interface FloorRow {
+  mode: FloorMode;
+  /** The service's scenario it is the floor of. */
+  scenario: 'poll-200' | 'create';
+  m: Measurement;
+  base?: Figures;
+}
+
+/** The floors of the single-region paths, in the order they are measured. */
+export const FLOORS: readonly { mode: FloorMode; scenario: FloorRow['scenario'] }[] = [
+  { mode: 'http-poll', scenario: 'poll-200' },
+  { mode: 'koa-poll', scenario: 'poll-200' },
+  { mode: 'koa-create', scenario: 'create' },
+];
 
 /** Redis commands per request of one scenario, from a MONITOR pass of its own. */
 export interface CommandRow {
@@ -180,6 +212,7 @@ export interface BenchResults {
   baseline: Figures;
   redis: CeilingRow[];
   rows: Row[];
+  floors: FloorRow[];
   commands: CommandRow[];
   memory: MemoryFigures;
   longpoll?: { results: LongPollResults; markdown: string };
@@ -251,12 +284,14 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
     ? families.reduce((n, f) => n + commandScenarios(f).length, 0)
     : 0;
   const limitsOffSteps = opts.limitsOff && opts.stores.includes('redis') ? 2 : 0;
+  const floorSteps = opts.floors && opts.stores.includes('redis') ? FLOORS.length : 0;
   // Steps: the ceiling, every scenario, the bare Node runs (around each autocannon scenario, or one
   // per family, and one at the end), the commands passes, memory, long-poll. A stall adds two.
   let plan =
     1 +
     opts.stores.length * (scenarioCount + (interleaved ? sequenceCount + families.length : families.length)) +
     limitsOffSteps +
+    floorSteps +
     (interleaved ? 0 : limitsOffSteps > 0 ? 1 : 0) +
     (interleaved ? 0 : 1) +
     commandPasses +
@@ -270,7 +305,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
 
   const redis = await RedisServer.start();
   const redisPid = await pidOfRedis(redis.port);
-  const bare = await BareNode.start();
+  const bare = await startBareNode();
   const bareReq: Req = { method: 'GET', path: '/bench', headers: { 'If-None-Match': '"AAAAAAAA.1"' } };
   const replicas = new Map<StoreKind, Replica>();
   let limitsOffReplica: Replica | undefined;
@@ -317,7 +352,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
 
     const rows: Row[] = [];
     /** Rows measured since the last bare Node run: compared with the mean of it and the next one. */
-    const pending: Row[] = [];
+    const pending: { base?: Figures }[] = [];
     let before: Measurement | undefined;
     const bracket = async (label: string) => {
       const after = await baselineRun(label);
@@ -496,6 +531,54 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
       await limitsOffReplica.stop();
       limitsOffReplica = undefined;
     }
+    const floors: FloorRow[] = [];
+    if (floorSteps > 0) {
+      const seed = new Redis(redis.url);
+      try {
+        await seed.set(FLOOR_KEY, payload);
+      } finally {
+        seed.disconnect();
+      }
+      for (const floor of FLOORS) {
+        step++;
+        const label = `floor: ${floor.mode}`;
+        status(label);
+        const server = await startFloor(floor.mode, redis.url, FLOOR_KEY);
+        try {
+          const req: Req =
+            floor.scenario === 'create'
+              ? { method: 'POST', path: '/', headers: {}, body: createPayload }
+              : { method: 'GET', path: '/', headers: {} };
+          lastWasBare = false;
+          const load1 = os.loadavg()[0]!;
+          const { m, base } = await measureWrk({
+            url: server.url,
+            req,
+            status: floor.scenario === 'create' ? 201 : 200,
+            connections: opts.connections,
+            durationS: opts.durationS,
+            warmupS: opts.warmupS,
+            threads: opts.wrkThreads,
+            pids: { server: server.proc.pid!, redis: redisPid },
+            tick: (left) => status(label, left),
+            ...(interleaved
+              ? { interleave: { url: bare.url, req: bareReq, pids: { server: bare.proc.pid! }, slices: opts.slices } }
+              : {}),
+          });
+          const row: FloorRow = { ...floor, m };
+          floors.push(row);
+          if (base === undefined) {
+            pending.push(row);
+          } else {
+            row.base = meanOf([base]);
+            baselines.push({ label: `interleaved with ${label}`, m: base, load1 });
+          }
+        } finally {
+          await server.stop();
+        }
+        if (floor.scenario === 'create') await flushRedis(redis.port);
+      }
+    }
     if (pending.length > 0 || baselines.length === 0) await bracket('end');
 
     const commands: CommandRow[] = [];
@@ -571,6 +654,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
       baseline: meanOf(baselines.map((x) => x.m)),
       redis: ceiling,
       rows,
+      floors,
       commands,
       memory,
       ...(longpoll === undefined ? {} : { longpoll }),

@@ -34,8 +34,11 @@ export function startReplica(redisUrl: string | undefined, extra: Record<string,
   return Replica.start({ ...REPLICA_ENV, ...(redisUrl === undefined ? {} : { REDIS_URL: redisUrl }), ...extra });
 }
 
-/** The bare Node baseline as its own process, like a replica. */
-export class BareNode {
+/**
+ * A Node script of this directory as its own process, like a replica: it prints
+ * `{"msg":"listening","port":N}` as its first line once it listens.
+ */
+export class ScriptServer {
   private constructor(
     readonly proc: ChildProcess,
     readonly port: number,
@@ -45,13 +48,13 @@ export class BareNode {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  static start(): Promise<BareNode> {
-    const proc = spawn(process.execPath, [join(__dirname, 'bare-node.mjs')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  static start(script: string, args: string[] = []): Promise<ScriptServer> {
+    const proc = spawn(process.execPath, [join(__dirname, script), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     return new Promise((resolve, reject) => {
       createInterface({ input: proc.stdout! }).once('line', (line) => {
-        resolve(new BareNode(proc, (JSON.parse(line) as { port: number }).port));
+        resolve(new ScriptServer(proc, (JSON.parse(line) as { port: number }).port));
       });
-      proc.once('exit', (code) => reject(new Error(`bare node server exited with ${code}`)));
+      proc.once('exit', (code) => reject(new Error(`${script} ${args[0] ?? ''} exited with ${code}`)));
     });
   }
 
@@ -63,6 +66,15 @@ export class BareNode {
     });
   }
 }
+
+/** The bare Node baseline (bare-node.mjs). */
+export const startBareNode = (): Promise<ScriptServer> => ScriptServer.start('bare-node.mjs');
+
+/** What a floor of bench/floor.mjs does (see there). */
+export type FloorMode = 'http-poll' | 'koa-poll' | 'koa-create' | 'forward';
+
+export const startFloor = (mode: FloorMode, ...args: string[]): Promise<ScriptServer> =>
+  ScriptServer.start('floor.mjs', [mode, ...args]);
 
 /** Resident set size of a process in bytes (Linux), or undefined elsewhere. */
 export function rssOf(pid: number): number | undefined {

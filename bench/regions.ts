@@ -25,7 +25,7 @@ import { parseArgs } from 'node:util';
 import { freePort } from '../test/helpers/ports';
 import { RedisServer } from '../test/helpers/redis';
 import { Replica } from '../test/helpers/replica';
-import { cpuMsOf, REPLICA_ENV } from './processes';
+import { cpuMsOf, REPLICA_ENV, startFloor } from './processes';
 
 export interface RegionsBenchOptions {
   /** Added to each direction of the inter-region link. */
@@ -71,6 +71,12 @@ export const REGIONS_SMOKE: RegionsBenchOptions = {
 };
 
 export type Path = 'local' | 'direct over the link' | 'forwarded';
+/**
+ * The floor of a forward (bench/floor.mjs): node `http` and an undici pool sending each poll on over
+ * the same link, as a forward the home region accepts, and relaying the answer; nothing else.
+ */
+export const FLOOR_PATH = 'bare forwarder (floor)';
+export type ThroughputPath = Path | typeof FLOOR_PATH;
 
 export interface LatencyFigures {
   p50: number;
@@ -81,7 +87,7 @@ export interface LatencyFigures {
 export interface ThroughputFigures {
   kind: 'poll' | 'write';
   connections: number;
-  path: Path;
+  path: ThroughputPath;
   rps: number;
   p50: number;
   p99: number;
@@ -107,6 +113,8 @@ export interface RegionsResults {
     pollThroughputRatio: Record<number, number>;
     /** Local poll CPU per request (home replica) over forwarding CPU per request (forwarding replica). */
     pollCapacityRatio: number | undefined;
+    /** The same with the bare forwarder's CPU per request: the most any forwarding replica could keep. */
+    floorCapacityRatio: number | undefined;
   };
 }
 
@@ -289,7 +297,7 @@ async function throughput(
   entry: { url: string; pid: number },
   kind: 'poll' | 'write',
   connections: number,
-  path: Path,
+  path: ThroughputPath,
   scriptDir: string,
 ): Promise<ThroughputFigures> {
   const agent = new http.Agent({ keepAlive: false });
@@ -425,6 +433,8 @@ export async function runRegionsBench(
     started.push({ stop: () => home.stop('SIGKILL') });
     const away = await replica('a', redisA.url, `b=${interLink.url}`);
     started.push({ stop: () => away.stop('SIGKILL') });
+    const floor = await startFloor('forward', interLink.url, SECRET);
+    started.push(floor);
 
     say('measuring the link');
     const rtt = await linkRtt(clientLink, home);
@@ -446,6 +456,11 @@ export async function runRegionsBench(
           say(`${kind} throughput (wrk, ${connections} connections), ${path}`);
           throughputOf.push(await throughput(opts, home, paths[path], kind, connections, path, scriptDir));
         }
+        if (kind === 'poll') {
+          say(`poll throughput (wrk, ${connections} connections), ${FLOOR_PATH}`);
+          const entry = { url: floor.url, pid: floor.proc.pid! };
+          throughputOf.push(await throughput(opts, home, entry, kind, connections, FLOOR_PATH, scriptDir));
+        }
       }
     }
     say('cross-region wake-up');
@@ -457,7 +472,7 @@ export async function runRegionsBench(
       round2(latencyOf[kind].forwarded.p50 - latencyOf[kind].local.p50 - rtt);
     const vsDirect = (kind: 'poll' | 'write') =>
       round2(latencyOf[kind].forwarded.p50 - latencyOf[kind]['direct over the link'].p50);
-    const row = (connections: number, path: Path) =>
+    const row = (connections: number, path: ThroughputPath) =>
       throughputOf.find((t) => t.kind === 'poll' && t.connections === connections && t.path === path)!;
     const ratios: Record<number, number> = {};
     for (const c of opts.connections) ratios[c] = round2(row(c, 'forwarded').rps / row(c, 'direct over the link').rps);
@@ -465,6 +480,9 @@ export async function runRegionsBench(
     const busiest = opts.connections[opts.connections.length - 1]!;
     const localCpu = row(busiest, 'local').cpuUsEntry;
     const forwardCpu = row(busiest, 'forwarded').cpuUsEntry;
+    const floorCpu = row(busiest, FLOOR_PATH).cpuUsEntry;
+    const capacity = (cpu: number | undefined) =>
+      localCpu === undefined || cpu === undefined ? undefined : round2(localCpu / cpu);
     const results: RegionsResults = {
       delayMs: opts.delayMs,
       linkRttMs: rtt,
@@ -475,8 +493,8 @@ export async function runRegionsBench(
         forwardOverheadP50: { poll: overhead('poll'), write: overhead('write') },
         forwardVsDirectP50: { poll: vsDirect('poll'), write: vsDirect('write') },
         pollThroughputRatio: ratios,
-        pollCapacityRatio:
-          localCpu === undefined || forwardCpu === undefined ? undefined : round2(localCpu / forwardCpu),
+        pollCapacityRatio: capacity(forwardCpu),
+        floorCapacityRatio: capacity(floorCpu),
       },
     };
     return { results, markdown: markdown(results, opts) };
@@ -529,6 +547,7 @@ export function markdown(r: RegionsResults, opts: RegionsBenchOptions): string {
   }
   const w = r.wakeup;
   const first = opts.connections[0]!;
+  const busiest = opts.connections[opts.connections.length - 1]!;
   lines.push(
     '',
     `### Cross-region wake-up (${w['held across, written at home'].samples} rounds each)`,
@@ -551,12 +570,15 @@ export function markdown(r: RegionsResults, opts: RegionsBenchOptions): string {
         (c) =>
           `| the same at ${c} connections (the processes, not the link, are the bound here) | ${pct(t.pollThroughputRatio[c])} | ${met((t.pollThroughputRatio[c] ?? 0) >= 0.7)} |`,
       ),
-    `| CPU per request: a local poll on the home replica over a forwarded poll on the forwarding replica | ${pct(t.pollCapacityRatio)} | ${t.pollCapacityRatio === undefined ? '–' : met(t.pollCapacityRatio >= 0.7)} |`,
+    `| CPU per request: a local poll on the home replica over a forwarded poll on the forwarding replica, ${busiest} connections | ${pct(t.pollCapacityRatio)} | ${t.pollCapacityRatio === undefined ? '–' : met(t.pollCapacityRatio >= 0.7)} |`,
+    `| floor of the row above: the same over the bare forwarder's CPU per poll (\`bench/floor.mjs\`: node \`http\` + an undici pool, nothing else) | ${pct(t.floorCapacityRatio)} | floor |`,
     '',
-    'The last row is what one forwarding replica can sustain, forwarding only, against what it sustains serving its own',
+    'The CPU row is what one forwarding replica can sustain, forwarding only, against what it sustains serving its own',
     "sessions: a forward is a second HTTP exchange (a socket write and read per request), where a local poll's Redis",
-    'command shares its socket writes with other requests (auto-pipelining). Wake-up: a forwarded waiter hears of the',
-    'write one link traversal after the home region does; a forwarded write reaches home one traversal after it is sent.',
+    'command shares its socket writes with other requests (auto-pipelining). The floor is the same exchange made by a',
+    'process that does nothing else: no forwarding replica, whatever its own code, keeps more than that. Wake-up: a',
+    'forwarded waiter hears of the write one link traversal after the home region does; a forwarded write reaches home',
+    'one traversal after it is sent.',
     '',
   );
   return lines.join('\n');

@@ -1,4 +1,4 @@
-import type { BenchResults, CommandRow, Figures, Row } from './harness';
+import type { BenchResults, CommandRow, Figures, FloorRow, Row } from './harness';
 import type { Measurement } from './measure';
 import { aboveBare, type MemoryFill } from './memory';
 
@@ -57,7 +57,7 @@ export function targets(r: BenchResults): Target[] {
       out.push({
         what,
         target,
-        measured: `${ratio(m.rps / base)} (${int(m.rps)} / ${int(base)} req/s)`,
+        measured: `${ratio(m.rps / base)} (${int(m.rps)} / ${int(base)} req/s)${floorNote(r, row.scenario)}`,
         pass: m.rps >= t.min * base,
       });
     }
@@ -91,6 +91,31 @@ export function targets(r: BenchResults): Target[] {
     pass: errors === 0,
   });
   return out;
+}
+
+/** What each floor of bench/floor.mjs is, for the report. */
+function floorLabel(f: FloorRow, o: BenchResults['options']): string {
+  switch (f.mode) {
+    case 'http-poll':
+      return `node \`http\` + ioredis: one \`GET\`, 200 with the ${o.payloadBytes}-byte payload and a poll's headers`;
+    case 'koa-poll':
+      return 'the same, as the one middleware of a bare Koa app';
+    case 'koa-create':
+      return `bare Koa + ioredis: reads the ${int(o.createPayloadBytes)}-byte body, one \`SET NX PX\` of a random id, 201 with JSON`;
+    default:
+      return f.mode;
+  }
+}
+
+/** A floor's req/s over bare Node's around it. */
+function floorRatio(f: FloorRow, r: BenchResults): number {
+  return f.m.rps / (f.base ?? r.baseline).rps;
+}
+
+/** The Koa floor of a scenario in this run, as a note beside the scenario's target. */
+function floorNote(r: BenchResults, scenario: Row['scenario']): string {
+  const koa = r.floors.find((f) => f.scenario === scenario && f.mode.startsWith('koa-'));
+  return koa === undefined ? '' : `; bare Koa floor ${ratio(floorRatio(koa, r))}`;
 }
 
 function verdict(pass: boolean | undefined): string {
@@ -213,6 +238,28 @@ export function markdown(r: BenchResults, extraSections: string[] = []): string 
     '|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...r.rows.flatMap((x) => scenarioRow(x, b)),
   );
+  if (r.floors.length > 0) {
+    lines.push(
+      '',
+      '## Floors',
+      '',
+      'What the same paths cost when built from the same parts and nothing else (`bench/floor.mjs`): Node, Koa and ' +
+        'ioredis on the same Redis, with none of the service (no routing, limits, metrics, CORS checks, errors or ' +
+        'request ids), measured the same way (wrk, bare Node interleaved). A throughput target above a floor is out ' +
+        "of reach of those parts on this machine, whatever the service's own code does.",
+      '',
+      '| floor | of | generator | req/s | bare Node req/s | × | target | server CPU µs/req | Redis CPU µs/req | errors |',
+      '|---|---|---|---:|---:|---:|---:|---:|---:|---|',
+      ...r.floors.map((f) => {
+        const min = THROUGHPUT_TARGETS.find((t) => t.scenario === f.scenario)?.min;
+        return (
+          `| ${floorLabel(f, o)} | ${f.scenario} | ${f.m.tool} | ${int(f.m.rps)} | ${int((f.base ?? b).rps)} | ` +
+          `${ratio(floorRatio(f, r))} | ${min === undefined ? '–' : `≥ ${min.toFixed(2)}`} | ` +
+          `${us(f.m.cpuUsPerRequest?.server)} | ${us(f.m.cpuUsPerRequest?.redis)} | ${errorsCell(f.m)} |`
+        );
+      }),
+    );
+  }
   if (r.commands.length > 0) {
     lines.push(
       '',

@@ -30,7 +30,16 @@ describe('bench, multi-region section (smoke)', function () {
         );
       }
     }
-    expect(results.throughput).to.have.length(6);
+    // Polls by every path and by the bare forwarder (the floor), writes by every path.
+    expect(results.throughput.map((t) => `${t.kind} ${t.path}`)).to.have.members([
+      'poll local',
+      'poll direct over the link',
+      'poll forwarded',
+      'poll bare forwarder (floor)',
+      'write local',
+      'write direct over the link',
+      'write forwarded',
+    ]);
     for (const t of results.throughput) {
       expect(t.rps, `${t.kind} ${t.path}`).to.be.greaterThan(0);
       expect(t.errors, `${t.kind} ${t.path}`).to.equal(0);
@@ -42,5 +51,6 @@ describe('bench, multi-region section (smoke)', function () {
   it('renders its section with the targets', () => {
     expect(md).to.include('## Multi-region');
     expect(md).to.match(/\| forwarded poll p50 ≤ local p50 \+ link round trip \+ 2 ms \|/);
+    expect(md).to.match(/\| floor of the row above: .* \| \d+% \| floor \|/);
   });
 });

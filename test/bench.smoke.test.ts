@@ -73,6 +73,27 @@ describe('bench (smoke)', function () {
     expect(results.memory.sessions).to.equal(SMOKE.memorySessions);
   });
 
+  it('measures the floors on the same Redis, each beside bare Node, and names the Koa floor beside the targets', () => {
+    expect(results.floors.map((f) => `${f.mode} ${f.scenario} ${f.m.tool}`)).to.deep.equal([
+      'http-poll poll-200 wrk',
+      'koa-poll poll-200 wrk',
+      'koa-create create wrk',
+    ]);
+    for (const f of results.floors) {
+      expect(f.m.requests, f.mode).to.be.greaterThan(0);
+      expect(f.m.errors, `${f.mode}: ${f.m.firstError}`).to.equal(0);
+      expect(f.base!.rps, f.mode).to.be.greaterThan(0);
+      expect(f.m.cpuUsPerRequest!.redis, f.mode).to.be.a('number');
+    }
+    const md = markdown(results);
+    expect(md).to.include('## Floors');
+    expect(md).to.match(
+      /\| bare Koa \+ ioredis: reads the 1,024-byte body.* \| create \| wrk \| [\d,]+ \| [\d,]+ \| \d+\.\d\d× \|/,
+    );
+    const poll = targets(results).find((t) => t.what.startsWith('poll, `GET` answered 200'))!;
+    expect(poll.measured).to.match(/; bare Koa floor \d+\.\d\d×$/);
+  });
+
   it('renders the tables with ratios to the bare Node baseline, the targets, and reports progress', () => {
     const md = markdown(results);
     // req/s, the bare Node req/s it is compared with, and the ratio.
