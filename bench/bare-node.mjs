@@ -2,20 +2,10 @@
 // headers a rendezvous 304 carries (the validators, no Content-Type and no Content-Length: a 304
 // has no body). Nothing the service does can answer faster than this on one core.
 import http from 'node:http';
-
-const headers = {
-  'Cache-Control': 'no-store, no-transform',
-  Pragma: 'no-cache',
-  'X-Content-Type-Options': 'nosniff',
-  'Access-Control-Allow-Origin': '*',
-  'Access-Control-Expose-Headers': 'ETag, Location, Expires, Last-Modified',
-  ETag: '"AAAAAAAA.1"',
-  Expires: 'Thu, 01 Jan 2026 00:05:00 GMT',
-  'Last-Modified': 'Thu, 01 Jan 2026 00:00:00 GMT',
-};
+import { POLL_HEADERS } from './poll-headers.mjs';
 
 const server = http.createServer((_req, res) => {
-  res.writeHead(304, headers);
+  res.writeHead(304, POLL_HEADERS);
   res.end();
 });
 server.listen(0, '127.0.0.1', () => {

@@ -8,89 +8,100 @@
 //                                                peer as a region forward, its answer relayed
 //
 // Each is what the service does on that path minus everything else it does (routing, limits,
-// metrics, CORS checks, errors, request ids): nothing here is fit to serve clients.
-import { randomBytes } from 'node:crypto';
+// metrics, Host and origin checks, error answers, request ids): nothing here is fit to serve
+// clients. Anything but the one answer a floor exists for is a 5xx, so the bench counts it as an
+// error (wrk counts statuses from 400 up, and a floor has no /metrics to ask).
+import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { URL } from 'node:url';
 import Koa from 'koa';
 import { Redis } from 'ioredis';
 import { Pool } from 'undici';
+import { COMMON_HEADERS, POLL_HEADERS } from './poll-headers.mjs';
 
-// The headers a rendezvous poll answer carries (as bare-node.mjs sends them).
-const HEADERS = {
-  'Cache-Control': 'no-store, no-transform',
-  Pragma: 'no-cache',
-  'X-Content-Type-Options': 'nosniff',
-  'Access-Control-Allow-Origin': '*',
-  'Access-Control-Expose-Headers': 'ETag, Location, Expires, Last-Modified',
-  ETag: '"AAAAAAAA.1"',
-  Expires: 'Thu, 01 Jan 2026 00:05:00 GMT',
-  'Last-Modified': 'Thu, 01 Jan 2026 00:00:00 GMT',
-  'Content-Type': 'application/octet-stream',
-};
+const POLL = { ...POLL_HEADERS, 'Content-Type': 'application/octet-stream' };
+const CREATED = { ...COMMON_HEADERS, 'Content-Type': 'application/json' };
 const MAX_BODY = 4096;
 const TTL_MS = 300_000;
+// As the service's forwarder: never relayed (RFC 9110 section 7.6.1).
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'proxy-authenticate',
+  'proxy-authorization',
+]);
 
-const [mode, a1, a2] = process.argv.slice(2);
-const redis = () => new Redis(a1, { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
-
-function fail(res) {
-  res.writeHead(503);
+function fail(res, status = 503) {
+  if (!res.headersSent) res.writeHead(status);
   res.end();
 }
 
-let listener;
-if (mode === 'http-poll') {
-  const client = redis();
-  listener = (_req, res) => {
-    client.getBuffer(a2).then(
-      (payload) => {
-        res.writeHead(200, HEADERS);
-        res.end(payload);
-      },
-      () => fail(res),
-    );
-  };
-} else if (mode === 'koa-poll' || mode === 'koa-create') {
-  const client = redis();
+function pollFloor(redisUrl, key, bareKoa) {
+  const client = new Redis(redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
+  if (!bareKoa) {
+    return (_req, res) => {
+      client.getBuffer(key).then(
+        (payload) => {
+          if (payload === null) return fail(res, 500);
+          res.writeHead(200, { ...POLL, 'Content-Length': payload.length });
+          res.end(payload);
+        },
+        () => fail(res),
+      );
+    };
+  }
   const app = new Koa();
   app.silent = true;
-  app.use(
-    mode === 'koa-poll'
-      ? async (ctx) => {
-          ctx.set(HEADERS);
-          ctx.body = await client.getBuffer(a2);
-        }
-      : async (ctx) => {
-          const chunks = [];
-          let size = 0;
-          for await (const chunk of ctx.req) {
-            size += chunk.length;
-            if (size > MAX_BODY) ctx.throw(413);
-            chunks.push(chunk);
-          }
-          const id = randomBytes(16).toString('base64url');
-          await client.set(`rz:{${id}}`, Buffer.concat(chunks), 'PX', TTL_MS, 'NX');
-          ctx.set(HEADERS);
-          ctx.status = 201;
-          ctx.body = { id };
-        },
-  );
-  listener = app.callback();
-} else if (mode === 'forward') {
-  const peer = new URL(a1);
-  const pool = new Pool(peer.origin, { connections: 1024, headersTimeout: 0, bodyTimeout: 0 });
-  listener = (req, res) => {
+  app.use(async (ctx) => {
+    const payload = await client.getBuffer(key);
+    if (payload === null) ctx.throw(500);
+    ctx.set(POLL);
+    ctx.body = payload;
+  });
+  return app.callback();
+}
+
+function createFloor(redisUrl) {
+  const client = new Redis(redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
+  const app = new Koa();
+  app.silent = true;
+  app.use(async (ctx) => {
+    const chunks = [];
+    let size = 0;
+    for await (const chunk of ctx.req) {
+      size += chunk.length;
+      if (size > MAX_BODY) ctx.throw(500);
+      chunks.push(chunk);
+    }
+    const id = randomBytes(16).toString('base64url');
+    if ((await client.set(`rz:{${id}}`, Buffer.concat(chunks), 'PX', TTL_MS, 'NX')) !== 'OK') ctx.throw(500);
+    ctx.set(CREATED);
+    ctx.status = 201;
+    ctx.body = { id };
+  });
+  return app.callback();
+}
+
+function forwardFloor(peerUrl, secret) {
+  const pool = new Pool(new URL(peerUrl).origin, { connections: 1024, headersTimeout: 0, bodyTimeout: 0 });
+  return (req, res) => {
     const headers = [
+      'x-request-id',
+      randomUUID(),
       'x-rendezvous-forwarded-by',
       'floor',
       'x-rendezvous-forwarded-for',
       req.socket.remoteAddress ?? '',
       'x-rendezvous-region-secret',
-      a2,
+      secret,
     ];
-    const inm = req.headers['if-none-match'];
-    if (inm !== undefined) headers.push('if-none-match', inm);
+    const condition = req.headers['if-none-match'];
+    if (condition !== undefined) headers.push('if-none-match', condition);
     let status = 0;
     let raw = [];
     const chunks = [];
@@ -111,8 +122,7 @@ if (mode === 'http-poll') {
         onComplete() {
           const out = [];
           for (let i = 0; i < raw.length; i += 2) {
-            const name = raw[i].toLowerCase();
-            if (name !== 'connection' && name !== 'keep-alive') out.push(raw[i], raw[i + 1]);
+            if (!HOP_BY_HOP.has(raw[i].toLowerCase())) out.push(raw[i], raw[i + 1]);
           }
           res.writeHead(status, out);
           res.end(chunks.length > 0 ? Buffer.concat(chunks) : undefined);
@@ -120,12 +130,20 @@ if (mode === 'http-poll') {
       },
     );
   };
-} else {
+}
+
+const [mode, ...args] = process.argv.slice(2);
+const listeners = {
+  'http-poll': ([redisUrl, key]) => pollFloor(redisUrl, key, false),
+  'koa-poll': ([redisUrl, key]) => pollFloor(redisUrl, key, true),
+  'koa-create': ([redisUrl]) => createFloor(redisUrl),
+  forward: ([peerUrl, secret]) => forwardFloor(peerUrl, secret),
+};
+if (!(mode in listeners)) {
   process.stderr.write(`floor.mjs: unknown mode ${mode}\n`);
   process.exit(2);
 }
-
-const server = http.createServer({ keepAliveTimeout: 65_000 }, listener);
+const server = http.createServer({ keepAliveTimeout: 65_000 }, listeners[mode](args));
 server.listen(0, '127.0.0.1', () => {
   process.stdout.write(`${JSON.stringify({ msg: 'listening', port: server.address().port })}\n`);
 });

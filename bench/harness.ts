@@ -285,14 +285,16 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
     : 0;
   const limitsOffSteps = opts.limitsOff && opts.stores.includes('redis') ? 2 : 0;
   const floorSteps = opts.floors && opts.stores.includes('redis') ? FLOORS.length : 0;
-  // Steps: the ceiling, every scenario, the bare Node runs (around each autocannon scenario, or one
-  // per family, and one at the end), the commands passes, memory, long-poll. A stall adds two.
+  // Steps: the ceiling, every scenario, the limits-off and floor rows (with a bare Node run before
+  // each group when not interleaved), the bare Node runs (around each autocannon scenario, or one per
+  // family, and one at the end), the commands passes, memory, long-poll. A stall adds two.
   let plan =
     1 +
     opts.stores.length * (scenarioCount + (interleaved ? sequenceCount + families.length : families.length)) +
     limitsOffSteps +
     floorSteps +
     (interleaved ? 0 : limitsOffSteps > 0 ? 1 : 0) +
+    (interleaved ? 0 : floorSteps > 0 ? 1 : 0) +
     (interleaved ? 0 : 1) +
     commandPasses +
     1 +
@@ -539,6 +541,8 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
       } finally {
         seed.disconnect();
       }
+      // Compared with bare Node runs of their own when bare Node is not interleaved.
+      if (!interleaved) await bracket('before the floors');
       for (const floor of FLOORS) {
         step++;
         const label = `floor: ${floor.mode}`;
@@ -554,6 +558,8 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
           const { m, base } = await measureWrk({
             url: server.url,
             req,
+            // A floor has no /metrics to read its statuses from: it answers anything but this with a
+            // 5xx, which wrk counts.
             status: floor.scenario === 'create' ? 201 : 200,
             connections: opts.connections,
             durationS: opts.durationS,

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { killOnExit } from '../test/helpers/children';
 import { Replica } from '../test/helpers/replica';
 
 export { RedisServer } from '../test/helpers/redis';
@@ -49,7 +50,9 @@ export class ScriptServer {
   }
 
   static start(script: string, args: string[] = []): Promise<ScriptServer> {
-    const proc = spawn(process.execPath, [join(__dirname, script), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const proc = killOnExit(
+      spawn(process.execPath, [join(__dirname, script), ...args], { stdio: ['ignore', 'pipe', 'inherit'] }),
+    );
     return new Promise((resolve, reject) => {
       createInterface({ input: proc.stdout! }).once('line', (line) => {
         resolve(new ScriptServer(proc, (JSON.parse(line) as { port: number }).port));

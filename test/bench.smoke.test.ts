@@ -83,7 +83,7 @@ describe('bench (smoke)', function () {
       expect(f.m.requests, f.mode).to.be.greaterThan(0);
       expect(f.m.errors, `${f.mode}: ${f.m.firstError}`).to.equal(0);
       expect(f.base!.rps, f.mode).to.be.greaterThan(0);
-      expect(f.m.cpuUsPerRequest!.redis, f.mode).to.be.a('number');
+      if (process.platform === 'linux') expect(f.m.cpuUsPerRequest?.redis, f.mode).to.be.a('number');
     }
     const md = markdown(results);
     expect(md).to.include('## Floors');
