@@ -18,23 +18,14 @@ import Koa from 'koa';
 import { Redis } from 'ioredis';
 import { Pool } from 'undici';
 import { COMMON_HEADERS, POLL_HEADERS } from './poll-headers.mjs';
+// The forwarder's own header names and list (from the build, which the bench makes first).
+import { FORWARDED_BY, FORWARDED_FOR, REGION_SECRET } from '../dist/region/auth.js';
+import { HOP_BY_HOP } from '../dist/region/hop-by-hop.js';
 
 const POLL = { ...POLL_HEADERS, 'Content-Type': 'application/octet-stream' };
 const CREATED = { ...COMMON_HEADERS, 'Content-Type': 'application/json' };
 const MAX_BODY = 4096;
 const TTL_MS = 300_000;
-// As the service's forwarder: never relayed (RFC 9110 section 7.6.1).
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
-  'proxy-authenticate',
-  'proxy-authorization',
-]);
 
 function fail(res, status = 503) {
   if (!res.headersSent) res.writeHead(status);
@@ -93,11 +84,11 @@ function forwardFloor(peerUrl, secret) {
     const headers = [
       'x-request-id',
       randomUUID(),
-      'x-rendezvous-forwarded-by',
+      FORWARDED_BY,
       'floor',
-      'x-rendezvous-forwarded-for',
+      FORWARDED_FOR,
       req.socket.remoteAddress ?? '',
-      'x-rendezvous-region-secret',
+      REGION_SECRET,
       secret,
     ];
     const condition = req.headers['if-none-match'];

@@ -13,6 +13,7 @@ import { preferredWaitSeconds } from '../longpoll';
 import { sequenceWait } from '../protocols/long-poll';
 import { FORWARDED_BY, FORWARDED_FOR, PEER_REFUSED, REGION_SECRET } from './auth';
 import { CircuitBreaker } from './breaker';
+import { HOP_BY_HOP } from './hop-by-hop';
 import type { RegionMetrics } from './metrics';
 
 /** Request headers a session route reads: the only ones sent on (Authorization is ignored there). */
@@ -26,19 +27,6 @@ const PASSED = [
   'sec-fetch-user',
   'sec-fetch-site',
 ] as const;
-
-/** Hop-by-hop headers (RFC 9110 section 7.6.1): about one connection, never relayed. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
-  'proxy-authenticate',
-  'proxy-authorization',
-]);
 
 /** Largest answer relayed; a session answer is a few KiB (an MSC4388 read of 4 KiB of escapes: 25). */
 const MAX_ANSWER_BYTES = 8 * 1024 * 1024;
