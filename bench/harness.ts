@@ -370,6 +370,9 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
     };
     const payload = 'x'.repeat(opts.payloadBytes);
     const createPayload = 'x'.repeat(opts.createPayloadBytes);
+    /** The sessions `scenario` needs on `replica`, made, and the requests that use them. */
+    const prepareOn = (replica: Replica, family: Family, scenario: ScenarioName, check: Checker) =>
+      prepare(scenario, { base: replica.url, family, connections: opts.connections, payload, createPayload, check });
 
     /** One scenario on one replica: wrk for a fixed request, autocannon for a sequence. */
     const scenarioRow = async (
@@ -386,14 +389,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
         store === 'redis' ? { server: replica.proc.pid!, redis: redisPid } : { server: replica.proc.pid! };
       const autocannonRun = async (durationS: number, warmupS: number) => {
         const check = new Checker();
-        const prepared = await prepare(scenario, {
-          base: replica.url,
-          family,
-          connections: opts.connections,
-          payload,
-          createPayload,
-          check,
-        });
+        const prepared = await prepareOn(replica, family, scenario, check);
         const m = await measure({
           url: replica.url,
           connections: opts.connections,
@@ -484,16 +480,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResults> {
         connections: opts.connections,
         durationS: opts.replicaWarmupS,
         warmupS: 0,
-        requests: (
-          await prepare('exchange', {
-            base: replica.url,
-            family,
-            connections: opts.connections,
-            payload,
-            createPayload,
-            check,
-          })
-        ).requests,
+        requests: (await prepareOn(replica, family, 'exchange', check)).requests,
         check,
       });
     };

@@ -8,6 +8,10 @@ import { Replica } from './helpers/replica';
 
 const MAIN = join(__dirname, '..', 'dist', 'main.js');
 
+/** The server started with only these settings (and PATH), as an operator's shell would. */
+const startWith = (env: Record<string, string>) =>
+  spawnSync(process.execPath, [MAIN], { encoding: 'utf8', env: { PATH: process.env.PATH, ...env }, timeout: 10_000 });
+
 describe('configuration', () => {
   it('has working defaults for a bare machine', () => {
     const c = loadConfig({});
@@ -61,11 +65,7 @@ describe('configuration', () => {
   });
 
   it('refuses to start on a bad value with a one-line error per problem and exit code 2', () => {
-    const cli = spawnSync(process.execPath, [MAIN], {
-      encoding: 'utf8',
-      env: { PATH: process.env.PATH, RZ_MAX_BYTES: '-1', PORT: '99999' },
-      timeout: 10_000,
-    });
+    const cli = startWith({ RZ_MAX_BYTES: '-1', PORT: '99999' });
     expect(cli.status).to.equal(2);
     const lines = cli.stderr.trim().split('\n');
     expect(lines[0]).to.match(/^rendezvous-server: config error: PORT must be/);
@@ -74,11 +74,7 @@ describe('configuration', () => {
   });
 
   it('names a misspelt setting beside the errors, since the typo is often their cause', () => {
-    const cli = spawnSync(process.execPath, [MAIN], {
-      encoding: 'utf8',
-      env: { PATH: process.env.PATH, RZ_MAX_BYTES: '1e3', RZ_TTL_SECOND: '5' },
-      timeout: 10_000,
-    });
+    const cli = startWith({ RZ_MAX_BYTES: '1e3', RZ_TTL_SECOND: '5' });
     expect(cli.status).to.equal(2);
     expect(cli.stderr).to.include('warning: RZ_TTL_SECOND is not a setting and is ignored');
     expect(cli.stderr).to.match(/config error: RZ_MAX_BYTES must be/);
@@ -162,11 +158,7 @@ describe('secrets in configuration errors', () => {
   });
 
   it('are masked by the CLI too, which exits 2', () => {
-    const cli = spawnSync(process.execPath, [MAIN], {
-      encoding: 'utf8',
-      env: { PATH: process.env.PATH, REDIS_URL: 'redis://rz:s3cret@redis.internal:99999', RZ_CREATE_RATE: ' ' },
-      timeout: 10_000,
-    });
+    const cli = startWith({ REDIS_URL: 'redis://rz:s3cret@redis.internal:99999', RZ_CREATE_RATE: ' ' });
     expect(cli.status).to.equal(2);
     expect(cli.stderr).to.include('redis://rz:***@redis.internal:99999').and.include('RZ_CREATE_RATE must be');
     expect(cli.stderr + cli.stdout).to.not.include('s3cret');
