@@ -38,6 +38,14 @@ export class Lifecycle {
     });
 }
 
+/** One store ping of the readiness check, shared by the probes that come while it is out. */
+interface Ping {
+  at: number;
+  result: Promise<boolean>;
+  pending: boolean;
+  yes: boolean;
+}
+
 /** How long the store's last yes is reused for readiness. */
 const PING_FOR_MS = 250;
 
@@ -57,7 +65,7 @@ export class Readiness {
   private reached = false;
   private condition: StoreCondition = { healthy: true };
   private timer: NodeJS.Timeout | undefined;
-  private lastPing: { at: number; result: Promise<boolean>; pending: boolean; yes: boolean } | undefined;
+  private lastPing: Ping | undefined;
 
   constructor(
     private readonly backend: Backend,
@@ -103,7 +111,7 @@ export class Readiness {
     const now = Date.now();
     const last = this.lastPing;
     if (last !== undefined && (last.pending || (last.yes && now - last.at < PING_FOR_MS))) return last.result;
-    const ping: { at: number; result: Promise<boolean>; pending: boolean; yes: boolean } = {
+    const ping: Ping = {
       at: now,
       result: this.backend.ping().then(
         () => ((ping.pending = false), (ping.yes = true)),
