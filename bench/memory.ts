@@ -120,7 +120,7 @@ async function keyKinds(client: Redis): Promise<{ keys: Record<string, number>; 
     for (const key of found) {
       const kind = key
         .replace(/^rz:\{[A-Za-z0-9_-]{22}\}/, 'rz:{<id>}')
-        .replace(/^(rz:\{:rl\}:\w+):\d+$/, '$1:<window>');
+        .replace(/^(rz:\{:rl\}:\w+):\d+:\d+$/, '$1:<window>:<bucket>');
       keys[kind] = (keys[kind] ?? 0) + 1;
       if (kind !== 'rz:{<id>}') {
         shared[kind] = (shared[kind] ?? 0) + Number(await client.memory('USAGE', key, 'SAMPLES', '0'));

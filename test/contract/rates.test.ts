@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { RATE_BUCKETS, rateWindowKey } from '../../src/store/format';
 import { BACKEND_KINDS, type BackendPair } from '../helpers/backends';
 
 /** The rate-counter contract, on every backend: batches add up, per address and per window. */
@@ -39,6 +40,43 @@ for (const kind of BACKEND_KINDS) {
       ).to.deep.equal([6, 5]);
       expect(await pair.a.rates.add(w, [['2001:db8::/64', 7]])).to.deep.equal([7]);
     });
+
+    it('answers every address of a large batch its own total, in order, whatever the batch order', async () => {
+      const w = window();
+      const addresses = Array.from({ length: 2000 }, (_, i) => `10.1.${i >> 8}.${i & 255}`);
+      const first = await pair.a.rates.add(
+        w,
+        addresses.map((a, i) => [a, (i % 7) + 1]),
+      );
+      expect(first).to.deep.equal(addresses.map((_, i) => (i % 7) + 1));
+      const reversed = [...addresses].reverse();
+      const second = await pair.b.rates.add(
+        w,
+        reversed.map((a) => [a, 100]),
+      );
+      expect(second).to.deep.equal(reversed.map((a) => (addresses.indexOf(a) % 7) + 101));
+    });
+
+    if (kind.redis) {
+      it("keeps a window's counts of many addresses in compact hashes, with the window's expiry", async () => {
+        const w = window();
+        const addresses = Array.from({ length: 5000 }, (_, i) => `10.2.${i >> 8}.${i & 255}`);
+        const sent = Date.now();
+        await pair.a.rates.add(
+          w,
+          addresses.map((a) => [a, 1]),
+        );
+        const raw = pair.inspect!;
+        let fields = 0;
+        for (let bucket = 0; bucket < RATE_BUCKETS; bucket++) {
+          const key = rateWindowKey(w.budget, w.start, bucket);
+          fields += await raw.hlen(key);
+          expect(await raw.object('ENCODING', key), key).to.equal('listpack');
+          expect(await raw.pttl(key), key).to.be.within(1, w.start + w.ms - sent + 5000);
+        }
+        expect(fields).to.equal(5000);
+      });
+    }
 
     it('keeps windows apart', async () => {
       const [w1, w2] = [window(), window()];

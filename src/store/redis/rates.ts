@@ -1,4 +1,4 @@
-import { rateWindowKey } from '../format';
+import { rateBucketOf, rateWindowKey } from '../format';
 import type { RateCounters, RateWindow } from '../types';
 import { storeFailure } from './errors';
 import type { ScriptedClient } from './scripts';
@@ -7,8 +7,9 @@ import type { ScriptedClient } from './scripts';
 const KEEP_AFTER_MS = 5000;
 
 /**
- * Rate counts shared by every replica: one hash per budget window, one field per address, all in
- * one Cluster slot, so one script call adds a whole batch of addresses and answers their totals.
+ * Rate counts shared by every replica: each budget window's counts in a few hashes by address
+ * (format.ts says why), all in one Cluster slot, so one script call adds a whole batch of addresses
+ * and answers their totals.
  */
 export class RedisRateCounters implements RateCounters {
   readonly shared = true;
@@ -16,8 +17,19 @@ export class RedisRateCounters implements RateCounters {
   constructor(private readonly cmd: ScriptedClient) {}
 
   add(window: RateWindow, counts: readonly (readonly [string, number])[]): Promise<number[]> {
+    const keys: string[] = [];
+    /** Key index (1-based, as the script reads it) by bucket. */
+    const indexOf = new Map<number, number>();
     const args: (string | number)[] = [Math.max(KEEP_AFTER_MS, window.start + window.ms - Date.now() + KEEP_AFTER_MS)];
-    for (const [address, count] of counts) args.push(address, count);
-    return this.cmd.rzAddRateCounts(rateWindowKey(window.budget, window.start), ...args).catch(storeFailure);
+    for (const [address, count] of counts) {
+      const bucket = rateBucketOf(address);
+      let index = indexOf.get(bucket);
+      if (index === undefined) {
+        index = keys.push(rateWindowKey(window.budget, window.start, bucket));
+        indexOf.set(bucket, index);
+      }
+      args.push(index, address, count);
+    }
+    return this.cmd.rzAddRateCounts(keys.length, ...keys, ...args).catch(storeFailure);
   }
 }

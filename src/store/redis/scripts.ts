@@ -15,7 +15,7 @@ const SCRIPTS = {
   rzReleaseClaim: 'releaseClaim-4.lua',
   rzDeleteClaimedSession: 'deleteSession-2.lua',
   rzReleaseSlot: 'releaseSlot-4.lua',
-  rzAddRateCounts: 'addRateCounts-1.lua',
+  rzAddRateCounts: 'addRateCounts-n.lua',
 } as const;
 
 /** An array reply of a script: numbers, and strings (or Buffers, from a `…Buffer` call). */
@@ -55,15 +55,21 @@ export function scriptSource(file: string): string {
   );
 }
 
-let sources: Map<string, { numberOfKeys: number; lua: string }> | undefined;
+let sources: Map<string, { numberOfKeys: number | undefined; lua: string }> | undefined;
+
+/**
+ * A script file's name ends in its key count, or in `n` when that varies: the caller then passes
+ * the count as the first argument (ioredis's convention for a command defined without one).
+ */
+function keyCountOf(file: string): number | undefined {
+  const count = /-(\d+|n)\.lua$/.exec(file)![1]!;
+  return count === 'n' ? undefined : Number(count);
+}
 
 /** Defines every script on the client, read and assembled once per process. */
 export function defineScripts(client: Redis | Cluster): ScriptedClient {
   sources ??= new Map(
-    Object.entries(SCRIPTS).map(([name, file]) => [
-      name,
-      { numberOfKeys: Number(/-(\d+)\.lua$/.exec(file)![1]), lua: scriptSource(file) },
-    ]),
+    Object.entries(SCRIPTS).map(([name, file]) => [name, { numberOfKeys: keyCountOf(file), lua: scriptSource(file) }]),
   );
   for (const [name, definition] of sources) client.defineCommand(name, definition);
   return client as ScriptedClient;
