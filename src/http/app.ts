@@ -1,5 +1,4 @@
 import Koa from 'koa';
-import Router from '@koa/router';
 import cors from '@koa/cors';
 import type { Logger } from 'pino';
 import type { Config } from '../config';
@@ -20,6 +19,7 @@ import { requestId } from './request-id';
 import { hostCheck } from './host';
 import { httpMetrics, metricsRoutes } from './metrics';
 import { urlLimit } from './url-limit';
+import { Routes } from './routes';
 import { createLimits } from '../limits';
 import { createRegion } from '../region';
 
@@ -47,15 +47,15 @@ export function createApp(deps: AppDeps): Koa {
   app.on('error', (err: Error) => log.debug({ err: err.message }, 'connection error'));
 
   const protocol = { config, sessions, log, metrics, longPoll };
-  // Every route on one router: one match per request. Fixed paths first, so `/metrics` and `/health`
-  // are never taken for MSC3886 session ids.
-  const router = new Router();
-  healthRoutes(deps.readiness, router);
-  if (config.metricsPort === undefined) metricsRoutes(metrics, sessions, router);
-  msc3886Routes(protocol, router);
-  msc4108Routes(protocol, router);
+  // One match per request, against the routes under its path's prefix. Fixed paths first, so
+  // `/metrics` and `/health` are never taken for MSC3886 session ids at the root.
+  const routes = new Routes();
+  healthRoutes(deps.readiness, routes.root);
+  if (config.metricsPort === undefined) metricsRoutes(metrics, sessions, routes.root);
+  msc3886Routes(protocol, routes);
+  msc4108Routes(protocol, routes);
   // Token verdicts live in the backend, so with Redis every replica shares them.
-  if (config.msc4388Enabled) msc4388Routes(protocol, createPolicy(config, backend.verdicts, log), router);
+  if (config.msc4388Enabled) msc4388Routes(protocol, createPolicy(config, backend.verdicts, log), routes);
 
   app.use(httpMetrics(metrics));
   app.use(requestId);
@@ -83,7 +83,7 @@ export function createApp(deps: AppDeps): Koa {
   if (region) app.use(region.authenticate);
   app.use(createLimits(config, backend.rates, metrics));
   if (region) app.use(region.route);
-  app.use(router.routes());
-  app.use(unrecognized([router]));
+  app.use(routes.middleware());
+  app.use(unrecognized(routes.all()));
   return app;
 }

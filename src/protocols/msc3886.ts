@@ -1,4 +1,4 @@
-import Router from '@koa/router';
+import type { Routes } from '../http/routes';
 import type { Context } from 'koa';
 import { readBody } from '../http/body';
 import { MatrixError } from '../http/errors';
@@ -25,7 +25,7 @@ function requestContentType(ctx: Context): string {
   return raw;
 }
 
-export function msc3886Routes({ config, sessions, metrics, longPoll }: ProtocolDeps, router = new Router()): Router {
+export function msc3886Routes({ config, sessions, metrics, longPoll }: ProtocolDeps, routes: Routes): void {
   const ttlMs = config.ttlSeconds * 1000;
   const createdBody = (id: string) => JSON.stringify({ id, max_bytes: config.maxBytes });
   const idPrefix = idPrefixOf(config.region);
@@ -46,6 +46,7 @@ export function msc3886Routes({ config, sessions, metrics, longPoll }: ProtocolD
 
   for (const prefix of MSC3886_PREFIXES) {
     const base = `${config.publicBaseUrl}${prefix}/`;
+    const router = routes.under(prefix);
 
     router.post(prefix === '' ? '/' : prefix, async (ctx) => {
       const contentType = requestContentType(ctx);
@@ -60,5 +61,4 @@ export function msc3886Routes({ config, sessions, metrics, longPoll }: ProtocolD
     router.get(`${prefix}/:id`, read);
     router.delete(`${prefix}/:id`, remove);
   }
-  return router;
 }

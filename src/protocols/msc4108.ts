@@ -1,4 +1,4 @@
-import Router from '@koa/router';
+import type { Routes } from '../http/routes';
 import type { Context } from 'koa';
 import { readBody } from '../http/body';
 import { MatrixError } from '../http/errors';
@@ -42,7 +42,8 @@ const concurrentWrite = () =>
     'org.matrix.msc4108.errcode': 'M_CONCURRENT_WRITE',
   });
 
-export function msc4108Routes({ config, sessions, metrics, longPoll }: ProtocolDeps, router = new Router()): Router {
+export function msc4108Routes({ config, sessions, metrics, longPoll }: ProtocolDeps, routes: Routes): void {
+  const router = routes.under(MSC4108_PREFIX);
   const ttlMs = config.ttlSeconds * 1000;
   const base = `${config.publicBaseUrl}${MSC4108_PREFIX}/`;
   const delegate = config.msc4108DelegateUrl;
@@ -83,5 +84,4 @@ export function msc4108Routes({ config, sessions, metrics, longPoll }: ProtocolD
   );
   router.get(`${MSC4108_PREFIX}/:id`, etagReadHandler(sessions, longPoll, FAMILY, TEXT_PLAIN));
   router.delete(`${MSC4108_PREFIX}/:id`, deleteHandler(sessions, FAMILY, noContent));
-  return router;
 }

@@ -1,4 +1,4 @@
-import Router from '@koa/router';
+import type { Routes } from '../http/routes';
 import type { Context } from 'koa';
 import type { CreatePolicy } from '../auth/policy';
 import { MatrixError } from '../http/errors';
@@ -65,8 +65,8 @@ const emptyObject = (ctx: Context): void => sendBody(ctx, 200, 'application/json
 export function msc4388Routes(
   { config, sessions, metrics, longPoll }: ProtocolDeps,
   policy: CreatePolicy,
-  router = new Router(),
-): Router {
+  routes: Routes,
+): void {
   const ttlMs = clampTtlMs(config.ttlSeconds);
   const bodyLimit = msc4388BodyLimit(config.maxBytes);
   const idPrefix = idPrefixOf(config.region);
@@ -83,6 +83,7 @@ export function msc4388Routes(
   }
 
   for (const { prefix, conflict } of MSC4388_PREFIXES) {
+    const router = routes.under(prefix);
     const tokenBody = (rev: number) => JSON.stringify({ sequence_token: String(rev) });
     const concurrentWrite = () =>
       new MatrixError(409, conflict, 'The session was changed by someone else (stale sequence_token)');
@@ -190,5 +191,4 @@ export function msc4388Routes(
 
     router.delete(`${prefix}/:id`, deleteHandler(sessions, FAMILY, emptyObject));
   }
-  return router;
 }

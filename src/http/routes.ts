@@ -1,0 +1,46 @@
+import Router from '@koa/router';
+import type { Middleware } from 'koa';
+
+/**
+ * Every route, in one router per path prefix (each API family's, and the root for the rest), so a
+ * request is matched against the routes under its own prefix only: a router tests each of its
+ * routes against every request it sees, and the families together have about 25.
+ *
+ * Prefixes never nest, and no root route spans more than one path segment, so which router a path
+ * goes to never changes which route it matches.
+ */
+export class Routes {
+  readonly root = new Router();
+  private readonly prefixed = new Map<string, Router>();
+
+  /** The router of the paths under `prefix` (the prefix itself included); `''` is the root. */
+  under(prefix: string): Router {
+    if (prefix === '') return this.root;
+    let router = this.prefixed.get(prefix);
+    if (router === undefined) {
+      router = new Router();
+      this.prefixed.set(prefix, router);
+    }
+    return router;
+  }
+
+  /** Every router, for what must look at all routes (which methods a path allows). */
+  all(): Router[] {
+    return [this.root, ...this.prefixed.values()];
+  }
+
+  /** Hands each request to the router of its prefix. Built once every route is added. */
+  middleware(): Middleware {
+    const root = this.root.routes() as Middleware;
+    const prefixed = [...this.prefixed].map(([prefix, router]) => [prefix, router.routes() as Middleware] as const);
+    return (ctx, next) => {
+      const path = ctx.path;
+      for (const [prefix, routes] of prefixed) {
+        if (path.startsWith(prefix) && (path.length === prefix.length || path.charCodeAt(prefix.length) === 0x2f)) {
+          return routes(ctx, next);
+        }
+      }
+      return root(ctx, next);
+    };
+  }
+}
