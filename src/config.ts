@@ -550,6 +550,20 @@ export const SETTINGS: readonly Setting[] = [
     schema: z.string().min(1).optional(),
   },
   {
+    name: 'RZ_REGION_ACCEPTED_SECRET',
+    key: 'regionAcceptedSecret',
+    expect: 'a secret of at least 16 characters',
+    help: 'A second secret accepted from the other regions, never sent: set while the shared secret changes region by region, so that no forward is refused meanwhile (README, "Changing the region secret")',
+    schema: z.string().min(1).optional(),
+  },
+  {
+    name: 'RZ_REGION_ACCEPTED_SECRET_FILE',
+    key: 'regionAcceptedSecretFile',
+    expect: 'a path to a file holding the secret',
+    help: 'Read RZ_REGION_ACCEPTED_SECRET from this file at start instead; a trailing newline is ignored',
+    schema: z.string().min(1).optional(),
+  },
+  {
     name: 'RZ_REGION_TLS_CA_FILE',
     key: 'regionTlsCaFile',
     expect: 'a path to a PEM file',
@@ -680,6 +694,9 @@ export interface Config {
   /** From RZ_REGION_SECRET, or read from RZ_REGION_SECRET_FILE at start. Never log it. */
   regionSecret: string | undefined;
   regionSecretFile: string | undefined;
+  /** Also accepted from peers, never sent (from RZ_REGION_ACCEPTED_SECRET or its file). Never log it. */
+  regionAcceptedSecret: string | undefined;
+  regionAcceptedSecretFile: string | undefined;
   regionTlsCaFile: string | undefined;
   regionConnectTimeoutMs: number;
   regionResponseTimeoutMs: number;

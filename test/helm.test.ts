@@ -28,7 +28,10 @@ const REGIONS = 'regions-values.yaml';
  */
 const CLUSTER_SECRETS: Record<string, Record<string, string>> = {
   // As `kubectl create secret generic --from-file` of a file written with echo: a trailing newline.
-  'rendezvous-region': { 'shared-secret': 'stand-in-region-secret-0123456789\n' },
+  'rendezvous-region': {
+    'shared-secret': 'stand-in-region-secret-0123456789\n',
+    'next-secret': 'stand-in-next-region-secret-0123\n',
+  },
   'rendezvous-region-ca': { 'ca.pem': '-----BEGIN CERTIFICATE-----\nstand-in\n-----END CERTIFICATE-----\n' },
   'redis-tls': { 'ca.crt': 'stand-in CA', 'tls.crt': 'stand-in certificate', 'tls.key': 'stand-in key' },
 };
@@ -302,6 +305,8 @@ describe('Helm chart, rendered by helm', function () {
       ['config.extraEnv.RZ_REGION_PEERS', 'us=https://us.example.org'],
       ['config.extraEnv.RZ_REGION_SECRET', 'a-plain-shared-secret'],
       ['config.extraEnv.RZ_REGION_SECRET_FILE', '/run/secrets/region-secret'],
+      ['config.extraEnv.RZ_REGION_ACCEPTED_SECRET', 'a-plain-next-secret'],
+      ['config.extraEnv.RZ_REGION_ACCEPTED_SECRET_FILE', '/run/secrets/region-next-secret'],
       ['config.extraEnv.RZ_REGION_TLS_CA_FILE', '/run/secrets/region-ca.crt'],
     ] as const) {
       const r = await helm(['template', 'rz', CHART, ...valueArgs([REQUIRED_ONLY], { [key]: value })]);
@@ -472,6 +477,19 @@ describe('Helm chart, rendered by helm', function () {
     expect(refusals(env).join('\n')).to.match(/RZ_REGION_SECRET_FILE cannot be read/);
   });
 
+  it('mounts a second, accepted region secret from the same Secret while the shared one changes', async () => {
+    expect(podEnv(objects(REGIONS)).RZ_REGION_ACCEPTED_SECRET_FILE).to.equal(undefined);
+    const changing = await render([REGIONS], { 'region.acceptedSecretKey': 'next-secret' });
+    const env = podEnv(changing);
+    expect(secretFileAt(one(changing, 'Deployment'), env.RZ_REGION_ACCEPTED_SECRET_FILE!)).to.deep.equal({
+      secret: 'rendezvous-region',
+      key: 'next-secret',
+    });
+    const config = loadPod(changing);
+    expect(config.regionSecret).to.equal(REGION_SECRET.trimEnd());
+    expect(config.regionAcceptedSecret).to.equal(CLUSTER_SECRETS['rendezvous-region']!['next-secret']!.trimEnd());
+  });
+
   it('never puts the region secret in the ConfigMap, a plain env value or a Secret of its own', async () => {
     const regions = objects(REGIONS);
     const data = one(regions, 'ConfigMap', '-rendezvous-server').data as Record<string, string>;
@@ -539,6 +557,19 @@ describe('Helm chart, rendered by helm', function () {
         complaint: 'region.peers needs region.existingSecret',
         server: without('RZ_REGION_SECRET_FILE'),
         refusal: /RZ_REGION_PEERS needs the shared secret/,
+      },
+      {
+        what: 'an accepted secret without the shared one',
+        render: [
+          [REGIONS],
+          { 'region.existingSecret': '', 'region.peers': 'null', 'region.acceptedSecretKey': 'next-secret' },
+        ],
+        complaint: 'region.acceptedSecretKey needs region.existingSecret',
+        server: {
+          ...without('RZ_REGION_SECRET_FILE', 'RZ_REGION_PEERS'),
+          RZ_REGION_ACCEPTED_SECRET: 'stand-in-next-region-secret-0123',
+        },
+        refusal: /RZ_REGION_ACCEPTED_SECRET is accepted beside RZ_REGION_SECRET, which is not set/,
       },
       {
         what: "a peer named as the release's own region",

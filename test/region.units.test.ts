@@ -131,6 +131,28 @@ describe('multi-region settings', () => {
     }
   });
 
+  it('takes a second, accepted secret (or its file), held to the same rules and only beside the shared one', () => {
+    const next = 'the-next-shared-secret-0123456789';
+    const file = join(dir, 'accepted');
+    writeFileSync(file, `${next}\n`);
+    const base = { RZ_REGION: 'eu', RZ_REGION_PEERS: 'us=http://a', RZ_REGION_SECRET: SECRET };
+    expect(loadConfig({ ...base, RZ_REGION_ACCEPTED_SECRET: next }).regionAcceptedSecret).to.equal(next);
+    expect(loadConfig({ ...base, RZ_REGION_ACCEPTED_SECRET_FILE: file }).regionAcceptedSecret).to.equal(next);
+    expect(loadConfig(base).regionAcceptedSecret).to.equal(undefined);
+    expect(problemsOf({ RZ_REGION: 'eu', RZ_REGION_ACCEPTED_SECRET: next })).to.deep.equal([
+      'RZ_REGION_ACCEPTED_SECRET is accepted beside RZ_REGION_SECRET, which is not set',
+    ]);
+    expect(
+      problemsOf({ ...base, RZ_REGION_ACCEPTED_SECRET: next, RZ_REGION_ACCEPTED_SECRET_FILE: file }),
+    ).to.deep.equal(['Set only one of RZ_REGION_ACCEPTED_SECRET and RZ_REGION_ACCEPTED_SECRET_FILE']);
+    expect(problemsOf({ ...base, RZ_REGION_ACCEPTED_SECRET: 'hunter2-weak' })).to.deep.equal([
+      'The accepted region secret must be 16 to 1024 characters (its value is not shown)',
+    ]);
+    expect(problemsOf({ RZ_REGION_ACCEPTED_SECRET: next })).to.deep.equal([
+      "RZ_REGION_ACCEPTED_SECRET need RZ_REGION (this replica's own region)",
+    ]);
+  });
+
   it('refuses an unreadable CA file for https peers', () => {
     const missing = join(dir, 'no-ca.pem');
     expect(problemsOf({ RZ_REGION: 'eu', RZ_REGION_TLS_CA_FILE: missing })).to.deep.equal([

@@ -515,6 +515,45 @@ describe('two regions, each with its own Redis and two replicas, 25 ms apart', f
       await rogue.stop('SIGKILL');
     }
   });
+
+  it('changes the shared secret region by region without refusing a forward (RZ_REGION_ACCEPTED_SECRET)', async () => {
+    const next = 'the-next-region-secret-0123456789';
+    // Midway through the change: this home replica sends the new secret and still accepts the old.
+    const home = await Replica.start({
+      REDIS_URL: us.redis.url,
+      RZ_PUBLIC_BASE_URL: GLOBAL_BASE_URL,
+      RZ_REGION: 'us',
+      RZ_REGION_SECRET: next,
+      RZ_REGION_ACCEPTED_SECRET: REGION_SECRET,
+    });
+    const forwarder = (secret: string) =>
+      Replica.start({
+        REDIS_URL: eu.redis.url,
+        RZ_PUBLIC_BASE_URL: GLOBAL_BASE_URL,
+        RZ_REGION: 'eu',
+        RZ_REGION_PEERS: `us=${home.url}`,
+        RZ_REGION_SECRET: secret,
+      });
+    const [changed, unchanged, rogue] = await Promise.all([
+      forwarder(next),
+      forwarder(REGION_SECRET),
+      forwarder('not-the-shared-secret-at-all'),
+    ]);
+    try {
+      const created = await createMsc3886(us.a, 'either secret');
+      for (const [name, replica] of [
+        ['the new secret', changed],
+        ['the old secret', unchanged],
+      ] as const) {
+        const res = await request('GET', `${replica.url}/${created.json.id}`);
+        expect(res.status, name).to.equal(200);
+        expect(res.text, name).to.equal('either secret');
+      }
+      expect((await request('GET', `${rogue.url}/${created.json.id}`)).status).to.equal(502);
+    } finally {
+      await Promise.all([home, changed, unchanged, rogue].map((r) => r.stop('SIGKILL')));
+    }
+  });
 });
 
 /** A private CA and a certificate for 127.0.0.1 it signed, made by openssl. */

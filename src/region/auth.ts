@@ -33,12 +33,15 @@ declare module 'koa' {
 /** A client address as ClientAddresses gives it: an IPv4 or IPv6 address, or an IPv6 network. */
 const CLIENT_KEY = /^[0-9A-Fa-f.:]{2,45}(\/\d{1,3})?$/;
 
-/** Compares a presented secret with the configured one in time independent of where they differ. */
+/**
+ * Compares a presented secret with the configured ones (the shared secret, and the one also
+ * accepted while it changes) in time independent of where they differ or which one matched.
+ */
 export class SecretCheck {
-  private readonly digest: Buffer;
+  private readonly digests: Buffer[];
 
-  constructor(secret: string) {
-    this.digest = SecretCheck.hash(secret);
+  constructor(secrets: readonly string[]) {
+    this.digests = secrets.map(SecretCheck.hash);
   }
 
   private static hash(value: string): Buffer {
@@ -47,8 +50,12 @@ export class SecretCheck {
 
   matches(presented: string | string[] | undefined): boolean {
     if (typeof presented !== 'string' || presented.length > MAX_SECRET_LENGTH) return false;
-    // Digests have equal length whatever was presented, as timingSafeEqual requires.
-    return timingSafeEqual(SecretCheck.hash(presented), this.digest);
+    // Digests have equal length whatever was presented, as timingSafeEqual requires; every one is
+    // compared, so the time says nothing about which matched.
+    const digest = SecretCheck.hash(presented);
+    let matched = false;
+    for (const d of this.digests) matched = timingSafeEqual(digest, d) || matched;
+    return matched;
   }
 }
 
@@ -59,10 +66,19 @@ const refused = (why: string) =>
  * Runs before the limits: a request that carries any forwarding header must carry the region secret
  * and well-formed forwarding headers, or it is refused with 403 (it would otherwise choose the
  * address it is counted as, and skip the rate budgets). Requests without them pass untouched.
- * Without a configured secret no request can be a forward.
+ * Without a configured secret no request can be a forward. The accepted secret, when set, is taken
+ * as well as the shared one (a peer that already sends the new one, or still sends the old one).
  */
-export function peerAuthentication(secret: string | undefined, metrics: RegionMetrics, log: Logger): Middleware {
-  const check = secret === undefined ? undefined : new SecretCheck(secret);
+export function peerAuthentication(
+  secret: string | undefined,
+  acceptedSecret: string | undefined,
+  metrics: RegionMetrics,
+  log: Logger,
+): Middleware {
+  const check =
+    secret === undefined
+      ? undefined
+      : new SecretCheck(acceptedSecret === undefined ? [secret] : [secret, acceptedSecret]);
   // A client sending forged headers in a loop must not flood the log: one line a second at most.
   const throttle = new LogThrottle(1000);
   const refuse = (reqId: string | undefined, remote: string | undefined, why: string): never => {

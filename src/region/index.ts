@@ -37,7 +37,7 @@ export function createRegion({ config, log, metrics, lifecycle }: RegionDeps): R
   lifecycle.onDrain(() => forwarder.endHeldForwards());
   lifecycle.onStop(() => forwarder.close());
   return {
-    authenticate: peerAuthentication(config.regionSecret, regionMetrics, log),
+    authenticate: peerAuthentication(config.regionSecret, config.regionAcceptedSecret, regionMetrics, log),
     route: regionRouting(config, forwarder),
     forwarder,
   };

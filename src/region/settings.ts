@@ -55,13 +55,21 @@ interface Parsed {
   region?: string;
   regionPeers?: RegionPeer[];
   regionSecret?: string;
+  regionAcceptedSecret?: string;
   regionTlsCaFile?: string;
 }
 
+/** A secret's two settings (the value, or a file holding it) and where its value goes in Config. */
+const SECRETS = [
+  { name: 'RZ_REGION_SECRET', key: 'regionSecret', label: 'The region secret' },
+  { name: 'RZ_REGION_ACCEPTED_SECRET', key: 'regionAcceptedSecret', label: 'The accepted region secret' },
+] as const;
+
 /**
  * The checks that involve several region settings, run by loadConfig with every other problem.
- * Reads RZ_REGION_SECRET_FILE (the secret then lives in `regionSecret`) and checks that the CA file
- * can be read. No message ever contains the secret.
+ * Reads the secrets' files (RZ_REGION_SECRET_FILE, RZ_REGION_ACCEPTED_SECRET_FILE; the values then
+ * live in `regionSecret` and `regionAcceptedSecret`) and checks that the CA file can be read. No
+ * message ever contains a secret.
  */
 export function regionProblems(env: NodeJS.ProcessEnv, out: Parsed): string[] {
   const problems: string[] = [];
@@ -71,8 +79,9 @@ export function regionProblems(env: NodeJS.ProcessEnv, out: Parsed): string[] {
   if (region === undefined) {
     // A malformed RZ_REGION is reported already; the settings that need it are not blamed for it.
     if (given('RZ_REGION')) return problems;
-    const needRegion = ['RZ_REGION_PEERS', 'RZ_REGION_SECRET', 'RZ_REGION_SECRET_FILE'].filter(given);
-    if (needRegion.length > 0) problems.push(`${needRegion.join(', ')} need RZ_REGION (this replica's own region)`);
+    const needRegion = SECRETS.flatMap(({ name }) => [name, `${name}_FILE`]);
+    const set = ['RZ_REGION_PEERS', ...needRegion].filter(given);
+    if (set.length > 0) problems.push(`${set.join(', ')} need RZ_REGION (this replica's own region)`);
     return problems;
   }
   const seen = new Set<string>();
@@ -84,33 +93,14 @@ export function regionProblems(env: NodeJS.ProcessEnv, out: Parsed): string[] {
     }
     seen.add(peer.name);
   }
-  if (given('RZ_REGION_SECRET') && given('RZ_REGION_SECRET_FILE')) {
-    problems.push('Set only one of RZ_REGION_SECRET and RZ_REGION_SECRET_FILE');
-  } else if (given('RZ_REGION_SECRET_FILE')) {
-    const file = env.RZ_REGION_SECRET_FILE!.trim();
-    try {
-      // A Kubernetes Secret or `echo secret > file` ends the value with a newline; it is not part of it.
-      out.regionSecret = readFileSync(file, 'utf8').replace(/[\r\n]+$/, '');
-      if (out.regionSecret === '') {
-        out.regionSecret = undefined;
-        problems.push(`RZ_REGION_SECRET_FILE names an empty file (${file})`);
-      }
-    } catch (err) {
-      problems.push(
-        `RZ_REGION_SECRET_FILE cannot be read (${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-      );
-    }
-  }
+  for (const { name, key, label } of SECRETS) problems.push(...secretProblems(env, name, label, out, key));
   const secret = out.regionSecret;
-  if (secret !== undefined && (secret.length < MIN_SECRET_LENGTH || secret.length > MAX_SECRET_LENGTH)) {
-    problems.push(
-      `The region secret must be ${MIN_SECRET_LENGTH} to ${MAX_SECRET_LENGTH} characters (its value is not shown)`,
-    );
-  } else if (secret !== undefined && !SECRET_CHARS.test(secret)) {
-    problems.push('The region secret must be visible ASCII characters, no spaces (its value is not shown)');
-  }
-  if (peers.length > 0 && secret === undefined && !problems.some((p) => p.includes('RZ_REGION_SECRET_FILE'))) {
+  const fileProblem = problems.some((p) => p.includes('RZ_REGION_SECRET_FILE'));
+  if (peers.length > 0 && secret === undefined && !fileProblem) {
     problems.push('RZ_REGION_PEERS needs the shared secret: set RZ_REGION_SECRET or RZ_REGION_SECRET_FILE');
+  }
+  if (out.regionAcceptedSecret !== undefined && secret === undefined && !fileProblem) {
+    problems.push('RZ_REGION_ACCEPTED_SECRET is accepted beside RZ_REGION_SECRET, which is not set');
   }
   if (out.regionTlsCaFile !== undefined) {
     try {
@@ -122,4 +112,36 @@ export function regionProblems(env: NodeJS.ProcessEnv, out: Parsed): string[] {
     }
   }
   return problems;
+}
+
+/** Reads one secret from its file when that is the setting given, and checks its value. */
+function secretProblems(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  label: string,
+  out: Parsed,
+  key: 'regionSecret' | 'regionAcceptedSecret',
+): string[] {
+  const fileName = `${name}_FILE`;
+  const given = (n: string) => env[n] !== undefined && env[n] !== '';
+  if (given(name) && given(fileName)) return [`Set only one of ${name} and ${fileName}`];
+  if (given(fileName)) {
+    const file = env[fileName]!.trim();
+    try {
+      // A Kubernetes Secret or `echo secret > file` ends the value with a newline; it is not part of it.
+      const value = readFileSync(file, 'utf8').replace(/[\r\n]+$/, '');
+      if (value === '') return [`${fileName} names an empty file (${file})`];
+      out[key] = value;
+    } catch (err) {
+      return [`${fileName} cannot be read (${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'})`];
+    }
+  }
+  const secret = out[key];
+  if (secret !== undefined && (secret.length < MIN_SECRET_LENGTH || secret.length > MAX_SECRET_LENGTH)) {
+    return [`${label} must be ${MIN_SECRET_LENGTH} to ${MAX_SECRET_LENGTH} characters (its value is not shown)`];
+  }
+  if (secret !== undefined && !SECRET_CHARS.test(secret)) {
+    return [`${label} must be visible ASCII characters, no spaces (its value is not shown)`];
+  }
+  return [];
 }

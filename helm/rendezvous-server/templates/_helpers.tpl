@@ -61,7 +61,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/*
   The region values the server would refuse at start (src/region/settings.ts), refused here first,
   each naming the value: peers or the secret without this release's own region, peers without the
-  shared secret, peers naming this release's own region. A region with the secret and no peers is
+  shared secret, peers naming this release's own region, an accepted secret without the shared one. A region with the secret and no peers is
   accepted, as the server accepts it. What only the cluster holds (the secret's length, the Secret's
   keys) is checked by the server when the pod starts.
 */}}
@@ -82,6 +82,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if not $r.existingSecret }}
 {{- $problems = append $problems "region.peers needs region.existingSecret: the Secret holding the secret all regions share (forwards carry it; the server refuses RZ_REGION_PEERS without it)" }}
 {{- end }}
+{{- end }}
+{{- if and $r.name $r.acceptedSecretKey (not $r.existingSecret) }}
+{{- $problems = append $problems "region.acceptedSecretKey needs region.existingSecret, the Secret that holds both (the server refuses RZ_REGION_ACCEPTED_SECRET without RZ_REGION_SECRET)" }}
 {{- end }}
 {{- if $problems }}
 {{- fail (printf "\ninconsistent region values:\n  - %s" (join "\n  - " $problems)) }}
@@ -116,6 +119,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Where the shared region secret and the peers' CA are mounted (files, never environment values). */}}
 {{- define "rendezvous.regionSecretFile" -}}/etc/rendezvous/region-secret/secret{{- end }}
+{{- define "rendezvous.regionAcceptedSecretFile" -}}/etc/rendezvous/region-secret/accepted{{- end }}
 {{- define "rendezvous.regionCaFile" -}}/etc/rendezvous/region-tls/ca.crt{{- end }}
 
 {{- define "rendezvous.image" -}}
