@@ -284,6 +284,15 @@ for (const backend of ['memory', 'redis'] as const) {
         }
       });
 
+      it('matches the API prefix without regard to case, as it matches routes', async () => {
+        const c = await create('any case', 'text/plain', PREFIX);
+        const shouted = c.url.replace(PREFIX, PREFIX.toUpperCase());
+        expect(shouted).to.not.equal(c.url);
+        const res = await fetch(shouted);
+        expect(res.status).to.equal(200);
+        expect(await res.text()).to.equal('any case');
+      });
+
       it('answers a wrong method on a known path with 405 M_UNRECOGNIZED and Allow', async () => {
         const c = await create('x');
         const patch = await fetch(c.url, { method: 'PATCH', body: 'x' });

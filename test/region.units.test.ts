@@ -104,6 +104,11 @@ describe('multi-region settings', () => {
     expect(problemsOf({ RZ_REGION: 'eu', RZ_REGION_SECRET: SECRET, RZ_REGION_SECRET_FILE: file })).to.deep.equal([
       'Set only one of RZ_REGION_SECRET and RZ_REGION_SECRET_FILE',
     ]);
+    // Every problem at once: the value given directly is checked too.
+    expect(problemsOf({ RZ_REGION: 'eu', RZ_REGION_SECRET: 'short', RZ_REGION_SECRET_FILE: file })).to.deep.equal([
+      'Set only one of RZ_REGION_SECRET and RZ_REGION_SECRET_FILE',
+      'The region secret must be 16 to 1024 characters (its value is not shown)',
+    ]);
   });
 
   it('never shows the secret in an error, from the environment or from a file', () => {

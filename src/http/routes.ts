@@ -29,18 +29,22 @@ export class Routes {
     return [this.root, ...this.prefixed.values()];
   }
 
-  /** Hands each request to the router of its prefix. Built once every route is added. */
+  /**
+   * Hands each request to the router of its prefix. Built once every route is added. The prefix is
+   * compared without regard to case, as the routers compare their routes.
+   */
   middleware(): Middleware {
     const root = this.root.routes() as Middleware;
-    const prefixed = [...this.prefixed].map(([prefix, router]) => [prefix, router.routes() as Middleware] as const);
+    const prefixed = [...this.prefixed].map(
+      ([prefix, router]) =>
+        [new RegExp(`^${escapeRegExp(prefix)}(?:/|$)`, 'i'), router.routes() as Middleware] as const,
+    );
     return (ctx, next) => {
       const path = ctx.path;
-      for (const [prefix, routes] of prefixed) {
-        if (path.startsWith(prefix) && (path.length === prefix.length || path.charCodeAt(prefix.length) === 0x2f)) {
-          return routes(ctx, next);
-        }
-      }
+      for (const [under, routes] of prefixed) if (under.test(path)) return routes(ctx, next);
       return root(ctx, next);
     };
   }
 }
+
+const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');

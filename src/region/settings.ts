@@ -124,8 +124,10 @@ function secretProblems(
 ): string[] {
   const fileName = `${name}_FILE`;
   const given = (n: string) => env[n] !== undefined && env[n] !== '';
-  if (given(name) && given(fileName)) return [`Set only one of ${name} and ${fileName}`];
-  if (given(fileName)) {
+  const problems: string[] = [];
+  // Both given: the value set directly is still checked, so every problem shows at once.
+  if (given(name) && given(fileName)) problems.push(`Set only one of ${name} and ${fileName}`);
+  else if (given(fileName)) {
     const file = env[fileName]!.trim();
     try {
       // A Kubernetes Secret or `echo secret > file` ends the value with a newline; it is not part of it.
@@ -138,10 +140,9 @@ function secretProblems(
   }
   const secret = out[key];
   if (secret !== undefined && (secret.length < MIN_SECRET_LENGTH || secret.length > MAX_SECRET_LENGTH)) {
-    return [`${label} must be ${MIN_SECRET_LENGTH} to ${MAX_SECRET_LENGTH} characters (its value is not shown)`];
+    problems.push(`${label} must be ${MIN_SECRET_LENGTH} to ${MAX_SECRET_LENGTH} characters (its value is not shown)`);
+  } else if (secret !== undefined && !SECRET_CHARS.test(secret)) {
+    problems.push(`${label} must be visible ASCII characters, no spaces (its value is not shown)`);
   }
-  if (secret !== undefined && !SECRET_CHARS.test(secret)) {
-    return [`${label} must be visible ASCII characters, no spaces (its value is not shown)`];
-  }
-  return [];
+  return problems;
 }
