@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { etagOf, type Backend, type CreateInput, type Family, type SessionMeta } from '../../src/store/types';
 import { MemorySessions } from '../../src/store/memory';
 import { newSessionIds } from '../../src/ids';
-import { parseTombstone, sessionKey, txnKey } from '../../src/store/format';
+import { CAPS_BY_ADDRESS_KEY, parseTombstone, sessionKey, txnKey } from '../../src/store/format';
 import { BACKEND_KINDS, type BackendPair } from '../helpers/backends';
 
 const TTL = 60_000;
@@ -389,6 +389,57 @@ for (const kind of BACKEND_KINDS) {
       expect(results.filter((r) => r.status === 'capped')).to.have.length(170);
       expect((await a.sessions.counts()).live).to.equal(30);
     });
+
+    it("counts an address's sessions exactly over many expiry seconds, made in any order, deleted from anywhere", async () => {
+      const { a, b } = await withCaps(0, 12);
+      const owner = '192.0.2.77';
+      // Twelve distinct seconds of expiry: newest first, then older ones (a shorter time to live),
+      // then one more in a second already counted.
+      const ttls = [60, 50, 40, 30, 59, 58, 45, 20, 35, 25, 55].map((s) => s * 1000 + 500);
+      const made: SessionMeta[] = [];
+      for (const [i, ttl] of ttls.entries()) {
+        const r = await (i % 2 === 0 ? a : b).sessions.create(input(owner, ttl));
+        expect(r.status, `create ${i}`).to.equal('created');
+        made.push((r as { session: SessionMeta }).session);
+      }
+      const twin = await a.sessions.create(input(owner, 40_500));
+      expect(twin.status).to.equal('created');
+      made.push((twin as { session: SessionMeta }).session);
+      const refused = await b.sessions.create(input(owner, 60_500));
+      expect(refused).to.include({ status: 'capped', cap: 'address' });
+      // The soonest slot to free is the shortest-lived session's (20.5 s).
+      expect((refused as { retryAfterMs: number }).retryAfterMs).to.be.within(19_000, 22_000);
+      // Deleting the newest, the oldest, one in the middle and one of the two sharing a second frees
+      // exactly that many slots, whichever connection deletes.
+      for (const [i, k] of [0, 7, 3, 11].entries()) {
+        expect(await (i % 2 === 0 ? a : b).sessions.delete(made[k]!.id, 'msc3886'), `delete ${k}`).to.equal(true);
+      }
+      for (let i = 0; i < 4; i++) {
+        expect((await b.sessions.create(input(owner, (10 + i) * 1000))).status, `again ${i}`).to.equal('created');
+      }
+      expect((await a.sessions.create(input(owner))).status).to.equal('capped');
+      // The shortest-lived now is one of the four just made (10.0 s).
+      const again = await a.sessions.create(input(owner));
+      expect((again as { retryAfterMs: number }).retryAfterMs).to.be.within(8_000, 11_000);
+    });
+
+    if (kind.redis) {
+      it("reads an address's count written by the previous release, and keeps counting it exactly", async () => {
+        const { a, inspect } = await withCaps(0, 8);
+        const owner = '192.0.2.88';
+        // The previous release's form: ascending, no header, six seconds of expiry.
+        const now = Math.ceil(Date.now() / 1000);
+        const seconds = [30, 31, 32, 40, 41, 50].map((s) => now + s);
+        await inspect!.hset(CAPS_BY_ADDRESS_KEY, owner, seconds.map((sec) => `${sec}:1`).join(' '));
+        expect((await a.sessions.create(input(owner, 20_000))).status).to.equal('created');
+        expect((await a.sessions.create(input(owner, 60_000))).status).to.equal('created');
+        expect(await a.sessions.create(input(owner))).to.include({ status: 'capped', cap: 'address' });
+        const stored = (await inspect!.hget(CAPS_BY_ADDRESS_KEY, owner))!;
+        const counts = [...stored.matchAll(/(\d+):(\d+)/g)].map((m) => Number(m[2]));
+        expect(counts.reduce((x, y) => x + y)).to.equal(8);
+        expect(stored).to.match(/^8 \d+\|/);
+      });
+    }
 
     it('frees the slots of expired sessions by themselves, once retry_after says', async () => {
       const { a } = await withCaps(1, 1);

@@ -3,7 +3,12 @@
 --
 --   caps hash        n: live sessions   x: sessions that expired (ever)   p: last second pruned
 --                    c: sweep cursor    <second>: sessions expiring in that second
---   by-address hash  <owner>: "<second>:<count> <second>:<count> ..." ascending, future seconds only
+--   by-address hash  <owner>: "<total> <oldest>|<second>:<count> <second>:<count> ..."
+--                    newest second first; <total> is the sum of the counts listed and <oldest> at
+--                    most the smallest second listed, so while <oldest> is in the future every
+--                    second listed is and a create reads and writes the front alone. A short list
+--                    is written bare, "<second>:<count> ...", as the previous release wrote every
+--                    list (ascending): a bare list is read whole, in any order.
 --
 -- A session expiring at E ms counts in second ceil(E / 1000): its slot frees at most a second after
 -- the session itself, never before.
@@ -43,33 +48,127 @@ local function capsPrune(caps, nowSec)
   end
 end
 
--- An owner's live entries {{second, count}, ...} and their total.
-local function capsOwnerEntries(byAddress, owner, nowSec)
-  local entries, total = {}, 0
-  local raw = redis.call('HGET', byAddress, owner)
-  if raw then
-    for sec, count in string.gmatch(raw, '(%d+):(%d+)') do
-      sec = tonumber(sec)
-      if sec > nowSec then
-        count = tonumber(count)
-        entries[#entries + 1] = { sec, count }
-        total = total + count
-      end
+
+-- Lists longer than this are written with their header, so that a create need not read them whole.
+local OWNER_BARE_MAX = 4
+
+-- The live entries {{second, count}, ...} of a list in either form, newest first (equal seconds,
+-- which writers of both releases may leave, merged), and their total.
+local function ownerEntries(list, nowSec)
+  local live = {}
+  for sec, count in string.gmatch(list, '(%d+):(%d+)') do
+    sec = tonumber(sec)
+    if sec > nowSec then
+      live[#live + 1] = { sec, tonumber(count) }
     end
+  end
+  table.sort(live, function(a, b)
+    return a[1] > b[1]
+  end)
+  local entries, total = {}, 0
+  for _, entry in ipairs(live) do
+    local last = entries[#entries]
+    if last and last[1] == entry[1] then
+      last[2] = last[2] + entry[2]
+    else
+      entries[#entries + 1] = entry
+    end
+    total = total + entry[2]
   end
   return entries, total
 end
 
-local function capsWriteOwner(byAddress, owner, entries)
-  if #entries == 0 then
-    redis.call('HDEL', byAddress, owner)
-    return
-  end
+local function ownerList(entries)
   local parts = {}
   for i, entry in ipairs(entries) do
     parts[i] = entry[1] .. ':' .. entry[2]
   end
-  redis.call('HSET', byAddress, owner, table.concat(parts, ' '))
+  return table.concat(parts, ' ')
+end
+
+-- An owner as the scripts work on it: its entries as text (newest first), their total, a lower
+-- bound of their oldest second, whether it must be written back, and how: with its header or bare.
+local function ownerOf(raw, nowSec)
+  if raw then
+    local total, oldest, from = string.match(raw, '^(%d+) (%d+)|()')
+    if total and tonumber(oldest) > nowSec then
+      return { list = string.sub(raw, from), total = tonumber(total), oldest = tonumber(oldest), headed = true }
+    end
+    -- Bare, or seconds that have passed: read whole (about once a second for a busy owner), and
+    -- written back only if that changed it.
+    local entries, sum = ownerEntries(total and string.sub(raw, from) or raw, nowSec)
+    if #entries > 0 then
+      local list, headed = ownerList(entries), #entries > OWNER_BARE_MAX
+      return {
+        list = list,
+        total = sum,
+        oldest = entries[#entries][1],
+        headed = headed,
+        dirty = total ~= nil or headed or list ~= raw,
+      }
+    end
+  end
+  return { list = '', total = 0, oldest = 0, headed = false, dirty = raw ~= nil }
+end
+
+local function ownerRead(byAddress, owner, nowSec)
+  return ownerOf(redis.call('HGET', byAddress, owner), nowSec)
+end
+
+local function ownerWrite(byAddress, owner, rec)
+  if rec.list == '' then
+    redis.call('HDEL', byAddress, owner)
+  elseif rec.headed then
+    redis.call('HSET', byAddress, owner, rec.total .. ' ' .. rec.oldest .. '|' .. rec.list)
+  else
+    redis.call('HSET', byAddress, owner, rec.list)
+  end
+end
+
+-- One more session expiring in second expSec. Newest first, so a create's second is the front
+-- one or goes in front of it, but for a session that outlives none of the owner's others.
+local function ownerAdd(rec, expSec)
+  rec.total = rec.total + 1
+  if rec.list == '' then
+    rec.list, rec.oldest = expSec .. ':1', expSec
+    return
+  end
+  local sec, count, rest = string.match(rec.list, '^(%d+):(%d+)()')
+  sec = tonumber(sec)
+  if sec == expSec then
+    rec.list = expSec .. ':' .. (tonumber(count) + 1) .. string.sub(rec.list, rest)
+  elseif sec < expSec then
+    rec.list = expSec .. ':1 ' .. rec.list
+  else
+    local entries = ownerEntries(rec.list .. ' ' .. expSec .. ':1', 0)
+    rec.list = ownerList(entries)
+    rec.oldest = math.min(rec.oldest, expSec)
+    rec.headed = rec.headed or #entries > OWNER_BARE_MAX
+  end
+end
+
+-- One session fewer in second expSec; false when the owner has none there.
+local function ownerRemove(rec, expSec)
+  local list = rec.list
+  local s, e, count = string.find(list, '^' .. expSec .. ':(%d+)')
+  if not s then
+    s, e, count = string.find(list, ' ' .. expSec .. ':(%d+)')
+    if not s then
+      return false
+    end
+    s = s + 1
+  end
+  count = tonumber(count)
+  if count > 1 then
+    rec.list = string.sub(list, 1, s - 1) .. expSec .. ':' .. (count - 1) .. string.sub(list, e + 1)
+  elseif s == 1 then
+    rec.list = string.sub(list, e + 2)
+  else
+    rec.list = string.sub(list, 1, s - 2) .. string.sub(list, e + 1)
+  end
+  -- The oldest bound may now be below every second listed: still a bound, as the header promises.
+  rec.total = rec.total - 1
+  return true
 end
 
 -- The first second from now on that still holds a live session (for Retry-After).
@@ -91,38 +190,28 @@ local function capsFirstSecond(caps, nowSec)
 end
 
 -- nil when one more session fits both caps, else {0, cap, ms until a slot frees}.
-local function capsRefusal(caps, entries, ownerTotal, globalCap, ownerCap, now, nowSec)
+local function capsRefusal(caps, rec, globalCap, ownerCap, now, nowSec)
   if globalCap > 0 and (tonumber(redis.call('HGET', caps, 'n')) or 0) >= globalCap then
     return { 0, 'global', capsFirstSecond(caps, nowSec) * 1000 - now }
   end
-  if ownerCap > 0 and ownerTotal >= ownerCap then
-    return { 0, 'address', entries[1][1] * 1000 - now }
+  if ownerCap > 0 and rec.total >= ownerCap then
+    -- The soonest second that frees a slot: the oldest listed (read whole: refusals are rare).
+    local entries = ownerEntries(rec.list, nowSec)
+    local soonest = entries[#entries]
+    return { 0, 'address', (soonest and soonest[1] or nowSec + 1) * 1000 - now }
   end
   return nil
 end
 
 -- Counts one more session expiring in second expSec (and for its owner, when tracked).
-local function capsCount(caps, byAddress, owner, entries, expSec, tracked)
+local function capsCount(caps, byAddress, owner, rec, expSec, tracked)
   redis.call('HINCRBY', caps, 'n', 1)
   redis.call('HINCRBY', caps, expSec, 1)
   if not tracked then
     return
   end
-  local at = #entries + 1
-  for i, entry in ipairs(entries) do
-    if entry[1] == expSec then
-      entry[2] = entry[2] + 1
-      at = nil
-      break
-    elseif entry[1] > expSec then
-      at = i
-      break
-    end
-  end
-  if at then
-    table.insert(entries, at, { expSec, 1 })
-  end
-  capsWriteOwner(byAddress, owner, entries)
+  ownerAdd(rec, expSec)
+  ownerWrite(byAddress, owner, rec)
 end
 
 -- Frees the slots of a session that expires in second expSec (deleted, or never created).
@@ -142,17 +231,9 @@ local function capsRelease(caps, byAddress, owner, expSec, nowSec)
   if owner == '-' then
     return
   end
-  local entries = capsOwnerEntries(byAddress, owner, nowSec)
-  for i, entry in ipairs(entries) do
-    if entry[1] == expSec then
-      if entry[2] > 1 then
-        entry[2] = entry[2] - 1
-      else
-        table.remove(entries, i)
-      end
-      capsWriteOwner(byAddress, owner, entries)
-      return
-    end
+  local rec = ownerRead(byAddress, owner, nowSec)
+  if ownerRemove(rec, expSec) or rec.dirty then
+    ownerWrite(byAddress, owner, rec)
   end
 end
 
@@ -169,16 +250,9 @@ local function capsSweep(caps, byAddress, nowSec, skip)
   for i = 1, #flat, 2 do
     local owner = flat[i]
     if owner ~= skip then
-      local entries, stale = {}, false
-      for sec, count in string.gmatch(flat[i + 1], '(%d+):(%d+)') do
-        if tonumber(sec) > nowSec then
-          entries[#entries + 1] = { sec, count }
-        else
-          stale = true
-        end
-      end
-      if stale then
-        capsWriteOwner(byAddress, owner, entries)
+      local rec = ownerOf(flat[i + 1], nowSec)
+      if rec.dirty then
+        ownerWrite(byAddress, owner, rec)
       end
     end
   end
@@ -188,16 +262,15 @@ end
 -- caps. Returns the refusal to answer with (nil when it fits), and what `capsTake` needs.
 local function capsCheck(caps, byAddress, owner, globalCap, ownerCap, now, nowSec)
   capsPrune(caps, nowSec)
-  local claim = { entries = {}, tracked = ownerCap > 0 and owner ~= '-' }
-  local ownerTotal = 0
+  local claim = { rec = ownerOf(nil, nowSec), tracked = ownerCap > 0 and owner ~= '-' }
   if claim.tracked then
-    claim.entries, ownerTotal = capsOwnerEntries(byAddress, owner, nowSec)
+    claim.rec = ownerRead(byAddress, owner, nowSec)
   end
-  return capsRefusal(caps, claim.entries, ownerTotal, globalCap, ownerCap, now, nowSec), claim
+  return capsRefusal(caps, claim.rec, globalCap, ownerCap, now, nowSec), claim
 end
 
 -- Counts the session `capsCheck` let through, expiring at `expires` ms, and tidies a few owners.
 local function capsTake(caps, byAddress, owner, claim, expires, nowSec)
-  capsCount(caps, byAddress, owner, claim.entries, math.ceil(expires / 1000), claim.tracked)
+  capsCount(caps, byAddress, owner, claim.rec, math.ceil(expires / 1000), claim.tracked)
   capsSweep(caps, byAddress, nowSec, owner)
 end
