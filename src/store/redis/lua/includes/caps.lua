@@ -6,9 +6,11 @@
 --   by-address hash  <owner>: "<total> <oldest>|<second>:<count> <second>:<count> ..."
 --                    newest second first; <total> is the sum of the counts listed and <oldest> at
 --                    most the smallest second listed, so while <oldest> is in the future every
---                    second listed is and a create reads and writes the front alone. A short list
---                    is written bare, "<second>:<count> ...", as the previous release wrote every
---                    list (ascending): a bare list is read whole, in any order.
+--                    second listed is and a create reads and writes the front alone. A list of
+--                    up to OWNER_BARE_MAX seconds is written bare, "<second>:<count> ..." oldest
+--                    first, as the previous release writes every list; a bare list is read whole,
+--                    in any order. (The previous release counts a headed list right too, its
+--                    pattern skipping the header, but takes its newest second for the soonest.)
 --
 -- A session expiring at E ms counts in second ceil(E / 1000): its slot frees at most a second after
 -- the session itself, never before.
@@ -86,6 +88,16 @@ local function ownerList(entries)
   return table.concat(parts, ' ')
 end
 
+-- The bare form: oldest first, as the previous release writes and reads a list (it takes its
+-- first entry for the soonest second to free a slot).
+local function ownerBare(entries)
+  local parts = {}
+  for i = #entries, 1, -1 do
+    parts[#parts + 1] = entries[i][1] .. ':' .. entries[i][2]
+  end
+  return table.concat(parts, ' ')
+end
+
 -- An owner as the scripts work on it: its entries as text (newest first), their total, a lower
 -- bound of their oldest second, whether it must be written back, and how: with its header or bare.
 local function ownerOf(raw, nowSec)
@@ -98,13 +110,13 @@ local function ownerOf(raw, nowSec)
     -- written back only if that changed it.
     local entries, sum = ownerEntries(total and string.sub(raw, from) or raw, nowSec)
     if #entries > 0 then
-      local list, headed = ownerList(entries), #entries > OWNER_BARE_MAX
+      local headed = #entries > OWNER_BARE_MAX
       return {
-        list = list,
+        list = ownerList(entries),
         total = sum,
         oldest = entries[#entries][1],
         headed = headed,
-        dirty = total ~= nil or headed or list ~= raw,
+        dirty = total ~= nil or headed or ownerBare(entries) ~= raw,
       }
     end
   end
@@ -118,11 +130,18 @@ end
 local function ownerWrite(byAddress, owner, rec)
   if rec.list == '' then
     redis.call('HDEL', byAddress, owner)
-  elseif rec.headed then
-    redis.call('HSET', byAddress, owner, rec.total .. ' ' .. rec.oldest .. '|' .. rec.list)
-  else
-    redis.call('HSET', byAddress, owner, rec.list)
+    return
   end
+  if not rec.headed then
+    -- A short list (it was bare when read): bare again unless it has grown past the bound.
+    local entries = ownerEntries(rec.list, 0)
+    if #entries <= OWNER_BARE_MAX then
+      redis.call('HSET', byAddress, owner, ownerBare(entries))
+      return
+    end
+    rec.oldest = entries[#entries][1]
+  end
+  redis.call('HSET', byAddress, owner, rec.total .. ' ' .. rec.oldest .. '|' .. rec.list)
 end
 
 -- One more session expiring in second expSec. Newest first, so a create's second is the front
@@ -143,7 +162,6 @@ local function ownerAdd(rec, expSec)
     local entries = ownerEntries(rec.list .. ' ' .. expSec .. ':1', 0)
     rec.list = ownerList(entries)
     rec.oldest = math.min(rec.oldest, expSec)
-    rec.headed = rec.headed or #entries > OWNER_BARE_MAX
   end
 end
 
