@@ -22,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
+import { killOnExit } from '../test/helpers/children';
 import { freePort } from '../test/helpers/ports';
 import { RedisServer } from '../test/helpers/redis';
 import { Replica } from '../test/helpers/replica';
@@ -143,10 +144,13 @@ class LinkProcess {
   }
 
   static start(delayMs: number, target: number): Promise<LinkProcess> {
-    const proc = spawn(
-      process.execPath,
-      ['--import', 'tsx', join(__dirname, '..', 'test', 'helpers', 'delay-link.ts'), String(delayMs), String(target)],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
+    // Like every process the bench starts, it dies with the run, even an interrupted one.
+    const proc = killOnExit(
+      spawn(
+        process.execPath,
+        ['--import', 'tsx', join(__dirname, '..', 'test', 'helpers', 'delay-link.ts'), String(delayMs), String(target)],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      ),
     );
     return new Promise((resolve, reject) => {
       createInterface({ input: proc.stdout! }).once('line', (line) =>
