@@ -59,6 +59,8 @@ interface Parsed {
   regionTlsCaFile?: string;
 }
 
+const isGiven = (env: NodeJS.ProcessEnv, name: string): boolean => env[name] !== undefined && env[name] !== '';
+
 /** A secret's two settings (the value, or a file holding it) and where its value goes in Config. */
 const SECRETS = [
   { name: 'RZ_REGION_SECRET', key: 'regionSecret', label: 'The region secret' },
@@ -73,7 +75,7 @@ const SECRETS = [
  */
 export function regionProblems(env: NodeJS.ProcessEnv, out: Parsed): string[] {
   const problems: string[] = [];
-  const given = (name: string) => env[name] !== undefined && env[name] !== '';
+  const given = (name: string) => isGiven(env, name);
   const region = out.region;
   const peers = out.regionPeers ?? [];
   if (region === undefined) {
@@ -94,12 +96,12 @@ export function regionProblems(env: NodeJS.ProcessEnv, out: Parsed): string[] {
     seen.add(peer.name);
   }
   for (const { name, key, label } of SECRETS) problems.push(...secretProblems(env, name, label, out, key));
-  const secret = out.regionSecret;
-  const fileProblem = problems.some((p) => p.includes('RZ_REGION_SECRET_FILE'));
-  if (peers.length > 0 && secret === undefined && !fileProblem) {
+  // No secret although its file was named: that file's problem is reported already.
+  const missing = out.regionSecret === undefined && !given('RZ_REGION_SECRET_FILE');
+  if (peers.length > 0 && missing) {
     problems.push('RZ_REGION_PEERS needs the shared secret: set RZ_REGION_SECRET or RZ_REGION_SECRET_FILE');
   }
-  if (out.regionAcceptedSecret !== undefined && secret === undefined && !fileProblem) {
+  if (out.regionAcceptedSecret !== undefined && missing) {
     problems.push('RZ_REGION_ACCEPTED_SECRET is accepted beside RZ_REGION_SECRET, which is not set');
   }
   if (out.regionTlsCaFile !== undefined) {
@@ -123,7 +125,7 @@ function secretProblems(
   key: 'regionSecret' | 'regionAcceptedSecret',
 ): string[] {
   const fileName = `${name}_FILE`;
-  const given = (n: string) => env[n] !== undefined && env[n] !== '';
+  const given = (n: string) => isGiven(env, n);
   const problems: string[] = [];
   // Both given: the value set directly is still checked, so every problem shows at once.
   if (given(name) && given(fileName)) problems.push(`Set only one of ${name} and ${fileName}`);

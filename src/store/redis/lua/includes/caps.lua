@@ -80,20 +80,13 @@ local function ownerEntries(list, nowSec)
   return entries, total
 end
 
-local function ownerList(entries)
-  local parts = {}
-  for i, entry in ipairs(entries) do
+-- Entries as text, newest first, or oldest first: the bare form, as the previous release writes and
+-- reads a list (it takes its first entry for the soonest second to free a slot).
+local function ownerList(entries, oldestFirst)
+  local parts, n = {}, #entries
+  for i = 1, n do
+    local entry = entries[oldestFirst and n + 1 - i or i]
     parts[i] = entry[1] .. ':' .. entry[2]
-  end
-  return table.concat(parts, ' ')
-end
-
--- The bare form: oldest first, as the previous release writes and reads a list (it takes its
--- first entry for the soonest second to free a slot).
-local function ownerBare(entries)
-  local parts = {}
-  for i = #entries, 1, -1 do
-    parts[#parts + 1] = entries[i][1] .. ':' .. entries[i][2]
   end
   return table.concat(parts, ' ')
 end
@@ -116,7 +109,7 @@ local function ownerOf(raw, nowSec)
         total = sum,
         oldest = entries[#entries][1],
         headed = headed,
-        dirty = total ~= nil or headed or ownerBare(entries) ~= raw,
+        dirty = total ~= nil or headed or ownerList(entries, true) ~= raw,
       }
     end
   end
@@ -136,7 +129,7 @@ local function ownerWrite(byAddress, owner, rec)
     -- A short list (it was bare when read): bare again unless it has grown past the bound.
     local entries = ownerEntries(rec.list, 0)
     if #entries <= OWNER_BARE_MAX then
-      redis.call('HSET', byAddress, owner, ownerBare(entries))
+      redis.call('HSET', byAddress, owner, ownerList(entries, true))
       return
     end
     rec.oldest = entries[#entries][1]
