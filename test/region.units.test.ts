@@ -227,6 +227,24 @@ describe('region routing: which paths name a session', () => {
       expect(regionOfId(parse(path, 'GET')!.id)).to.equal(undefined);
   });
 
+  it('matches prefixes in any case and takes one trailing slash, as the routers do', () => {
+    expect(parse('/eu.abc/', 'GET')).to.deep.equal({ id: 'eu.abc', msc4388: false });
+    expect(parse('/_MATRIX/CLIENT/UNSTABLE/ORG.MATRIX.MSC4108/RENDEZVOUS/eu.abc', 'GET')).to.deep.equal({
+      id: 'eu.abc',
+      msc4388: false,
+    });
+    expect(parse('/_matrix/client/V1/rendezvous/eu.abc/', 'DELETE')).to.deep.equal({ id: 'eu.abc', msc4388: true });
+    expect(parse('/_matrix/client/v1/rendezvous/eu.abc/txn-1/', 'PUT')).to.deep.equal({ id: 'eu.abc', msc4388: true });
+    for (const path of [
+      '//',
+      '/eu.abc//',
+      '/_matrix/client/v1/rendezvous/eu.abc//',
+      '/_matrix/client/v1/rendezvous//',
+    ]) {
+      expect(parse(path, 'PUT'), path).to.equal(undefined);
+    }
+  });
+
   it('decodes the id as the routers do, and leaves disabled MSC4388 paths alone', () => {
     expect(parse('/eu%2Eabc', 'GET')).to.deep.equal({ id: 'eu.abc', msc4388: false });
     expect(parse('/%E0%A4%A', 'GET')).to.equal(undefined);

@@ -5,6 +5,7 @@ import { Pool, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import type { Config } from '../config';
 import { readBody } from '../http/body';
+import { parseEntityTags } from '../protocols/conditional';
 import { MatrixError } from '../http/errors';
 import { LogThrottle } from '../log-throttle';
 import type { Lifecycle } from '../http/health';
@@ -48,7 +49,8 @@ interface PeerState extends Peer {
 /**
  * connect: no connection could be made; timeout: no answer in time; reset: the connection broke
  * before the answer; busy: every pooled connection was taken (by held long-polls) and none freed in
- * time, which says nothing about the peer; invalid: the answer was no answer (too large).
+ * time, which says nothing about the peer; invalid: the answer was no answer (too large). (Besides
+ * these, a forward fails as `gateway` when the peer's balancer answers for replicas it cannot reach.)
  */
 type FailureReason = 'connect' | 'timeout' | 'reset' | 'busy' | 'invalid';
 
@@ -170,11 +172,14 @@ export class Forwarder {
       outcome = await this.exchange(peer, method, path, headers, body, waitMs, ctx.res);
       // A connection that broke before the answer came (a kept-alive one the peer closed as it was
       // reused, or a home replica that went away): sent once more where that is safe. A read, and a
-      // compare-and-set write (If-Match, or an MSC4388 token): one that landed before the break is
-      // answered as a verbatim re-send. Never a delete (a second one answers 404), an unconditional
-      // write (it would be written twice) nor a create (it is never forwarded).
+      // compare-and-set write (If-Match with entity tags, or an MSC4388 token): one that landed
+      // before the break is answered as a verbatim re-send. Never a delete (a second one answers
+      // 404), an unconditional write (no If-Match, or `If-Match: *`, which every session matches:
+      // it would be written twice, over anything written between) nor a create (never forwarded).
       const resendable =
-        method === 'GET' || method === 'HEAD' || (method === 'PUT' && (msc4388 || ctx.get('If-Match') !== ''));
+        method === 'GET' ||
+        method === 'HEAD' ||
+        (method === 'PUT' && (msc4388 || comparesAndSets(ctx.get('If-Match'))));
       if (outcome.kind === 'failed' && outcome.reason === 'reset' && resendable) {
         outcome = await this.exchange(peer, method, path, headers, body, waitMs, ctx.res);
       }
@@ -204,8 +209,21 @@ export class Forwarder {
       }
       return this.unavailable(peer, outcome.reason, 1000);
     }
-    peer.breaker.success();
     const { status, raw } = outcome;
+    if (status >= 502 && status <= 504 && !isMatrixAnswer(raw)) {
+      // Not a replica's answer but a balancer's in front of them, which reached none: the region is
+      // unreachable, as if the connection had failed (503 here, and a breaker failure).
+      peer.breaker.failure();
+      this.metrics.failures.labels(peer.name, 'gateway').inc();
+      if (this.throttle.take(`${peer.name}:gateway`) !== undefined) {
+        this.log.warn(
+          { reqId: ctx.state.requestId, peer: peer.name, status },
+          "the home region's balancer reached none of its replicas",
+        );
+      }
+      return this.unavailable(peer, 'gateway', 1000);
+    }
+    peer.breaker.success();
     if (status === 403 && headerOf(raw, PEER_REFUSED) !== undefined) {
       this.metrics.failures.labels(peer.name, 'refused').inc();
       this.metrics.forwardedTo(peer.name, '502').inc();
@@ -407,6 +425,17 @@ function saturated(pool: Pool, most: number): boolean {
 /** The answer to a forwarded long-poll this replica lets go of because it is shutting down. */
 const shuttingDown = () =>
   new MatrixError(503, 'M_UNKNOWN', 'This server is shutting down: poll again', undefined, { 'Retry-After': '0' });
+
+/** Whether an If-Match makes a write a compare-and-set: entity tags, not `*` (nor nothing, nor garbage). */
+function comparesAndSets(ifMatch: string): boolean {
+  const condition = parseEntityTags(ifMatch);
+  return condition !== null && !condition.any;
+}
+
+/** Every error a replica answers is a Matrix error, in JSON; a balancer's own error page is not. */
+function isMatrixAnswer(raw: string[]): boolean {
+  return headerOf(raw, 'content-type')?.startsWith('application/json') === true;
+}
 
 function headerOf(raw: string[], lowerName: string): string | undefined {
   for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === lowerName) return raw[i + 1];

@@ -35,7 +35,7 @@ export class RegionMetrics {
     });
     this.failures = new Counter({
       name: 'rendezvous_region_forward_failures_total',
-      help: 'Forwards that got no answer from the home region, by peer and reason (connect, timeout, reset, breaker_open, refused)',
+      help: 'Forwards that got no answer from the home region, by peer and reason (connect, timeout, reset, busy, invalid, gateway, breaker_open, refused)',
       labelNames: ['peer', 'reason'] as const,
       registers,
     });

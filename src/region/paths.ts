@@ -1,3 +1,4 @@
+import { escapeRegExp } from '../http/routes';
 import { MSC3886_PREFIXES } from '../protocols/msc3886';
 import { MSC4108_PREFIX } from '../protocols/msc4108';
 import { MSC4388_PREFIXES } from '../protocols/msc4388';
@@ -9,47 +10,62 @@ export interface SessionPath {
 }
 
 interface Prefix {
-  /** The family's base path followed by `/`. */
-  base: string;
+  /** The family's base path followed by `/`, in any case: the routers match paths without regard to case. */
+  base: RegExp;
+  /** Its length (a case-insensitive match of ASCII text is as long as the text). */
+  length: number;
   msc4388: boolean;
 }
+
+const prefix = (base: string, msc4388: boolean): Prefix => ({
+  base: new RegExp(`^${escapeRegExp(base)}/`, 'i'),
+  length: base.length + 1,
+  msc4388,
+});
 
 /** Every path below which `/<id>` names a session, longest first; MSC3886 at the root is separate. */
 function prefixes(msc4388Enabled: boolean): Prefix[] {
   const out: Prefix[] = [
-    ...MSC3886_PREFIXES.filter((p) => p !== '').map((p) => ({ base: `${p}/`, msc4388: false })),
-    { base: `${MSC4108_PREFIX}/`, msc4388: false },
+    ...MSC3886_PREFIXES.filter((p) => p !== '').map((p) => prefix(p, false)),
+    prefix(MSC4108_PREFIX, false),
   ];
   // Disabled MSC4388 paths are 404 M_UNRECOGNIZED here, as on a single-region server: never forwarded.
-  if (msc4388Enabled) out.push(...MSC4388_PREFIXES.map(({ prefix }) => ({ base: `${prefix}/`, msc4388: true })));
+  if (msc4388Enabled) out.push(...MSC4388_PREFIXES.map((p) => prefix(p.prefix, true)));
   return out;
 }
 
-/** Every family's own paths start with this; anything else with a second `/` names no session. */
-const MATRIX = '/_matrix/';
+/** Every family's own paths start with this (in any case); anything else with a second `/` names no session. */
+const MATRIX = /^\/_matrix\//i;
 
 /**
- * Finds the session a request path names, as the routers would: `/<id>` (MSC3886 at the root),
- * `<prefix>/<id>` for every family, and `<prefix>/<id>/<txnId>` for MSC4388 (PUT only: on any
- * other method that path is 405, answered locally). The path is the raw one (still percent-
- * encoded); the id is decoded as the routers decode it. Creates (`POST` on a base path), `/health`,
- * `/ready`, `/metrics` and unknown paths give undefined.
+ * Finds the session a request path names, exactly as the routers would (a session the routers would
+ * find here but this missed would be looked up locally, and be 404 outside its home region):
+ * `/<id>` (MSC3886 at the root), `<prefix>/<id>` for every family, and `<prefix>/<id>/<txnId>` for
+ * MSC4388 (PUT only: on any other method that path is 405, answered locally). Like the routers, it
+ * matches the prefix in any case and takes one trailing slash. The path is the raw one (still
+ * percent-encoded); the id is decoded as the routers decode it. Creates (`POST` on a base path),
+ * `/health`, `/ready`, `/metrics` and unknown paths give undefined.
  */
 export function sessionPathParser(msc4388Enabled: boolean): (path: string, method: string) => SessionPath | undefined {
   const known = prefixes(msc4388Enabled);
   return (path, method) => {
-    if (!path.startsWith(MATRIX)) {
+    // One trailing slash is no segment of its own.
+    const end = path.length > 1 && path.charCodeAt(path.length - 1) === 0x2f /* / */ ? path.length - 1 : path.length;
+    if (!MATRIX.test(path)) {
       // MSC3886 at the root: exactly one segment.
-      if (path.length < 2 || path.indexOf('/', 1) >= 0) return undefined;
-      return session(path.slice(1), false);
+      const slash = path.indexOf('/', 1);
+      if (end < 2 || (slash >= 0 && slash < end)) return undefined;
+      return session(path.slice(1, end), false);
     }
     for (const p of known) {
-      if (!path.startsWith(p.base)) continue;
-      const rest = path.slice(p.base.length);
+      if (!p.base.test(path)) continue;
+      const rest = path.slice(p.length, end);
       const slash = rest.indexOf('/');
       if (slash < 0) return session(rest, p.msc4388);
       // `<id>/<txnId>`: one more segment, MSC4388 writes only.
-      if (!p.msc4388 || method !== 'PUT' || rest.indexOf('/', slash + 1) >= 0) return undefined;
+      if (!p.msc4388 || method !== 'PUT' || slash === rest.length - 1 || rest.indexOf('/', slash + 1) >= 0) {
+        return undefined;
+      }
       return session(rest.slice(0, slash), true);
     }
     return undefined;

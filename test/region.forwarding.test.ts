@@ -1,0 +1,221 @@
+import { expect } from 'chai';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { request } from './helpers/http';
+import { startServer, type TestServer } from './helpers/server';
+
+const SECRET = 'correct-horse-battery-staple';
+const MSC3886 = '/_matrix/client/unstable/org.matrix.msc3886/rendezvous';
+const MSC4108 = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous';
+const MSC4388 = '/_matrix/client/v1/rendezvous';
+const JSON_TYPE = { 'Content-Type': 'application/json' };
+
+/** A replica of region `us` whose only peer, `eu`, is at `euUrl`. */
+const usReplica = (euUrl: string, env: Record<string, string> = {}) =>
+  startServer({ RZ_REGION: 'us', RZ_REGION_PEERS: `eu=${euUrl}`, RZ_REGION_SECRET: SECRET, ...env });
+
+/** An id of region `eu` (no such session needs to exist for a stand-in home). */
+const euId = (n: number) => `eu.${String(n).padStart(22, 'A')}`;
+
+/**
+ * A stand-in for the home region: answers what `answer` says, or breaks the connection (without a
+ * byte of answer) the first time it sees each distinct request, when `breakFirst` is set. Counts
+ * what reached it by method and path.
+ */
+class StandInHome {
+  private constructor(
+    private readonly server: http.Server,
+    readonly url: string,
+    private readonly seen: Map<string, number>,
+  ) {}
+
+  static async start(
+    answer: (req: http.IncomingMessage, res: http.ServerResponse) => void,
+    breakFirst = false,
+  ): Promise<StandInHome> {
+    const seen = new Map<string, number>();
+    const server = http.createServer((req, res) => {
+      const key = `${req.method} ${req.url}`;
+      const times = (seen.get(key) ?? 0) + 1;
+      seen.set(key, times);
+      if (breakFirst && times === 1) {
+        req.socket.destroy();
+        return;
+      }
+      req.resume();
+      req.on('end', () => answer(req, res));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return new StandInHome(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen);
+  }
+
+  times(method: string, path: string): number {
+    return this.seen.get(`${method} ${path}`) ?? 0;
+  }
+
+  stop(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+describe('forwarding: every path spelling the routers take is forwarded', () => {
+  let eu: TestServer;
+  let us: TestServer;
+  before(async () => {
+    eu = await startServer({ RZ_REGION: 'eu', RZ_REGION_SECRET: SECRET });
+    us = await usReplica(eu.url);
+  });
+  after(async () => {
+    await us.stop();
+    await eu.stop();
+  });
+
+  it('upper-cased prefixes and a trailing slash reach the home region, as they reach the routers there', async () => {
+    const msc3886 = await request('POST', `${eu.url}/`, { headers: { 'Content-Type': 'text/plain' }, body: 'a' });
+    const msc4108 = await request('POST', `${eu.url}${MSC4108}`, {
+      headers: { 'Content-Type': 'text/plain' },
+      body: 'b',
+    });
+    const msc4388 = await request('POST', `${eu.url}${MSC4388}`, {
+      headers: JSON_TYPE,
+      body: JSON.stringify({ data: 'c' }),
+    });
+    const ids = {
+      msc3886: msc3886.json.id as string,
+      msc4108: new URL(msc4108.json.url as string).pathname.split('/').pop()!,
+      msc4388: msc4388.json.id as string,
+    };
+    const spellings = [
+      `/${ids.msc3886}/`,
+      `${MSC3886.toUpperCase()}/${ids.msc3886}`,
+      `${MSC3886}/${ids.msc3886}/`,
+      `${MSC4108.replace('msc4108', 'MSC4108')}/${ids.msc4108}`,
+      `${MSC4108}/${ids.msc4108}/`,
+      `/_MATRIX/client/V1/rendezvous/${ids.msc4388}`,
+      `${MSC4388}/${ids.msc4388}/`,
+    ];
+    for (const path of spellings) {
+      const home = await request('GET', `${eu.url}${path}`);
+      const away = await request('GET', `${us.url}${path}`);
+      expect(home.status, `${path} at home`).to.equal(200);
+      expect(away.status, `${path} through us`).to.equal(200);
+      // The same answer (an MSC4388 one counts down its expires_in_ms meanwhile).
+      const withoutCountdown = (r: typeof home) =>
+        r.json === undefined ? r.text : { ...(r.json as object), expires_in_ms: undefined };
+      expect(withoutCountdown(away), path).to.deep.equal(withoutCountdown(home));
+    }
+    // A txnId write with a trailing slash is the same write through either region.
+    const first = await request('PUT', `${us.url}${MSC4388}/${ids.msc4388}/txn-1/`, {
+      headers: JSON_TYPE,
+      body: JSON.stringify({ sequence_token: msc4388.json.sequence_token, data: 'd' }),
+    });
+    expect(first.status).to.equal(200);
+    const read = await request('GET', `${eu.url}${MSC4388}/${ids.msc4388}`);
+    expect(read.json.data).to.equal('d');
+  });
+});
+
+describe('forwarding: a request whose connection broke is sent again only when that is safe', () => {
+  let home: StandInHome;
+  let us: TestServer;
+  before(async () => {
+    home = await StandInHome.start((_req, res) => res.writeHead(202, { 'Content-Type': 'text/plain' }).end('ok'), true);
+    // No breaker in the way: every case here breaks one connection.
+    us = await usReplica(home.url, { RZ_REGION_BREAKER_FAILURES: '1000' });
+  });
+  after(async () => {
+    await us.stop();
+    await home.stop();
+  });
+
+  const cases: { what: string; method: string; path: string; headers?: Record<string, string>; again: boolean }[] = [
+    { what: 'a read', method: 'GET', path: `${MSC4108}/${euId(1)}`, again: true },
+    {
+      what: 'a write on If-Match with an entity tag',
+      method: 'PUT',
+      path: `${MSC4108}/${euId(2)}`,
+      headers: { 'If-Match': '"abc"' },
+      again: true,
+    },
+    {
+      what: 'an MSC4388 write (on its sequence token)',
+      method: 'PUT',
+      path: `${MSC4388}/${euId(3)}`,
+      headers: JSON_TYPE,
+      again: true,
+    },
+    {
+      what: 'a write on If-Match: * (unconditional)',
+      method: 'PUT',
+      path: `${MSC3886}/${euId(4)}`,
+      headers: { 'If-Match': '*' },
+      again: false,
+    },
+    { what: 'a write without If-Match', method: 'PUT', path: `${MSC3886}/${euId(5)}`, again: false },
+    { what: 'a delete', method: 'DELETE', path: `${MSC4108}/${euId(6)}`, again: false },
+  ];
+  for (const c of cases) {
+    it(`${c.again ? 'sends again' : 'never sends again'} ${c.what}`, async () => {
+      const body =
+        c.method === 'PUT' ? (c.headers === JSON_TYPE ? '{"sequence_token":"1","data":"x"}' : 'x') : undefined;
+      const res = await request(c.method, `${us.url}${c.path}`, {
+        headers: { 'Content-Type': 'text/plain', ...c.headers },
+        ...(body === undefined ? {} : { body }),
+      });
+      expect(home.times(c.method, c.path), 'requests that reached home').to.equal(c.again ? 2 : 1);
+      if (c.again) {
+        expect(res.status).to.equal(202);
+        expect(res.text).to.equal('ok');
+      } else {
+        expect(res.status).to.equal(503);
+        expect(res.json.errcode).to.equal('M_UNKNOWN');
+        expect(res.headers['retry-after']).to.equal('1');
+      }
+    });
+  }
+});
+
+describe("forwarding: a balancer's own error in front of the home region", () => {
+  let answer: (res: http.ServerResponse) => void;
+  let home: StandInHome;
+  let us: TestServer;
+  before(async () => {
+    home = await StandInHome.start((_req, res) => answer(res));
+    us = await usReplica(home.url, { RZ_REGION_BREAKER_FAILURES: '2', RZ_REGION_BREAKER_COOLDOWN_MS: '60000' });
+  });
+  after(async () => {
+    await us.stop();
+    await home.stop();
+  });
+
+  it("relays a replica's own 503 (a Matrix error) as it is, without counting it against the region", async () => {
+    answer = (res) =>
+      res
+        .writeHead(503, { 'Content-Type': 'application/json', 'Retry-After': '7' })
+        .end('{"errcode":"M_UNKNOWN","error":"store down"}');
+    for (let i = 0; i < 3; i++) {
+      const res = await request('GET', `${us.url}${MSC4108}/${euId(10)}`);
+      expect(res.status).to.equal(503);
+      expect(res.headers['retry-after']).to.equal('7');
+      expect(res.json.error).to.equal('store down');
+    }
+    expect(home.times('GET', `${MSC4108}/${euId(10)}`), 'the breaker stayed closed').to.equal(3);
+  });
+
+  it('answers 503 M_UNKNOWN with Retry-After for a 502 page that reached no replica, and opens the breaker', async () => {
+    answer = (res) => res.writeHead(502, { 'Content-Type': 'text/html' }).end('<html>502 Bad Gateway</html>');
+    const path = `${MSC4108}/${euId(11)}`;
+    for (let i = 0; i < 3; i++) {
+      const res = await request('GET', `${us.url}${path}`);
+      expect(res.status).to.equal(503);
+      expect(res.json.errcode).to.equal('M_UNKNOWN');
+      expect(Number(res.headers['retry-after'])).to.be.greaterThan(0);
+    }
+    // Two failures open it (RZ_REGION_BREAKER_FAILURES=2): the third was answered without asking.
+    expect(home.times('GET', path)).to.equal(2);
+    const metrics = await request('GET', `${us.url}/metrics`);
+    expect(metrics.text).to.match(/^rendezvous_region_forward_failures_total\{peer="eu",reason="gateway"\} 2$/m);
+    expect(metrics.text).to.match(/^rendezvous_region_peer_up\{peer="eu"\} 0$/m);
+  });
+});
