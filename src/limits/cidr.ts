@@ -36,7 +36,8 @@ export function inRanges(ip: ipaddr.IPv4 | ipaddr.IPv6, ranges: readonly Range[]
 
 /** The network an IPv6 client is counted under: its address with the host bits cleared. */
 export function ipv6Network(ip: ipaddr.IPv6, prefix: number): string {
-  if (prefix >= 128) return ip.toString();
+  // Without a link-local address's zone (`%eth0`): it names the interface, not the client.
+  if (prefix >= 128) return ip.zoneId === undefined ? ip.toString() : ipaddr.fromByteArray(ip.toByteArray()).toString();
   const bytes = ip.toByteArray();
   for (let bit = prefix; bit < 128; bit++) bytes[bit >> 3]! &= ~(0x80 >> (bit & 7));
   return `${ipaddr.fromByteArray(bytes).toString()}/${prefix}`;

@@ -56,6 +56,11 @@ describe('client address', () => {
     expect(addresses({ RZ_IPV6_PREFIX: '48' }).keyOf(req('2001:db8:1:2::1'))).to.equal('2001:db8:1::/48');
   });
 
+  it('counts a link-local client without its zone, even per address (a forwarded key must be an address)', () => {
+    expect(addresses({ RZ_IPV6_PREFIX: '128' }).keyOf(req('fe80::1%eth0'))).to.equal('fe80::1');
+    expect(addresses().keyOf(req('fe80::1:2:3:4%eth0'))).to.equal('fe80::/64');
+  });
+
   it('treats an IPv4-mapped IPv6 socket address as the IPv4 client', () => {
     expect(addresses().keyOf(req('::ffff:203.0.113.5'))).to.equal('203.0.113.5');
   });
