@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { normaliseCidr } from './limits/cidr';
 import { peerList, regionProblems, type RegionPeer } from './region/settings';
+import { unreadableFile } from './readable-file';
 
 /**
  * Every setting comes from one table, so validation, defaults and `--help` can never drift apart.
@@ -77,6 +78,11 @@ const httpUrl = z
   .url()
   .refine((u) => /^https?:\/\//i.test(u))
   .transform((u) => u.replace(/\/+$/, ''));
+/** A URL that paths are appended to: a query or fragment would swallow them, credentials would be shown to clients. */
+const baseUrl = httpUrl.superRefine((u, ctx) => {
+  if (u.includes('?') || u.includes('#')) explain(ctx, 'no query or fragment: paths are appended to it');
+  else if (/^https?:\/\/[^/]*@/i.test(u)) explain(ctx, 'no user name or password in it');
+});
 /** `host:port,host:port`: the seed list of a Sentinel set or a Cluster. */
 const hostPorts = z
   .string()
@@ -236,7 +242,7 @@ export const SETTINGS: readonly Setting[] = [
     help: 'Externally visible base URL used to build session URLs (Location, url); never taken from Host',
     default: (env) => `http://localhost:${env.PORT || '8080'}`,
     defaultText: 'http://localhost:$PORT',
-    schema: httpUrl,
+    schema: baseUrl,
     show: showUrl,
   },
   {
@@ -292,7 +298,7 @@ export const SETTINGS: readonly Setting[] = [
     key: 'homeserverUrl',
     expect: 'an absolute http(s) URL',
     help: 'Homeserver that verifies access tokens (GET /_matrix/client/v3/account/whoami); required when RZ_CREATE_POLICY=authenticated',
-    schema: httpUrl.optional(),
+    schema: baseUrl.optional(),
     show: showUrl,
   },
   {
@@ -736,6 +742,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (Boolean(env.RZ_REDIS_TLS_CERT_FILE) !== Boolean(env.RZ_REDIS_TLS_KEY_FILE)) {
     problems.push('RZ_REDIS_TLS_CERT_FILE and RZ_REDIS_TLS_KEY_FILE go together');
   }
+  for (const [name, key] of REDIS_TLS_FILES) {
+    const file = out[key];
+    const problem = typeof file === 'string' ? unreadableFile(name, file) : undefined;
+    if (problem !== undefined) problems.push(problem);
+  }
+  // Two servers cannot listen on one port; said here rather than as an EADDRINUSE at start.
+  if (out.metricsPort !== undefined && out.metricsPort !== 0 && out.metricsPort === out.port) {
+    problems.push('RZ_METRICS_PORT must differ from PORT (leave it unset to serve /metrics on the main port)');
+  }
   // Checked on the raw values, so it is reported together with every other problem.
   if (env.RZ_CREATE_POLICY?.trim() === 'authenticated' && !env.RZ_HOMESERVER_URL) {
     problems.push('RZ_HOMESERVER_URL must be set when RZ_CREATE_POLICY is authenticated (tokens are verified there)');
@@ -744,6 +759,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (problems.length > 0) throw new ConfigError(problems);
   return out as unknown as Config;
 }
+
+/** The Redis TLS files, read when the connection is made: checked at start with the rest. */
+const REDIS_TLS_FILES = [
+  ['RZ_REDIS_TLS_CA_FILE', 'redisTlsCaFile'],
+  ['RZ_REDIS_TLS_CERT_FILE', 'redisTlsCertFile'],
+  ['RZ_REDIS_TLS_KEY_FILE', 'redisTlsKeyFile'],
+] as const;
 
 /** `RZ_*` variables no setting reads: most likely a typo that would otherwise pass unnoticed. */
 export function unknownSettings(env: NodeJS.ProcessEnv = process.env): string[] {

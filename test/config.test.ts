@@ -187,6 +187,48 @@ describe('secrets in configuration errors', () => {
 });
 
 describe('configuration mistakes', () => {
+  const problemsOf = (env: Record<string, string>): string[] => {
+    try {
+      loadConfig(env);
+    } catch (err) {
+      return (err as ConfigError).problems;
+    }
+    return [];
+  };
+
+  it('refuses a base URL with a query, a fragment or credentials, which every session URL would carry', () => {
+    for (const url of ['https://rz.example.org/path?q=1', 'https://rz.example.org/?', 'https://rz.example.org#top']) {
+      expect(problemsOf({ RZ_PUBLIC_BASE_URL: url }), url).to.deep.equal([
+        `RZ_PUBLIC_BASE_URL must be an absolute http(s) URL (got ${JSON.stringify(url)}: no query or fragment: paths are appended to it)`,
+      ]);
+    }
+    const withPassword = problemsOf({ RZ_PUBLIC_BASE_URL: 'https://user:hunter2@rz.example.org' });
+    expect(withPassword).to.have.length(1);
+    expect(withPassword[0]).to.include('no user name or password in it').and.not.include('hunter2');
+    expect(problemsOf({ RZ_HOMESERVER_URL: 'https://hs.example.org/?x=1' })[0]).to.include('RZ_HOMESERVER_URL');
+    expect(problemsOf({ RZ_PUBLIC_BASE_URL: 'https://rz.example.org/rendezvous/' })).to.deep.equal([]);
+  });
+
+  it('reports unreadable Redis TLS files and a metrics port equal to PORT with everything else', () => {
+    expect(
+      problemsOf({
+        REDIS_URL: 'rediss://redis.internal:6380',
+        RZ_REDIS_TLS_CA_FILE: '/nonexistent/ca.pem',
+        RZ_REDIS_TLS_CERT_FILE: '/nonexistent/cert.pem',
+        RZ_REDIS_TLS_KEY_FILE: '/nonexistent/key.pem',
+        PORT: '9000',
+        RZ_METRICS_PORT: '9000',
+        RZ_TTL_SECONDS: '0',
+      }),
+    ).to.have.members([
+      'RZ_TTL_SECONDS must be an integer from 1 to 86400 (got "0": out of range)',
+      'RZ_REDIS_TLS_CA_FILE cannot be read (/nonexistent/ca.pem: ENOENT)',
+      'RZ_REDIS_TLS_CERT_FILE cannot be read (/nonexistent/cert.pem: ENOENT)',
+      'RZ_REDIS_TLS_KEY_FILE cannot be read (/nonexistent/key.pem: ENOENT)',
+      'RZ_METRICS_PORT must differ from PORT (leave it unset to serve /metrics on the main port)',
+    ]);
+  });
+
   it('reports a missing homeserver URL together with the other problems', () => {
     try {
       loadConfig({ PORT: 'abc', RZ_CREATE_POLICY: 'authenticated' });

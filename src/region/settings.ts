@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { unreadableFile } from '../readable-file';
 import { REGION_NAME } from './names';
 
 /** Another region: its name and the base URL its replicas are reached at (no trailing slash). */
@@ -104,15 +105,9 @@ export function regionProblems(env: NodeJS.ProcessEnv, out: Parsed): string[] {
   if (out.regionAcceptedSecret !== undefined && missing) {
     problems.push('RZ_REGION_ACCEPTED_SECRET is accepted beside RZ_REGION_SECRET, which is not set');
   }
-  if (out.regionTlsCaFile !== undefined) {
-    try {
-      readFileSync(out.regionTlsCaFile);
-    } catch (err) {
-      problems.push(
-        `RZ_REGION_TLS_CA_FILE cannot be read (${out.regionTlsCaFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-      );
-    }
-  }
+  const ca =
+    out.regionTlsCaFile === undefined ? undefined : unreadableFile('RZ_REGION_TLS_CA_FILE', out.regionTlsCaFile);
+  if (ca !== undefined) problems.push(ca);
   return problems;
 }
 
