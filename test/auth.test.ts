@@ -94,8 +94,13 @@ describe('create policy', () => {
     });
 
     it('create with a malformed Authorization header answers 401 M_UNKNOWN_TOKEN without asking the homeserver', async () => {
-      expectError(await create(server.url + V1, { Authorization: 'Basic dXNlcjpwYXNz' }), 401, 'M_UNKNOWN_TOKEN');
-      expectError(await create(server.url + V1, bearer('x'.repeat(5000))), 401, 'M_UNKNOWN_TOKEN');
+      const basic = await create(server.url + V1, { Authorization: 'Basic dXNlcjpwYXNz' });
+      expectError(basic, 401, 'M_UNKNOWN_TOKEN');
+      // It says why, without claiming the homeserver was asked.
+      expect(basic.json.error).to.equal('The Authorization header is not a Bearer access token');
+      const long = await create(server.url + V1, bearer('x'.repeat(5000)));
+      expectError(long, 401, 'M_UNKNOWN_TOKEN');
+      expect(long.json.error).to.not.include('homeserver');
       expect(hs.calls).to.equal(0);
     });
 

@@ -191,6 +191,24 @@ describe('Host header that is not a valid authority', function () {
     expect(parseAnswers(text).map((a) => a.status)).to.deep.equal([400, 200]);
   });
 
+  it('answers 400 M_BAD_REQUEST to HTTP/1.1 without Host or with two, and serves HTTP/1.0 without one', async () => {
+    const get = (head: string) =>
+      rawExchange(replica.port, Buffer.from(`GET ${msc4388Read} ${head}Connection: close\r\n\r\n`, 'latin1'));
+    for (const head of ['HTTP/1.1\r\n', 'HTTP/1.1\r\nHost: x\r\nhost: y\r\n', 'HTTP/1.1\r\nHost: x\r\nHOST: x\r\n']) {
+      const answers = parseAnswers((await get(head)).text);
+      expect(
+        answers.map((a) => a.status),
+        head,
+      ).to.deep.equal([400]);
+      expect(answers[0]!.headers['content-type'], head).to.equal('application/json');
+      expect(JSON.parse(answers[0]!.body), head).to.include({ errcode: 'M_BAD_REQUEST' });
+      expect(answers[0]!.headers['access-control-allow-origin'], head).to.equal('*');
+    }
+    const old = parseAnswers((await get('HTTP/1.0\r\n')).text);
+    expect(old.map((a) => a.status)).to.deep.equal([200]);
+    expect(JSON.parse(old[0]!.body)).to.include({ data: 'kept' });
+  });
+
   it('serves every Host that RFC 9110 allows, the empty one included', async () => {
     for (const host of GOOD_HOSTS) {
       const { text } = await send({ method: 'GET', path: msc4388Read }, host);

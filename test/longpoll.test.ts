@@ -416,7 +416,7 @@ describe('long-poll on MSC4388 (sequence_token + timeout_ms)', function () {
 
   it('refuses malformed parameters with 400 and treats one alone as a plain GET', async () => {
     const { s, id } = await create(b);
-    for (const q of ['timeout_ms=-1', 'timeout_ms=abc', 'timeout_ms=1e3', 'timeout_ms=9999999999']) {
+    for (const q of ['timeout_ms=-1', 'timeout_ms=abc', 'timeout_ms=1e3', 'timeout_ms=']) {
       await expectMatrixError(
         await fetch(`${a.url}${PREFIX}/${id}?sequence_token=${s.version}&${q}`),
         400,
@@ -433,5 +433,13 @@ describe('long-poll on MSC4388 (sequence_token + timeout_ms)', function () {
       expect(res.status).to.equal(200);
       expect(await res.json()).to.include({ data: 'first' });
     }
+  });
+
+  it('takes a timeout longer than any wait (capped like every other), not as a malformed one', async () => {
+    const { id } = await create(b);
+    // A stale token is answered at once, so this shows only that the parameters were accepted.
+    const res = await fetch(`${a.url}${PREFIX}/${id}?sequence_token=old&timeout_ms=${'9'.repeat(30)}`);
+    expect(res.status).to.equal(200);
+    expect(await res.json()).to.include({ data: 'first' });
   });
 });

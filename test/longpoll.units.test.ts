@@ -27,7 +27,9 @@ describe('Prefer: wait parsing (RFC 7240)', () => {
     ['wait=-1', undefined],
     ['wait=abc', undefined],
     ['wait=', undefined],
-    ['wait=1234567890', undefined],
+    // Longer than any wait (which is capped at RZ_LONGPOLL_MAX_WAIT_SECONDS): read as such, not ignored.
+    ['wait=1234567890', 1e9],
+    ['wait=99999999999999999999', 1e9],
     ['wait=0', 0],
   ];
   for (const [header, expected] of cases) {

@@ -241,6 +241,14 @@ for (const backend of ['memory', 'redis'] as const) {
           415,
           'M_INVALID_PARAM',
         );
+        // A well-formed list that is too long says what the bound is.
+        const tooMany = Array.from({ length: 17 }, (_, i) => `"t${i}"`).join(', ');
+        const long = await expectMatrixError(
+          await fetch(c.url, { method: 'PUT', headers: { 'if-match': tooMany }, body: 'y' }),
+          400,
+          'M_INVALID_PARAM',
+        );
+        expect(long.error).to.include('at most 16 tags');
         expect(await (await fetch(c.url)).text()).to.equal('x');
       });
 

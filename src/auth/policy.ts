@@ -19,10 +19,8 @@ export interface CreatePolicy {
 const MAX_TOKEN_LENGTH = 4096;
 const BEARER = /^Bearer +([\x21-\x7e]+) *$/i;
 
-const unknownToken = () =>
-  new MatrixError(401, 'M_UNKNOWN_TOKEN', 'The access token is not recognised by the homeserver', {
-    soft_logout: false,
-  });
+const unknownToken = (message = 'The access token is not recognised by the homeserver') =>
+  new MatrixError(401, 'M_UNKNOWN_TOKEN', message, { soft_logout: false });
 
 export const openPolicy: CreatePolicy = {
   createAvailable: async () => true,
@@ -36,7 +34,10 @@ export class AuthenticatedPolicy implements CreatePolicy {
   private async verdict(authorization: string): Promise<'none' | 'valid'> {
     if (authorization === '') return 'none';
     const m = BEARER.exec(authorization);
-    if (m === null || m[1]!.length > MAX_TOKEN_LENGTH) throw unknownToken();
+    // Refused without asking the homeserver, and said so.
+    if (m === null) throw unknownToken('The Authorization header is not a Bearer access token');
+    if (m[1]!.length > MAX_TOKEN_LENGTH)
+      throw unknownToken(`The access token is longer than ${MAX_TOKEN_LENGTH} characters`);
     if ((await this.verifier.verify(m[1]!)) !== 'valid') throw unknownToken();
     return 'valid';
   }

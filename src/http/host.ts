@@ -14,7 +14,7 @@ const ABSOLUTE_FORM = /^https?:\/\/([^/?#]*)/i;
 /**
  * Whether a Host header value is `host[:port]` as RFC 9110 section 7.2 defines it. One regular
  * expression for names and IPv4 (no captures, nothing allocated); only an IPv6 literal pays for more.
- * An empty value is allowed, as the RFC allows it (Node already refuses an HTTP/1.1 request without one).
+ * An empty value is allowed, as the RFC allows it.
  */
 export function isValidHost(value: string): boolean {
   if (REG_NAME.test(value)) return true;
@@ -52,13 +52,28 @@ function refusal(message: string, expose: string): MatrixError {
 export function hostCheck(exposeHeaders: readonly string[]): Middleware {
   const expose = exposeHeaders.join(',');
   const badHost = refusal('The Host header is not a valid host[:port]', expose);
+  const notOneHost = refusal('An HTTP/1.1 request carries exactly one Host header', expose);
   const badTarget = refusal('The request target is not a path or an absolute http(s) URL without a fragment', expose);
   return (ctx, next) => {
     const req = ctx.req;
     const host = req.headers.host;
     if (!isValidTarget(req.url ?? '')) sendMatrixError(ctx, badTarget);
-    else if (host !== undefined && !isValidHost(host)) sendMatrixError(ctx, badHost);
+    else if (host === undefined ? req.httpVersionMinor >= 1 : hostLines(req.rawHeaders) > 1) {
+      // RFC 9112 section 3.2 (Node keeps the first of several and drops the rest, and the server
+      // leaves the missing one to this check, so that it is answered as a Matrix error).
+      sendMatrixError(ctx, notOneHost);
+    } else if (host !== undefined && !isValidHost(host)) sendMatrixError(ctx, badHost);
     else return next();
     return Promise.resolve();
   };
+}
+
+/** How many Host header lines a request has. */
+function hostLines(raw: string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 4 && (name === 'Host' || name.toLowerCase() === 'host')) n++;
+  }
+  return n;
 }

@@ -19,6 +19,8 @@ export function createHttpServer(app: Koa, config: Config, metrics: Metrics): ht
       requestTimeout: config.requestTimeoutMs,
       keepAliveTimeout: config.keepAliveTimeoutMs,
       connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs),
+      // Node's own answer to an HTTP/1.1 request without Host is a bare 400; hostCheck gives a Matrix one.
+      requireHostHeader: false,
     },
     app.callback(),
   );

@@ -1,5 +1,6 @@
-/** Longest `wait` value read; more digits than this cannot be a sensible number of seconds. */
+/** Longest `wait` value read as a number; a longer one is longer than any wait, which is capped anyway. */
 const MAX_DIGITS = 9;
+const LONGER_THAN_ANY_WAIT = 10 ** MAX_DIGITS;
 
 /**
  * The `wait` preference of a `Prefer` header (RFC 7240 section 4.3) in seconds, or undefined when
@@ -14,8 +15,8 @@ export function preferredWaitSeconds(header: string | undefined): number | undef
     if (eq < 0 || head.slice(0, eq).trim().toLowerCase() !== 'wait') continue;
     let value = head.slice(eq + 1).trim();
     if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1);
-    if (value.length === 0 || value.length > MAX_DIGITS || !/^\d+$/.test(value)) return undefined;
-    return Number(value);
+    if (value.length === 0 || !/^\d+$/.test(value)) return undefined;
+    return value.length > MAX_DIGITS ? LONGER_THAN_ANY_WAIT : Number(value);
   }
   return undefined;
 }

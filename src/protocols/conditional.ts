@@ -5,7 +5,7 @@
 export type EntityTagCondition = { any: true } | { any: false; etags: string[] };
 
 /** Most entity tags looked at in one header; a longer list is refused as malformed. */
-const MAX_TAGS = 16;
+export const MAX_TAGS = 16;
 const ENTITY_TAG = /[ \t]*(?:W\/)?"([\x21\x23-\x7e\x80-\xff]*)"[ \t]*(?:,|$)/y;
 
 /** Parsed condition, or null when the header is not valid entity-tag syntax. */

@@ -13,7 +13,7 @@ import {
   type SessionStore,
   type WriteCondition,
 } from '../store/types';
-import { type EntityTagCondition, conditionMatches, parseEntityTags } from './conditional';
+import { type EntityTagCondition, MAX_TAGS, conditionMatches, parseEntityTags } from './conditional';
 import { EMPTY_JSON, notFound, sendBody, sessionId } from './common';
 import { settle } from './long-poll';
 
@@ -32,7 +32,13 @@ export function conditionHeader(ctx: Context, name: 'If-Match' | 'If-None-Match'
   const raw = ctx.get(name);
   if (raw === '') return null;
   const cond = parseEntityTags(raw);
-  if (cond === null) throw new MatrixError(400, 'M_INVALID_PARAM', `${name} is not a valid entity-tag list`);
+  if (cond === null) {
+    throw new MatrixError(
+      400,
+      'M_INVALID_PARAM',
+      `${name} is not a valid entity-tag list (of at most ${MAX_TAGS} tags)`,
+    );
+  }
   return cond;
 }
 

@@ -8,8 +8,9 @@ import { CAUSE_LABEL, type WaitResult } from '../longpoll';
 import type { Session } from '../store/types';
 import { badSequenceToken, notFound, opaque } from './common';
 
-/** Longest `timeout_ms` read (digits); anything longer is no sensible number of milliseconds. */
+/** Longest `timeout_ms` read as a number; a longer one is longer than any wait, which is capped anyway. */
 const MAX_TIMEOUT_DIGITS = 9;
+const LONGER_THAN_ANY_WAIT_MS = 10 ** MAX_TIMEOUT_DIGITS;
 
 /**
  * MSC4388 long-poll parameters: `?sequence_token=T&timeout_ms=M` asks to hold the GET while the
@@ -24,10 +25,10 @@ export function sequenceWait(ctx: Context): { token: string; timeoutMs: number }
   const timeout = query.get('timeout_ms');
   if (token === null || timeout === null) return undefined;
   opaque(token, badSequenceToken);
-  if (timeout.length > MAX_TIMEOUT_DIGITS || !/^\d+$/.test(timeout)) {
+  if (!/^\d+$/.test(timeout)) {
     throw new MatrixError(400, 'M_INVALID_PARAM', "'timeout_ms' must be a non-negative integer of milliseconds");
   }
-  return { token, timeoutMs: Number(timeout) };
+  return { token, timeoutMs: timeout.length > MAX_TIMEOUT_DIGITS ? LONGER_THAN_ANY_WAIT_MS : Number(timeout) };
 }
 
 /** How a held wait ended, as the metrics label it (the names of `longpoll_wakeups_total{cause}`). */
