@@ -322,7 +322,7 @@ describe('Helm chart, rendered by helm', function () {
       const env = podEnv(objects(set));
       const ports = container(objects(set)).ports as { name: string; containerPort: number }[];
       expect(ports.find((p) => p.name === 'metrics')?.containerPort).to.equal(Number(env.RZ_METRICS_PORT));
-      expect(loadConfig(env).metricsPort).to.equal(values.metrics.port);
+      expect(loadPod(objects(set)).metricsPort).to.equal(values.metrics.port);
     }
     const ingress = one(objects(FULL), 'Ingress');
     for (const rule of ingress.spec.rules as { http: { paths: { backend: { service: { port: object } } }[] } }[]) {
