@@ -1,11 +1,13 @@
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
+import net from 'node:net';
 import { RendezvousClient, type RendezvousSession } from '../src/client';
 import type { Subscription, WakeListener } from '../src/store/types';
 import { RedisServer, sharedRedisUrl } from './helpers/redis';
 import { startServer, type TestServer } from './helpers/server';
 import { heldGet, released, waiting } from './helpers/longpoll';
 import { expectMatrixError, expectValidators } from './helpers/http';
+import { parseAnswers, rawExchange } from './helpers/raw';
 
 /** The same session URL on another replica (what a load balancer does). */
 const on = (server: TestServer, url: string) => server.url + new URL(url).pathname;
@@ -347,6 +349,38 @@ describe('long-poll on the in-memory store', function () {
     await isWaiting;
     await s.delete();
     expect((await held.response).status).to.equal(404);
+    expect(server.longPoll.stats()).to.deep.equal({ waiters: 0, addresses: 0, sessions: 0, listeners: 0 });
+  });
+
+  it('holds long-polls pipelined on one connection, each answered in turn when a PUT wakes them', async () => {
+    const s = await created(server);
+    const path = new URL(s.url).pathname;
+    const held = `GET ${path} HTTP/1.1\r\nHost: x\r\nIf-None-Match: ${s.version}\r\nPrefer: wait=${FOREVER}\r\n`;
+    // The second one's answer has no socket until the first is written: it is no client that left.
+    const isWaiting = waiting(server.longPoll, 2);
+    const exchange = rawExchange(server.port, `${held}\r\n${held}Connection: close\r\n\r\n`);
+    await isWaiting;
+    await s.write('second');
+    const answers = parseAnswers((await exchange).text);
+    expect(answers.map((a) => [a.status, a.body])).to.deep.equal([
+      [200, 'second'],
+      [200, 'second'],
+    ]);
+    expect(server.longPoll.stats().waiters).to.equal(0);
+  });
+
+  it('lets go of a pipelined long-poll whose client hangs up before its turn', async () => {
+    const s = await created(server);
+    const path = new URL(s.url).pathname;
+    const held = `GET ${path} HTTP/1.1\r\nHost: x\r\nIf-None-Match: ${s.version}\r\nPrefer: wait=${FOREVER}\r\n\r\n`;
+    const isWaiting = waiting(server.longPoll, 2);
+    const socket = net.connect(server.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    socket.write(held + held);
+    await isWaiting;
+    const bothReleased = released(server.longPoll, 2);
+    socket.destroy();
+    await bothReleased;
     expect(server.longPoll.stats()).to.deep.equal({ waiters: 0, addresses: 0, sessions: 0, listeners: 0 });
   });
 

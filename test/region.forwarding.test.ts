@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { request } from './helpers/http';
+import { parseAnswers, rawExchange } from './helpers/raw';
 import { startServer, type TestServer } from './helpers/server';
 
 const SECRET = 'correct-horse-battery-staple';
@@ -217,5 +218,37 @@ describe("forwarding: a balancer's own error in front of the home region", () =>
     const metrics = await request('GET', `${us.url}/metrics`);
     expect(metrics.text).to.match(/^rendezvous_region_forward_failures_total\{peer="eu",reason="gateway"\} 2$/m);
     expect(metrics.text).to.match(/^rendezvous_region_peer_up\{peer="eu"\} 0$/m);
+  });
+});
+
+describe('forwarding: requests pipelined on one connection', () => {
+  let home: StandInHome;
+  let us: TestServer;
+  const waiting: http.ServerResponse[] = [];
+  before(async () => {
+    // Answers nothing until both requests are in: the second is forwarded while the first is open.
+    home = await StandInHome.start((_req, res) => {
+      waiting.push(res);
+      if (waiting.length < 2) return;
+      for (const [i, r] of waiting.entries()) {
+        r.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': '8' }).end(`answer ${i}`);
+      }
+    });
+    us = await usReplica(home.url);
+  });
+  after(async () => {
+    await us.stop();
+    await home.stop();
+  });
+
+  it('forwards the second one while the first is unanswered, and relays both in turn', async () => {
+    const get = (n: number, last: boolean) =>
+      `GET ${MSC4108}/${euId(20 + n)} HTTP/1.1\r\nHost: x\r\n${last ? 'Connection: close\r\n' : ''}\r\n`;
+    const { text, closedByServer } = await rawExchange(us.port, get(0, false) + get(1, true));
+    expect(closedByServer).to.equal(true);
+    expect(parseAnswers(text).map((a) => [a.status, a.body])).to.deep.equal([
+      [200, 'answer 0'],
+      [200, 'answer 1'],
+    ]);
   });
 });

@@ -1,5 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { clientLeft, stopWatching, watchClient } from '../http/client-connection';
 import type { Metrics } from '../metrics';
 import type { Family, Notifier, Session, SessionStore, Subscription, WakeEvent } from '../store/types';
 
@@ -135,6 +137,8 @@ class Waiter {
   private announced = false;
   /** The timer ends at the session's expiry rather than at the end of the wait asked for. */
   private endsAtExpiry = false;
+  /** The connection watched for a client that leaves, while the response waits for it (pipelined). */
+  private pipelined: Socket | undefined;
 
   constructor(
     private readonly lp: LongPoll,
@@ -147,10 +151,9 @@ class Waiter {
   start(): void {
     const res = this.req.res;
     this.lp.add(this);
-    const socket = res.socket;
-    if (res.destroyed || socket === null || socket.destroyed) return this.finish({ cause: 'aborted' });
+    if (clientLeft(res)) return this.finish({ cause: 'aborted' });
     // `on` + `off` in finish rather than `once`, which wraps the listener in two more objects per wait.
-    res.on('close', this.onClose);
+    this.pipelined = watchClient(res, this.onClose);
     // Never beyond the session's expiry: at that moment the answer is 404, not 304. (Timers may fire
     // a millisecond early, so the timer remembers which deadline it stands for.)
     const untilExpiry = this.held.expiresAt - Date.now();
@@ -245,7 +248,7 @@ class Waiter {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     this.sub?.release();
-    this.req.res.off('close', this.onClose);
+    stopWatching(this.req.res, this.onClose, this.pipelined);
     this.lp.remove(this, this.req, result.cause);
     this.resolve(result);
   }

@@ -5,6 +5,7 @@ import { Pool, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import type { Config } from '../config';
 import { readBody } from '../http/body';
+import { clientLeft, stopWatching, watchClient } from '../http/client-connection';
 import { parseEntityTags } from '../protocols/conditional';
 import { MatrixError } from '../http/errors';
 import { LogThrottle } from '../log-throttle';
@@ -335,9 +336,7 @@ export class Forwarder {
   ): Promise<Outcome> {
     const { regionConnectTimeoutMs, regionResponseTimeoutMs } = this.config;
     // The client left while its body was read: nothing to forward for.
-    if (client !== undefined && (client.socket === null || client.socket.destroyed)) {
-      return Promise.resolve({ kind: 'aborted' });
-    }
+    if (client !== undefined && clientLeft(client)) return Promise.resolve({ kind: 'aborted' });
     return new Promise<Outcome>((resolve) => {
       let done = false;
       /** Whether the request went out on a connection: failing after that is no connect failure. */
@@ -351,7 +350,7 @@ export class Forwarder {
         if (done) return;
         done = true;
         clearTimeout(timer);
-        client?.off('close', onClientClose);
+        if (client !== undefined) stopWatching(client, onClientClose, pipelined);
         if (waitMs > 0) this.held.delete(endNow);
         resolve(outcome);
       };
@@ -371,7 +370,7 @@ export class Forwarder {
         finish({ kind: 'aborted' });
         stop();
       };
-      client?.on('close', onClientClose);
+      const pipelined = client === undefined ? undefined : watchClient(client, onClientClose);
       const endNow = () => {
         finish({ kind: 'shutdown' });
         stop();
