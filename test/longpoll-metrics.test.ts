@@ -15,7 +15,7 @@ describe('long-poll metrics', function () {
   this.timeout(30_000);
   let replica: Replica;
   before(async () => {
-    replica = await Replica.start({ REDIS_URL: await sharedRedisUrl() });
+    replica = await Replica.start({ REDIS_URL: await sharedRedisUrl(), RZ_ACCESS_LOG: 'true' });
   });
   after(() => replica?.stop());
 
@@ -50,6 +50,11 @@ describe('long-poll metrics', function () {
     expect(delta(REQUESTS, { ...get, status: '404' })).to.equal(0);
     expect(delta(WAITS, { family: 'msc3886', outcome: 'disconnect' })).to.equal(1);
     expect(delta(LATENCY, get)).to.equal(0);
+    // The access log says the same (its line comes over the replica's stdout, on its own time).
+    const accessLine = () =>
+      replica.logs.filter((l) => l.msg === 'request' && l.method === 'GET' && l.route !== '/metrics').pop();
+    await until('the access log line', async () => accessLine()?.status !== undefined);
+    expect(accessLine()).to.include({ status: 499 });
   });
 
   it('time held waits in their own histogram, by outcome, and leave the request latency alone', async () => {

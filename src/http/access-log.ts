@@ -1,5 +1,6 @@
 import type { Middleware } from 'koa';
 import type { Logger } from 'pino';
+import { answeredStatus } from './metrics';
 
 /** One line per request: method, matched route, status, duration. Never bodies, never headers. */
 export function accessLog(log: Logger): Middleware {
@@ -13,7 +14,7 @@ export function accessLog(log: Logger): Middleware {
           reqId: ctx.state.requestId,
           method: ctx.method,
           route: ctx._matchedRoute ?? 'unmatched',
-          status: ctx.status,
+          status: Number(answeredStatus(ctx)),
           ms: Number(process.hrtime.bigint() - start) / 1e6,
         },
         'request',

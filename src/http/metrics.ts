@@ -47,10 +47,17 @@ export function familyOf(ctx: Context): string {
 }
 
 /**
- * The status label of a request whose client left while its long-poll was held, with no answer
- * written: nginx's "client closed request". Koa's status would still read its default, 404.
+ * The status label of a request whose client left before an answer was written (mid long-poll, or
+ * while it was forwarded to another region): nginx's "client closed request". Koa's status would
+ * still read its default, 404.
  */
 export const CLIENT_CLOSED = '499';
+
+/** The status a request was answered with, as the metrics and the access log report it. */
+export function answeredStatus(ctx: Context): string {
+  const left = !ctx.res.headersSent && (ctx.respond === false || ctx.state.longPollOutcome === 'disconnect');
+  return left ? CLIENT_CLOSED : String(ctx.status);
+}
 
 /**
  * Counts and times every answer by family, method and status; outermost, so it sees the final status.
@@ -64,8 +71,7 @@ export function httpMetrics(metrics: Metrics): Middleware {
     const family = familyOf(ctx);
     const method = METHODS.has(ctx.method) ? ctx.method : 'OTHER';
     const outcome = ctx.state.longPollOutcome;
-    const left = outcome === 'disconnect' && !ctx.res.headersSent;
-    requests(family, method, failed ? '500' : left ? CLIENT_CLOSED : String(ctx.status)).inc();
+    requests(family, method, failed ? '500' : answeredStatus(ctx)).inc();
     const seconds = (performance.now() - start) / 1000;
     if (outcome === undefined) durations(family, method).observe(seconds);
     else waits(family, outcome).observe(seconds);
