@@ -255,6 +255,16 @@ describe('multi-region compose stack (deploy/multi-region)', () => {
       });
     }
 
+    it('never lets /metrics through a balancer, in any spelling the replicas would take', async () => {
+      for (const port of [front.port, lbPort.eu!, lbPort.us!]) {
+        for (const path of ['/metrics', '/METRICS', '/Metrics', '/metrics/']) {
+          const res = await send(port, { path, localAddress: device.eu! });
+          expect(res.status, `${path} on :${port}`).to.equal(404);
+          expect(json(res), path).to.include({ errcode: 'M_UNRECOGNIZED' });
+        }
+      }
+    });
+
     it('with regional hostnames the other device talks to the home region directly: nothing is forwarded', async () => {
       const received = () =>
         Promise.all(replicas.map((r) => Scrape.of(`${r.url}/metrics`))).then((s) =>
