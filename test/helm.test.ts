@@ -333,15 +333,28 @@ describe('Helm chart, rendered by helm', function () {
     expect(r.stderr).to.include('would publish /metrics');
   });
 
-  it('keeps CORS, ETags and long-polls intact through ingress-nginx', () => {
+  it('keeps CORS, ETags and long-polls intact through ingress-nginx', async () => {
     const annotations = one(objects(FULL), 'Ingress').metadata.annotations as Record<string, string>;
     expect(annotations['nginx.ingress.kubernetes.io/enable-cors']).to.equal('false');
     expect(annotations['nginx.ingress.kubernetes.io/proxy-buffering']).to.equal('off');
-    const config = loadPod(objects(FULL));
-    expect(Number(annotations['nginx.ingress.kubernetes.io/proxy-read-timeout'])).to.be.greaterThan(
-      config.longPollMaxWaitSeconds,
-    );
     expect(annotations['cert-manager.io/cluster-issuer']).to.equal('letsencrypt');
+    // The read timeout follows the longest wait, the largest one the schema allows included.
+    for (const wait of [undefined, '300']) {
+      const rendered =
+        wait === undefined ? objects(FULL) : await render([FULL], { 'config.longPollMaxWaitSeconds': wait });
+      const timeout = (one(rendered, 'Ingress').metadata.annotations as Record<string, string>)[
+        'nginx.ingress.kubernetes.io/proxy-read-timeout'
+      ];
+      expect(Number(timeout), wait).to.be.greaterThan(loadPod(rendered).longPollMaxWaitSeconds);
+    }
+  });
+
+  it('refuses a termination grace period the drain would outlast', async () => {
+    const r = await helm(['template', 'rz', CHART, ...valueArgs([FULL], { 'config.shutdownGraceSeconds': '60' })]);
+    expect(r.code).to.not.equal(0);
+    expect(r.stderr).to.include('terminationGracePeriodSeconds (30) must exceed');
+    const longer = await render([FULL], { 'config.shutdownGraceSeconds': '60', terminationGracePeriodSeconds: '70' });
+    expect(one(longer, 'Deployment').spec.template.spec.terminationGracePeriodSeconds).to.equal(70);
   });
 
   it('sizes the memory limit above the benchmark peak for the default long-poll waiter bound', () => {

@@ -55,6 +55,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $missing }}
 {{- fail (printf "\nrequired values are not set:\n  - %s" (join "\n  - " $missing)) }}
 {{- end }}
+{{- $drain := add .Values.config.shutdownDelaySeconds .Values.config.shutdownGraceSeconds }}
+{{- if le (int .Values.terminationGracePeriodSeconds) (int $drain) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.shutdownDelaySeconds + config.shutdownGraceSeconds (%v), or the kubelet kills pods mid-drain" .Values.terminationGracePeriodSeconds $drain) }}
+{{- end }}
 {{- include "rendezvous.validateRegion" . }}
 {{- end }}
 
