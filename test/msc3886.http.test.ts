@@ -241,6 +241,14 @@ for (const backend of ['memory', 'redis'] as const) {
           415,
           'M_INVALID_PARAM',
         );
+        // A transfer coding besides chunked is a compressed body too (Node undoes only the chunking).
+        const coded = await rawRequest(c.url, {
+          method: 'PUT',
+          headers: { 'transfer-encoding': 'gzip, chunked' },
+          body: 'y',
+        });
+        expect(coded.status).to.equal(415);
+        expect(JSON.parse(coded.body.toString())).to.include({ errcode: 'M_INVALID_PARAM' });
         // A well-formed list that is too long says what the bound is.
         const tooMany = Array.from({ length: 17 }, (_, i) => `"t${i}"`).join(', ');
         const long = await expectMatrixError(
