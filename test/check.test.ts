@@ -178,6 +178,21 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
     expect(etag!.fix).to.include('gzip off;');
   });
 
+  it('passes (with a warning) behind a homeserver that routes only the ETag families to it', async () => {
+    proxy = await TestProxy.start(replica.port, {
+      routes: (target) =>
+        ['/_matrix/client/unstable/org.matrix.msc4108/', '/_matrix/client/unstable/org.matrix.msc3886/'].some(
+          (prefix) => target.startsWith(prefix) || `${target}/` === prefix,
+        ),
+    });
+    const run = await runCheck([proxy.url, '--json']);
+    // Its own 404 pages are no evidence against the server's headers, and MSC4388 has no preflight.
+    expect(idsWith(run, 'fail'), shown(run)).to.deep.equal([]);
+    expect(run.code, shown(run)).to.equal(0);
+    expect(finding(run, 'msc4388.discovery')?.status, shown(run)).to.equal('warn');
+    expect(finding(run, 'msc4108.long-poll')?.status, shown(run)).to.equal('pass');
+  });
+
   it('reports the long-poll when a proxy holds each answer and forwards one request at a time', async function () {
     // Every held read waits out its hold (5 s) before the write behind it goes up: three families.
     this.timeout(90_000);

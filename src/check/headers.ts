@@ -1,6 +1,6 @@
 import { FIX } from './advice';
 import type { CheckContext, Seen } from './context';
-import { ORIGIN, header } from './http';
+import { ORIGIN, header, jsonOf } from './http';
 
 /** The first few offenders, named for the finding ("MSC4108 GET (200), MSC3886 PUT (202), ..."). */
 function name(list: Seen[]): string {
@@ -20,8 +20,15 @@ const tokens = (value: string | undefined) =>
  * caching headers, CORS headers, and ETags (present, and strong or at least accepted when weak).
  */
 export function checkHeaders(ctx: CheckContext): void {
-  // Proxy error pages and refusals are reported where they happened; they are no evidence here.
-  const seen = ctx.seen.filter((s) => s.answer.status < 500 && s.answer.status !== 429);
+  // Proxy error pages and refusals are reported where they happened, and an error that is no Matrix
+  // error came from something else than the server (a path a homeserver does not route to it): none
+  // of them is evidence here.
+  const seen = ctx.seen.filter(
+    (s) =>
+      s.answer.status < 500 &&
+      s.answer.status !== 429 &&
+      (s.answer.status < 400 || typeof jsonOf(s.answer)?.errcode === 'string'),
+  );
   if (seen.length === 0) return;
   cacheControl(ctx, seen);
   cors(ctx, seen);

@@ -93,12 +93,11 @@ async function checkAll(ctx: CheckContext): Promise<void> {
     checkPublicUrl(ctx, msc3886.fam, msc3886.session);
     if (!msc4108) checkExpiry(ctx, msc3886.session.created);
   }
-  await checkMsc4388(ctx);
+  const msc4388 = await checkMsc4388(ctx);
 
-  const preflightPaths: { name: string; path: string }[] = [
-    { name: 'MSC4108', path: PATHS.msc4108 },
-    { name: 'MSC4388', path: PATHS.msc4388 },
-  ];
+  const preflightPaths: { name: string; path: string }[] = [{ name: 'MSC4108', path: PATHS.msc4108 }];
+  // Only where discovery found the server: a path that does not reach it has no preflight to check.
+  if (msc4388 === 'open' || msc4388 === 'closed') preflightPaths.push({ name: 'MSC4388', path: PATHS.msc4388 });
   if (msc3886) preflightPaths.push({ name: msc3886.fam.name, path: msc3886.fam.sessionPrefix });
   await checkPreflight(ctx, preflightPaths);
 

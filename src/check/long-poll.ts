@@ -43,7 +43,9 @@ export async function checkWake(ctx: CheckContext, id: string, family: string, p
   }
   if (earlyAnswer !== undefined) {
     const a = earlyAnswer;
-    if (a.status >= 500 || a.status === 429) {
+    // An error is no "not held": a 404 here says the read reached a replica that does not know the
+    // session, a 5xx or 429 that something failed or refused.
+    if (a.status >= 400) {
       const { detail, fix } = explain(a);
       ctx.report.fail(id, title, `the held read was answered at once: ${detail}`, fix);
       return;

@@ -11,7 +11,7 @@ const OPAQUE_ID = /^[A-Za-z0-9._~-]{1,255}$/;
 const MIN_EXPIRES_MS = 110_000;
 const MAX_EXPIRES_MS = 300_000;
 
-type Discovery = 'open' | 'closed' | 'off' | 'unknown';
+export type Discovery = 'open' | 'closed' | 'off' | 'unknown';
 
 async function discover(ctx: CheckContext, path: string, stepId: string, title: string): Promise<Discovery> {
   const a = await attempt(ctx, stepId, title, () =>
@@ -37,8 +37,11 @@ async function discover(ctx: CheckContext, path: string, stepId: string, title: 
   return 'unknown';
 }
 
-/** MSC4388: discovery on both paths, then a whole session on the unstable path clients call today. */
-export async function checkMsc4388(ctx: CheckContext): Promise<void> {
+/**
+ * MSC4388: discovery on both paths, then a whole session on the unstable path clients call today.
+ * Says what the unstable path's discovery found.
+ */
+export async function checkMsc4388(ctx: CheckContext): Promise<Discovery> {
   const unstable = await discover(ctx, PATHS.msc4388, 'msc4388.discovery', 'MSC4388 discovery (unstable path)');
   if (unstable === 'off') {
     ctx.report.skip(
@@ -46,7 +49,7 @@ export async function checkMsc4388(ctx: CheckContext): Promise<void> {
       'MSC4388',
       'turned off on this server (discovery answers 404 M_UNRECOGNIZED, RZ_MSC4388_ENABLED=false): its checks are skipped, and clients use MSC4108',
     );
-    return;
+    return unstable;
   }
   await discover(ctx, PATHS.msc4388Stable, 'msc4388.discovery-v1', 'MSC4388 discovery (/v1 path)');
   if (unstable === 'closed') {
@@ -55,10 +58,10 @@ export async function checkMsc4388(ctx: CheckContext): Promise<void> {
       'MSC4388 session',
       'creates need an access token here (RZ_CREATE_POLICY=authenticated), which the check does not have: the session checks are skipped',
     );
-    return;
+    return unstable;
   }
-  if (unstable !== 'open') return;
-  await session(ctx);
+  if (unstable === 'open') await session(ctx);
+  return unstable;
 }
 
 async function session(ctx: CheckContext): Promise<void> {

@@ -26,6 +26,11 @@ export interface ProxyBehaviour {
    * killed at that instant would.
    */
   dropAnswer?: (req: http.IncomingMessage) => boolean;
+  /**
+   * Which request targets go to the upstream at all; the others get the proxy's own HTML 404, as
+   * from a homeserver that routes only some paths to the rendezvous server.
+   */
+  routes?: (target: string) => boolean;
 }
 
 /** A small HTTP proxy on a loopback port in front of one upstream port. */
@@ -53,6 +58,11 @@ export class TestProxy {
     const agent = new http.Agent({ keepAlive: true, maxSockets: behaviour.serialise ? 1 : Infinity });
     const counts = { dropped: 0 };
     const server = http.createServer((req, res) => {
+      if (behaviour.routes !== undefined && !behaviour.routes(req.url ?? '')) {
+        req.resume();
+        res.writeHead(404, { 'Content-Type': 'text/html' }).end('<html><body>404 Not Found</body></html>');
+        return;
+      }
       const headers = { ...req.headers };
       if (behaviour.forwardedFor) {
         const prior = headers['x-forwarded-for'];
