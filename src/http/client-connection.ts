@@ -12,6 +12,19 @@ export function clientLeft(res: ServerResponse): boolean {
 }
 
 /**
+ * What to call when a connection closes, for the responses pipelined on it that are held: one
+ * `close` listener per connection however many wait on it (a listener each would pass Node's
+ * listener bound, and warn, from the eleventh pipelined long-poll on).
+ */
+const pipelinedOn = new WeakMap<Socket, Set<() => void>>();
+
+function onPipelinedClose(this: Socket): void {
+  const waiting = pipelinedOn.get(this);
+  pipelinedOn.delete(this);
+  if (waiting !== undefined) for (const listener of waiting) listener();
+}
+
+/**
  * Calls `listener` when the client's connection closes, until `stopWatching`. A response holds its
  * socket's `close` only once it has the socket: a pipelined one is watched on the request's socket
  * too, which is returned for `stopWatching`.
@@ -20,11 +33,24 @@ export function watchClient(res: ServerResponse, listener: () => void): Socket |
   res.on('close', listener);
   if (res.socket !== null) return undefined;
   const socket = res.req.socket;
-  socket.on('close', listener);
+  let waiting = pipelinedOn.get(socket);
+  if (waiting === undefined) {
+    waiting = new Set();
+    pipelinedOn.set(socket, waiting);
+    socket.on('close', onPipelinedClose);
+  }
+  waiting.add(listener);
   return socket;
 }
 
 export function stopWatching(res: ServerResponse, listener: () => void, pipelined: Socket | undefined): void {
   res.off('close', listener);
-  pipelined?.off('close', listener);
+  if (pipelined === undefined) return;
+  const waiting = pipelinedOn.get(pipelined);
+  if (waiting === undefined) return;
+  waiting.delete(listener);
+  if (waiting.size === 0) {
+    pipelinedOn.delete(pipelined);
+    pipelined.off('close', onPipelinedClose);
+  }
 }
