@@ -487,4 +487,12 @@ describe('long-poll on MSC4388 (sequence_token + timeout_ms)', function () {
     expect(res.status).to.equal(200);
     expect(await res.json()).to.include({ data: 'first' });
   });
+
+  it('reads a timeout padded with zeros by its value: zero is answered at once', async () => {
+    const { s, id } = await create(b);
+    // The current token: a long timeout would hold this past the test's own timeout.
+    const res = await fetch(`${a.url}${PREFIX}/${id}?sequence_token=${s.version}&timeout_ms=${'0'.repeat(12)}`);
+    expect(res.status).to.equal(200);
+    expect(await res.json()).to.include({ data: 'first', sequence_token: s.version });
+  });
 });

@@ -30,6 +30,9 @@ describe('Prefer: wait parsing (RFC 7240)', () => {
     // Longer than any wait (which is capped at RZ_LONGPOLL_MAX_WAIT_SECONDS): read as such, not ignored.
     ['wait=1234567890', 1e9],
     ['wait=99999999999999999999', 1e9],
+    // Leading zeros are no length (RFC 7240 delta-seconds may carry them).
+    ['wait=0000000000', 0],
+    ['wait=0000000000005', 5],
     ['wait=0', 0],
   ];
   for (const [header, expected] of cases) {

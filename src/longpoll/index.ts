@@ -1,7 +1,7 @@
 import type { Config } from '../config';
 
 export { CAUSE_LABEL, LongPoll, type WaitResult, type LongPollLimits } from './waiters';
-export { preferredWaitSeconds } from './prefer';
+export { preferredWaitSeconds, waitOfDigits } from './prefer';
 
 export function longPollLimits(config: Config) {
   return {

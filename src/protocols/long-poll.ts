@@ -4,13 +4,9 @@
  */
 import type { Context } from 'koa';
 import { MatrixError } from '../http/errors';
-import { CAUSE_LABEL, type WaitResult } from '../longpoll';
+import { CAUSE_LABEL, type WaitResult, waitOfDigits } from '../longpoll';
 import type { Session } from '../store/types';
 import { badSequenceToken, notFound, opaque } from './common';
-
-/** Longest `timeout_ms` read as a number; a longer one is longer than any wait, which is capped anyway. */
-const MAX_TIMEOUT_DIGITS = 9;
-const LONGER_THAN_ANY_WAIT_MS = 10 ** MAX_TIMEOUT_DIGITS;
 
 /**
  * MSC4388 long-poll parameters: `?sequence_token=T&timeout_ms=M` asks to hold the GET while the
@@ -28,7 +24,7 @@ export function sequenceWait(ctx: Context): { token: string; timeoutMs: number }
   if (!/^\d+$/.test(timeout)) {
     throw new MatrixError(400, 'M_INVALID_PARAM', "'timeout_ms' must be a non-negative integer of milliseconds");
   }
-  return { token, timeoutMs: timeout.length > MAX_TIMEOUT_DIGITS ? LONGER_THAN_ANY_WAIT_MS : Number(timeout) };
+  return { token, timeoutMs: waitOfDigits(timeout) };
 }
 
 /** How a held wait ended, as the metrics label it (the names of `longpoll_wakeups_total{cause}`). */
