@@ -221,6 +221,42 @@ describe("forwarding: a balancer's own error in front of the home region", () =>
   });
 });
 
+describe("forwarding: a balancer's error pages that say nothing about the region", () => {
+  let answer: (res: http.ServerResponse) => void;
+  let home: StandInHome;
+  let us: TestServer;
+  before(async () => {
+    home = await StandInHome.start((_req, res) => answer(res));
+    us = await usReplica(home.url, { RZ_REGION_BREAKER_FAILURES: '2', RZ_REGION_BREAKER_COOLDOWN_MS: '60000' });
+  });
+  after(async () => {
+    await us.stop();
+    await home.stop();
+  });
+
+  it('takes a JSON error page without an errcode for a balancer answering for no replica', async () => {
+    answer = (res) =>
+      res.writeHead(502, { 'Content-Type': 'application/json' }).end('{"message":"no healthy upstream"}');
+    const res = await request('GET', `${us.url}${MSC4108}/${euId(30)}`);
+    expect(res.status).to.equal(503);
+    expect(res.json.errcode).to.equal('M_UNKNOWN');
+  });
+
+  it('answers 503 to a held wait the balancer timed out (504), without holding it against the region', async () => {
+    answer = (res) => res.writeHead(504, { 'Content-Type': 'text/html' }).end('<html>504 Gateway Time-out</html>');
+    const path = `${MSC4108}/${euId(31)}`;
+    // One failure came from the test before; three more held waits ending in 504 open nothing.
+    for (let i = 0; i < 3; i++) {
+      const res = await request('GET', `${us.url}${path}`, { headers: { 'If-None-Match': '"x"', Prefer: 'wait=5' } });
+      expect(res.status).to.equal(503);
+      expect(res.json.errcode).to.equal('M_UNKNOWN');
+    }
+    expect(home.times('GET', path), 'every wait reached home: the breaker stayed closed').to.equal(3);
+    const metrics = await request('GET', `${us.url}/metrics`);
+    expect(metrics.text).to.match(/^rendezvous_region_peer_up\{peer="eu"\} 1$/m);
+  });
+});
+
 describe('forwarding: requests pipelined on one connection', () => {
   let home: StandInHome;
   let us: TestServer;

@@ -211,10 +211,12 @@ export class Forwarder {
       return this.unavailable(peer, outcome.reason, 1000);
     }
     const { status, raw } = outcome;
-    if (status >= 502 && status <= 504 && !isMatrixAnswer(raw)) {
+    if (status >= 502 && status <= 504 && !isMatrixError(raw, outcome.body)) {
       // Not a replica's answer but a balancer's in front of them, which reached none: the region is
-      // unreachable, as if the connection had failed (503 here, and a breaker failure).
-      peer.breaker.failure();
+      // unreachable, as if the connection had failed (503 here, and a breaker failure). Except a 504
+      // ending a held wait: that balancer's read timeout is shorter than the wait, which says nothing
+      // about the region.
+      if (!(status === 504 && waitMs > 0)) peer.breaker.failure();
       this.metrics.failures.labels(peer.name, 'gateway').inc();
       if (this.throttle.take(`${peer.name}:gateway`) !== undefined) {
         this.log.warn(
@@ -431,9 +433,18 @@ function comparesAndSets(ifMatch: string): boolean {
   return condition !== null && !condition.any;
 }
 
-/** Every error a replica answers is a Matrix error, in JSON; a balancer's own error page is not. */
-function isMatrixAnswer(raw: string[]): boolean {
-  return headerOf(raw, 'content-type')?.startsWith('application/json') === true;
+/**
+ * Every error a replica answers is a Matrix error (JSON with an errcode); a balancer's own error page
+ * is not, even a JSON one. Read only for the rare 502-504.
+ */
+function isMatrixError(raw: string[], body: Buffer): boolean {
+  if (headerOf(raw, 'content-type')?.startsWith('application/json') !== true) return false;
+  try {
+    const parsed: unknown = JSON.parse(body.toString('utf8'));
+    return typeof (parsed as { errcode?: unknown } | null)?.errcode === 'string';
+  } catch {
+    return false;
+  }
 }
 
 function headerOf(raw: string[], lowerName: string): string | undefined {
