@@ -178,6 +178,24 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
     expect(etag!.fix).to.include('gzip off;');
   });
 
+  it('counts a session as deleted when a DELETE landed but its answer was lost, and leaves none behind', async () => {
+    const deletes = new Set<string>();
+    // Each session's first DELETE reaches the server, and its answer is cut off on the way back.
+    proxy = await TestProxy.start(replica.port, {
+      dropAnswer: (req) => req.method === 'DELETE' && !deletes.has(req.url!) && deletes.add(req.url!) !== undefined,
+    });
+    const run = await runCheck([proxy.url, '--json']);
+    expect(proxy.dropped, shown(run)).to.be.greaterThan(0);
+    // The retries find each session gone (404 M_NOT_FOUND): nothing is reported left behind.
+    expect(finding(run, 'cleanup'), shown(run)).to.equal(undefined);
+    const client = redis.client();
+    try {
+      expect(await sessionKeys(client), 'session keys left in Redis').to.deep.equal([]);
+    } finally {
+      client.disconnect();
+    }
+  });
+
   it('passes (with a warning) behind a homeserver that routes only the ETag families to it', async () => {
     proxy = await TestProxy.start(replica.port, {
       routes: (target) =>

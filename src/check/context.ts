@@ -1,4 +1,4 @@
-import type { Answer, HttpClient } from './http';
+import { type Answer, type HttpClient, jsonOf } from './http';
 import type { Report } from './report';
 
 export type FamilyId = 'msc3886' | 'msc4108' | 'msc4388';
@@ -51,12 +51,16 @@ export class Cleanup {
     let left = 0;
     for (const [url, deleted] of this.open) {
       let gone = false;
+      let answerLost = http.unansweredDeletes.has(url);
       for (let attempt = 0; attempt < 4 && !gone; attempt++) {
         try {
           const a = await http.request({ method: 'DELETE', url, fresh: true });
-          // A 404 after an attempt whose answer went missing: that attempt deleted it.
-          gone = deleted.includes(a.status) || (attempt > 0 && a.status === 404);
-        } catch {}
+          // The server's own 404 right after an attempt whose answer went missing: that one deleted it.
+          gone = deleted.includes(a.status) || (answerLost && a.status === 404 && jsonOf(a)?.errcode === 'M_NOT_FOUND');
+          answerLost = false;
+        } catch {
+          answerLost = true;
+        }
       }
       if (!gone) left++;
     }

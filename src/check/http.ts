@@ -39,9 +39,21 @@ export class HttpClient {
     https: new https.Agent({ keepAlive: true }),
   };
 
+  /** URLs a DELETE was sent to whose answer never came: it may well have deleted the session. */
+  readonly unansweredDeletes = new Set<string>();
+
   constructor(private readonly defaultTimeoutMs = 10_000) {}
 
   request(ask: Ask): Promise<Answer> {
+    const answer = this.send(ask);
+    if (ask.method !== 'DELETE') return answer;
+    return answer.catch((err: unknown) => {
+      this.unansweredDeletes.add(ask.url);
+      throw err;
+    });
+  }
+
+  private send(ask: Ask): Promise<Answer> {
     const url = new URL(ask.url);
     const secure = url.protocol === 'https:';
     const lib = secure ? https : http;
