@@ -20,26 +20,27 @@ const euId = (n: number) => `eu.${String(n).padStart(22, 'A')}`;
 
 /**
  * A stand-in for the home region: answers what `answer` says, or breaks the connection (without a
- * byte of answer) the first time it sees each distinct request, when `breakFirst` is set. Counts
- * what reached it by method and path.
+ * byte of answer) the first time it sees each method and path (whatever the query), when
+ * `breakFirst` is set. Keeps what reached it.
  */
 class StandInHome {
   private constructor(
     private readonly server: http.Server,
     readonly url: string,
-    private readonly seen: Map<string, number>,
+    /** Every request that reached it, in order. */
+    readonly arrivals: { method: string; url: string; headers: http.IncomingHttpHeaders }[],
   ) {}
 
   static async start(
     answer: (req: http.IncomingMessage, res: http.ServerResponse) => void,
     breakFirst = false,
   ): Promise<StandInHome> {
-    const seen = new Map<string, number>();
+    const arrivals: { method: string; url: string; headers: http.IncomingHttpHeaders }[] = [];
     const server = http.createServer((req, res) => {
-      const key = `${req.method} ${req.url}`;
-      const times = (seen.get(key) ?? 0) + 1;
-      seen.set(key, times);
-      if (breakFirst && times === 1) {
+      const path = req.url!.split('?')[0];
+      const before = arrivals.filter((a) => a.method === req.method && a.url.split('?')[0] === path).length;
+      arrivals.push({ method: req.method!, url: req.url!, headers: req.headers });
+      if (breakFirst && before === 0) {
         req.socket.destroy();
         return;
       }
@@ -47,11 +48,12 @@ class StandInHome {
       req.on('end', () => answer(req, res));
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return new StandInHome(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen);
+    return new StandInHome(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`, arrivals);
   }
 
+  /** Requests that reached it with this method and path (the query aside). */
   times(method: string, path: string): number {
-    return this.seen.get(`${method} ${path}`) ?? 0;
+    return this.arrivals.filter((a) => a.method === method && a.url.split('?')[0] === path).length;
   }
 
   stop(): Promise<void> {
@@ -156,6 +158,22 @@ describe('forwarding: a request whose connection broke is sent again only when t
     { what: 'a write without If-Match', method: 'PUT', path: `${MSC3886}/${euId(5)}`, again: false },
     { what: 'a delete', method: 'DELETE', path: `${MSC4108}/${euId(6)}`, again: false },
   ];
+  it('sends a held wait again for what is left of it, not for the whole wait', async () => {
+    const etagPath = `${MSC4108}/${euId(7)}`;
+    const res = await request('GET', `${us.url}${etagPath}`, { headers: { 'If-None-Match': '"x"', Prefer: 'wait=5' } });
+    expect(res.status).to.equal(202);
+    const [first, second] = home.arrivals.filter((a) => a.url === etagPath);
+    expect(first!.headers.prefer).to.equal('wait=5');
+    expect(Number(/^wait=(\d+)$/.exec(second!.headers.prefer as string)![1])).to.be.below(5);
+    const jsonPath = `${MSC4388}/${euId(8)}`;
+    expect((await request('GET', `${us.url}${jsonPath}?sequence_token=1&timeout_ms=5000`)).status).to.equal(202);
+    const sent = home.arrivals.filter((a) => a.url.startsWith(`${jsonPath}?`)).map((a) => a.url);
+    expect(sent).to.have.length(2);
+    expect(sent[0]).to.equal(`${jsonPath}?sequence_token=1&timeout_ms=5000`);
+    const left = Number(/^.*\?sequence_token=1&timeout_ms=(\d+)$/.exec(sent[1]!)![1]);
+    expect(left).to.be.below(5000).and.above(0);
+  });
+
   for (const c of cases) {
     it(`${c.again ? 'sends again' : 'never sends again'} ${c.what}`, async () => {
       const body =

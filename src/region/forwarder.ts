@@ -182,7 +182,14 @@ export class Forwarder {
         method === 'HEAD' ||
         (method === 'PUT' && (msc4388 || comparesAndSets(ctx.get('If-Match'))));
       if (outcome.kind === 'failed' && outcome.reason === 'reset' && resendable) {
-        outcome = await this.exchange(peer, method, path, headers, body, waitMs, ctx.res);
+        if (waitMs === 0) {
+          outcome = await this.exchange(peer, method, path, headers, body, 0, ctx.res);
+        } else {
+          // A held wait goes on for what is left of it, not for the whole wait again.
+          const leftMs = Math.max(0, Math.floor(waitMs - (performance.now() - started)));
+          const again = this.forWaitOf(leftMs, ctx, peer, headers, msc4388);
+          outcome = await this.exchange(peer, method, again.path, again.headers, body, leftMs, ctx.res);
+        }
       }
     } finally {
       if (held) this.unhold(client);
@@ -264,6 +271,27 @@ export class Forwarder {
     let ms = (preferredWaitSeconds(ctx.get('Prefer')) ?? 0) * 1000;
     if (msc4388) ms = Math.max(ms, sequenceWait(ctx)?.timeoutMs ?? 0);
     return Math.min(ms, this.maxWaitMs);
+  }
+
+  /**
+   * The path and headers of a held GET asking to wait `leftMs` instead: MSC4388's wait is in its
+   * query (`timeout_ms`), the ETag family's in `Prefer: wait` (whole seconds, rounded down).
+   */
+  private forWaitOf(
+    leftMs: number,
+    ctx: Context,
+    peer: PeerState,
+    headers: string[],
+    msc4388: boolean,
+  ): { path: string; headers: string[] } {
+    const sequence = msc4388 ? sequenceWait(ctx) : undefined;
+    if (sequence !== undefined) {
+      const query = `?sequence_token=${encodeURIComponent(sequence.token)}&timeout_ms=${leftMs}`;
+      return { path: peer.basePath + ctx.path + query, headers };
+    }
+    const out = headers.slice();
+    for (let i = 0; i < out.length; i += 2) if (out[i] === 'prefer') out[i + 1] = `wait=${Math.floor(leftMs / 1000)}`;
+    return { path: peer.basePath + ctx.path + ctx.search, headers: out };
   }
 
   /** Takes a held-wait place for `client`; false when a bound is reached. */
