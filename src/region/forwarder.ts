@@ -74,7 +74,11 @@ export class Forwarder {
   private readonly peers = new Map<string, PeerState>();
   /** How to end each forwarded long-poll held right now. */
   private readonly held = new Set<() => void>();
-  /** Forwarded long-polls held right now per client address, and the bounds on them. */
+  /**
+   * Forwarded long-polls held right now, in all (a re-sent one stays counted between its two
+   * exchanges) and per client address, and the bounds on them.
+   */
+  private heldCount = 0;
   private readonly heldBy = new Map<string, number>();
   private readonly maxHeld: number;
   private readonly maxHeldPerAddress: number;
@@ -297,12 +301,14 @@ export class Forwarder {
   /** Takes a held-wait place for `client`; false when a bound is reached. */
   private hold(client: string): boolean {
     const mine = this.heldBy.get(client) ?? 0;
-    if (this.held.size >= this.maxHeld || mine >= this.maxHeldPerAddress) return false;
+    if (this.heldCount >= this.maxHeld || mine >= this.maxHeldPerAddress) return false;
     this.heldBy.set(client, mine + 1);
+    this.heldCount++;
     return true;
   }
 
   private unhold(client: string): void {
+    this.heldCount--;
     const left = this.heldBy.get(client)! - 1;
     if (left === 0) this.heldBy.delete(client);
     else this.heldBy.set(client, left);
