@@ -275,6 +275,47 @@ describe("forwarding: a balancer's error pages that say nothing about the region
   });
 });
 
+describe('forwarding: the bound on held forwards', () => {
+  let home: StandInHome;
+  let us: TestServer;
+  /** Held requests at the stand-in home, answered when the test says so. */
+  const holding: http.ServerResponse[] = [];
+  let arrived: (() => void) | undefined;
+  before(async () => {
+    home = await StandInHome.start((req, res) => {
+      if (req.headers.prefer === undefined) return res.writeHead(200, { 'Content-Length': '5' }).end('plain');
+      holding.push(res);
+      arrived?.();
+    });
+    us = await usReplica(home.url, { RZ_LONGPOLL_MAX_WAITERS: '1' });
+  });
+  after(async () => {
+    await us.stop();
+    await home.stop();
+  });
+
+  const heldGet = (n: number) =>
+    request('GET', `${us.url}${MSC4108}/${euId(40 + n)}`, { headers: { 'If-None-Match': '"x"', Prefer: 'wait=30' } });
+  const nextHeld = () => new Promise<void>((resolve) => (arrived = resolve));
+
+  it('asks a wait over the bound as a plain read, and holds again once a wait is released', async () => {
+    let isHeld = nextHeld();
+    const first = heldGet(1);
+    await isHeld;
+    // The bound (RZ_LONGPOLL_MAX_WAITERS=1) is taken: this one goes home without Prefer.
+    const second = await heldGet(2);
+    expect(second.text).to.equal('plain');
+    holding.shift()!.writeHead(200, { 'Content-Length': '4' }).end('held');
+    expect((await first).text).to.equal('held');
+    // Released: the next wait is held again.
+    isHeld = nextHeld();
+    const third = heldGet(3);
+    await isHeld;
+    holding.shift()!.writeHead(200, { 'Content-Length': '4' }).end('held');
+    expect((await third).text).to.equal('held');
+  });
+});
+
 describe('forwarding: requests pipelined on one connection', () => {
   let home: StandInHome;
   let us: TestServer;
