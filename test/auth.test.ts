@@ -141,9 +141,39 @@ describe('create policy', () => {
       expect(hs.calls).to.equal(0);
     });
 
-    it('a slow homeserver gives 504 once RZ_HOMESERVER_TIMEOUT_MS passes, never a hang', async () => {
+    it("passes the homeserver's soft_logout on (so clients keep their data), and caches it", async () => {
+      hs.mode = 'soft';
+      for (let i = 0; i < 2; i++) {
+        const r = await create(server.url + V1, bearer('expired-token'));
+        expectError(r, 401, 'M_UNKNOWN_TOKEN');
+        expect(r.json.soft_logout).to.equal(true);
+      }
+      expect(hs.calls).to.equal(1);
+      const plain = await create(server.url + V1, bearer('bad-token-2'));
+      expect(plain.json.soft_logout).to.equal(true);
+      hs.mode = 'normal';
+      const hard = await create(server.url + V1, bearer('bad-token-3'));
+      expectError(hard, 401, 'M_UNKNOWN_TOKEN');
+      expect(hard.json.soft_logout).to.equal(false);
+    });
+
+    it('takes a 403 or a 401 page from something in front of the homeserver for no verdict: 503, not cached', async () => {
+      hs.mode = 'blocked';
+      hs.valid.add('forbid-me-not');
+      for (const token of ['forbid-me-not', 'proxied-token']) {
+        const r = await create(server.url + V1, bearer(token));
+        expectError(r, 503, 'M_UNKNOWN');
+        expect(r.headers['retry-after']).to.equal('1');
+      }
+      hs.mode = 'normal';
+      expect((await create(server.url + V1, bearer('forbid-me-not'))).status).to.equal(200);
+    });
+
+    it('a slow homeserver gives 504 with Retry-After once RZ_HOMESERVER_TIMEOUT_MS passes, never a hang', async () => {
       hs.mode = 'slow';
-      expectError(await create(server.url + V1, bearer('slow-token')), 504, 'M_UNKNOWN');
+      const slow = await create(server.url + V1, bearer('slow-token'));
+      expectError(slow, 504, 'M_UNKNOWN');
+      expect(slow.headers['retry-after']).to.equal('1');
       expectError(await request('GET', server.url + V1, { headers: bearer('slow-token-2') }), 504, 'M_UNKNOWN');
     });
 

@@ -19,8 +19,8 @@ export interface CreatePolicy {
 const MAX_TOKEN_LENGTH = 4096;
 const BEARER = /^Bearer +([\x21-\x7e]+) *$/i;
 
-const unknownToken = (message = 'The access token is not recognised by the homeserver') =>
-  new MatrixError(401, 'M_UNKNOWN_TOKEN', message, { soft_logout: false });
+const unknownToken = (message = 'The access token is not recognised by the homeserver', softLogout = false) =>
+  new MatrixError(401, 'M_UNKNOWN_TOKEN', message, { soft_logout: softLogout });
 
 export const openPolicy: CreatePolicy = {
   createAvailable: async () => true,
@@ -38,7 +38,9 @@ export class AuthenticatedPolicy implements CreatePolicy {
     if (m === null) throw unknownToken('The Authorization header is not a Bearer access token');
     if (m[1]!.length > MAX_TOKEN_LENGTH)
       throw unknownToken(`The access token is longer than ${MAX_TOKEN_LENGTH} characters`);
-    if ((await this.verifier.verify(m[1]!)) !== 'valid') throw unknownToken();
+    const verdict = await this.verifier.verify(m[1]!);
+    // The homeserver's soft_logout goes to the client: with `false` clients wipe their local data.
+    if (verdict !== 'valid') throw unknownToken(undefined, verdict === 'soft_logout');
     return 'valid';
   }
 

@@ -14,8 +14,11 @@ export interface WhoamiOptions {
 
 /**
  * Asks the homeserver whether an access token is valid (`GET /_matrix/client/v3/account/whoami`).
- * Verdicts are cached briefly by token hash; concurrent checks of one token share one call. A
- * homeserver that is down answers 503 and one that is slow 504, after at most `timeoutMs`.
+ * Verdicts are cached briefly by token hash; concurrent checks of one token share one call. Only
+ * the homeserver's own word makes a token invalid: a 401 with a Matrix errcode (its `soft_logout`
+ * kept). Anything else (a 403 or a 401 from something in front of it, a 5xx, no answer) says
+ * nothing about the token: 503, or 504 for a homeserver slower than `timeoutMs`, both with
+ * Retry-After, and nothing cached.
  */
 export class WhoamiVerifier {
   private readonly inFlight = new Map<string, Promise<Verdict>>();
@@ -58,21 +61,28 @@ export class WhoamiVerifier {
       });
       status = res.status;
       // Read or discard the body either way, so the connection can be reused.
-      if (status === 200) body = await res.json().catch(() => undefined);
+      if (status === 200 || status === 401) body = await res.json().catch(() => undefined);
       else await res.body?.cancel();
     } catch (err) {
       if ((err as Error).name === 'TimeoutError') {
         this.opts.log.warn({ timeoutMs: this.opts.timeoutMs }, 'homeserver did not answer the token check in time');
-        throw new MatrixError(504, 'M_UNKNOWN', 'The homeserver did not answer the access token check in time');
+        throw new MatrixError(
+          504,
+          'M_UNKNOWN',
+          'The homeserver did not answer the access token check in time',
+          undefined,
+          { 'Retry-After': '1' },
+        );
       }
       this.opts.log.warn({ err: (err as Error).message }, 'homeserver unreachable for the token check');
       throw unavailable();
     }
     let verdict: Verdict;
-    if (status === 200 && typeof (body as { user_id?: unknown } | undefined)?.user_id === 'string') {
+    const answer = body as { user_id?: unknown; errcode?: unknown; soft_logout?: unknown } | undefined;
+    if (status === 200 && typeof answer?.user_id === 'string') {
       verdict = 'valid';
-    } else if (status === 401 || status === 403) {
-      verdict = 'invalid';
+    } else if (status === 401 && typeof answer?.errcode === 'string') {
+      verdict = answer.soft_logout === true ? 'soft_logout' : 'invalid';
     } else {
       this.opts.log.warn({ status }, 'unexpected answer from the homeserver to the token check');
       throw unavailable();

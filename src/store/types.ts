@@ -142,7 +142,11 @@ export interface Notifier {
 }
 
 /** What the homeserver said about an access token. */
-export type Verdict = 'valid' | 'invalid';
+/**
+ * What the homeserver said of a token: valid, or not (`soft_logout`: not valid, and the homeserver
+ * says the client may get a new one without losing its data, so a client must not wipe it).
+ */
+export type Verdict = 'valid' | 'invalid' | 'soft_logout';
 
 /**
  * Verdicts on access tokens, remembered briefly by token hash (tokens are never stored). Errors are

@@ -15,11 +15,13 @@ for (const kind of BACKEND_KINDS) {
     const hash = () => randomBytes(16).toString('base64url');
 
     it('remembers each verdict, across connections', async () => {
-      const [good, bad] = [hash(), hash()];
+      const [good, bad, soft] = [hash(), hash(), hash()];
       await pair.a.verdicts.set(good, 'valid', 60_000);
       await pair.a.verdicts.set(bad, 'invalid', 60_000);
+      await pair.a.verdicts.set(soft, 'soft_logout', 60_000);
       expect(await pair.b.verdicts.get(good)).to.equal('valid');
       expect(await pair.b.verdicts.get(bad)).to.equal('invalid');
+      expect(await pair.b.verdicts.get(soft)).to.equal('soft_logout');
       expect(await pair.b.verdicts.get(hash())).to.equal(undefined);
     });
 

@@ -1,7 +1,12 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export type HomeserverMode = 'normal' | 'slow' | 'error';
+/**
+ * normal: as described below; slow: never answers; error: 500; soft: unknown tokens get 401 with
+ * `soft_logout: true` (an expired token under refresh tokens); blocked: 403 and 401 HTML pages
+ * from something in front of the homeserver (403 for tokens starting `forbid`, else 401).
+ */
+export type HomeserverMode = 'normal' | 'slow' | 'error' | 'soft' | 'blocked';
 
 /**
  * A homeserver stand-in on loopback that answers `GET /_matrix/client/v3/account/whoami`: tokens in
@@ -27,12 +32,16 @@ export class FakeHomeserver {
         return;
       }
       const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+      if (this.mode === 'blocked') {
+        res.writeHead(token?.startsWith('forbid') ? 403 : 401, { 'Content-Type': 'text/html' }).end('<html>no</html>');
+        return;
+      }
       if (token !== undefined && this.valid.has(token)) {
         res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"user_id":"@alice:example.org"}');
       } else {
         res
           .writeHead(401, { 'Content-Type': 'application/json' })
-          .end('{"errcode":"M_UNKNOWN_TOKEN","error":"Unknown token","soft_logout":false}');
+          .end(`{"errcode":"M_UNKNOWN_TOKEN","error":"Unknown token","soft_logout":${this.mode === 'soft'}}`);
       }
     });
   }

@@ -2,7 +2,8 @@ import type { Cluster, Redis } from 'ioredis';
 import { verdictKey } from '../format';
 import type { Verdict, VerdictCache } from '../types';
 
-const CODES: Record<string, Verdict> = { v: 'valid', i: 'invalid' };
+const CODES: Record<string, Verdict> = { v: 'valid', i: 'invalid', s: 'soft_logout' };
+const CODE_OF: Record<Verdict, string> = { valid: 'v', invalid: 'i', soft_logout: 's' };
 
 /** Shared by every replica, so one whoami call serves all of them. */
 export class RedisVerdictCache implements VerdictCache {
@@ -14,6 +15,6 @@ export class RedisVerdictCache implements VerdictCache {
   }
 
   async set(tokenHash: string, verdict: Verdict, ttlMs: number): Promise<void> {
-    await this.client.set(verdictKey(tokenHash), verdict === 'valid' ? 'v' : 'i', 'PX', ttlMs);
+    await this.client.set(verdictKey(tokenHash), CODE_OF[verdict], 'PX', ttlMs);
   }
 }
