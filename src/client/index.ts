@@ -53,6 +53,18 @@ export class ConcurrentWriteError extends RendezvousError {
   }
 }
 
+/**
+ * The ETag of an ETag-family answer that must carry one. Without it the next write could not be a
+ * compare-and-set (MSC3886 would take it as an unconditional overwrite): an error, not a guess.
+ */
+function etagOf(res: Response): string {
+  const etag = res.headers.get('ETag');
+  if (etag === null) {
+    throw new RendezvousError(res.status, undefined, 'The answer carries no ETag (does something in front drop it?)');
+  }
+  return etag;
+}
+
 async function failure(res: Response): Promise<RendezvousError> {
   let errcode: string | undefined;
   let message = `HTTP ${res.status}`;
@@ -137,7 +149,7 @@ export class RendezvousClient {
     const body = (await res.json()) as { url?: string; id?: string };
     const url = msc4108 ? body.url! : (res.headers.get('Location') ?? `${this.baseUrl}/${body.id}`);
     const session = this.open(url);
-    session.remember(data, res.headers.get('ETag') ?? undefined);
+    session.remember(data, etagOf(res));
     return session;
   }
 
@@ -199,15 +211,17 @@ export class RendezvousSession {
       this.remember(data, ((await res.json()) as { sequence_token: string }).sequence_token);
       return;
     }
+    // Every write is a compare-and-set on the version last seen: none seen, nothing to compare.
+    if (this.version === undefined) throw new Error('Read the session before writing it: no version of it is known');
     const headers: Record<string, string> = {
       'Content-Type': client.family === 'msc4108' ? 'text/plain' : client.contentType,
+      'If-Match': this.version,
     };
-    if (this.version !== undefined) headers['If-Match'] = this.version;
     const res = await client.send(this.url, { method: 'PUT', headers, body: data, signal });
     if (res.status === 412) throw new ConcurrentWriteError(412, (await failure(res)).errcode);
     if (res.status !== 202) throw await failure(res);
     await res.arrayBuffer();
-    this.remember(data, res.headers.get('ETag') ?? undefined);
+    this.remember(data, etagOf(res));
   }
 
   async delete(signal?: AbortSignal): Promise<void> {
@@ -240,7 +254,7 @@ export class RendezvousSession {
       return false;
     }
     if (res.status !== 200) throw await failure(res);
-    this.remember(await res.text(), res.headers.get('ETag') ?? undefined);
+    this.remember(await res.text(), etagOf(res));
     return true;
   }
 }
