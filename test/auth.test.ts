@@ -1,5 +1,10 @@
 import { expect } from 'chai';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pino from 'pino';
+import { WhoamiVerifier } from '../src/auth/whoami';
 import { ConfigError, loadConfig } from '../src/config';
+import { MatrixError } from '../src/http/errors';
 import { MemoryVerdictCache } from '../src/store/memory';
 import { FakeHomeserver } from './helpers/fake-homeserver';
 import { RedisServer } from './helpers/redis';
@@ -211,6 +216,38 @@ describe('create policy', () => {
         await s.stop();
       }
     });
+  });
+
+  it('logs why the homeserver could not be asked (a redirect, which is not followed), once a second', async () => {
+    const redirecting = http.createServer((_req, res) => res.writeHead(302, { Location: 'https://x.example/' }).end());
+    await new Promise<void>((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
+    const lines: Record<string, unknown>[] = [];
+    const log = pino(
+      { level: 'warn' },
+      { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) },
+    );
+    try {
+      const verifier = new WhoamiVerifier({
+        homeserverUrl: `http://127.0.0.1:${(redirecting.address() as AddressInfo).port}`,
+        timeoutMs: 5000,
+        cacheMs: 0,
+        cache: new MemoryVerdictCache(10),
+        log,
+      });
+      for (const token of ['a', 'b', 'c']) {
+        const err = await verifier.verify(token).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).to.be.instanceOf(MatrixError);
+        expect((err as MatrixError).status).to.equal(503);
+      }
+      // Three creates met it within a second: one line, saying why.
+      expect(lines).to.have.length(1);
+      expect(lines[0]!.cause).to.match(/redirect/i);
+    } finally {
+      redirecting.close();
+    }
   });
 
   it('the in-memory verdict cache forgets expired verdicts and stays bounded', async () => {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { MatrixError } from '../http/errors';
+import { LogThrottle } from '../log-throttle';
 import type { Verdict, VerdictCache } from '../store/types';
 
 export interface WhoamiOptions {
@@ -23,6 +24,8 @@ export interface WhoamiOptions {
 export class WhoamiVerifier {
   private readonly inFlight = new Map<string, Promise<Verdict>>();
   private readonly url: string;
+  /** One warning a second per kind of homeserver trouble, however many creates meet it. */
+  private readonly throttle = new LogThrottle(1000);
 
   constructor(private readonly opts: WhoamiOptions) {
     this.url = `${opts.homeserverUrl}/_matrix/client/v3/account/whoami`;
@@ -65,7 +68,7 @@ export class WhoamiVerifier {
       else await res.body?.cancel();
     } catch (err) {
       if ((err as Error).name === 'TimeoutError') {
-        this.opts.log.warn({ timeoutMs: this.opts.timeoutMs }, 'homeserver did not answer the token check in time');
+        this.warn('timeout', { timeoutMs: this.opts.timeoutMs }, 'homeserver did not answer the token check in time');
         throw new MatrixError(
           504,
           'M_UNKNOWN',
@@ -74,7 +77,13 @@ export class WhoamiVerifier {
           { 'Retry-After': '1' },
         );
       }
-      this.opts.log.warn({ err: (err as Error).message }, 'homeserver unreachable for the token check');
+      // fetch says only "fetch failed"; why (refused, TLS, a redirect, which is not followed) is its cause.
+      const cause = (err as Error & { cause?: unknown }).cause;
+      this.warn(
+        'unreachable',
+        { err: (err as Error).message, cause: cause instanceof Error ? cause.message : undefined },
+        'homeserver unreachable for the token check',
+      );
       throw unavailable();
     }
     let verdict: Verdict;
@@ -84,7 +93,7 @@ export class WhoamiVerifier {
     } else if (status === 401 && typeof answer?.errcode === 'string') {
       verdict = answer.soft_logout === true ? 'soft_logout' : 'invalid';
     } else {
-      this.opts.log.warn({ status }, 'unexpected answer from the homeserver to the token check');
+      this.warn('unexpected', { status }, 'unexpected answer from the homeserver to the token check');
       throw unavailable();
     }
     if (this.opts.cacheMs > 0) {
@@ -93,6 +102,11 @@ export class WhoamiVerifier {
       });
     }
     return verdict;
+  }
+
+  private warn(kind: string, fields: Record<string, unknown>, message: string): void {
+    const unlogged = this.throttle.take(kind);
+    if (unlogged !== undefined) this.opts.log.warn({ ...fields, unlogged }, message);
   }
 }
 
