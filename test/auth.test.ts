@@ -256,6 +256,8 @@ describe('create policy', () => {
     await cache.set('a', 'valid', 100);
     await cache.set('b', 'invalid', 100);
     expect(await cache.get('a')).to.equal('valid');
+    await cache.set('b', 'invalid', 100); // set again: replaces itself, and no other entry goes
+    expect(await cache.get('a')).to.equal('valid');
     await cache.set('c', 'valid', 100); // over the bound: the oldest goes
     expect(await cache.get('a')).to.equal(undefined);
     expect(await cache.get('b')).to.equal('invalid');

@@ -20,6 +20,8 @@ export class MemoryVerdictCache implements VerdictCache {
   }
 
   async set(tokenHash: string, verdict: Verdict, ttlMs: number): Promise<void> {
+    // A verdict set again replaces its own entry (and becomes the newest), taking no other's place.
+    this.entries.delete(tokenHash);
     if (this.entries.size >= this.maxEntries) {
       // Maps iterate in insertion order: drop the oldest entry.
       this.entries.delete(this.entries.keys().next().value!);
