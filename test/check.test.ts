@@ -196,6 +196,19 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
     }
   });
 
+  it('passes behind a homeserver that routes only the rendezvous paths to it and answers the rest itself', async () => {
+    proxy = await TestProxy.start(replica.port, {
+      routes: (target) => /^\/_matrix\/client\/[^/]+\/([^/]+\/)?rendezvous(\/|$|\?)/.test(target),
+      unrouted: 'matrix',
+    });
+    const run = await runCheck([proxy.url, '--json']);
+    // Its own Matrix 404 for `POST /` is put down to it, not judged as the server's answer.
+    expect(idsWith(run, 'fail'), shown(run)).to.deep.equal([]);
+    expect(run.code, shown(run)).to.equal(0);
+    expect(finding(run, 'msc3886.root')?.status, shown(run)).to.equal('skip');
+    expect(finding(run, 'cache-control')?.status, shown(run)).to.equal('pass');
+  });
+
   it('passes (with a warning) behind a homeserver that routes only the ETag families to it', async () => {
     proxy = await TestProxy.start(replica.port, {
       routes: (target) =>

@@ -11,6 +11,13 @@ export interface Seen {
   answer: Answer;
   /** Whether this answer must carry ETag, Expires and Last-Modified (the ETag family's rule). */
   validators: boolean;
+  /** Taken by the check for an answer from something else than the server (a homeserver's route). */
+  foreign?: boolean;
+}
+
+/** Leaves `answer` out of the header checks: the check has put it down to something in front. */
+export function disown(ctx: CheckContext, answer: Answer): void {
+  for (const s of ctx.seen) if (s.answer === answer) s.foreign = true;
 }
 
 /** What every part of the check shares. */

@@ -1,5 +1,5 @@
 import { FIX } from './advice';
-import type { CheckContext } from './context';
+import { type CheckContext, disown } from './context';
 import { type Answer, summarise, header, jsonOf } from './http';
 import { HOLD_SECONDS, checkWake } from './long-poll';
 import { ask, attempt, unexpected } from './steps';
@@ -75,6 +75,7 @@ export async function checkEtagFamily(
     created = await attempt(ctx, id('create'), `${fam.name} create`, () => createEtagSession(ctx, fam, 'check-1'));
     if (created === undefined) return undefined;
     if ('session' in created || i === places.length - 1) break;
+    disown(ctx, created.answer);
     ctx.report.skip(
       `${fam.family}.root`,
       `${fam.name}`,

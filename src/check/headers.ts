@@ -25,6 +25,7 @@ export function checkHeaders(ctx: CheckContext): void {
   // of them is evidence here.
   const seen = ctx.seen.filter(
     (s) =>
+      s.foreign !== true &&
       s.answer.status < 500 &&
       s.answer.status !== 429 &&
       (s.answer.status < 400 || typeof jsonOf(s.answer)?.errcode === 'string'),

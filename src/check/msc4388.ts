@@ -1,5 +1,5 @@
 import { FIX } from './advice';
-import type { CheckContext } from './context';
+import { type CheckContext, disown } from './context';
 import { summarise, jsonOf, type Answer } from './http';
 import { HOLD_SECONDS, checkWake } from './long-poll';
 import { MSC4388_CONFLICT, PATHS } from './paths';
@@ -23,8 +23,14 @@ async function discover(ctx: CheckContext, path: string, stepId: string, title: 
     ctx.report.pass(stepId, title, `200 {"create_available": ${json.create_available}}`);
     return json.create_available ? 'open' : 'closed';
   }
-  if (a.status === 404 && json?.errcode === 'M_UNRECOGNIZED') return 'off';
+  // Turned off here, or a homeserver that does not route this path to the server: either way no
+  // evidence about the server's own headers.
+  if (a.status === 404 && json?.errcode === 'M_UNRECOGNIZED') {
+    disown(ctx, a);
+    return 'off';
+  }
   if (a.status === 404 && json === undefined) {
+    disown(ctx, a);
     ctx.report.warn(
       stepId,
       title,

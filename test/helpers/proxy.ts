@@ -31,6 +31,8 @@ export interface ProxyBehaviour {
    * from a homeserver that routes only some paths to the rendezvous server.
    */
   routes?: (target: string) => boolean;
+  /** What the others get: an HTML page (default), or a homeserver's own Matrix 404. */
+  unrouted?: 'html' | 'matrix';
 }
 
 /** A small HTTP proxy on a loopback port in front of one upstream port. */
@@ -60,7 +62,13 @@ export class TestProxy {
     const server = http.createServer((req, res) => {
       if (behaviour.routes !== undefined && !behaviour.routes(req.url ?? '')) {
         req.resume();
-        res.writeHead(404, { 'Content-Type': 'text/html' }).end('<html><body>404 Not Found</body></html>');
+        if (behaviour.unrouted === 'matrix') {
+          res
+            .writeHead(404, { 'Content-Type': 'application/json' })
+            .end('{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}');
+        } else {
+          res.writeHead(404, { 'Content-Type': 'text/html' }).end('<html><body>404 Not Found</body></html>');
+        }
         return;
       }
       const headers = { ...req.headers };
