@@ -39,7 +39,14 @@ export async function start(config: Config): Promise<RunningServer> {
   const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, sessions);
   const metricsAddress = metricsServer && (await listen(metricsServer, config.metricsPort!, config.host));
   log.info(
-    { port: address.port, host: address.address, store: backend.description, metricsPort: metricsAddress?.port },
+    {
+      port: address.port,
+      host: address.address,
+      store: backend.description,
+      metricsPort: metricsAddress?.port,
+      region: config.region,
+      peers: config.region === undefined ? undefined : config.regionPeers.map((p) => p.name),
+    },
     'listening',
   );
 

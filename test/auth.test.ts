@@ -174,6 +174,13 @@ describe('create policy', () => {
       expect((await create(server.url + V1, bearer('forbid-me-not'))).status).to.equal(200);
     });
 
+    it("passes a rate-limiting homeserver's Retry-After on with its 503", async () => {
+      hs.mode = 'limited';
+      const r = await create(server.url + V1, bearer('limited-token'));
+      expectError(r, 503, 'M_UNKNOWN');
+      expect(r.headers['retry-after']).to.equal('7');
+    });
+
     it('a slow homeserver gives 504 with Retry-After once RZ_HOMESERVER_TIMEOUT_MS passes, never a hang', async () => {
       hs.mode = 'slow';
       const slow = await create(server.url + V1, bearer('slow-token'));

@@ -56,6 +56,8 @@ export class WhoamiVerifier {
   private async ask(token: string, hash: string): Promise<Verdict> {
     let status: number;
     let body: unknown;
+    let retryAfter: string | null;
+    let contentType: string | null;
     try {
       const res = await fetch(this.url, {
         headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' },
@@ -63,6 +65,8 @@ export class WhoamiVerifier {
         redirect: 'error',
       });
       status = res.status;
+      retryAfter = res.headers.get('retry-after');
+      contentType = res.headers.get('content-type');
       // Read or discard the body either way, so the connection can be reused.
       if (status === 200 || status === 401) body = await res.json().catch(() => undefined);
       else await res.body?.cancel();
@@ -93,8 +97,14 @@ export class WhoamiVerifier {
     } else if (status === 401 && typeof answer?.errcode === 'string') {
       verdict = answer.soft_logout === true ? 'soft_logout' : 'invalid';
     } else {
-      this.warn('unexpected', { status }, 'unexpected answer from the homeserver to the token check');
-      throw unavailable();
+      const errcode = (answer as { errcode?: unknown } | undefined)?.errcode;
+      this.warn(
+        'unexpected',
+        { status, contentType, errcode: typeof errcode === 'string' ? errcode : undefined },
+        'unexpected answer from the homeserver to the token check',
+      );
+      // A homeserver that says when to come back (429, 503) is passed on, within reason.
+      throw unavailable(retryAfterSeconds(retryAfter));
     }
     if (this.opts.cacheMs > 0) {
       await this.opts.cache.set(hash, verdict, this.opts.cacheMs).catch((err: Error) => {
@@ -110,7 +120,16 @@ export class WhoamiVerifier {
   }
 }
 
-const unavailable = () =>
+/** Longest Retry-After passed on from the homeserver. */
+const MAX_RETRY_AFTER_SECONDS = 60;
+
+/** A Retry-After in seconds (1 when absent, a date, or nonsense), at most MAX_RETRY_AFTER_SECONDS. */
+function retryAfterSeconds(header: string | null): number {
+  if (header === null || !/^\d{1,6}$/.test(header.trim())) return 1;
+  return Math.min(MAX_RETRY_AFTER_SECONDS, Math.max(1, Number(header.trim())));
+}
+
+const unavailable = (retryAfter = 1) =>
   new MatrixError(503, 'M_UNKNOWN', 'The homeserver could not check the access token, try again shortly', undefined, {
-    'Retry-After': '1',
+    'Retry-After': String(retryAfter),
   });

@@ -4,9 +4,10 @@ import type { AddressInfo } from 'node:net';
 /**
  * normal: as described below; slow: never answers; error: 500; soft: unknown tokens get 401 with
  * `soft_logout: true` (an expired token under refresh tokens); blocked: 403 and 401 HTML pages
- * from something in front of the homeserver (403 for tokens starting `forbid`, else 401).
+ * from something in front of the homeserver (403 for tokens starting `forbid`, else 401); limited:
+ * 429 M_LIMIT_EXCEEDED with Retry-After: 7.
  */
-export type HomeserverMode = 'normal' | 'slow' | 'error' | 'soft' | 'blocked';
+export type HomeserverMode = 'normal' | 'slow' | 'error' | 'soft' | 'blocked' | 'limited';
 
 /**
  * A homeserver stand-in on loopback that answers `GET /_matrix/client/v3/account/whoami`: tokens in
@@ -32,6 +33,12 @@ export class FakeHomeserver {
         return;
       }
       const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+      if (this.mode === 'limited') {
+        res
+          .writeHead(429, { 'Content-Type': 'application/json', 'Retry-After': '7' })
+          .end('{"errcode":"M_LIMIT_EXCEEDED","error":"Too many requests","retry_after_ms":7000}');
+        return;
+      }
       if (this.mode === 'blocked') {
         res.writeHead(token?.startsWith('forbid') ? 403 : 401, { 'Content-Type': 'text/html' }).end('<html>no</html>');
         return;
