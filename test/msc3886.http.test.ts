@@ -256,7 +256,7 @@ for (const backend of ['memory', 'redis'] as const) {
           400,
           'M_INVALID_PARAM',
         );
-        expect(long.error).to.include('at most 16 tags');
+        expect(long.error).to.include('at most 16');
         expect(await (await fetch(c.url)).text()).to.equal('x');
       });
 

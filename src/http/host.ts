@@ -52,7 +52,7 @@ function refusal(message: string, expose: string): MatrixError {
 export function hostCheck(exposeHeaders: readonly string[]): Middleware {
   const expose = exposeHeaders.join(',');
   const badHost = refusal('The Host header is not a valid host[:port]', expose);
-  const notOneHost = refusal('An HTTP/1.1 request carries exactly one Host header', expose);
+  const notOneHost = refusal('A request carries one Host header at most (HTTP/1.1: exactly one)', expose);
   const badTarget = refusal('The request target is not a path or an absolute http(s) URL without a fragment', expose);
   return (ctx, next) => {
     const req = ctx.req;

@@ -36,7 +36,7 @@ export function conditionHeader(ctx: Context, name: 'If-Match' | 'If-None-Match'
     throw new MatrixError(
       400,
       'M_INVALID_PARAM',
-      `${name} is not a valid entity-tag list (of at most ${MAX_TAGS} tags)`,
+      `${name} must be * or quoted entity tags ("..."), at most ${MAX_TAGS} of them`,
     );
   }
   return cond;
