@@ -23,6 +23,16 @@ async function sessionKeys(client: Redis): Promise<string[]> {
   return (await client.keys('rz:{*}')).filter((key) => !key.startsWith('rz:{:'));
 }
 
+/** The check deleted every session it made in this Redis. */
+async function expectNoSessionLeft(redis: RedisServer): Promise<void> {
+  const client = redis.client();
+  try {
+    expect(await sessionKeys(client), 'session keys left in Redis').to.deep.equal([]);
+  } finally {
+    client.disconnect();
+  }
+}
+
 describe('rendezvous-server check: usage', () => {
   it('answers --help with its usage and exit status 0', async () => {
     const run = await runCheck(['--help']);
@@ -90,12 +100,7 @@ describe('rendezvous-server check against a healthy balanced pair (the repositor
     ]) {
       expect(finding(run, id)?.status, id).to.equal('pass');
     }
-    const client = redis.client();
-    try {
-      expect(await sessionKeys(client), 'session keys left in Redis').to.deep.equal([]);
-    } finally {
-      client.disconnect();
-    }
+    await expectNoSessionLeft(redis);
   });
 
   it('prints a text report by default, one line per finding', async () => {
@@ -129,12 +134,7 @@ describe('rendezvous-server check against replicas on two different Redis server
     expect(shared!.detail).to.include('do not share one session store');
     expect(shared!.fix).to.include('REDIS_URL');
     for (const redis of redises) {
-      const client = redis.client();
-      try {
-        expect(await sessionKeys(client), 'session keys left in Redis').to.deep.equal([]);
-      } finally {
-        client.disconnect();
-      }
+      await expectNoSessionLeft(redis);
     }
   });
 });
@@ -188,12 +188,7 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
     expect(proxy.dropped, shown(run)).to.be.greaterThan(0);
     // The retries find each session gone (404 M_NOT_FOUND): nothing is reported left behind.
     expect(finding(run, 'cleanup'), shown(run)).to.equal(undefined);
-    const client = redis.client();
-    try {
-      expect(await sessionKeys(client), 'session keys left in Redis').to.deep.equal([]);
-    } finally {
-      client.disconnect();
-    }
+    await expectNoSessionLeft(redis);
   });
 
   it('passes behind a homeserver that routes only the rendezvous paths to it and answers the rest itself', async () => {

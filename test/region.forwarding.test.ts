@@ -195,82 +195,91 @@ describe('forwarding: a request whose connection broke is sent again only when t
   }
 });
 
-describe("forwarding: a balancer's own error in front of the home region", () => {
-  let answer: (res: http.ServerResponse) => void;
-  let home: StandInHome;
-  let us: TestServer;
+/**
+ * A stand-in home region answering what the test says (`answerWith`), behind a us replica whose
+ * breaker opens after two failures and stays open for a minute; hooks of the calling describe.
+ */
+function homeBehindBalancer(): {
+  home: () => StandInHome;
+  us: () => TestServer;
+  answerWith: (answer: (res: http.ServerResponse) => void) => void;
+} {
+  let answer: (res: http.ServerResponse) => void = (res) => res.writeHead(500).end();
+  let home: StandInHome | undefined;
+  let us: TestServer | undefined;
   before(async () => {
     home = await StandInHome.start((_req, res) => answer(res));
     us = await usReplica(home.url, { RZ_REGION_BREAKER_FAILURES: '2', RZ_REGION_BREAKER_COOLDOWN_MS: '60000' });
   });
   after(async () => {
-    await us.stop();
-    await home.stop();
+    await us?.stop();
+    await home?.stop();
   });
+  return { home: () => home!, us: () => us!, answerWith: (a) => (answer = a) };
+}
+
+describe("forwarding: a balancer's own error in front of the home region", () => {
+  const stand = homeBehindBalancer();
 
   it("relays a replica's own 503 (a Matrix error) as it is, without counting it against the region", async () => {
-    answer = (res) =>
+    stand.answerWith((res) =>
       res
         .writeHead(503, { 'Content-Type': 'application/json', 'Retry-After': '7' })
-        .end('{"errcode":"M_UNKNOWN","error":"store down"}');
+        .end('{"errcode":"M_UNKNOWN","error":"store down"}'),
+    );
     for (let i = 0; i < 3; i++) {
-      const res = await request('GET', `${us.url}${MSC4108}/${euId(10)}`);
+      const res = await request('GET', `${stand.us().url}${MSC4108}/${euId(10)}`);
       expect(res.status).to.equal(503);
       expect(res.headers['retry-after']).to.equal('7');
       expect(res.json.error).to.equal('store down');
     }
-    expect(home.times('GET', `${MSC4108}/${euId(10)}`), 'the breaker stayed closed').to.equal(3);
+    expect(stand.home().times('GET', `${MSC4108}/${euId(10)}`), 'the breaker stayed closed').to.equal(3);
   });
 
   it('answers 503 M_UNKNOWN with Retry-After for a 502 page that reached no replica, and opens the breaker', async () => {
-    answer = (res) => res.writeHead(502, { 'Content-Type': 'text/html' }).end('<html>502 Bad Gateway</html>');
+    stand.answerWith((res) => res.writeHead(502, { 'Content-Type': 'text/html' }).end('<html>502 Bad Gateway</html>'));
     const path = `${MSC4108}/${euId(11)}`;
     for (let i = 0; i < 3; i++) {
-      const res = await request('GET', `${us.url}${path}`);
+      const res = await request('GET', `${stand.us().url}${path}`);
       expect(res.status).to.equal(503);
       expect(res.json.errcode).to.equal('M_UNKNOWN');
       expect(Number(res.headers['retry-after'])).to.be.greaterThan(0);
     }
     // Two failures open it (RZ_REGION_BREAKER_FAILURES=2): the third was answered without asking.
-    expect(home.times('GET', path)).to.equal(2);
-    const metrics = await request('GET', `${us.url}/metrics`);
+    expect(stand.home().times('GET', path)).to.equal(2);
+    const metrics = await request('GET', `${stand.us().url}/metrics`);
     expect(metrics.text).to.match(/^rendezvous_region_forward_failures_total\{peer="eu",reason="gateway"\} 2$/m);
     expect(metrics.text).to.match(/^rendezvous_region_peer_up\{peer="eu"\} 0$/m);
   });
 });
 
 describe("forwarding: a balancer's error pages that say nothing about the region", () => {
-  let answer: (res: http.ServerResponse) => void;
-  let home: StandInHome;
-  let us: TestServer;
-  before(async () => {
-    home = await StandInHome.start((_req, res) => answer(res));
-    us = await usReplica(home.url, { RZ_REGION_BREAKER_FAILURES: '2', RZ_REGION_BREAKER_COOLDOWN_MS: '60000' });
-  });
-  after(async () => {
-    await us.stop();
-    await home.stop();
-  });
+  const stand = homeBehindBalancer();
 
   it('takes a JSON error page without an errcode for a balancer answering for no replica', async () => {
-    answer = (res) =>
-      res.writeHead(502, { 'Content-Type': 'application/json' }).end('{"message":"no healthy upstream"}');
-    const res = await request('GET', `${us.url}${MSC4108}/${euId(30)}`);
+    stand.answerWith((res) =>
+      res.writeHead(502, { 'Content-Type': 'application/json' }).end('{"message":"no healthy upstream"}'),
+    );
+    const res = await request('GET', `${stand.us().url}${MSC4108}/${euId(30)}`);
     expect(res.status).to.equal(503);
     expect(res.json.errcode).to.equal('M_UNKNOWN');
   });
 
   it('answers 503 to a held wait the balancer timed out (504), without holding it against the region', async () => {
-    answer = (res) => res.writeHead(504, { 'Content-Type': 'text/html' }).end('<html>504 Gateway Time-out</html>');
+    stand.answerWith((res) =>
+      res.writeHead(504, { 'Content-Type': 'text/html' }).end('<html>504 Gateway Time-out</html>'),
+    );
     const path = `${MSC4108}/${euId(31)}`;
     // One failure came from the test before; three more held waits ending in 504 open nothing.
     for (let i = 0; i < 3; i++) {
-      const res = await request('GET', `${us.url}${path}`, { headers: { 'If-None-Match': '"x"', Prefer: 'wait=5' } });
+      const res = await request('GET', `${stand.us().url}${path}`, {
+        headers: { 'If-None-Match': '"x"', Prefer: 'wait=5' },
+      });
       expect(res.status).to.equal(503);
       expect(res.json.errcode).to.equal('M_UNKNOWN');
     }
-    expect(home.times('GET', path), 'every wait reached home: the breaker stayed closed').to.equal(3);
-    const metrics = await request('GET', `${us.url}/metrics`);
+    expect(stand.home().times('GET', path), 'every wait reached home: the breaker stayed closed').to.equal(3);
+    const metrics = await request('GET', `${stand.us().url}/metrics`);
     expect(metrics.text).to.match(/^rendezvous_region_peer_up\{peer="eu"\} 1$/m);
   });
 });
