@@ -1,14 +1,19 @@
 import { readFileSync } from 'node:fs';
 
 /**
- * What is wrong with a file a setting names (a certificate, a key), found at start like every other
- * bad value; undefined when it can be read.
+ * A file a setting names (a secret, a certificate, a key), read at start so that a missing one is
+ * reported like every other bad value: its text, or the problem naming the setting.
  */
-export function unreadableFile(setting: string, file: string): string | undefined {
+export function readSettingFile(setting: string, file: string): { text: string } | { problem: string } {
   try {
-    readFileSync(file);
-    return undefined;
+    return { text: readFileSync(file, 'utf8') };
   } catch (err) {
-    return `${setting} cannot be read (${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'})`;
+    return { problem: `${setting} cannot be read (${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'})` };
   }
+}
+
+/** What is wrong with a file a setting names; undefined when it can be read. */
+export function unreadableFile(setting: string, file: string): string | undefined {
+  const read = readSettingFile(setting, file);
+  return 'problem' in read ? read.problem : undefined;
 }

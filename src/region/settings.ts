@@ -1,6 +1,5 @@
-import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { unreadableFile } from '../readable-file';
+import { readSettingFile, unreadableFile } from '../readable-file';
 import { REGION_NAME } from './names';
 
 /** Another region: its name and the base URL its replicas are reached at (no trailing slash). */
@@ -126,14 +125,12 @@ function secretProblems(
   if (given(name) && given(fileName)) problems.push(`Set only one of ${name} and ${fileName}`);
   else if (given(fileName)) {
     const file = env[fileName]!.trim();
-    try {
-      // A Kubernetes Secret or `echo secret > file` ends the value with a newline; it is not part of it.
-      const value = readFileSync(file, 'utf8').replace(/[\r\n]+$/, '');
-      if (value === '') return [`${fileName} names an empty file (${file})`];
-      out[key] = value;
-    } catch (err) {
-      return [`${fileName} cannot be read (${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'})`];
-    }
+    const read = readSettingFile(fileName, file);
+    if ('problem' in read) return [read.problem];
+    // A Kubernetes Secret or `echo secret > file` ends the value with a newline; it is not part of it.
+    const value = read.text.replace(/[\r\n]+$/, '');
+    if (value === '') return [`${fileName} names an empty file (${file})`];
+    out[key] = value;
   }
   const secret = out[key];
   if (secret !== undefined && (secret.length < MIN_SECRET_LENGTH || secret.length > MAX_SECRET_LENGTH)) {
