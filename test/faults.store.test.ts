@@ -4,10 +4,11 @@ import { Lifecycle, Readiness } from '../src/http/health';
 import { createLogger } from '../src/logger';
 import { CAPS_KEY } from '../src/store/format';
 import type { Backend, StoreCondition } from '../src/store/types';
+import { RendezvousClient } from '../src/client';
 import { req } from './helpers/exchange';
 import { RedisServer } from './helpers/redis';
 import { Replica } from './helpers/replica';
-import { startReplicas } from './helpers/replicas';
+import { startReplicas, via } from './helpers/replicas';
 import { until } from './helpers/topologies';
 
 const MSC4108 = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous';
@@ -168,6 +169,21 @@ describe('a write that lands after its 503', function () {
     const url = new URL(((await created.json()) as { url: string }).url);
     await landedAfter503(url.pathname, { 'Content-Type': 'text/plain' }, created.headers.get('ETag')!, 'hello');
   });
+  for (const family of ['msc3886', 'msc4108', 'msc4388'] as const) {
+    it(`is what the project's client does: told 503, it re-sends and ends with its write in place (${family})`, async () => {
+      const [a, b] = replicas as [Replica, Replica];
+      const writer = new RendezvousClient({ baseUrl: a.url, family });
+      const session = await writer.create('v1');
+      const before = writer.requests;
+      await control.call('CLIENT', 'PAUSE', '1000', 'WRITE');
+      await session.write('v2');
+      // At least the 503 and the re-send; the re-send was answered with the current version.
+      expect(writer.requests - before).to.be.at.least(2);
+      const reader = new RendezvousClient({ baseUrl: b.url, family }).open(via(b, session.url));
+      expect(await reader.read()).to.equal('v2');
+      expect(reader.version).to.equal(session.version);
+    });
+  }
 });
 
 describe('readiness and the Redis eviction policy', function () {

@@ -26,6 +26,14 @@ export interface ClientOptions {
   contentType?: string;
   /** MSC4388 only: the API prefix (default the unstable one clients use today). */
   msc4388Prefix?: string;
+  /**
+   * How many times a request is sent again after a `429` or a `503`, or (every request but a create)
+   * after it got no answer at all (default 3). Re-sending is safe: a write that landed but whose
+   * answer was lost is recognised by the server when re-sent verbatim.
+   */
+  retries?: number;
+  /** Longest pause before a re-send, in ms (default 30000): an answer asking for more is returned as it is. */
+  maxRetryDelayMs?: number;
   /** A fetch to use instead of the global one. */
   fetch?: typeof fetch;
 }
@@ -78,6 +86,32 @@ async function failure(res: Response): Promise<RendezvousError> {
   return new RendezvousError(res.status, errcode, message);
 }
 
+/**
+ * What a request came back with, and whether an earlier send of it may have done its work all the
+ * same: it went unanswered, or got a 503 (a store that timed out may still have written).
+ */
+interface Exchange {
+  res: Response;
+  mayHaveLanded: boolean;
+}
+
+/** The pause before a re-send nothing asked for: 1 s, doubling per attempt. */
+const backoffMs = (attempt: number): number => 1000 * 2 ** attempt;
+
+/** The pause a `429` or `503` asks for (`Retry-After`, seconds or a date), else the backoff. */
+function retryDelayMs(res: Response, attempt: number): number {
+  const header = res.headers.get('Retry-After');
+  if (header !== null) {
+    if (/^\d+$/.test(header.trim())) return Number(header.trim()) * 1000;
+    const at = Date.parse(header);
+    if (!Number.isNaN(at)) return Math.max(0, at - Date.now());
+  }
+  return backoffMs(attempt);
+}
+
+/** fetch rejects with a TypeError when no answer came (refused, reset, cut off); an abort is not one. */
+const noAnswer = (err: unknown): boolean => err instanceof TypeError;
+
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
@@ -102,6 +136,8 @@ export class RendezvousClient {
   readonly pollIntervalMs: number;
   /** MSC3886 only: the Content-Type sent with payloads. */
   readonly contentType: string;
+  readonly retries: number;
+  readonly maxRetryDelayMs: number;
   private readonly baseUrl: string;
   private readonly msc4388Prefix: string;
   private readonly fetchImpl: typeof fetch;
@@ -114,13 +150,46 @@ export class RendezvousClient {
     this.pollIntervalMs = options.pollIntervalMs ?? 1000;
     this.contentType = options.contentType ?? 'text/plain';
     this.msc4388Prefix = options.msc4388Prefix ?? MSC4388_PREFIX;
+    this.retries = options.retries ?? 3;
+    this.maxRetryDelayMs = options.maxRetryDelayMs ?? 30_000;
     this.fetchImpl = options.fetch ?? ((input, init) => fetch(input, init));
   }
 
-  /** @internal Every request goes through here, so `requests` counts them all. */
-  send(url: string, init: RequestInit): Promise<Response> {
-    this.requests++;
-    return this.fetchImpl(url, init);
+  /** @internal Every request goes through here, so `requests` counts them all, re-sends included. */
+  async send(url: string, init: RequestInit): Promise<Response> {
+    return (await this.exchange(url, init)).res;
+  }
+
+  /**
+   * @internal Sends a request, and again (up to `retries` times) after a `429` or `503` whose pause
+   * is at most `maxRetryDelayMs`, or after no answer at all. A create is not re-sent without an
+   * answer: the first may have made a session, and a second would be another one.
+   */
+  async exchange(url: string, init: RequestInit): Promise<Exchange> {
+    let mayHaveLanded = false;
+    for (let attempt = 0; ; attempt++) {
+      this.requests++;
+      let res: Response;
+      try {
+        res = await this.fetchImpl(url, init);
+      } catch (err) {
+        if (init.method === 'POST' || attempt >= this.retries || init.signal?.aborted || !noAnswer(err)) throw err;
+        mayHaveLanded = true;
+        // At once the first time: a keep-alive connection the server had just closed is the usual cause.
+        if (attempt > 0) await sleep(backoffMs(attempt - 1), init.signal ?? undefined);
+        continue;
+      }
+      if ((res.status === 429 || res.status === 503) && attempt < this.retries) {
+        const delay = retryDelayMs(res, attempt);
+        if (delay <= this.maxRetryDelayMs) {
+          if (res.status === 503) mayHaveLanded = true;
+          await res.arrayBuffer().catch(() => undefined);
+          await sleep(delay, init.signal ?? undefined);
+          continue;
+        }
+      }
+      return { res, mayHaveLanded };
+    }
   }
 
   /** Creates a session holding `data`; the returned session knows its version. */
@@ -225,8 +294,10 @@ export class RendezvousSession {
   }
 
   async delete(signal?: AbortSignal): Promise<void> {
-    const res = await this.client.send(this.url, { method: 'DELETE', signal });
-    if (res.status !== 204 && res.status !== 200) throw await failure(res);
+    const { res, mayHaveLanded } = await this.client.exchange(this.url, { method: 'DELETE', signal });
+    // After a DELETE that may have landed, "no such session" is most likely that DELETE's work.
+    const gone = mayHaveLanded && res.status === 404;
+    if (res.status !== 204 && res.status !== 200 && !gone) throw await failure(res);
     await res.arrayBuffer();
   }
 
