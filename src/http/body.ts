@@ -9,6 +9,12 @@ const compressed = () =>
     Connection: 'close',
   });
 
+/** RFC 9112 section 6.1: a transfer coding the server does not understand is answered 501. */
+const unknownTransferCoding = () =>
+  new MatrixError(501, 'M_UNRECOGNIZED', 'No transfer coding but chunked is implemented', undefined, {
+    Connection: 'close',
+  });
+
 /**
  * Reads the request body up to `limit` bytes. A declared Content-Length over the limit is refused
  * before a byte is read; a chunked body is cut off as soon as it passes the limit.
@@ -18,7 +24,7 @@ export async function readBody(ctx: Context, limit: number): Promise<Buffer> {
   if (encoding !== '' && encoding.toLowerCase() !== 'identity') throw compressed();
   // Node's parser takes `gzip, chunked` and undoes only the chunking: the rest would be stored as sent.
   const transfer = ctx.get('Transfer-Encoding');
-  if (transfer !== '' && transfer.trim().toLowerCase() !== 'chunked') throw compressed();
+  if (transfer !== '' && transfer.trim().toLowerCase() !== 'chunked') throw unknownTransferCoding();
   const declared = ctx.get('Content-Length');
   if (declared === '0') return EMPTY;
   if (declared === '' && transfer === '') return EMPTY;
