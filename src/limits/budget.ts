@@ -31,8 +31,6 @@ interface Tally {
   sending: number;
   /** Admitted here since the last answer without asking: bounded per interval (the allowance). */
   fresh: number;
-  /** Requests waiting for the next answer because `fresh` reached the allowance. */
-  waiting: (() => void)[] | undefined;
   /** Requests among `pending` waiting to be confirmed. */
   confirms: Confirm[] | undefined;
 }
@@ -61,8 +59,12 @@ export interface BudgetOptions {
 /** Most addresses in one backend call. */
 const MAX_BATCH = 1000;
 
-/** Requests one address may have waiting on one replica for the next settlement; beyond, refused. */
-const MAX_WAITING = 64;
+/**
+ * Requests one address may have waiting on one replica for the next settlement; beyond, refused.
+ * Far above what a client sends in one interval (the default request budget is 300 per 10 s): the
+ * bound is on memory, for budgets raised far beyond that.
+ */
+const MAX_WAITING = 1024;
 
 /**
  * A fixed-window budget per client address, shared by every replica without a backend call per
@@ -70,13 +72,14 @@ const MAX_WAITING = 64;
  * interval for every address it saw, and refuses locally once the total says an address is over.
  *
  * - Far from the limit, a request is admitted at once. Between two settlements a replica admits at
- *   most `allowance` such requests per address (the budget's own rate over one interval); more wait
- *   for the next settlement, a fraction of a second. A replica learns what the others admitted one
- *   settlement late, plus the round trip of the next, so N replicas admit at most points + 2 x N x
- *   allowance per window while a settlement's round trip is under the interval, whatever the flood.
- * - Near the limit (within two allowances of it), a request is counted first and admitted only when
- *   the backend's total, its own count included, is within the budget: exact, at the cost of waiting
- *   one settlement.
+ *   most `allowance` such requests per address (the budget's own rate over one interval). A replica
+ *   learns what the others admitted one settlement late, plus the round trip of the next, so N
+ *   replicas admit at most points + 2 x N x allowance per window while a settlement's round trip is
+ *   under the interval, whatever the flood.
+ * - Past the allowance, or near the limit (within two allowances of it), a request is counted first
+ *   and admitted only when the backend's total, its own count included, is within the budget: exact,
+ *   at the cost of waiting one settlement. So a burst within the budget waits a fraction of a second
+ *   and is admitted whole, however far beyond the allowance it goes.
  * - With a backend that is not shared (one process) the local count is exact and nothing waits.
  * - When the backend fails, each replica counts locally (the same budget, per replica) and sends its
  *   counts once the backend answers again.
@@ -85,8 +88,6 @@ export class SharedBudget {
   private readonly tallies = new Map<string, Tally>();
   /** Addresses with counts to send. */
   private dirty = new Set<Tally>();
-  /** Addresses with requests waiting for the next answer. */
-  private readonly waiting = new Set<Tally>();
   private timer: NodeJS.Timeout | undefined;
   private degraded = false;
   private readonly allowance: number;
@@ -113,20 +114,14 @@ export class SharedBudget {
       return undefined;
     }
     if (this.degraded) return this.count(t);
-    if (left <= 2 * this.allowance) {
-      if ((t.confirms?.length ?? 0) >= MAX_WAITING) return new BudgetRefusal(this.opts.intervalMs);
-      this.count(t);
-      const seq = t.pending;
-      return new Promise<void>((resolve, reject) => (t.confirms ??= []).push({ seq, resolve, reject }));
+    if (left > 2 * this.allowance && t.fresh < this.allowance) {
+      t.fresh++;
+      return this.count(t);
     }
-    if (t.fresh >= this.allowance) {
-      if ((t.waiting?.length ?? 0) >= MAX_WAITING) return new BudgetRefusal(this.opts.intervalMs);
-      this.schedule();
-      this.waiting.add(t);
-      return new Promise<void>((resolve) => (t.waiting ??= []).push(resolve)).then(() => this.again(address));
-    }
-    t.fresh++;
-    return this.count(t);
+    if ((t.confirms?.length ?? 0) >= MAX_WAITING) return new BudgetRefusal(this.opts.intervalMs);
+    this.count(t);
+    const seq = t.pending;
+    return new Promise<void>((resolve, reject) => (t.confirms ??= []).push({ seq, resolve, reject }));
   }
 
   /** Counts one request of `t`, to be sent with the next batch. */
@@ -135,14 +130,6 @@ export class SharedBudget {
     this.dirty.add(t);
     this.schedule();
     return undefined;
-  }
-
-  /** A waiting request, once the next answer is in: admitted, refused, or waiting once more. */
-  private async again(address: string): Promise<void> {
-    const verdict = this.admit(address);
-    if (verdict === undefined) return;
-    if (verdict instanceof BudgetRefusal) throw verdict;
-    return verdict;
   }
 
   private tally(address: string, window: number): Tally {
@@ -155,7 +142,7 @@ export class SharedBudget {
       this.forget(this.tallies.values().next().value!);
     }
     // Re-inserted at the end: the map stays in order of last window start, oldest first.
-    t = { address, window, known: 0, pending: 0, sending: 0, fresh: 0, waiting: undefined, confirms: undefined };
+    t = { address, window, known: 0, pending: 0, sending: 0, fresh: 0, confirms: undefined };
     this.tallies.set(address, t);
     return t;
   }
@@ -165,17 +152,6 @@ export class SharedBudget {
     this.dirty.delete(t);
     for (const c of t.confirms ?? []) c.resolve();
     t.confirms = undefined;
-    this.release(t);
-  }
-
-  /** Lets the requests that waited for an answer try again. */
-  private release(t: Tally): void {
-    const waiting = t.waiting;
-    t.waiting = undefined;
-    t.fresh = 0;
-    if (waiting === undefined) return;
-    this.waiting.delete(t);
-    for (const resume of waiting) resume();
   }
 
   private schedule(): void {
@@ -204,8 +180,6 @@ export class SharedBudget {
       else this.ended(e);
     }
     this.dirty = new Set();
-    // Requests waiting on an address with nothing in flight would otherwise wait for nothing.
-    for (const t of this.waiting) if (t.sending === 0) this.release(t);
     this.sweep(now);
     for (let i = 0; i < current.length; i += MAX_BATCH) this.send(window, current.slice(i, i + MAX_BATCH));
   }
@@ -236,7 +210,7 @@ export class SharedBudget {
   private sweep(now: number): void {
     for (const t of this.tallies.values()) {
       if (t.window + this.opts.windowMs > now) return;
-      if (t.pending > 0 || t.sending > 0 || t.waiting !== undefined || t.confirms !== undefined) return;
+      if (t.pending > 0 || t.sending > 0 || t.confirms !== undefined) return;
       this.tallies.delete(t.address);
     }
   }
@@ -252,14 +226,14 @@ export class SharedBudget {
       if (first + c.seq <= this.opts.points) c.resolve();
       else c.reject(retry);
     }
-    this.release(t);
+    // What was counted since this batch left is not in the total yet: it takes from the next allowance.
     t.fresh = t.pending;
   }
 
   private ended(e: Sent): void {
     e.t.sending -= e.count;
     for (const c of e.confirms ?? []) c.resolve();
-    this.release(e.t);
+    e.t.fresh = 0;
   }
 
   private unanswered(e: Sent): void {
@@ -276,7 +250,7 @@ export class SharedBudget {
       if (first + c.seq <= this.opts.points) c.resolve();
       else c.reject(retry);
     }
-    this.release(t);
+    t.fresh = 0;
   }
 
   /** Addresses tracked, for tests. */

@@ -148,6 +148,16 @@ describe('shared rate budgets (counted locally, settled in batches)', () => {
     await Promise.all(waiting);
   });
 
+  it('admits a burst far past the allowance but within the budget whole, after one settlement', async () => {
+    const counters = new CountingCounters();
+    // The default request budget: 300 per 10 s, settled every 50 ms (an allowance of 2).
+    const budget = new SharedBudget(counters, { ...opts, points: 300, windowMs: 10_000, intervalMs: 50 });
+    const burst = Array.from({ length: 150 }, () => budget.admit('192.0.2.9'));
+    expect(burst.filter((a) => a instanceof BudgetRefusal)).to.deep.equal([]);
+    await Promise.all(burst);
+    expect(counters.calls).to.deep.equal([1]);
+  });
+
   it('counts locally when the backend fails, the same budget per replica, and sends the counts later', async () => {
     const counters = new CountingCounters();
     counters.failing = true;

@@ -103,6 +103,15 @@ describe('rate limits shared by replicas through Redis', function () {
     expect((await send(a.port, { path: '/nothing', localAddress: creator })).status).to.equal(404);
   });
 
+  it('admits a burst within the budget whole (100 requests at once from one address to one replica, budget 200)', async () => {
+    const ag = new http.Agent({ keepAlive: true, maxSockets: 100, localAddress: '127.0.0.5' } as http.AgentOptions);
+    agents.push(ag);
+    const answers = await inParallel(100, 100, (i) =>
+      send(a.port, { path: `${MSC3886}/no-such-session-${i}`, agent: ag }),
+    );
+    expect(answers.filter((x) => x.status !== 404).map((x) => x.status)).to.deep.equal([]);
+  });
+
   it('never limits the health probes', async () => {
     for (const path of ['/health', '/ready']) {
       expect((await send(a.port, { path, localAddress: '127.0.0.2' })).status).to.equal(200);
