@@ -385,7 +385,7 @@ export const SETTINGS: readonly Setting[] = [
     name: 'RZ_MAX_HEADERS_COUNT',
     key: 'maxHeadersCount',
     expect: 'an integer from 10 to 2000',
-    help: 'Most request headers read; the rest are ignored',
+    help: 'Most header lines a request may carry; a request with more is refused (431)',
     default: '100',
     schema: int(10, 2000),
   },

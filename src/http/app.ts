@@ -18,7 +18,7 @@ import { unrecognized } from './unrecognized';
 import { requestId } from './request-id';
 import { hostCheck } from './host';
 import { httpMetrics, metricsRoutes } from './metrics';
-import { urlLimit } from './url-limit';
+import { requestLimits } from './request-limits';
 import { Routes } from './routes';
 import { createLimits } from '../limits';
 import { createRegion } from '../region';
@@ -77,7 +77,7 @@ export function createApp(deps: AppDeps): Koa {
     ),
   );
   app.use(errorHandler(log));
-  app.use(urlLimit(config.maxUrlBytes));
+  app.use(requestLimits(config.maxUrlBytes, config.maxHeadersCount));
   // Multi-region (src/region; nothing is installed without RZ_REGION): peer check, limits, forwarding.
   const region = createRegion({ config, log, metrics, lifecycle });
   if (region) app.use(region.authenticate);

@@ -5,6 +5,7 @@ import type Koa from 'koa';
 import type { Config } from '../config';
 import type { Metrics } from '../metrics';
 import { ConnectionCap } from './connection-cap';
+import { headersKept } from './request-limits';
 
 /**
  * An HTTP server with every client-controlled resource bounded: header size and count, the time to
@@ -25,7 +26,7 @@ export function createHttpServer(app: Koa, config: Config, metrics: Metrics): ht
     app.callback(),
   );
   server.on('clientError', answerClientError);
-  server.maxHeadersCount = config.maxHeadersCount;
+  server.maxHeadersCount = headersKept(config.maxHeadersCount);
   if (config.maxConnections > 0) server.maxConnections = config.maxConnections;
   const refused = metrics.connectionsRefused;
   server.on('drop', () => refused.labels('max_connections').inc());

@@ -4,6 +4,7 @@ import type { RunningServer } from '../../src/main';
 import { RedisServer } from '../helpers/redis';
 import { inParallel, json, send, type Answer } from '../helpers/send';
 import { startServer } from '../helpers/server';
+import { parseAnswers, rawExchange } from '../helpers/raw';
 import { SETTLE_INTERVAL_MS } from '../../src/limits';
 
 const MSC3886 = '/_matrix/client/unstable/org.matrix.msc3886/rendezvous';
@@ -145,6 +146,38 @@ describe('rate limits and forwarding headers', function () {
   it('ignores X-Forwarded-For from an untrusted address, so rotating it gains nothing', async () => {
     for (let i = 0; i < 3; i++) expect((await create('127.0.0.5', `198.51.100.${10 + i}`)).status).to.equal(200);
     expectLimited(await create('127.0.0.5', '198.51.100.99'));
+  });
+});
+
+describe('rate limits and a request with more header lines than are read', function () {
+  let server: RunningServer;
+  before(async () => {
+    server = await startServer({ RZ_TRUSTED_PROXIES: '127.0.0.1', RZ_CREATE_RATE: '1', RZ_MAX_HEADERS_COUNT: '20' });
+  });
+  after(async () => server?.stop());
+
+  /**
+   * A client's own X-Forwarded-For and padding, then the line a trusted proxy appends (HAProxy's
+   * `option forwardfor` adds its own line last): `padding` lines between them.
+   */
+  const proxied = (spoof: string, padding: number) =>
+    'POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n' +
+    `X-Forwarded-For: ${spoof}\r\n${Array.from({ length: padding }, (_, i) => `X-Pad-${i}: x\r\n`).join('')}` +
+    'X-Forwarded-For: 203.0.113.10\r\n\r\n';
+  const statusOf = async (request: string) => parseAnswers((await rawExchange(server.port, request)).text)[0]!.status;
+
+  it('counts the client the proxy named when every line is read (20 lines: the limit)', async () => {
+    // Host, Content-Length, Connection, the client's X-Forwarded-For, 15 of padding, the proxy's: 20.
+    expect(await statusOf(proxied('198.51.100.1', 15))).to.equal(200);
+    expect(await statusOf(proxied('198.51.100.2', 15))).to.equal(429);
+  });
+
+  it('refuses a request past the limit with 431, rather than count it as whoever it claims to be', async () => {
+    for (let i = 0; i < 3; i++) {
+      const answer = parseAnswers((await rawExchange(server.port, proxied(`198.51.100.${10 + i}`, 16 + i))).text)[0]!;
+      expect(answer.status).to.equal(431);
+      expect(JSON.parse(answer.body)).to.include({ errcode: 'M_TOO_LARGE' });
+    }
   });
 });
 
