@@ -293,6 +293,28 @@ describe('session caps when a step fails (one Redis node: one script, all or not
     await expectExact(backend, admin, [counted, old]);
   });
 
+  it('keeps a session of the previous release uncounted when it is written before its delete', async () => {
+    const counted = newSessionIds().id;
+    expect((await backend.sessions.create(input(counted))).status).to.equal('created');
+    const old = newSessionIds().id;
+    const expires = Date.now() + 60_000;
+    await admin.set(
+      sessionKey(old),
+      `msc3886 1 salt ${Date.now()} ${Date.now()} ${expires} text/plain\nolder`,
+      'PXAT',
+      expires,
+    );
+    const written = await backend.sessions.update(old, {
+      family: 'msc3886',
+      condition: { kind: 'any' },
+      contentType: 'text/plain',
+      data: Buffer.from('newer'),
+    });
+    expect(written.status).to.equal('updated');
+    expect(await backend.sessions.delete(old, 'msc3886')).to.equal(true);
+    await expectExact(backend, admin, [counted, old]);
+  });
+
   it('counts a create that landed after its answer was lost, and frees it on delete', async () => {
     const { id } = newSessionIds();
     await admin.call('CLIENT', 'PAUSE', String(TIMEOUT_MS * 2), 'WRITE');

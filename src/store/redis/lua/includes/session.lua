@@ -29,7 +29,10 @@ local function readSession(value)
   }, nl + 1
 end
 
+-- A session the caps never counted keeps the previous release's layout when written: with an owner
+-- its delete would free a slot it never held.
 local function sessionHead(s)
-  return string.format('@%s %s %d %s %d %d %d %s\n', s.owner, s.family, s.rev, s.salt, s.created, s.modified,
+  local owner = s.counted == false and '' or ('@' .. s.owner .. ' ')
+  return string.format('%s%s %d %s %d %d %d %s\n', owner, s.family, s.rev, s.salt, s.created, s.modified,
     s.expires, s.ctype)
 end
