@@ -12,6 +12,7 @@ const SCRIPTS = {
   rzCountSessions: 'countSessions-1.lua',
   rzClaimSlot: 'claimSlot-4.lua',
   rzCreateClaimedSession: 'createClaimedSession-1.lua',
+  rzPlaceTombstone: 'placeTombstone-1.lua',
   rzReleaseClaim: 'releaseClaim-4.lua',
   rzDeleteClaimedSession: 'deleteSession-2.lua',
   rzReleaseSlot: 'releaseSlot-4.lua',
@@ -33,6 +34,7 @@ export interface ScriptCommands {
   rzCountSessions(...args: Arg[]): Promise<number[]>;
   rzClaimSlot(...args: Arg[]): Promise<Reply>;
   rzCreateClaimedSession(...args: Arg[]): Promise<number>;
+  rzPlaceTombstone(...args: Arg[]): Promise<number>;
   rzReleaseClaim(...args: Arg[]): Promise<number>;
   rzDeleteClaimedSessionBuffer(...args: Arg[]): Promise<BufferReply>;
   rzReleaseSlot(...args: Arg[]): Promise<number>;

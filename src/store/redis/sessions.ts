@@ -170,6 +170,9 @@ export class RedisSessions implements SessionStore {
 /** How long the Cluster journal remembers a claim or a release, and a tombstone lasts. */
 const JOURNAL_MS = 120_000;
 
+/** The tombstone of a create that never happened: it owes no slot (its claim is given back apart). */
+const LOST_CREATE_TOMBSTONE = '~- 0';
+
 /**
  * Sessions on a Redis Cluster. The caps' counts are one key, which cannot share a slot with every
  * session, so a create is two round trips (claim the slots, then create the session in its own slot)
@@ -291,8 +294,8 @@ class Reconciler {
   settleCreate(id: string): void {
     this.retry(
       async () => {
-        const placed = await this.cmd.set(sessionKey(id), '~- 0', 'PX', JOURNAL_MS, 'NX');
-        if (placed !== null) {
+        const placed = await this.cmd.rzPlaceTombstone(sessionKey(id), LOST_CREATE_TOMBSTONE, JOURNAL_MS);
+        if (placed === 1) {
           await this.cmd.rzReleaseClaim(CAPS_KEY, CAPS_BY_ADDRESS_KEY, CAPS_JOURNAL_KEY, CAPS_JOURNAL_DETAILS_KEY, id);
         }
       },
