@@ -189,9 +189,13 @@ export class ClusterRedisSessions extends RedisSessions {
     this.reconciler = new Reconciler(this.cmd, log);
   }
 
-  /** How long a delete whose answer was lost may still be on its way (a slow command, a re-send). */
+  /**
+   * How long a delete whose answer was lost may still be on its way (a slow command, a re-send),
+   * before its tombstone is looked for: never so long that the tombstone is gone by then (with the
+   * longest command timeout allowed, 60 s, twice it would outlast the tombstone's two minutes).
+   */
   private get graceMs(): number {
-    return this.opts.commandTimeoutMs * 2 + 1000;
+    return Math.min(this.opts.commandTimeoutMs * 2 + 1000, JOURNAL_MS / 2);
   }
 
   override async create(input: CreateInput): Promise<CreateResult> {
