@@ -9,7 +9,7 @@ import { msc3886Routes } from '../protocols/msc3886';
 import { msc4108Routes } from '../protocols/msc4108';
 import { msc4388Routes } from '../protocols/msc4388';
 import { createPolicy } from '../auth';
-import { commonHeaders } from './headers';
+import { EXPOSED, commonHeaders } from './headers';
 import { corsFastPath } from './cors';
 import { errorHandler } from './errors';
 import { accessLog } from './access-log';
@@ -35,8 +35,6 @@ export interface AppDeps {
   longPoll: LongPoll;
 }
 
-/** Browsers may read the validators from JS (Element Web fails with "ETag missing" otherwise). */
-const EXPOSED = ['ETag', 'Location', 'Expires', 'Last-Modified', 'Retry-After', 'Preference-Applied'];
 const ALLOWED = ['Content-Type', 'If-Match', 'If-None-Match', 'Authorization', 'X-Requested-With', 'Prefer'];
 
 /** The whole middleware stack, outermost first: read this to know what every request goes through. */
@@ -70,7 +68,7 @@ export function createApp(deps: AppDeps): Koa {
         origin: '*',
         allowMethods: ['GET', 'PUT', 'POST', 'DELETE', 'OPTIONS'],
         allowHeaders: ALLOWED,
-        exposeHeaders: EXPOSED,
+        exposeHeaders: [...EXPOSED],
         maxAge: 86400,
       }),
       EXPOSED,

@@ -8,7 +8,11 @@ import type { Middleware } from 'koa';
 export function corsFastPath(preflight: Middleware, exposeHeaders: readonly string[]): Middleware {
   const expose = exposeHeaders.join(',');
   return (ctx, next) => {
-    if (ctx.method === 'OPTIONS') return preflight(ctx, next);
+    // An OPTIONS without Access-Control-Request-Method is no preflight: an actual request, which
+    // the library would leave without CORS headers.
+    if (ctx.method === 'OPTIONS' && ctx.req.headers['access-control-request-method'] !== undefined) {
+      return preflight(ctx, next);
+    }
     ctx.res.setHeader('Access-Control-Allow-Origin', '*');
     ctx.res.setHeader('Access-Control-Expose-Headers', expose);
     return next();

@@ -1,5 +1,15 @@
 import type { Middleware } from 'koa';
 
+/** Browsers may read the validators from JS (Element Web fails with "ETag missing" otherwise). */
+export const EXPOSED: readonly string[] = [
+  'ETag',
+  'Location',
+  'Expires',
+  'Last-Modified',
+  'Retry-After',
+  'Preference-Applied',
+];
+
 /**
  * Sent on every answer. `no-transform` stops compressing proxies from weakening or dropping ETags;
  * `no-store` keeps shared caches from ever holding a payload.

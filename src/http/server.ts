@@ -5,6 +5,7 @@ import type Koa from 'koa';
 import type { Config } from '../config';
 import type { Metrics } from '../metrics';
 import { ConnectionCap } from './connection-cap';
+import { EXPOSED } from './headers';
 import { headersKept } from './request-limits';
 
 /**
@@ -13,6 +14,7 @@ import { headersKept } from './request-limits';
  * all and per client address.
  */
 export function createHttpServer(app: Koa, config: Config, metrics: Metrics): http.Server {
+  const handler = app.callback();
   const server = http.createServer(
     {
       maxHeaderSize: config.maxHeaderBytes,
@@ -23,9 +25,15 @@ export function createHttpServer(app: Koa, config: Config, metrics: Metrics): ht
       // Node's own answer to an HTTP/1.1 request without Host is a bare 400; hostCheck gives a Matrix one.
       requireHostHeader: false,
     },
-    app.callback(),
+    handler,
   );
   server.on('clientError', answerClientError);
+  // Node hands a CONNECT to this event and, with no listener, closes the connection unanswered. Its
+  // target is an authority, never a path here: refused as hostCheck refuses any target but a path.
+  server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => answerRaw(socket, 400, CONNECT_REFUSED));
+  // An Expect other than 100-continue would get Node's bare 417; RFC 9110 section 10.1.1 lets a
+  // server ignore it instead, and the request is served as any other.
+  server.on('checkExpectation', handler);
   server.maxHeadersCount = headersKept(config.maxHeadersCount);
   if (config.maxConnections > 0) server.maxConnections = config.maxConnections;
   const refused = metrics.connectionsRefused;
@@ -33,6 +41,11 @@ export function createHttpServer(app: Koa, config: Config, metrics: Metrics): ht
   new ConnectionCap(config, () => refused.labels('per_address').inc()).attach(server);
   return server;
 }
+
+/** The headers every answer carries (commonHeaders, CORS), for answers written before Koa sees a request. */
+const COMMON_RAW =
+  'Cache-Control: no-store, no-transform\r\nPragma: no-cache\r\nX-Content-Type-Options: nosniff\r\n' +
+  `Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: ${EXPOSED.join(',')}\r\n`;
 
 /** What Node's parser refuses, as Matrix errors rather than its bare default answers. */
 function parserAnswer(code: string | undefined): [number, string, string] {
@@ -81,14 +94,22 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
     pending.end(body);
     return;
   }
+  answerRaw(socket, status, body);
+}
+
+/** Writes one JSON answer on a socket no response owns, and closes it. */
+function answerRaw(socket: Duplex, status: number, body: string): void {
   // The answer is a few hundred bytes, so it is flushed at once and the socket closed right after.
   socket.once('finish', () => socket.destroy());
   socket.end(
     `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n` +
-      'Connection: close\r\nContent-Type: application/json\r\nCache-Control: no-store, no-transform\r\n' +
-      `X-Content-Type-Options: nosniff\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+      'Connection: close\r\nContent-Type: application/json\r\n' +
+      COMMON_RAW +
+      `Content-Length: ${body.length}\r\n\r\n${body}`,
   );
 }
+
+const CONNECT_REFUSED = JSON.stringify({ errcode: 'M_BAD_REQUEST', error: 'CONNECT is not served: this is no proxy' });
 
 export function listen(server: http.Server, port: number, host: string | undefined): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {

@@ -19,8 +19,13 @@ const MAX_TYPE_LENGTH = 255;
 function requestContentType(ctx: Context): string {
   const raw = ctx.get('Content-Type');
   if (raw === '') return DEFAULT_TYPE;
-  if (raw.length > MAX_TYPE_LENGTH || !/^[\x20-\x7e]+$/.test(raw)) {
-    throw new MatrixError(400, 'M_INVALID_PARAM', 'Content-Type is too long or not printable ASCII');
+  // Tabs are allowed: RFC 9110's whitespace around parameters (`text/plain;<TAB>charset=utf-8`).
+  if (raw.length > MAX_TYPE_LENGTH || !/^[\t\x20-\x7e]+$/.test(raw)) {
+    throw new MatrixError(
+      400,
+      'M_INVALID_PARAM',
+      `Content-Type must be printable ASCII (tabs allowed), at most ${MAX_TYPE_LENGTH} characters`,
+    );
   }
   return raw;
 }
