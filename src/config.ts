@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { normaliseCidr } from './limits/cidr';
 import { peerList, regionProblems, type RegionPeer } from './region/settings';
@@ -99,6 +100,10 @@ const hostPorts = z
       return { host: hp.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(hp.slice(i + 1)) };
     }),
   );
+/** A DNS host name (RFC 1123 labels), for an address to bind that is not an IP literal. */
+const HOST_NAME =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
 const redisUrl = z
   .string()
   .url()
@@ -136,7 +141,10 @@ export const SETTINGS: readonly Setting[] = [
     expect: 'a host name or IP address',
     help: 'Address to bind; unset: every address the machine has (:: dual-stack where the kernel allows IPv6, else 0.0.0.0)',
     defaultText: 'unset (all addresses, IPv6 and IPv4)',
-    schema: z.string().min(1).optional(),
+    schema: z
+      .string()
+      .refine((v) => isIP(v) !== 0 || HOST_NAME.test(v))
+      .optional(),
   },
   {
     name: 'REDIS_URL',
@@ -739,6 +747,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const topologies = ['REDIS_URL', 'RZ_REDIS_SENTINELS', 'RZ_REDIS_CLUSTER_NODES'].filter((n) => env[n]);
   if (topologies.length > 1) problems.push(`Set only one of ${topologies.join(', ')} (one Redis topology)`);
+  problems.push(...ignoredRedisSettings(env, out, topologies));
   if (Boolean(env.RZ_REDIS_TLS_CERT_FILE) !== Boolean(env.RZ_REDIS_TLS_KEY_FILE)) {
     problems.push('RZ_REDIS_TLS_CERT_FILE and RZ_REDIS_TLS_KEY_FILE go together');
   }
@@ -758,6 +767,47 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   problems.push(...regionProblems(env, out));
   if (problems.length > 0) throw new ConfigError(problems);
   return out as unknown as Config;
+}
+
+/** Settings that only mean something with TLS to Redis. */
+const REDIS_TLS_ONLY = [
+  'RZ_REDIS_TLS_CA_FILE',
+  'RZ_REDIS_TLS_CERT_FILE',
+  'RZ_REDIS_TLS_KEY_FILE',
+  'RZ_REDIS_TLS_SERVERNAME',
+  'RZ_REDIS_TLS_REJECT_UNAUTHORIZED',
+];
+/** Settings that only mean something with Sentinels. */
+const SENTINEL_ONLY = ['RZ_REDIS_SENTINEL_MASTER', 'RZ_REDIS_SENTINEL_PASSWORD'];
+
+const listed = (names: string[]): string => `${names.join(', ')} ${names.length === 1 ? 'is' : 'are'} set`;
+
+/**
+ * Redis settings that would otherwise be ignored without a word: credentials or TLS with no Redis
+ * configured (the sessions would be kept in memory), TLS files while TLS is off (the connection
+ * would be plaintext), Sentinel settings for another topology.
+ */
+function ignoredRedisSettings(env: NodeJS.ProcessEnv, out: Record<string, unknown>, topologies: string[]): string[] {
+  const given = (name: string) => (env[name]?.trim() ?? '') !== '';
+  const tlsOn = out.redisTls === true || (typeof out.redisUrl === 'string' && /^rediss:/i.test(out.redisUrl));
+  if (topologies.length === 0) {
+    const redisOnly = ['RZ_REDIS_USERNAME', 'RZ_REDIS_PASSWORD', ...REDIS_TLS_ONLY, ...SENTINEL_ONLY].filter(given);
+    if (out.redisTls === true) redisOnly.unshift('RZ_REDIS_TLS');
+    if (redisOnly.length === 0) return [];
+    return [
+      `${listed(redisOnly)}, but no Redis is: set REDIS_URL, RZ_REDIS_SENTINELS or RZ_REDIS_CLUSTER_NODES (without one, sessions are kept in memory)`,
+    ];
+  }
+  const problems: string[] = [];
+  const tlsOnly = REDIS_TLS_ONLY.filter(given);
+  if (!tlsOn && tlsOnly.length > 0) {
+    problems.push(`${listed(tlsOnly)}, but TLS to Redis is off: set RZ_REDIS_TLS=true or use a rediss:// URL`);
+  }
+  const sentinelOnly = SENTINEL_ONLY.filter(given);
+  if (topologies[0] !== 'RZ_REDIS_SENTINELS' && sentinelOnly.length > 0) {
+    problems.push(`${listed(sentinelOnly)}, but Sentinel settings apply only with RZ_REDIS_SENTINELS`);
+  }
+  return problems;
 }
 
 /** The Redis TLS files, read when the connection is made: checked at start with the rest. */

@@ -37,7 +37,8 @@ export async function start(config: Config): Promise<RunningServer> {
   const server = createHttpServer(app, config, metrics);
   const address = await listen(server, config.port, config.host);
   const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, sessions);
-  const metricsAddress = metricsServer && (await listen(metricsServer, config.metricsPort!, config.host));
+  const metricsAddress =
+    metricsServer && (await listen(metricsServer, config.metricsPort!, config.host, 'HOST, RZ_METRICS_PORT'));
   log.info(
     {
       port: address.port,

@@ -209,6 +209,39 @@ describe('configuration mistakes', () => {
     expect(problemsOf({ RZ_PUBLIC_BASE_URL: 'https://rz.example.org/rendezvous/' })).to.deep.equal([]);
   });
 
+  it('refuses Redis settings that would be ignored: no Redis, TLS files without TLS, Sentinel settings elsewhere', () => {
+    expect(problemsOf({ RZ_REDIS_PASSWORD: 'x', RZ_REDIS_TLS: 'true' })).to.deep.equal([
+      'RZ_REDIS_TLS, RZ_REDIS_PASSWORD are set, but no Redis is: set REDIS_URL, RZ_REDIS_SENTINELS or RZ_REDIS_CLUSTER_NODES (without one, sessions are kept in memory)',
+    ]);
+    expect(problemsOf({ REDIS_URL: 'redis://r:6379', RZ_REDIS_TLS_CA_FILE: __filename })).to.deep.equal([
+      'RZ_REDIS_TLS_CA_FILE is set, but TLS to Redis is off: set RZ_REDIS_TLS=true or use a rediss:// URL',
+    ]);
+    expect(problemsOf({ REDIS_URL: 'rediss://r:6380', RZ_REDIS_TLS_CA_FILE: __filename })).to.deep.equal([]);
+    expect(
+      problemsOf({ RZ_REDIS_CLUSTER_NODES: 'n:7000', RZ_REDIS_TLS: 'true', RZ_REDIS_TLS_CA_FILE: __filename }),
+    ).to.deep.equal([]);
+    expect(problemsOf({ RZ_REDIS_CLUSTER_NODES: 'n:7000', RZ_REDIS_SENTINEL_PASSWORD: 'x' })).to.deep.equal([
+      'RZ_REDIS_SENTINEL_PASSWORD is set, but Sentinel settings apply only with RZ_REDIS_SENTINELS',
+    ]);
+    // Turning TLS off where there is no Redis says nothing wrong.
+    expect(problemsOf({ RZ_REDIS_TLS: 'false' })).to.deep.equal([]);
+  });
+
+  it('refuses a HOST that is neither a host name nor an IP address, and names HOST when it cannot listen', () => {
+    for (const host of ['not_a_host!', '[::1]', 'a b']) {
+      expect(problemsOf({ HOST: host }), host).to.deep.equal([
+        `HOST must be a host name or IP address (got ${JSON.stringify(host)})`,
+      ]);
+    }
+    for (const host of ['localhost', '127.0.0.1', '::1', 'rz-0.rz.svc.cluster.local']) {
+      expect(problemsOf({ HOST: host }), host).to.deep.equal([]);
+    }
+    // An address of no interface here (TEST-NET-1): refused at once, with no name lookup.
+    const cli = startWith({ HOST: '192.0.2.1', PORT: '0' });
+    expect(cli.status).to.equal(1);
+    expect(cli.stderr).to.include('cannot listen on 192.0.2.1, port 0 (HOST, PORT): listen EADDRNOTAVAIL');
+  });
+
   it('reports unreadable Redis TLS files and a metrics port equal to PORT with everything else', () => {
     expect(
       problemsOf({

@@ -111,11 +111,22 @@ function answerRaw(socket: Duplex, status: number, body: string): void {
 
 const CONNECT_REFUSED = JSON.stringify({ errcode: 'M_BAD_REQUEST', error: 'CONNECT is not served: this is no proxy' });
 
-export function listen(server: http.Server, port: number, host: string | undefined): Promise<AddressInfo> {
+/**
+ * Listens; an address that cannot be had is an error naming it and the settings that chose it (an
+ * unknown HOST, a port in use).
+ */
+export function listen(
+  server: http.Server,
+  port: number,
+  host: string | undefined,
+  settings = 'HOST, PORT',
+): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    const at = `${host ?? 'every address'}, port ${port} (${settings})`;
+    const failed = (err: Error) => reject(new Error(`cannot listen on ${at}: ${err.message}`, { cause: err }));
+    server.once('error', failed);
     server.listen(port, host, () => {
-      server.off('error', reject);
+      server.off('error', failed);
       resolve(server.address() as AddressInfo);
     });
   });
