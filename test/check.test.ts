@@ -42,7 +42,8 @@ describe('rendezvous-server check: usage', () => {
 
   for (const [args, message] of [
     [[], 'missing <base-url>'],
-    [['ftp://example.org'], 'must be http:// or https://'],
+    [['ftp://example.org'], 'must start with http:// or https://'],
+    [['localhost:8080'], '(got localhost:8080; try http://localhost:8080)'],
     [['not a url'], 'not a URL'],
     [['http://a.example', 'http://b.example'], 'one <base-url> only'],
     [['http://a.example', '--verbose'], 'unknown option --verbose'],
@@ -254,5 +255,24 @@ describe('rendezvous-server check against a server with MSC4388 turned off', () 
     expect(finding(run, 'msc4388')!.detail).to.include('RZ_MSC4388_ENABLED=false');
     expect(run.json!.findings.filter((f) => f.id.startsWith('msc4388.'))).to.deep.equal([]);
     expect(finding(run, 'msc4108.long-poll')?.status).to.equal('pass');
+  });
+});
+
+describe('rendezvous-server check against a server that refuses its creates (rate limit spent)', () => {
+  let replica: Replica;
+  before(async () => {
+    replica = await Replica.start({ RZ_CREATE_RATE: '1' });
+  });
+  after(async () => {
+    await replica?.stop();
+  });
+
+  it('fails naming the limit, rather than take the root for a homeserver that routes elsewhere', async () => {
+    await runCheck([replica.url, '--json']);
+    const run = await runCheck([replica.url, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    expect(finding(run, 'msc3886.root'), shown(run)).to.equal(undefined);
+    expect(finding(run, 'msc3886.create')?.status).to.equal('fail');
+    expect(finding(run, 'msc3886.create')?.detail).to.include('429 M_LIMIT_EXCEEDED');
   });
 });

@@ -42,7 +42,8 @@ export function parseCheckArgs(args: string[]): Parsed {
     return { error: `not a URL: ${positional[0]}` };
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    return { error: `the URL must be http:// or https:// (got ${url.protocol})` };
+    const given = positional[0]!;
+    return { error: `the URL must start with http:// or https:// (got ${given}; try http://${given})` };
   }
   if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
     return { error: 'the URL must have no query, fragment or credentials' };

@@ -74,7 +74,9 @@ export async function checkEtagFamily(
     fam = place;
     created = await attempt(ctx, id('create'), `${fam.name} create`, () => createEtagSession(ctx, fam, 'check-1'));
     if (created === undefined) return undefined;
-    if ('session' in created || i === places.length - 1) break;
+    // A limit or an outage is this server's answer, whatever the path: reported, not taken for a
+    // homeserver that routes elsewhere.
+    if ('session' in created || i === places.length - 1 || [429, 503].includes(created.answer.status)) break;
     disown(ctx, created.answer);
     ctx.report.skip(
       `${fam.family}.root`,
