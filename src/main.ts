@@ -31,7 +31,7 @@ export async function start(config: Config): Promise<RunningServer> {
   const sessions = new MeteredSessions(backend.sessions, metrics, backend.kind === 'redis');
   const lifecycle = new Lifecycle();
   const readiness = new Readiness(backend, config.readiness, lifecycle, log);
-  await readiness.start();
+  void readiness.start();
   const longPoll = new LongPoll(sessions, backend.wakeups, longPollLimits(config), metrics);
   const app = createApp({ config, backend, sessions, log, lifecycle, readiness, metrics, longPoll });
   const server = createHttpServer(app, config, metrics);

@@ -75,11 +75,15 @@ export class Readiness {
     private readonly inspectEveryMs = INSPECT_EVERY_MS,
   ) {}
 
-  /** Looks at the store now and periodically. */
-  async start(): Promise<void> {
-    await this.inspect();
+  /**
+   * Looks at the store now and periodically; resolves once the first look is done. The replica
+   * does not wait for it to listen: an unreachable store takes a command timeout to say so, and
+   * meanwhile /health answers and /ready says the store is not reached yet.
+   */
+  start(): Promise<void> {
     this.timer = setInterval(() => void this.inspect(), this.inspectEveryMs);
     this.timer.unref();
+    return this.inspect();
   }
 
   stop(): void {
