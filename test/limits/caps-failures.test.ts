@@ -277,34 +277,30 @@ describe('session caps when a step fails (one Redis node: one script, all or not
     await expectExact(backend, admin, [id]);
   });
 
-  it('reads and deletes a session of the previous release, freeing no slot it never held', async () => {
+  /** A counted session, and one in the previous release's layout (no owner, no count in these caps). */
+  async function countedAndPreviousRelease(): Promise<{ counted: string; old: string }> {
     const counted = newSessionIds().id;
     expect((await backend.sessions.create(input(counted))).status).to.equal('created');
     const old = newSessionIds().id;
     const expires = Date.now() + 60_000;
-    // The previous release's layout: no owner, and no count in these caps.
     await admin.set(
       sessionKey(old),
       `msc3886 1 salt ${Date.now()} ${Date.now()} ${expires} text/plain\nolder`,
       'PXAT',
       expires,
     );
+    return { counted, old };
+  }
+
+  it('reads and deletes a session of the previous release, freeing no slot it never held', async () => {
+    const { counted, old } = await countedAndPreviousRelease();
     expect((await backend.sessions.get(old, 'msc3886'))?.data.toString()).to.equal('older');
     expect(await backend.sessions.delete(old, 'msc3886')).to.equal(true);
     await expectExact(backend, admin, [counted, old]);
   });
 
   it('keeps a session of the previous release uncounted when it is written before its delete', async () => {
-    const counted = newSessionIds().id;
-    expect((await backend.sessions.create(input(counted))).status).to.equal('created');
-    const old = newSessionIds().id;
-    const expires = Date.now() + 60_000;
-    await admin.set(
-      sessionKey(old),
-      `msc3886 1 salt ${Date.now()} ${Date.now()} ${expires} text/plain\nolder`,
-      'PXAT',
-      expires,
-    );
+    const { counted, old } = await countedAndPreviousRelease();
     const written = await backend.sessions.update(old, {
       family: 'msc3886',
       condition: { kind: 'any' },
