@@ -276,3 +276,25 @@ describe('rendezvous-server check against a server that refuses its creates (rat
     expect(finding(run, 'msc3886.create')?.detail).to.include('429 M_LIMIT_EXCEEDED');
   });
 });
+
+describe('rendezvous-server check against a replica serving /metrics on its main port', () => {
+  let redis: RedisServer;
+  let replica: Replica;
+  before(async () => {
+    redis = await RedisServer.start();
+    replica = await Replica.start({ REDIS_URL: redis.url, RZ_CREATE_RATE: '0' });
+  });
+  after(async () => {
+    await replica?.stop();
+    await redis?.destroy();
+  });
+
+  it('fails on the public metrics, or warns of them with --metrics-here (an in-cluster Service)', async () => {
+    const plain = await runCheck([replica.url, '--json']);
+    expect(plain.code, shown(plain)).to.equal(1);
+    expect(finding(plain, 'metrics.public')?.status).to.equal('fail');
+    const here = await runCheck([replica.url, '--json', '--metrics-here']);
+    expect(here.code, shown(here)).to.equal(0);
+    expect(finding(here, 'metrics.public')?.status).to.equal('warn');
+  });
+});

@@ -1,7 +1,7 @@
 import { formatJson, formatText } from './format';
 import { runCheck } from './index';
 
-export const CHECK_USAGE = `Usage: rendezvous-server check <base-url> [--json]
+export const CHECK_USAGE = `Usage: rendezvous-server check <base-url> [--json] [--metrics-here]
 
 Checks a live deployment through everything in front of it (proxies, ingress, load balancer), the
 way clients meet it: every protocol family's create, read, conditional write, 304, long-poll and
@@ -9,8 +9,10 @@ delete; ETags, caching and CORS headers as they arrive; expiry against this mach
 the replicas share one store; that /metrics is not public. It creates about 20 short-lived
 sessions and deletes them.
 
-  <base-url>  the URL clients use, e.g. https://matrix.example.org or https://rendezvous.example.org
-  --json      print the findings as JSON instead of text
+  <base-url>      the URL clients use, e.g. https://matrix.example.org or https://rendezvous.example.org
+  --json          print the findings as JSON instead of text
+  --metrics-here  this URL serves /metrics on purpose (RZ_METRICS_PORT unset, checked from inside,
+                  e.g. the in-cluster Service): metrics answering here is a warning, not a failure
 
 Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 for a usage error.
 `;
@@ -22,14 +24,16 @@ interface Output {
   write(text: string): unknown;
 }
 
-type Parsed = { help: true } | { help: false; base: string; json: boolean } | { error: string };
+type Parsed = { help: true } | { help: false; base: string; json: boolean; metricsHere: boolean } | { error: string };
 
 export function parseCheckArgs(args: string[]): Parsed {
   let json = false;
+  let metricsHere = false;
   const positional: string[] = [];
   for (const arg of args) {
     if (arg === '--help' || arg === '-h') return { help: true };
     if (arg === '--json') json = true;
+    else if (arg === '--metrics-here') metricsHere = true;
     else if (arg.startsWith('-')) return { error: `unknown option ${arg}` };
     else positional.push(arg);
   }
@@ -48,7 +52,7 @@ export function parseCheckArgs(args: string[]): Parsed {
   if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
     return { error: 'the URL must have no query, fragment or credentials' };
   }
-  return { help: false, base: url.href.replace(/\/+$/, ''), json };
+  return { help: false, base: url.href.replace(/\/+$/, ''), json, metricsHere };
 }
 
 /** `rendezvous-server check ...`: resolves with the exit status. */
@@ -62,7 +66,7 @@ export async function checkCommand(args: string[], out: Output, err: Output): Pr
     out.write(CHECK_USAGE);
     return EXIT.ok;
   }
-  const result = await runCheck(parsed.base);
+  const result = await runCheck(parsed.base, { metricsHere: parsed.metricsHere });
   out.write(parsed.json ? formatJson(result) : formatText(result));
   return result.report.failed ? EXIT.failed : EXIT.ok;
 }

@@ -32,6 +32,8 @@ export interface CheckContext {
   rttMs: number;
   /** A weak ETag was echoed in a conditional request: whether the server took it (per family). */
   weakEtagAccepted: Map<FamilyId, boolean>;
+  /** The URL serves /metrics on purpose (`--metrics-here`): metrics answering is a warning. */
+  metricsHere: boolean;
 }
 
 /**

@@ -42,7 +42,7 @@ export interface CheckResult {
  * Checks a live deployment at `base` (no trailing slash) through everything in front of it, the
  * way clients meet it. Creates only short-lived sessions, and deletes every one of them.
  */
-export async function runCheck(base: string): Promise<CheckResult> {
+export async function runCheck(base: string, options: { metricsHere?: boolean } = {}): Promise<CheckResult> {
   const started = Date.now();
   const report = new Report();
   const http = new HttpClient();
@@ -54,6 +54,7 @@ export async function runCheck(base: string): Promise<CheckResult> {
     cleanup: new Cleanup(),
     rttMs: 0,
     weakEtagAccepted: new Map(),
+    metricsHere: options.metricsHere ?? false,
   };
   try {
     await checkAll(ctx);

@@ -22,7 +22,14 @@ export async function checkPublicMetrics(ctx: CheckContext): Promise<void> {
       return;
     }
   }
-  if (exposed.length > 0) {
+  if (exposed.length > 0 && ctx.metricsHere) {
+    ctx.report.warn(
+      'metrics.public',
+      title,
+      `${exposed.join(', ')} answered with Prometheus metrics, as --metrics-here says this URL does: make sure the URL clients use does not`,
+      FIX.metrics,
+    );
+  } else if (exposed.length > 0) {
     ctx.report.fail(
       'metrics.public',
       title,
