@@ -3,13 +3,14 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { isMap, parse, parseDocument, type YAMLMap } from 'yaml';
+import { parseCheckArgs } from '../src/check/cli';
 import { ConfigError, SETTINGS, loadConfig } from '../src/config';
 import { start } from '../src/main';
 import { Metrics } from '../src/metrics';
 import { REGION_NAME } from '../src/region/names';
 import { peerList } from '../src/region/settings';
 import { req } from './helpers/exchange';
-import { CHART, helm, helmBinary, one, render, secretFileAt, valueArgs, type K8sObject } from './helpers/helm';
+import { CHART, helm, helmBinary, notes, one, render, secretFileAt, valueArgs, type K8sObject } from './helpers/helm';
 import { modelFor, validateObject } from './helpers/k8s-schema';
 
 const ROOT = join(__dirname, '..');
@@ -21,6 +22,8 @@ const REQUIRED_ONLY = 'required-values.yaml';
 const FULL = 'full-values.yaml';
 /** Region eu of three: peers, the shared secret and the peers' CA from existing Secrets. */
 const REGIONS = 'regions-values.yaml';
+/** Numbers of a million and more in a values file, which reach the templates as float64. */
+const LARGE = 'large-numbers-values.yaml';
 
 /**
  * Stand-ins for the Secrets the values sets name but the chart leaves to the operator, by Secret
@@ -346,6 +349,28 @@ describe('Helm chart, rendered by helm', function () {
         'nginx.ingress.kubernetes.io/proxy-read-timeout'
       ];
       expect(Number(timeout), wait).to.be.greaterThan(loadPod(rendered).longPollMaxWaitSeconds);
+    }
+  });
+
+  it('refuses Redis TLS files while TLS to Redis is off, as the server does', async () => {
+    const plain = await helm([
+      'template',
+      'rz',
+      CHART,
+      ...valueArgs([REQUIRED_ONLY], { 'redis.tls.existingSecret': 'redis-tls' }),
+    ]);
+    expect(plain.code).to.not.equal(0);
+    expect(plain.stderr).to.include('redis.tls.existingSecret is set, but TLS to Redis is off');
+    expect(refusals({ REDIS_URL: 'redis://r:6379', RZ_REDIS_TLS_CA_FILE: __filename }).join('\n')).to.include(
+      'TLS to Redis is off',
+    );
+    const turnedOn: Record<string, string>[] = [
+      { 'redis.tls.existingSecret': 'redis-tls', 'redis.tls.enabled': 'true' },
+      { 'redis.tls.existingSecret': 'redis-tls', 'redis.url': 'rediss://redis-master.redis:6380' },
+    ];
+    for (const set of turnedOn) {
+      const r = await helm(['template', 'rz', CHART, ...valueArgs([REQUIRED_ONLY], set)]);
+      expect(r.code, JSON.stringify(set) + r.stderr).to.equal(0);
     }
   });
 
@@ -770,5 +795,248 @@ describe('Helm chart, rendered by helm', function () {
     expect([...queried].filter((n) => !exported.has(n))).to.deep.equal([]);
     const shipped = one(objects(FULL), 'ConfigMap', '-dashboard');
     expect(JSON.parse(shipped.data['rendezvous-server.json'] as string)).to.deep.equal(dashboard);
+  });
+
+  it('renders whole numbers from a values file as the digits the server takes, as --set does (1048576, 1000000)', async () => {
+    const given = (parse(read('ci', LARGE)) as Values).config as { maxBytes: number; extraEnv: Record<string, number> };
+    const data = one(objects(LARGE), 'ConfigMap', '-rendezvous-server').data as Record<string, string>;
+    expect(given.maxBytes).to.equal(1_048_576);
+    expect(data.RZ_MAX_BYTES).to.equal('1048576');
+    for (const [name, value] of Object.entries(given.extraEnv)) {
+      expect(value, name).to.be.at.least(1_000_000);
+      expect(data[name], name).to.equal(String(value));
+    }
+    const config = loadPod(objects(LARGE));
+    expect(config.maxBytes).to.equal(1_048_576);
+    expect(config.maxSessions).to.equal(1_000_000);
+    // The same values through --set (integers to the templates) render the very same ConfigMap.
+    const set = await render([REQUIRED_ONLY], {
+      'config.maxBytes': String(given.maxBytes),
+      ...Object.fromEntries(Object.entries(given.extraEnv).map(([k, v]) => [`config.extraEnv.${k}`, String(v)])),
+    });
+    expect(one(set, 'ConfigMap', '-rendezvous-server').data).to.deep.equal(data);
+    // No values set puts a number in exponent form into a pod's environment.
+    for (const s of VALUE_SETS) {
+      for (const [name, value] of Object.entries(podEnv(objects(s)))) {
+        expect(value, `${s}: ${name}`).to.not.match(/^[-+]?\d+(\.\d+)?e[-+]?\d+$/i);
+      }
+    }
+  });
+
+  it('lets the pods reach Redis through the NetworkPolicy on every port the Redis values name', async () => {
+    type Rule = { ports?: { port: number | string }[] };
+    const egress = (objs: K8sObject[]) => one(objs, 'NetworkPolicy').spec.egress as Rule[];
+    const allows = (objs: K8sObject[], port: number) =>
+      egress(objs).some((r) => r.ports === undefined || r.ports.some((p) => Number(p.port) === port));
+    /** Where the server connects for Redis, as it reads its settings (a URL without a port: 6379, as ioredis). */
+    const inUse = (objs: K8sObject[]) => {
+      const c = loadPod(objs);
+      if (c.redisUrl !== undefined) return [Number(new URL(c.redisUrl).port || 6379)];
+      return (c.redisSentinels ?? c.redisClusterNodes ?? []).map((n) => n.port);
+    };
+    const on = { 'networkPolicy.enabled': 'true', 'networkPolicy.egress.enabled': 'true' };
+    const cases: [string, K8sObject[]][] = [];
+    for (const set of VALUE_SETS) cases.push([set, await render([set], on)]);
+    cases.push(['a URL on 7000', await render([REQUIRED_ONLY], { ...on, 'redis.url': 'redis://redis.example:7000' })]);
+    cases.push([
+      'a URL without a port',
+      await render([REQUIRED_ONLY], { ...on, 'redis.url': 'rediss://redis.example' }),
+    ]);
+    cases.push([
+      'Sentinels on 5000 and 5001',
+      await render(['sentinel-values.yaml'], { ...on, 'redis.sentinels': 's-0.redis:5000\\,s-1.redis:5001' }),
+    ]);
+    cases.push([
+      'Cluster nodes on 7001 and 7002',
+      await render(['cluster-values.yaml'], { ...on, 'redis.clusterNodes': 'n-0.redis:7001\\,n-1.redis:7002' }),
+    ]);
+    for (const [what, objs] of cases) {
+      const ports = inUse(objs);
+      expect(ports.length, what).to.be.greaterThan(0);
+      for (const port of ports) expect(allows(objs, port), `${what}: Redis on ${port}`).to.equal(true);
+    }
+    // The chart's own examples as they stand (egress on, Redis over TLS on 6380).
+    for (const set of [FULL, REGIONS]) {
+      for (const port of inUse(objects(set))) expect(allows(objects(set), port), `${set}: ${port}`).to.equal(true);
+    }
+    // networkPolicy.egress.redisPorts adds what the values cannot say (the data nodes Sentinels hand out).
+    const extra = await render([REQUIRED_ONLY], { ...on, 'networkPolicy.egress.redisPorts': '{6390}' });
+    expect(allows(extra, 6390)).to.equal(true);
+    const none = { 'networkPolicy.egress.redisPorts': '[]' };
+    const only = egress(await render([REQUIRED_ONLY], on, none));
+    expect(only.flatMap((r) => (r.ports ?? []).map((p) => Number(p.port))).filter((p) => p !== 53)).to.deep.equal([
+      6379,
+    ]);
+    // Without it, a Sentinel's data nodes would be unreachable: refused, naming it.
+    const sentinel = await helm(['template', 'rz', CHART, ...valueArgs(['sentinel-values.yaml'], on, none)]);
+    expect(sentinel.code).to.not.equal(0);
+    expect(sentinel.stderr).to.include('networkPolicy.egress.redisPorts');
+  });
+
+  it('takes the max, never the sum, over replicas of the store-wide metrics every replica reports alike', async () => {
+    const storeWide = (await new Metrics().registry.getMetricsAsJSON())
+      .filter((m) => m.help.includes('store-wide'))
+      .map((m) => m.name);
+    expect(storeWide).to.include.members(['rendezvous_sessions_live', 'rendezvous_sessions_expired_total']);
+    const dashboard = JSON.parse(read('dashboards', 'rendezvous-server.json')) as {
+      panels: { title: string; targets: { expr: string }[] }[];
+    };
+    let queries = 0;
+    for (const panel of dashboard.panels) {
+      for (const { expr } of panel.targets) {
+        if (!storeWide.some((name) => new RegExp(`\\b${name}\\b`).test(expr))) continue;
+        queries++;
+        expect(expr, panel.title).to.match(/^max(\s+by\s*\([^)]*\))?\s*\(/);
+        expect(expr, panel.title).to.not.match(/\b(sum|avg|count)\b/);
+      }
+    }
+    expect(queries).to.be.at.least(2);
+  });
+
+  it('changes the region secret in three rollouts, each region accepting what the others send at every point', async () => {
+    // Keys of the stand-in Secret: the secret in use, and the one replacing it.
+    const [old, next] = ['shared-secret', 'next-secret'];
+    const steps: Record<string, string>[] = [
+      { 'region.existingSecretKey': old },
+      { 'region.existingSecretKey': old, 'region.acceptedSecretKey': next },
+      { 'region.existingSecretKey': next, 'region.acceptedSecretKey': old },
+      { 'region.existingSecretKey': next },
+    ];
+    const rendered = await Promise.all(steps.map((s) => render([REGIONS], s)));
+    const configs = rendered.map(loadPod);
+    const accepts = (c: (typeof configs)[number], secret: string) =>
+      secret === c.regionSecret || secret === c.regionAcceptedSecret;
+    // A step is finished in every region before the next starts: pods of two adjacent steps meet.
+    for (let i = 1; i < steps.length; i++) {
+      const [before, after] = [configs[i - 1]!, configs[i]!];
+      expect(accepts(after, before.regionSecret!), `step ${i}: the new pods accept the old ones' forwards`).to.equal(
+        true,
+      );
+      expect(accepts(before, after.regionSecret!), `step ${i}: the old pods accept the new ones' forwards`).to.equal(
+        true,
+      );
+      // Each step changes the pod template, so its helm upgrade rolls the pods.
+      const template = (objs: K8sObject[]) => JSON.stringify(one(objs, 'Deployment').spec.template);
+      expect(template(rendered[i]!), `step ${i}`).to.not.equal(template(rendered[i - 1]!));
+    }
+    expect(configs[3]!.regionSecret).to.not.equal(configs[0]!.regionSecret);
+    expect(configs[3]!.regionAcceptedSecret).to.equal(undefined);
+
+    // The chart's README and install notes describe that rotation, not an outage.
+    const readme = read('README.md');
+    const section = /\*\*Changing the secret\.\*\*[\s\S]*?(?=\n- \*\*|\n## )/.exec(readme)?.[0] ?? '';
+    for (const value of ['region.acceptedSecretKey', 'region.existingSecretKey']) {
+      expect(section, value).to.include(value);
+    }
+    expect(section).to.not.match(/\b502\b/);
+    const text = await notes([REGIONS]);
+    expect(text).to.include('region.acceptedSecretKey');
+    expect(text).to.include('region.existingSecretKey');
+    expect(text).to.not.match(/\b502\b|restart them/);
+    // With the accepted key set, the notes say it is accepted (and never sent).
+    expect(await notes([REGIONS], { 'region.acceptedSecretKey': next })).to.include(`key ${next}`);
+  });
+
+  it('runs the check with --metrics-here when metrics are on the main port, and only then', async () => {
+    const objs = objects('cluster-values.yaml');
+    expect(podEnv(objs)).to.not.have.property('RZ_METRICS_PORT');
+    const args = one(objs, 'Pod', '-check').spec.containers[0].args as string[];
+    expect(args.slice(0, 3)).to.deep.equal(['node', 'dist/main.js', 'check']);
+    expect(parseCheckArgs(args.slice(3))).to.include({ metricsHere: true });
+    const separate = one(objects(FULL), 'Pod', '-check').spec.containers[0].args as string[];
+    expect(parseCheckArgs(separate.slice(3))).to.include({ metricsHere: false });
+    // The operator is told, in the notes of such an installation and in the README.
+    expect(await notes(['cluster-values.yaml'])).to.include('--metrics-here');
+    expect(await notes([REQUIRED_ONLY])).to.not.include('/metrics');
+    expect(read('README.md')).to.match(/`metrics\.separatePort: false`[^.]*`--metrics-here`/);
+  });
+
+  it('refuses trusted proxies the server would refuse, and a metrics port that is the container or Service port', async () => {
+    const schema = JSON.parse(read('values.schema.json')) as Values;
+    const pattern = new RegExp(schema.properties.config.properties.trustedProxies.pattern as string);
+    const takes = (v: string) => refusals({ RZ_TRUSTED_PROXIES: v }).length === 0;
+    for (const v of [
+      values.config.trustedProxies as string,
+      '',
+      '10.0.0.5',
+      '10.0.0.0/8, 192.168.1.0/24',
+      '0.0.0.0/0',
+      '::/0',
+      '::',
+      '::1',
+      'fd00::/8',
+      '2001:db8::1/64',
+      '::ffff:10.0.0.1',
+      '1:2:3:4:5:6:7:8',
+      '1:2:3:4:5:6:10.0.0.1',
+    ]) {
+      expect(pattern.test(v), `schema: ${v}`).to.equal(true);
+      expect(takes(v), `server: ${v}`).to.equal(true);
+    }
+    for (const v of [
+      'not-an-ip',
+      'localhost',
+      '*',
+      '10.0.0.0/33',
+      '10.0.0.0/',
+      '300.1.1.1',
+      '10.0.0',
+      '010.0.0.1',
+      '10.0.0.1;10.0.0.2',
+      '10.0.0.1 10.0.0.2',
+      'fd00::/129',
+      '1::2::3',
+      ':::',
+      '1:2:3:4:5:6:7:8:9',
+    ]) {
+      expect(pattern.test(v), `schema: ${v}`).to.equal(false);
+      expect(takes(v), `server: ${v}`).to.equal(false);
+    }
+    // Whatever else the schema lets through, the server takes (a fixed pseudo-random sample).
+    let seed = 7;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+    const alphabet = '0123456789abcdef:./, ';
+    let through = 0;
+    for (let i = 0; i < 50_000; i++) {
+      const v = Array.from({ length: 1 + (next() % 18) }, () => alphabet[next() % alphabet.length]).join('');
+      if (!pattern.test(v)) continue;
+      through++;
+      expect(takes(v), v).to.equal(true);
+    }
+    expect(through).to.be.greaterThan(100);
+    // Helm reads the pattern alike (Go's regexp), naming the value.
+    for (const v of ['not-an-ip', '10.0.0.0/33']) {
+      const r = await helm(['template', 'rz', CHART, ...valueArgs([REQUIRED_ONLY], { 'config.trustedProxies': v })]);
+      expect(r.code, v).to.not.equal(0);
+      expect(r.stderr, v).to.include('trustedProxies');
+    }
+    const list = await render([REQUIRED_ONLY], { 'config.trustedProxies': '10.0.0.5\\,fd00::/8' });
+    expect(loadPod(list).trustedProxies).to.deep.equal(['10.0.0.5/32', 'fd00::/8']);
+
+    // A metrics port that is the container port: the server refuses to start, the chart to render.
+    expect(refusals({ PORT: '8080', RZ_METRICS_PORT: '8080' }).join('\n')).to.include('RZ_METRICS_PORT must differ');
+    const clashes: Record<string, string>[] = [
+      { 'metrics.port': String(values.containerPort) },
+      { containerPort: String(values.metrics.port) },
+    ];
+    for (const set of clashes) {
+      const r = await helm(['template', 'rz', CHART, ...valueArgs([REQUIRED_ONLY], set)]);
+      expect(r.code, JSON.stringify(set)).to.not.equal(0);
+      expect(r.stderr).to.include('metrics.port');
+      expect(r.stderr).to.include('containerPort');
+    }
+    // Nor may it be the Service's port: Kubernetes refuses a Service with two ports of one number.
+    const service = await helm([
+      'template',
+      'rz',
+      CHART,
+      ...valueArgs([REQUIRED_ONLY], { 'service.port': String(values.metrics.port) }),
+    ]);
+    expect(service.code).to.not.equal(0);
+    expect(service.stderr).to.include('metrics.port');
+    expect(service.stderr).to.include('service.port');
+    // With metrics on the main port, metrics.port is not used.
+    const shared = await render(['cluster-values.yaml'], { 'metrics.port': String(values.containerPort) });
+    expect(loadPod(shared).metricsPort).to.equal(undefined);
   });
 });

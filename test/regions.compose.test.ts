@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -28,13 +28,18 @@ interface Service {
   image?: string;
   read_only?: boolean;
   user?: string;
+  command?: string[];
   environment?: Record<string, string>;
   secrets?: string[];
   networks?: { default?: { ipv4_address?: string } };
 }
 
 /** The compose file as written (anchors and merges resolved, `${VAR:-default}` as its default). */
-function composeAsShipped(): { services: Record<string, Service>; secrets: Record<string, { file: string }> } {
+function composeAsShipped(): {
+  services: Record<string, Service>;
+  secrets: Record<string, { file: string }>;
+  networks: { default: { ipam: { config: { subnet: string }[] } } };
+} {
   const text = readFileSync(COMPOSE, 'utf8').replace(/\$\{\w+:-([^}]*)\}/g, '$1');
   const doc = parse(text, { merge: true }) as ReturnType<typeof composeAsShipped>;
   // Environment values are strings to a container, whatever YAML makes of `false` or `2`.
@@ -46,12 +51,32 @@ function composeAsShipped(): { services: Record<string, Service>; secrets: Recor
 }
 
 const upstreamsOf = (file: string) =>
-  [...readFileSync(join(DIR, 'nginx', file), 'utf8').matchAll(/^\s*server ([\w-]+):(\d+)/gm)].map(
+  [...readFileSync(join(DIR, 'nginx', file), 'utf8').matchAll(/^\s*server (\S+):(\d+)/gm)].map(
     (m) => `${m[1]}:${m[2]}`,
   );
+const NGINX_CONFS = ['front.conf', 'region-eu.conf', 'region-us.conf'];
+const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
+
+/**
+ * A shipped nginx config with each upstream's fixed address replaced by the name of the compose
+ * service that has it, the form renderConf maps to loopback ports. An address no service has throws.
+ */
+function byServiceName(conf: string, services: Record<string, Service>): string {
+  const names = new Map<string, string>();
+  for (const [name, svc] of Object.entries(services)) {
+    const address = svc.networks?.default?.ipv4_address;
+    if (address !== undefined) names.set(address, name);
+  }
+  return conf.replace(/^(\s*server )(\d{1,3}(?:\.\d{1,3}){3}):/gm, (_m, head: string, address: string) => {
+    const name = names.get(address);
+    if (name === undefined) throw new Error(`no compose service has the upstream address ${address}`);
+    return `${head}${name}:`;
+  });
+}
 
 describe('multi-region compose stack (deploy/multi-region)', () => {
-  const { services, secrets } = composeAsShipped();
+  const { services, secrets, networks } = composeAsShipped();
+  const address = (name: string) => services[name]?.networks?.default?.ipv4_address;
 
   it('validates with docker-compose config', async function () {
     if (!installed('docker-compose')) {
@@ -75,6 +100,8 @@ describe('multi-region compose stack (deploy/multi-region)', () => {
     // What docker-compose resolves is what this suite reads from the file and runs natively.
     for (const name of Object.keys(resolved)) {
       expect(resolved[name]!.environment ?? {}, name).to.deep.equal(services[name]!.environment ?? {});
+      expect(resolved[name]!.networks?.default?.ipv4_address, name).to.equal(address(name));
+      expect(resolved[name]!.command, name).to.deep.equal(services[name]!.command);
     }
   });
 
@@ -98,15 +125,77 @@ describe('multi-region compose stack (deploy/multi-region)', () => {
         expect(svc.secrets).to.deep.equal(['region_secret']);
         expect(env.RZ_TRUSTED_PROXIES!.split(',')).to.have.members(lbAddresses);
       }
+      // The balancer names its replicas by the fixed addresses compose gives them, never by name.
       expect(upstreamsOf(`region-${region}.conf`)).to.deep.equal([
-        `rendezvous-${region}-1:8080`,
-        `rendezvous-${region}-2:8080`,
+        `${address(`rendezvous-${region}-1`)}:8080`,
+        `${address(`rendezvous-${region}-2`)}:8080`,
       ]);
     }
-    expect(upstreamsOf('front.conf')).to.deep.equal(['lb-eu:80', 'lb-us:80']);
+    expect(upstreamsOf('front.conf')).to.deep.equal([`${address('lb-eu')}:80`, `${address('lb-us')}:80`]);
     // The secret comes from a file the operator makes; none is committed.
     expect(secrets.region_secret!.file).to.equal('./region-secret.txt');
     expect(readFileSync(join(DIR, '.gitignore'), 'utf8')).to.match(/^region-secret\.txt$/m);
+  });
+
+  it('has every balancer name its upstreams by fixed addresses, so a missing or recreated one never stops it', async () => {
+    // Every replica and balancer has a fixed address of its own on the stack's network.
+    const subnet = networks.default.ipam.config[0]!.subnet;
+    expect(subnet).to.match(/^\d+\.\d+\.\d+\.0\/24$/);
+    const prefix = subnet.replace(/0\/24$/, '');
+    const fixed = Object.keys(services).filter(
+      (n) => n.startsWith('rendezvous-') || n.startsWith('lb-') || n === 'front',
+    );
+    const addresses = fixed.map((n) => address(n));
+    for (const [i, a] of addresses.entries())
+      expect(a, fixed[i])
+        .to.match(IPV4)
+        .and.satisfy((x: string) => x.startsWith(prefix));
+    expect(new Set(addresses).size).to.equal(fixed.length);
+    for (const file of NGINX_CONFS) {
+      const upstreams = upstreamsOf(file);
+      expect(upstreams.length, file).to.be.greaterThan(1);
+      for (const u of upstreams) expect(u.split(':')[0], `${file}: ${u}`).to.match(IPV4);
+    }
+    // nginx resolves upstream names once, at start: the configs as shipped load with no name of
+    // the stack resolvable (as when a replica or balancer is missing), which names would not.
+    for (const file of NGINX_CONFS) {
+      const dir = mkdtempSync(join(tmpdir(), 'rz-nginx-t-'));
+      try {
+        mkdirSync(join(dir, 'logs'));
+        writeFileSync(join(dir, 'site.conf'), readFileSync(join(DIR, 'nginx', file), 'utf8'));
+        writeFileSync(
+          join(dir, 'nginx.conf'),
+          [
+            `pid ${dir}/nginx.pid;`,
+            'error_log stderr warn;',
+            'events { worker_connections 64; }',
+            'http {',
+            '  access_log off;',
+            ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/${t};`),
+            `  include ${dir}/site.conf;`,
+            '}',
+            '',
+          ].join('\n'),
+        );
+        const r = await run('nginx', ['-t', '-q', '-p', dir, '-c', join(dir, 'nginx.conf')]).then(
+          () => '',
+          (err: { stderr?: string }) => err.stderr ?? String(err),
+        );
+        expect(r, file).to.equal('');
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+  });
+
+  it('bounds each Redis with a maxmemory, so noeviction refuses writes rather than growing unbounded', () => {
+    for (const region of REGIONS) {
+      const command = services[`redis-${region}`]!.command!;
+      const arg = (flag: string) => command[command.indexOf(flag) + 1];
+      expect(command, region).to.include('--maxmemory');
+      expect(arg('--maxmemory'), region).to.match(/^[1-9]\d*(kb|mb|gb)$/i);
+      expect(arg('--maxmemory-policy'), region).to.equal('noeviction');
+    }
   });
 
   describe('its topology run natively: a front nginx, per region an nginx, two replicas and a Redis', function () {
@@ -146,12 +235,16 @@ describe('multi-region compose stack (deploy/multi-region)', () => {
         replicas.push(await Replica.start(env));
       }
       for (const region of REGIONS) {
-        const conf = readFileSync(join(DIR, 'nginx', `region-${region}.conf`), 'utf8');
+        const conf = byServiceName(readFileSync(join(DIR, 'nginx', `region-${region}.conf`), 'utf8'), services);
         lbPort[region] = ports[`lb-${region}`]!;
         balancers.push(await NginxProcess.serve(renderConf(conf, ports, lbPort[region]!), lbPort[region]!));
       }
       front = await NginxProcess.serve(
-        renderConf(readFileSync(join(DIR, 'nginx', 'front.conf'), 'utf8'), ports, ports.front!),
+        renderConf(
+          byServiceName(readFileSync(join(DIR, 'nginx', 'front.conf'), 'utf8'), services),
+          ports,
+          ports.front!,
+        ),
         ports.front!,
       );
       // Which region the front balancer sends each client address to, read from the ids it gets.

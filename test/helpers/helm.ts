@@ -138,21 +138,46 @@ export async function helm(args: string[]): Promise<HelmResult> {
   }
 }
 
-/** Options for `helm template` / `helm lint`: values files under the chart's ci/ and --set pairs. */
-export function valueArgs(files: string[], set: Record<string, string> = {}): string[] {
+/**
+ * Options for `helm template` / `helm lint`: values files under the chart's ci/, --set pairs, and
+ * --set-json pairs (for what --set cannot say, such as an empty list: its `{}` is `[""]`).
+ */
+export function valueArgs(
+  files: string[],
+  set: Record<string, string> = {},
+  json: Record<string, string> = {},
+): string[] {
   return [
     ...files.flatMap((f) => ['-f', join(CHART, 'ci', f)]),
     ...Object.entries(set).flatMap(([k, v]) => ['--set', `${k}=${v}`]),
+    ...Object.entries(json).flatMap(([k, v]) => ['--set-json', `${k}=${v}`]),
   ];
 }
 
 /** `helm template` of the chart, tests included, as the objects it renders. Throws with helm's error. */
-export async function render(files: string[], set: Record<string, string> = {}): Promise<K8sObject[]> {
-  const r = await helm(['template', 'rz', CHART, '--namespace', 'rendezvous', ...valueArgs(files, set)]);
+export async function render(
+  files: string[],
+  set: Record<string, string> = {},
+  json: Record<string, string> = {},
+): Promise<K8sObject[]> {
+  const r = await helm(['template', 'rz', CHART, '--namespace', 'rendezvous', ...valueArgs(files, set, json)]);
   if (r.code !== 0) throw new Error(r.stderr.trim());
   return parseAllDocuments(r.stdout)
     .map((d) => d.toJS() as K8sObject | null)
     .filter((o): o is K8sObject => o !== null);
+}
+
+/**
+ * The NOTES.txt helm prints after installing with these values, rendered offline (`helm install
+ * --dry-run=client` reaches no cluster). Throws with helm's error.
+ */
+export async function notes(files: string[], set: Record<string, string> = {}): Promise<string> {
+  const args = ['install', 'rz', CHART, '--namespace', 'rendezvous', '--dry-run=client', ...valueArgs(files, set)];
+  const r = await helm(args);
+  if (r.code !== 0) throw new Error(r.stderr.trim());
+  const at = r.stdout.indexOf('\nNOTES:\n');
+  if (at < 0) throw new Error('helm printed no NOTES');
+  return r.stdout.slice(at + '\nNOTES:\n'.length);
 }
 
 /** The rendered object of this kind (and name suffix, when there are several). */

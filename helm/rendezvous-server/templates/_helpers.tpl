@@ -55,6 +55,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $missing }}
 {{- fail (printf "\nrequired values are not set:\n  - %s" (join "\n  - " $missing)) }}
 {{- end }}
+{{- $redisTls := or .Values.redis.tls.enabled (and (eq .Values.redis.mode "single") (hasPrefix "rediss://" (lower (toString .Values.redis.url)))) }}
+{{- if and .Values.redis.tls.existingSecret (not $redisTls) }}
+{{- fail "redis.tls.existingSecret is set, but TLS to Redis is off: set redis.tls.enabled true or use a rediss:// redis.url (the server refuses TLS files without TLS, which would leave the connection plaintext)" }}
+{{- end }}
+{{- if .Values.metrics.separatePort }}
+{{- if eq (int .Values.metrics.port) (int .Values.containerPort) }}
+{{- fail (printf "metrics.port (%s) must differ from containerPort (%s): the server refuses RZ_METRICS_PORT equal to PORT; to serve /metrics on the main port, set metrics.separatePort false instead" (include "rendezvous.envValue" .Values.metrics.port) (include "rendezvous.envValue" .Values.containerPort)) }}
+{{- end }}
+{{- if eq (int .Values.metrics.port) (int .Values.service.port) }}
+{{- fail (printf "metrics.port (%s) must differ from service.port (%s): the Service exposes both, and Kubernetes refuses a Service with two ports of one number" (include "rendezvous.envValue" .Values.metrics.port) (include "rendezvous.envValue" .Values.service.port)) }}
+{{- end }}
+{{- end }}
 {{- $drain := add .Values.config.shutdownDelaySeconds .Values.config.shutdownGraceSeconds }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $drain) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.shutdownDelaySeconds + config.shutdownGraceSeconds (%v), or the kubelet kills pods mid-drain" .Values.terminationGracePeriodSeconds $drain) }}
@@ -93,6 +105,45 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $problems }}
 {{- fail (printf "\ninconsistent region values:\n  - %s" (join "\n  - " $problems)) }}
 {{- end }}
+{{- end }}
+
+{{/*
+  A value as an environment variable's text. YAML numbers from a values file reach the templates as
+  float64, which toString writes in exponent form from a million up (1048576 as 1.048576e+06, which
+  the server refuses: only digits); a whole one is written as its digits, as --set's integers are.
+  Anything else (strings, booleans, fractions) as toString writes it.
+*/}}
+{{- define "rendezvous.envValue" -}}
+{{- if kindIs "float64" . }}
+{{- if eq . (floor .) }}{{ printf "%.0f" . }}{{ else }}{{ toString . }}{{ end }}
+{{- else }}
+{{- toString . }}
+{{- end }}
+{{- end }}
+
+{{/*
+  The TCP ports the pods reach Redis on, as a JSON list: the port of redis.url (6379, the Redis
+  default, when it names none) in mode single, each Sentinel's in mode sentinel, each listed Cluster
+  node's in mode cluster; then networkPolicy.egress.redisPorts, the ports the values cannot name
+  (the data nodes Sentinels hand out, Cluster nodes beyond those listed). Each port once.
+*/}}
+{{- define "rendezvous.redisPorts" -}}
+{{- $r := .Values.redis }}
+{{- $ports := list }}
+{{- if eq $r.mode "single" }}
+{{- $port := regexFind "[0-9]+$" (regexFind ":[0-9]+$" (urlParse $r.url).host) }}
+{{- $ports = append $ports (atoi (default "6379" $port)) }}
+{{- else }}
+{{- range splitList "," (ternary $r.sentinels $r.clusterNodes (eq $r.mode "sentinel")) }}
+{{- with trim . }}
+{{- $ports = append $ports (atoi (regexFind "[0-9]+$" .)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range .Values.networkPolicy.egress.redisPorts }}
+{{- $ports = append $ports (int .) }}
+{{- end }}
+{{- uniq $ports | toJson }}
 {{- end }}
 
 {{/* RZ_REGION_PEERS from region.peers: name=url,name=url, by name. */}}
