@@ -1,10 +1,30 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { killOnExit } from './children';
 import { until } from './topologies';
+
+/** `site.conf` and the main config around it in the prefix `dir`; `top` first (how nginx runs). */
+function writeMainConf(dir: string, siteConf: string, top: string[]): void {
+  writeFileSync(join(dir, 'site.conf'), siteConf);
+  writeFileSync(
+    join(dir, 'nginx.conf'),
+    [
+      ...top,
+      `pid ${dir}/nginx.pid;`,
+      'error_log stderr warn;',
+      'events { worker_connections 1024; }',
+      'http {',
+      '  access_log off;',
+      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/${t};`),
+      `  include ${dir}/site.conf;`,
+      '}',
+      '',
+    ].join('\n'),
+  );
+}
 
 /**
  * nginx in the foreground as a child process with a prefix directory of its own (never the system
@@ -32,24 +52,27 @@ export class NginxProcess {
     return NginxProcess.start(NginxProcess.directory(), siteConf, port);
   }
 
+  /**
+   * What `nginx -t` says of `siteConf` as it is (no name in it resolved by the test): '' when nginx
+   * would start with it.
+   */
+  static async syntaxErrors(siteConf: string): Promise<string> {
+    const dir = NginxProcess.directory();
+    try {
+      mkdirSync(join(dir, 'logs'));
+      writeMainConf(dir, siteConf, []);
+      return await new Promise((resolve) =>
+        execFile('nginx', ['-t', '-q', '-p', dir, '-c', join(dir, 'nginx.conf')], (err, _out, stderr) =>
+          resolve(err === null ? '' : stderr || String(err)),
+        ),
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
   static async start(dir: string, siteConf: string, port: number): Promise<NginxProcess> {
-    writeFileSync(join(dir, 'site.conf'), siteConf);
-    writeFileSync(
-      join(dir, 'nginx.conf'),
-      [
-        'daemon off;',
-        'master_process off;',
-        `pid ${dir}/nginx.pid;`,
-        'error_log stderr warn;',
-        'events { worker_connections 1024; }',
-        'http {',
-        '  access_log off;',
-        ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/${t};`),
-        `  include ${dir}/site.conf;`,
-        '}',
-        '',
-      ].join('\n'),
-    );
+    writeMainConf(dir, siteConf, ['daemon off;', 'master_process off;']);
     const proc = killOnExit(
       spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] }),
     );
