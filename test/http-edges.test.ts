@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import net from 'node:net';
+import { Replica } from './helpers/replica';
 import { parseAnswers, rawExchange, type RawAnswer } from './helpers/raw';
 import { startServer, type TestServer } from './helpers/server';
 
@@ -30,11 +32,13 @@ describe('requests at the edges of HTTP', function () {
 
   it('answers an OPTIONS that is no preflight (no Access-Control-Request-Method) with the CORS headers', async () => {
     const { url } = await create('text/plain');
-    const res = await fetch(url, { method: 'OPTIONS', headers: { Origin: 'https://app.example' } });
-    expect(res.status).to.equal(204);
-    expect(res.headers.get('Access-Control-Allow-Origin')).to.equal('*');
-    expect(res.headers.get('Access-Control-Expose-Headers')).to.include('ETag');
-    expect(res.headers.get('Allow')).to.include('PUT');
+    for (const extra of [{}, { 'Access-Control-Request-Method': '' }]) {
+      const res = await fetch(url, { method: 'OPTIONS', headers: { Origin: 'https://app.example', ...extra } });
+      expect(res.status).to.equal(204);
+      expect(res.headers.get('Access-Control-Allow-Origin')).to.equal('*');
+      expect(res.headers.get('Access-Control-Expose-Headers')).to.include('ETag');
+      expect(res.headers.get('Allow')).to.include('PUT');
+    }
   });
 
   it('serves a request whose Expect it does not know, as RFC 9110 allows, rather than a bare 417', async () => {
@@ -77,5 +81,41 @@ describe('requests at the edges of HTTP', function () {
     });
     expect(tooLong.status).to.equal(400);
     expect(((await tooLong.json()) as { error: string }).error).to.include('at most 255');
+  });
+});
+
+describe('CONNECT from a client that does not wait for the answer', function () {
+  let replica: Replica;
+  before(async () => {
+    replica = await Replica.start({});
+  });
+  after(async () => replica?.stop());
+
+  /** Sends `bytes` and resets the connection at once; resolves once the socket is gone. */
+  const sendAndReset = (bytes: string) =>
+    new Promise<void>((resolve) => {
+      const socket = net.connect(replica.port, '127.0.0.1', () => {
+        socket.write(bytes);
+        socket.resetAndDestroy();
+      });
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve());
+    });
+
+  it('leaves the replica running: a reset before the answer is written is no crash', async () => {
+    for (let i = 0; i < 50; i++)
+      await sendAndReset('CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n');
+    expect((await fetch(`${replica.url}/health`)).status).to.equal(200);
+    expect(replica.proc.exitCode).to.equal(null);
+  });
+
+  it("never answers a CONNECT pipelined behind a request still being answered, in that request's place", async () => {
+    const created = await fetch(`${replica.url}/`, { method: 'POST', body: 'x' });
+    const path = new URL(created.headers.get('Location')!).pathname;
+    const held =
+      `GET ${path} HTTP/1.1\r\nHost: x\r\nIf-None-Match: ${created.headers.get('ETag')!}\r\nPrefer: wait=2\r\n\r\n` +
+      'CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n';
+    const answers = parseAnswers((await rawExchange(replica.port, held)).text);
+    expect(answers.map((a) => a.status)).to.not.include(400);
   });
 });

@@ -8,9 +8,9 @@ import type { Middleware } from 'koa';
 export function corsFastPath(preflight: Middleware, exposeHeaders: readonly string[]): Middleware {
   const expose = exposeHeaders.join(',');
   return (ctx, next) => {
-    // An OPTIONS without Access-Control-Request-Method is no preflight: an actual request, which
-    // the library would leave without CORS headers.
-    if (ctx.method === 'OPTIONS' && ctx.req.headers['access-control-request-method'] !== undefined) {
+    // An OPTIONS without Access-Control-Request-Method (or with an empty one) is no preflight: an
+    // actual request, which the library would leave without CORS headers.
+    if (ctx.method === 'OPTIONS' && ctx.get('Access-Control-Request-Method') !== '') {
       return preflight(ctx, next);
     }
     ctx.res.setHeader('Access-Control-Allow-Origin', '*');

@@ -30,7 +30,7 @@ export function createHttpServer(app: Koa, config: Config, metrics: Metrics): ht
   server.on('clientError', answerClientError);
   // Node hands a CONNECT to this event and, with no listener, closes the connection unanswered. Its
   // target is an authority, never a path here: refused as hostCheck refuses any target but a path.
-  server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => answerRaw(socket, 400, CONNECT_REFUSED));
+  server.on('connect', answerConnect);
   // An Expect other than 100-continue would get Node's bare 417; RFC 9110 section 10.1.1 lets a
   // server ignore it instead, and the request is served as any other.
   server.on('checkExpectation', handler);
@@ -95,6 +95,17 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
     return;
   }
   answerRaw(socket, status, body);
+}
+
+/**
+ * A CONNECT, which Node hands over with the socket and no error listener left on it. Behind a
+ * request still being answered on the same connection, anything written now would arrive as that
+ * request's answer: the connection is closed instead.
+ */
+function answerConnect(_req: http.IncomingMessage, socket: Duplex): void {
+  socket.on('error', () => socket.destroy());
+  if ((socket as { _httpMessage?: ServerResponse | null })._httpMessage) socket.destroy();
+  else answerRaw(socket, 400, CONNECT_REFUSED);
 }
 
 /** Writes one JSON answer on a socket no response owns, and closes it. */
