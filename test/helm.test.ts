@@ -374,6 +374,23 @@ describe('Helm chart, rendered by helm', function () {
     }
   });
 
+  it("refuses the Sentinels' password outside Sentinel mode, as the server does", async () => {
+    const r = await helm([
+      'template',
+      'rz',
+      CHART,
+      ...valueArgs([REQUIRED_ONLY], {
+        'redis.existingSecret': 'redis',
+        'redis.existingSecretSentinelPasswordKey': 'sentinel-password',
+      }),
+    ]);
+    expect(r.code).to.not.equal(0);
+    expect(r.stderr).to.include('redis.existingSecretSentinelPasswordKey is set, but redis.mode is single');
+    expect(refusals({ REDIS_URL: 'redis://r:6379', RZ_REDIS_SENTINEL_PASSWORD: 'x' }).join('\n')).to.include(
+      'Sentinel settings apply only with RZ_REDIS_SENTINELS',
+    );
+  });
+
   it('refuses a termination grace period the drain would outlast', async () => {
     const r = await helm(['template', 'rz', CHART, ...valueArgs([FULL], { 'config.shutdownGraceSeconds': '60' })]);
     expect(r.code).to.not.equal(0);

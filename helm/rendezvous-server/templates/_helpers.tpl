@@ -55,6 +55,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $missing }}
 {{- fail (printf "\nrequired values are not set:\n  - %s" (join "\n  - " $missing)) }}
 {{- end }}
+{{- if and .Values.redis.existingSecretSentinelPasswordKey (ne .Values.redis.mode "sentinel") }}
+{{- fail (printf "redis.existingSecretSentinelPasswordKey is set, but redis.mode is %s: the Sentinels' password applies only with redis.mode sentinel (the server refuses RZ_REDIS_SENTINEL_PASSWORD otherwise)" .Values.redis.mode) }}
+{{- end }}
 {{- $redisTls := or .Values.redis.tls.enabled (and (eq .Values.redis.mode "single") (hasPrefix "rediss://" (lower (toString .Values.redis.url)))) }}
 {{- if and .Values.redis.tls.existingSecret (not $redisTls) }}
 {{- fail "redis.tls.existingSecret is set, but TLS to Redis is off: set redis.tls.enabled true or use a rediss:// redis.url (the server refuses TLS files without TLS, which would leave the connection plaintext)" }}
