@@ -120,17 +120,27 @@ describe('the rendezvous client sends a request again when the server asks it to
     expect(sent).to.have.length(1);
   });
 
-  it('re-sends a create refused with 503', async () => {
-    const { client } = clientScripted('msc3886', [
-      refused(503, '0'),
-      () =>
-        new Response('{"id":"abc"}', {
-          status: 200,
-          headers: { ETag: '"1"', Location: 'https://rz.example.org/abc' },
-        }),
-    ]);
-    const session = await client.create('x');
-    expect(session.url).to.equal('https://rz.example.org/abc');
+  it('re-sends a create refused with 429, but not one answered 503 (it may have made a session)', async () => {
+    const created = () =>
+      new Response('{"id":"abc"}', {
+        status: 200,
+        headers: { ETag: '"1"', Location: 'https://rz.example.org/abc' },
+      });
+    const limited = clientScripted('msc3886', [refused(429, '0'), created]);
+    expect((await limited.client.create('x')).url).to.equal('https://rz.example.org/abc');
+    const unavailable = clientScripted('msc3886', [refused(503, '0'), created]);
+    const error = await failureOf(unavailable.client.create('x'));
+    expect((error as RendezvousError).status).to.equal(503);
+    expect(unavailable.sent).to.have.length(1);
+  });
+
+  it('throws a URL or header fetch could never send at once, not after re-sends', async () => {
+    const { client, sent } = clientScripted('msc3886', []);
+    expect(await failureOf(client.open('not a url').read())).to.be.instanceOf(TypeError);
+    const badType = new RendezvousClient({ baseUrl: 'https://rz.example.org', family: 'msc3886', contentType: 'a\nb' });
+    expect(await failureOf(badType.create('x'))).to.be.instanceOf(TypeError);
+    expect(sent).to.have.length(0);
+    expect(client.requests + badType.requests).to.equal(0);
   });
 
   it('gives up after `retries` re-sends, with the last answer as the error', async () => {

@@ -32,7 +32,8 @@ describe('requests at the edges of HTTP', function () {
 
   it('answers an OPTIONS that is no preflight (no Access-Control-Request-Method) with the CORS headers', async () => {
     const { url } = await create('text/plain');
-    for (const extra of [{}, { 'Access-Control-Request-Method': '' }]) {
+    const extras: Record<string, string>[] = [{}, { 'Access-Control-Request-Method': '' }];
+    for (const extra of extras) {
       const res = await fetch(url, { method: 'OPTIONS', headers: { Origin: 'https://app.example', ...extra } });
       expect(res.status).to.equal(204);
       expect(res.headers.get('Access-Control-Allow-Origin')).to.equal('*');

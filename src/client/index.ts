@@ -27,8 +27,8 @@ export interface ClientOptions {
   /** MSC4388 only: the API prefix (default the unstable one clients use today). */
   msc4388Prefix?: string;
   /**
-   * How many times a request is sent again after a `429` or a `503`, or (every request but a create)
-   * after it got no answer at all (default 3). Re-sending is safe: a write that landed but whose
+   * How many times a request is sent again after a `429` or a `503`, or after it got no answer at all
+   * (default 3); a create only after a `429`. Re-sending is safe: a write that landed but whose
    * answer was lost is recognised by the server when re-sent verbatim.
    */
   retries?: number;
@@ -162,10 +162,14 @@ export class RendezvousClient {
 
   /**
    * @internal Sends a request, and again (up to `retries` times) after a `429` or `503` whose pause
-   * is at most `maxRetryDelayMs`, or after no answer at all. A create is not re-sent without an
-   * answer: the first may have made a session, and a second would be another one.
+   * is at most `maxRetryDelayMs`, or after no answer at all. A create is re-sent only after a `429`:
+   * after a `503` or no answer the first may have made a session, and a second would be another.
    */
   async exchange(url: string, init: RequestInit): Promise<Exchange> {
+    // What fetch could never send (a malformed URL or header) is thrown here, at once: fetch throws
+    // a TypeError for those too, which the loop below would take for a lost answer.
+    new URL(url);
+    new Headers(init.headers);
     let mayHaveLanded = false;
     for (let attempt = 0; ; attempt++) {
       this.requests++;
@@ -181,7 +185,9 @@ export class RendezvousClient {
       }
       if ((res.status === 429 || res.status === 503) && attempt < this.retries) {
         const delay = retryDelayMs(res, attempt);
-        if (delay <= this.maxRetryDelayMs) {
+        // A 503 may have come from a store that timed out with the work still done: a create is
+        // not sent again after one, like a create that went unanswered.
+        if (delay <= this.maxRetryDelayMs && !(res.status === 503 && init.method === 'POST')) {
           if (res.status === 503) mayHaveLanded = true;
           await res.arrayBuffer().catch(() => undefined);
           await sleep(delay, init.signal ?? undefined);
