@@ -100,9 +100,11 @@ const hostPorts = z
       return { host: hp.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(hp.slice(i + 1)) };
     }),
   );
-/** A DNS host name (RFC 1123 labels), for an address to bind that is not an IP literal. */
-const HOST_NAME =
-  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+/**
+ * A host name (RFC 1123 labels, underscores allowed as container runtimes name services), for an
+ * address to bind that is not an IP literal.
+ */
+const HOST_NAME = /^(?=.{1,253}$)\w(?:[\w-]{0,61}\w)?(?:\.\w(?:[\w-]{0,61}\w)?)*\.?$/;
 
 const redisUrl = z
   .string()

@@ -233,7 +233,7 @@ describe('configuration mistakes', () => {
         `HOST must be a host name or IP address (got ${JSON.stringify(host)})`,
       ]);
     }
-    for (const host of ['localhost', '127.0.0.1', '::1', 'rz-0.rz.svc.cluster.local']) {
+    for (const host of ['localhost', '127.0.0.1', '::1', 'rz-0.rz.svc.cluster.local', 'stack_rendezvous_1']) {
       expect(problemsOf({ HOST: host }), host).to.deep.equal([]);
     }
     // An address of no interface here (TEST-NET-1): refused at once, with no name lookup.

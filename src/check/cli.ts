@@ -39,15 +39,20 @@ export function parseCheckArgs(args: string[]): Parsed {
   }
   if (positional.length === 0) return { error: 'missing <base-url>' };
   if (positional.length > 1) return { error: `one <base-url> only (got ${positional.length})` };
+  const given = positional[0]!;
+  if (!given.includes('://')) {
+    // The usual slip: a bare host. A local one is most likely plain HTTP, anything else HTTPS.
+    const scheme = /^(localhost|127\.|\[::1\])/i.test(given) ? 'http' : 'https';
+    return { error: `the URL must start with http:// or https:// (got ${given}; try ${scheme}://${given})` };
+  }
   let url: URL;
   try {
-    url = new URL(positional[0]!);
+    url = new URL(given);
   } catch {
-    return { error: `not a URL: ${positional[0]}` };
+    return { error: `not a URL: ${given}` };
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    const given = positional[0]!;
-    return { error: `the URL must start with http:// or https:// (got ${given}; try http://${given})` };
+    return { error: `the URL must start with http:// or https:// (got ${given})` };
   }
   if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
     return { error: 'the URL must have no query, fragment or credentials' };
