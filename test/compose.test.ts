@@ -106,6 +106,16 @@ describe('docker-compose stack', function () {
     expect(arg('--maxmemory-policy')).to.equal('noeviction');
   });
 
+  it('hands out the addresses of services without a fixed one from a range that holds none of the fixed ones', () => {
+    for (const file of ['docker-compose.yml', 'deploy/multi-region/docker-compose.yml']) {
+      const text = readFileSync(join(ROOT, file), 'utf8');
+      const fixed = [...text.matchAll(/ipv4_address: \S*\.(\d+)$/gm)].map((m) => Number(m[1]));
+      expect(fixed.length, file).to.be.greaterThan(3);
+      expect(text, file).to.match(/^\s+ip_range: \S*\.128\/25$/m);
+      for (const octet of fixed) expect(octet, file).to.be.below(128);
+    }
+  });
+
   it('has the balancer name each replica by the fixed address compose gives it, so a missing or new replica never stops it', async () => {
     const template = readFileSync(join(ROOT, TEMPLATE), 'utf8');
     const upstream = (net: string) =>
