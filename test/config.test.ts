@@ -176,6 +176,10 @@ describe('secrets in configuration errors', () => {
       });
       const res = await req(`${replica.url}/`, { method: 'POST', body: 'x' });
       expect(res.status).to.equal(503);
+      // Readiness says why the store was never reached, by category.
+      const ready = await req(`${replica.url}/ready`);
+      expect(ready.status).to.equal(503);
+      expect(((await ready.json()) as { storeProblem: string }).storeProblem).to.include('refused the credentials');
       await replica.stop();
       const logged = JSON.stringify(replica.logs);
       expect(logged).to.include('WRONGPASS');

@@ -1,7 +1,7 @@
 import Router from '@koa/router';
 import type { Middleware } from 'koa';
 import type { Logger } from 'pino';
-import type { Backend, StoreCondition } from '../store/types';
+import { StoreUnavailableError, type Backend, type StoreCondition, type UnavailableReason } from '../store/types';
 
 /** Whether this replica should still receive traffic; flipped first thing on SIGTERM. */
 export class Lifecycle {
@@ -44,7 +44,23 @@ interface Ping {
   result: Promise<boolean>;
   pending: boolean;
   yes: boolean;
+  /** Why the store did not answer, when it did not. */
+  problem?: UnavailableReason;
 }
+
+/** What /ready says of a store that does not answer, by the reason (categories only: no addresses). */
+const STORE_PROBLEMS: Record<UnavailableReason, string> = {
+  connection: 'no connection to it',
+  timeout: 'it did not answer in time',
+  noperm: "it refused the credentials (RZ_REDIS_USERNAME, RZ_REDIS_PASSWORD, or the URL's)",
+  loading: 'it is loading its data',
+  cluster: 'its cluster is not usable',
+  readonly: 'it is read-only',
+  oom: 'it is full',
+  busy: 'it is busy with a script',
+  script: 'a script failed',
+  other: 'it answered with an error',
+};
 
 /** How long the store's last yes is reused for readiness. */
 const PING_FOR_MS = 250;
@@ -119,7 +135,11 @@ export class Readiness {
       at: now,
       result: this.backend.ping().then(
         () => ((ping.pending = false), (ping.yes = true)),
-        () => ((ping.pending = false), false),
+        (err: unknown) => {
+          ping.pending = false;
+          ping.problem = err instanceof StoreUnavailableError ? err.reason : 'other';
+          return false;
+        },
       ),
       pending: true,
       yes: false,
@@ -137,9 +157,14 @@ export class Readiness {
     const c = this.condition;
     if (!c.healthy) return [503, { ready: false, reason: c.detail }];
     if (!reachable && (this.mode === 'store' || !this.reached)) {
+      const problem = this.lastPing?.problem;
       return [
         503,
-        { ready: false, reason: this.reached ? 'session store unavailable' : 'session store not reached yet' },
+        {
+          ready: false,
+          reason: this.reached ? 'session store unavailable' : 'session store not reached yet',
+          ...(problem === undefined ? {} : { storeProblem: STORE_PROBLEMS[problem] }),
+        },
       ];
     }
     return [200, { ready: true, store: this.backend.description, storeReachable: reachable }];

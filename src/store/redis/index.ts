@@ -2,7 +2,7 @@ import type { Cluster } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Backend, CapLimits } from '../types';
 import { createRedisClient, redisTopology, whenReady, type RedisConfig } from './connect';
-import { storeFailure } from './errors';
+import { storeFailure, unavailable } from './errors';
 import { inspectRedis } from './inspect';
 import { RedisNotifier } from './notifier';
 import { RedisRateCounters } from './rates';
@@ -36,13 +36,17 @@ export async function createRedisBackend(opts: RedisBackendOptions, log: Logger)
   const clustered = topology === 'cluster';
   const client = createRedisClient(opts.redis);
   let down = false;
+  /** Why the connection is not up, while it is not: what a ping then answers at once. */
+  let connectionError: Error | undefined;
   client.on('error', (err: Error) => {
     if (!down) log.error({ err: err.message, topology }, 'redis connection error');
     down = true;
+    if (client.status !== 'ready') connectionError = err;
   });
   client.on('ready', () => {
     if (down) log.info({ topology }, 'redis connection restored');
     down = false;
+    connectionError = undefined;
   });
   const up = await whenReady(client, opts.connectWaitMs ?? 5000);
   if (!up) log.warn({ topology }, 'redis is not reachable yet: answering 503 until it is');
@@ -68,7 +72,12 @@ export async function createRedisBackend(opts: RedisBackendOptions, log: Logger)
     wakeups,
     verdicts: new RedisVerdictCache(client),
     rates: new RedisRateCounters(defineScripts(client)),
-    ping: () => client.ping().then(() => undefined, storeFailure),
+    // While the connection is down for a known reason (refused credentials, no such host), that
+    // reason is the answer, at once: readiness shows it instead of a bare "not reached".
+    ping: () =>
+      connectionError !== undefined && client.status !== 'ready'
+        ? Promise.reject(unavailable(connectionError))
+        : client.ping().then(() => undefined, storeFailure),
     inspect: () => inspectRedis(client, clustered, opts.allowEviction),
     close: async () => {
       await wakeups.close();
