@@ -92,6 +92,37 @@ describe('Redis single node with an ACL user', () => {
   });
 });
 
+describe('Redis credentials in the URL and as settings together', () => {
+  let redis: RedisServer;
+  before(async () => {
+    redis = await RedisServer.start(['--user', 'default', 'off', '--user', 'rz', 'on', '>right', '~*', '&*', '+@all']);
+  });
+  after(async () => {
+    await redis?.destroy();
+  });
+
+  /** Whether a replica with these settings reaches its Redis. */
+  async function reaches(env: Record<string, string>): Promise<boolean> {
+    const server = await startServer({ RZ_REDIS_COMMAND_TIMEOUT_MS: '500', ...env });
+    try {
+      return (await req(`${server.url}/ready`)).status === 200;
+    } finally {
+      await server.stop();
+    }
+  }
+
+  it('lets RZ_REDIS_PASSWORD and RZ_REDIS_USERNAME win over the URL, as documented', async () => {
+    const at = `127.0.0.1:${redis.port}`;
+    // A user in the URL, the password from a Secret: the usual split.
+    expect(await reaches({ REDIS_URL: `redis://rz@${at}`, RZ_REDIS_PASSWORD: 'right' })).to.equal(true);
+    expect(await reaches({ REDIS_URL: `redis://rz:wrong@${at}`, RZ_REDIS_PASSWORD: 'right' })).to.equal(true);
+    expect(await reaches({ REDIS_URL: `redis://nobody:right@${at}`, RZ_REDIS_USERNAME: 'rz' })).to.equal(true);
+    expect(await reaches({ REDIS_URL: `redis://rz:right@${at}`, RZ_REDIS_PASSWORD: 'wrong' })).to.equal(false);
+    // Percent-encoded in the URL, as a password with reserved characters must be.
+    expect(await reaches({ REDIS_URL: `redis://r%7A:right@${at}` })).to.equal(true);
+  });
+});
+
 describe('Redis over TLS (rediss://, private CA, client certificate)', () => {
   let redis: RedisServer;
   let tlsPort: number;

@@ -76,6 +76,23 @@ function auth(config: RedisConfig): Pick<RedisOptions, 'username' | 'password'> 
   return out;
 }
 
+/** REDIS_URL with its user name and password taken out, and what they were (percent-decoded). */
+function withoutCredentials(text: string): { url: string; username?: string; password?: string } {
+  const u = new URL(text);
+  const username = u.username === '' ? undefined : decodeURIComponent(u.username);
+  const password = u.password === '' ? undefined : decodeURIComponent(u.password);
+  u.username = '';
+  u.password = '';
+  return { url: u.href, username, password };
+}
+
+const definedOnly = (o: { username?: string; password?: string }): Pick<RedisOptions, 'username' | 'password'> => {
+  const out: Pick<RedisOptions, 'username' | 'password'> = {};
+  if (o.username !== undefined) out.username = o.username;
+  if (o.password !== undefined) out.password = o.password;
+  return out;
+};
+
 export interface ClientPurpose {
   /**
    * A pub/sub connection: no auto-pipelining (subscribe commands change the connection's mode), no
@@ -131,8 +148,13 @@ export function createRedisClient(config: RedisConfig, purpose: ClientPurpose = 
         ...(tls ? { dnsLookup: (address: string, cb: (e: null, a: string) => void) => cb(null, address) } : {}),
       });
     }
-    case 'single':
-      return new Redis(config.redisUrl!, base);
+    case 'single': {
+      const { url, username, password } = withoutCredentials(config.redisUrl!);
+      // Given as options, they are taken as given: ioredis lets a URL's credentials win over its
+      // options (and makes the password '' when the URL names only a user).
+      const credentials = { username, password, ...auth(config) };
+      return new Redis(url, { ...base, ...definedOnly(credentials) });
+    }
     default:
       throw new Error('no Redis topology is configured');
   }
