@@ -284,7 +284,12 @@ export const SETTINGS: readonly Setting[] = [
     key: 'msc4108DelegateUrl',
     expect: 'an absolute http(s) URL',
     help: 'When set, MSC4108 creates (POST) answer 307 Temporary Redirect to this rendezvous endpoint',
-    schema: httpUrl.optional(),
+    // Sent to every client in Location: no credentials.
+    schema: httpUrl
+      .superRefine((u, ctx) => {
+        if (/^https?:\/\/[^/]*@/i.test(u)) explain(ctx, 'no user name or password in it');
+      })
+      .optional(),
     show: showUrl,
   },
   {
@@ -544,11 +549,21 @@ export const SETTINGS: readonly Setting[] = [
   {
     name: 'RZ_REGION_PEERS',
     key: 'regionPeers',
-    expect: 'a comma-separated list of name=URL (region names of a-z and 0-9; http(s) URLs without query)',
+    expect:
+      'a comma-separated list of name=URL (region names of a-z and 0-9; http(s) URLs without query, fragment, user name or password)',
     help: "The other regions and the base URL each one's replicas are reached at (usually an internal balancer), e.g. us=https://rz-us.internal",
     default: '',
     defaultText: 'empty (no other region)',
     schema: peerList,
+    show: (raw) =>
+      JSON.stringify(
+        raw
+          .split(',')
+          .map((item) =>
+            item.includes('=') ? item.replace(/=(.*)$/s, (_, url: string) => `=${redactUrl(url)}`) : item,
+          )
+          .join(','),
+      ),
   },
   {
     name: 'RZ_REGION_SECRET',

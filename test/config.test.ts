@@ -210,6 +210,16 @@ describe('configuration mistakes', () => {
     expect(withPassword).to.have.length(1);
     expect(withPassword[0]).to.include('no user name or password in it').and.not.include('hunter2');
     expect(problemsOf({ RZ_HOMESERVER_URL: 'https://hs.example.org/?x=1' })[0]).to.include('RZ_HOMESERVER_URL');
+    // The delegate URL goes to every client in Location; a peer's error line must not show a password.
+    const delegate = problemsOf({ RZ_MSC4108_DELEGATE_URL: 'https://u:hunter2@rz.example.org/x' });
+    expect(delegate).to.have.length(1);
+    expect(delegate[0]).to.include('no user name or password in it').and.not.include('hunter2');
+    const peers = problemsOf({
+      RZ_REGION: 'eu',
+      RZ_REGION_PEERS: 'us=http://admin:hunter2@rz-us.internal',
+      RZ_REGION_SECRET: '0123456789abcdef',
+    });
+    expect(peers.join('\n')).to.include('user name or password').and.include('admin:***@').and.not.include('hunter2');
     expect(problemsOf({ RZ_PUBLIC_BASE_URL: 'https://rz.example.org/rendezvous/' })).to.deep.equal([]);
   });
 
