@@ -843,7 +843,8 @@ export function unknownSettings(env: NodeJS.ProcessEnv = process.env): string[] 
 export function helpText(): string {
   const lines = [
     'Usage: rendezvous-server                             start a replica (settings below)',
-    '       rendezvous-server check <base-url> [--json]   check a live deployment (check --help)',
+    '       rendezvous-server check <base-url> [--json] [--metrics-here]',
+    '                                                     check a live deployment (check --help)',
     '       rendezvous-server --help                      this text',
     '',
     'A rendezvous server for Matrix "sign in with QR code" (MSC3886, MSC4108, MSC4388).',

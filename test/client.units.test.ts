@@ -136,7 +136,9 @@ describe('the rendezvous client sends a request again when the server asks it to
 
   it('throws a URL or header fetch could never send at once, not after re-sends', async () => {
     const { client, sent } = clientScripted('msc3886', []);
-    expect(await failureOf(client.open('not a url').read())).to.be.instanceOf(TypeError);
+    expect(() => client.open('not a url')).to.throw(TypeError);
+    expect(() => client.open('localhost:8080/abc')).to.throw(TypeError, 'must start with http:// or https://');
+    expect(() => new RendezvousClient({ baseUrl: 'localhost:8080', family: 'msc4108' })).to.throw(TypeError);
     const badType = new RendezvousClient({ baseUrl: 'https://rz.example.org', family: 'msc3886', contentType: 'a\nb' });
     expect(await failureOf(badType.create('x'))).to.be.instanceOf(TypeError);
     expect(sent).to.have.length(0);

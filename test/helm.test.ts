@@ -597,14 +597,14 @@ describe('Helm chart, rendered by helm', function () {
         render: [[REQUIRED_ONLY], { 'region.peers.us': 'https://rendezvous-us.internal' }],
         complaint: 'region.peers needs region.name',
         server: without('RZ_REGION', 'RZ_REGION_SECRET_FILE', 'RZ_REGION_TLS_CA_FILE'),
-        refusal: /RZ_REGION_PEERS need RZ_REGION/,
+        refusal: /RZ_REGION_PEERS needs? RZ_REGION/,
       },
       {
         what: 'the secret without a region',
         render: [[REQUIRED_ONLY], { 'region.existingSecret': 'rendezvous-region' }],
         complaint: 'region.existingSecret needs region.name',
         server: without('RZ_REGION', 'RZ_REGION_PEERS', 'RZ_REGION_TLS_CA_FILE'),
-        refusal: /RZ_REGION_SECRET_FILE need RZ_REGION/,
+        refusal: /RZ_REGION_SECRET_FILE needs? RZ_REGION/,
       },
       {
         what: 'peers without the secret',

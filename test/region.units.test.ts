@@ -107,7 +107,7 @@ describe('multi-region settings', () => {
     // Every problem at once: the value given directly is checked too.
     expect(problemsOf({ RZ_REGION: 'eu', RZ_REGION_SECRET: 'short', RZ_REGION_SECRET_FILE: file })).to.deep.equal([
       'Set only one of RZ_REGION_SECRET and RZ_REGION_SECRET_FILE',
-      'The region secret must be 16 to 1024 characters (its value is not shown)',
+      'The region secret (RZ_REGION_SECRET) must be 16 to 1024 characters (its value is not shown)',
     ]);
   });
 
@@ -126,7 +126,7 @@ describe('multi-region settings', () => {
       expect(problems.join('\n')).to.not.include(weak);
     }
     expect(problemsOf({ RZ_REGION: 'eu', RZ_REGION_SECRET: weak })).to.deep.equal([
-      'The region secret must be 16 to 1024 characters (its value is not shown)',
+      'The region secret (RZ_REGION_SECRET) must be 16 to 1024 characters (its value is not shown)',
     ]);
     // One a header cannot carry as it is, or longer than a peer reads: refused at start, not 502 later.
     for (const bad of ['x'.repeat(1025), 'secret with spaces in it', 'sécret-with-an-accent-0123']) {
@@ -151,10 +151,10 @@ describe('multi-region settings', () => {
       problemsOf({ ...base, RZ_REGION_ACCEPTED_SECRET: next, RZ_REGION_ACCEPTED_SECRET_FILE: file }),
     ).to.deep.equal(['Set only one of RZ_REGION_ACCEPTED_SECRET and RZ_REGION_ACCEPTED_SECRET_FILE']);
     expect(problemsOf({ ...base, RZ_REGION_ACCEPTED_SECRET: 'hunter2-weak' })).to.deep.equal([
-      'The accepted region secret must be 16 to 1024 characters (its value is not shown)',
+      'The accepted region secret (RZ_REGION_ACCEPTED_SECRET) must be 16 to 1024 characters (its value is not shown)',
     ]);
     expect(problemsOf({ RZ_REGION_ACCEPTED_SECRET: next })).to.deep.equal([
-      "RZ_REGION_ACCEPTED_SECRET need RZ_REGION (this replica's own region)",
+      "RZ_REGION_ACCEPTED_SECRET needs RZ_REGION (this replica's own region)",
     ]);
   });
 

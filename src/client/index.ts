@@ -95,6 +95,15 @@ interface Exchange {
   mayHaveLanded: boolean;
 }
 
+/**
+ * `url` when it is an http(s) URL. `localhost:8080` parses as a URL of the scheme `localhost:`,
+ * which fetch then fails to send, as if no answer came: refused here instead.
+ */
+function httpUrl(url: string, what: string): string {
+  if (!/^https?:\/\//i.test(url)) throw new TypeError(`${what} must start with http:// or https:// (got ${url})`);
+  return url;
+}
+
 /** The pause before a re-send nothing asked for: 1 s, doubling per attempt. */
 const backoffMs = (attempt: number): number => 1000 * 2 ** attempt;
 
@@ -143,7 +152,7 @@ export class RendezvousClient {
   private readonly fetchImpl: typeof fetch;
 
   constructor(options: ClientOptions) {
-    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.baseUrl = httpUrl(options.baseUrl, 'baseUrl').replace(/\/+$/, '');
     this.family = options.family;
     this.longPoll = options.longPoll ?? true;
     this.waitSeconds = options.waitSeconds ?? 25;
@@ -230,7 +239,7 @@ export class RendezvousClient {
 
   /** A session somebody else created, by its URL (the QR code's). Its version is unknown until read. */
   open(url: string): RendezvousSession {
-    return new RendezvousSession(this, url);
+    return new RendezvousSession(this, httpUrl(url, 'the session URL'));
   }
 }
 

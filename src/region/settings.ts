@@ -83,7 +83,9 @@ export function regionProblems(env: NodeJS.ProcessEnv, out: Parsed): string[] {
     if (given('RZ_REGION')) return problems;
     const needRegion = SECRETS.flatMap(({ name }) => [name, `${name}_FILE`]);
     const set = ['RZ_REGION_PEERS', ...needRegion].filter(given);
-    if (set.length > 0) problems.push(`${set.join(', ')} need RZ_REGION (this replica's own region)`);
+    if (set.length > 0) {
+      problems.push(`${set.join(', ')} ${set.length === 1 ? 'needs' : 'need'} RZ_REGION (this replica's own region)`);
+    }
     return problems;
   }
   const seen = new Set<string>();
@@ -133,10 +135,12 @@ function secretProblems(
     out[key] = value;
   }
   const secret = out[key];
+  // Named by where it came from: the setting itself, or its file when only that was given.
+  const from = `${label} (${given(name) ? name : fileName})`;
   if (secret !== undefined && (secret.length < MIN_SECRET_LENGTH || secret.length > MAX_SECRET_LENGTH)) {
-    problems.push(`${label} must be ${MIN_SECRET_LENGTH} to ${MAX_SECRET_LENGTH} characters (its value is not shown)`);
+    problems.push(`${from} must be ${MIN_SECRET_LENGTH} to ${MAX_SECRET_LENGTH} characters (its value is not shown)`);
   } else if (secret !== undefined && !SECRET_CHARS.test(secret)) {
-    problems.push(`${label} must be visible ASCII characters, no spaces (its value is not shown)`);
+    problems.push(`${from} must be visible ASCII characters, no spaces (its value is not shown)`);
   }
   return problems;
 }
