@@ -231,6 +231,31 @@ describe('health and readiness', () => {
     }
   });
 
+  it('says when Redis starts refusing the credentials mid-outage: a log line of its own, and why on /ready', async () => {
+    const redis = await RedisServer.start();
+    const admin = redis.client();
+    const replica = await Replica.start({ REDIS_URL: redis.url, RZ_REDIS_COMMAND_TIMEOUT_MS: '300' });
+    try {
+      expect((await req(`${replica.url}/ready`)).status).to.equal(200);
+      // As a Redis restarted with a password it did not have: every connection now refused.
+      await admin.config('SET', 'requirepass', 'now-required');
+      await admin.call('CLIENT', 'KILL', 'TYPE', 'normal');
+      await until('a log line naming the refused credentials', async () =>
+        replica.logs.some((l) => l.msg === 'redis connection error' && l.reason === 'noperm'),
+      );
+      // A yes is reused for a moment after it was heard: then readiness hears the refusal too.
+      await until('readiness to say why', async () => {
+        const ready = (await (await req(`${replica.url}/ready`)).json()) as { storeProblem?: string };
+        return ready.storeProblem?.includes('refused the credentials') === true;
+      });
+      expect(JSON.stringify(replica.logs)).to.not.include('now-required');
+    } finally {
+      await replica.stop();
+      admin.disconnect();
+      await redis.destroy();
+    }
+  });
+
   it('/ready turns false first on shutdown while the replica still serves, then it stops', async () => {
     const server = await serve({ REDIS_URL: await sharedRedisUrl(), RZ_SHUTDOWN_DELAY_SECONDS: '2' });
     const base = `http://127.0.0.1:${server.port}`;

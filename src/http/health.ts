@@ -167,7 +167,16 @@ export class Readiness {
         },
       ];
     }
-    return [200, { ready: true, store: this.backend.description, storeReachable: reachable }];
+    const problem = reachable ? undefined : this.lastPing?.problem;
+    return [
+      200,
+      {
+        ready: true,
+        store: this.backend.description,
+        storeReachable: reachable,
+        ...(problem === undefined ? {} : { storeProblem: STORE_PROBLEMS[problem] }),
+      },
+    ];
   }
 }
 

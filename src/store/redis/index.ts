@@ -35,17 +35,20 @@ export async function createRedisBackend(opts: RedisBackendOptions, log: Logger)
   const topology = redisTopology(opts.redis)!;
   const clustered = topology === 'cluster';
   const client = createRedisClient(opts.redis);
-  let down = false;
+  /** The kind of the error last logged while the connection is down; undefined while it is up. */
+  let downFor: string | undefined;
   /** Why the connection is not up, while it is not: what a ping then answers at once. */
   let connectionError: Error | undefined;
   client.on('error', (err: Error) => {
-    if (!down) log.error({ err: err.message, topology }, 'redis connection error');
-    down = true;
+    // Once per outage, and again when its kind changes (refused credentials after a restart, say).
+    const reason = unavailable(err).reason;
+    if (downFor !== reason) log.error({ err: err.message, reason, topology }, 'redis connection error');
+    downFor = reason;
     if (client.status !== 'ready') connectionError = err;
   });
   client.on('ready', () => {
-    if (down) log.info({ topology }, 'redis connection restored');
-    down = false;
+    if (downFor !== undefined) log.info({ topology }, 'redis connection restored');
+    downFor = undefined;
     connectionError = undefined;
   });
   const up = await whenReady(client, opts.connectWaitMs ?? 5000);
