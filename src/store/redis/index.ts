@@ -2,6 +2,7 @@ import type { Cluster } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Backend, CapLimits } from '../types';
 import { createRedisClient, redisTopology, whenReady, type RedisConfig } from './connect';
+import { LogThrottle } from '../../log-throttle';
 import { storeFailure, unavailable } from './errors';
 import { inspectRedis } from './inspect';
 import { RedisNotifier } from './notifier';
@@ -39,10 +40,14 @@ export async function createRedisBackend(opts: RedisBackendOptions, log: Logger)
   let downFor: string | undefined;
   /** Why the connection is not up, while it is not: what a ping then answers at once. */
   let connectionError: Error | undefined;
+  // Errors of two kinds taking turns (a timeout, a refusal) would log at every reconnect attempt.
+  const throttle = new LogThrottle(10_000);
   client.on('error', (err: Error) => {
     // Once per outage, and again when its kind changes (refused credentials after a restart, say).
     const reason = unavailable(err).reason;
-    if (downFor !== reason) log.error({ err: err.message, reason, topology }, 'redis connection error');
+    if (downFor !== reason && throttle.take(reason) !== undefined) {
+      log.error({ err: err.message, reason, topology }, 'redis connection error');
+    }
     downFor = reason;
     if (client.status !== 'ready') connectionError = err;
   });
