@@ -298,4 +298,11 @@ describe('rendezvous-server check against a replica serving /metrics on its main
     expect(here.code, shown(here)).to.equal(0);
     expect(finding(here, 'metrics.public')?.status).to.equal('warn');
   });
+
+  it('does not blame RZ_MSC4388_ENABLED when the URL is wrong (nothing is served under it)', async () => {
+    const run = await runCheck([`${replica.url}/rendezvous`, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    expect(finding(run, 'msc4388')?.detail).to.include('no other family was served at this URL');
+    expect(finding(run, 'msc4388')?.detail).to.not.include('RZ_MSC4388_ENABLED');
+  });
 });

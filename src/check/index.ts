@@ -94,7 +94,7 @@ async function checkAll(ctx: CheckContext): Promise<void> {
     checkPublicUrl(ctx, msc3886.fam, msc3886.session);
     if (!msc4108) checkExpiry(ctx, msc3886.session.created);
   }
-  const msc4388 = await checkMsc4388(ctx);
+  const msc4388 = await checkMsc4388(ctx, msc4108 !== undefined || msc3886 !== undefined);
 
   const preflightPaths: { name: string; path: string }[] = [{ name: 'MSC4108', path: PATHS.msc4108 }];
   // Only where discovery found the server: a path that does not reach it has no preflight to check.

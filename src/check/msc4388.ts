@@ -47,13 +47,17 @@ async function discover(ctx: CheckContext, path: string, stepId: string, title: 
  * MSC4388: discovery on both paths, then a whole session on the unstable path clients call today.
  * Says what the unstable path's discovery found.
  */
-export async function checkMsc4388(ctx: CheckContext): Promise<Discovery> {
+export async function checkMsc4388(ctx: CheckContext, etagFamilyServed: boolean): Promise<Discovery> {
   const unstable = await discover(ctx, PATHS.msc4388, 'msc4388.discovery', 'MSC4388 discovery (unstable path)');
   if (unstable === 'off') {
+    // A server's own 404 for a family turned off looks like that of any unknown path: only where
+    // another family was served here does it say MSC4388 is off.
     ctx.report.skip(
       'msc4388',
       'MSC4388',
-      'turned off on this server (discovery answers 404 M_UNRECOGNIZED, RZ_MSC4388_ENABLED=false): its checks are skipped, and clients use MSC4108',
+      etagFamilyServed
+        ? 'turned off on this server (discovery answers 404 M_UNRECOGNIZED, RZ_MSC4388_ENABLED=false): its checks are skipped, and clients use MSC4108'
+        : 'discovery answers 404 M_UNRECOGNIZED, and no other family was served at this URL either: it may not be where the server answers (a path in it?); its checks are skipped',
     );
     return unstable;
   }
