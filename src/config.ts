@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { normaliseCidr } from './limits/cidr';
 import { peerList, regionProblems, type RegionPeer } from './region/settings';
-import { unreadableFile } from './readable-file';
+import { pemFileProblem } from './readable-file';
 
 /**
  * Every setting comes from one table, so validation, defaults and `--help` can never drift apart.
@@ -770,7 +770,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   for (const [name, key] of REDIS_TLS_FILES) {
     const file = out[key];
-    const problem = typeof file === 'string' ? unreadableFile(name, file) : undefined;
+    const problem = typeof file === 'string' ? pemFileProblem(name, file) : undefined;
     if (problem !== undefined) problems.push(problem);
   }
   // Two servers cannot listen on one port; said here rather than as an EADDRINUSE at start.

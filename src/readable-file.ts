@@ -12,8 +12,14 @@ export function readSettingFile(setting: string, file: string): { text: string }
   }
 }
 
-/** What is wrong with a file a setting names; undefined when it can be read. */
-export function unreadableFile(setting: string, file: string): string | undefined {
+/**
+ * What is wrong with a PEM file a setting names (a certificate, a CA, a key); undefined when it can be
+ * read and holds a PEM block. Otherwise a wrong file would only show as a failed TLS handshake, later.
+ */
+export function pemFileProblem(setting: string, file: string): string | undefined {
   const read = readSettingFile(setting, file);
-  return 'problem' in read ? read.problem : undefined;
+  if ('problem' in read) return read.problem;
+  if (!/-----BEGIN [A-Z0-9 ]+-----/.test(read.text))
+    return `${setting} is not a PEM file (${file}: no -----BEGIN line)`;
+  return undefined;
 }

@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { ConfigError, SETTINGS, helpText, loadConfig, unknownSettings } from '../src/config';
 import { req } from './helpers/exchange';
+import { PEM_FILE } from './helpers/pem';
 import { RedisServer } from './helpers/redis';
 import { Replica } from './helpers/replica';
 
@@ -227,12 +228,12 @@ describe('configuration mistakes', () => {
     expect(problemsOf({ RZ_REDIS_PASSWORD: 'x', RZ_REDIS_TLS: 'true' })).to.deep.equal([
       'RZ_REDIS_TLS, RZ_REDIS_PASSWORD are set, but no Redis is: set REDIS_URL, RZ_REDIS_SENTINELS or RZ_REDIS_CLUSTER_NODES (without one, sessions are kept in memory)',
     ]);
-    expect(problemsOf({ REDIS_URL: 'redis://r:6379', RZ_REDIS_TLS_CA_FILE: __filename })).to.deep.equal([
+    expect(problemsOf({ REDIS_URL: 'redis://r:6379', RZ_REDIS_TLS_CA_FILE: PEM_FILE })).to.deep.equal([
       'RZ_REDIS_TLS_CA_FILE is set, but TLS to Redis is off: set RZ_REDIS_TLS=true or use a rediss:// URL',
     ]);
-    expect(problemsOf({ REDIS_URL: 'rediss://r:6380', RZ_REDIS_TLS_CA_FILE: __filename })).to.deep.equal([]);
+    expect(problemsOf({ REDIS_URL: 'rediss://r:6380', RZ_REDIS_TLS_CA_FILE: PEM_FILE })).to.deep.equal([]);
     expect(
-      problemsOf({ RZ_REDIS_CLUSTER_NODES: 'n:7000', RZ_REDIS_TLS: 'true', RZ_REDIS_TLS_CA_FILE: __filename }),
+      problemsOf({ RZ_REDIS_CLUSTER_NODES: 'n:7000', RZ_REDIS_TLS: 'true', RZ_REDIS_TLS_CA_FILE: PEM_FILE }),
     ).to.deep.equal([]);
     expect(problemsOf({ RZ_REDIS_CLUSTER_NODES: 'n:7000', RZ_REDIS_SENTINEL_PASSWORD: 'x' })).to.deep.equal([
       'RZ_REDIS_SENTINEL_PASSWORD is set, but Sentinel settings apply only with RZ_REDIS_SENTINELS',
@@ -254,6 +255,17 @@ describe('configuration mistakes', () => {
     const cli = startWith({ HOST: '192.0.2.1', PORT: '0' });
     expect(cli.status).to.equal(1);
     expect(cli.stderr).to.include('cannot listen on 192.0.2.1, port 0 (HOST, PORT): listen EADDRNOTAVAIL');
+  });
+
+  it('refuses a certificate, CA or key file that holds no PEM block, naming the setting', () => {
+    expect(problemsOf({ REDIS_URL: 'rediss://r:6380', RZ_REDIS_TLS_CA_FILE: __filename })).to.deep.equal([
+      `RZ_REDIS_TLS_CA_FILE is not a PEM file (${__filename}: no -----BEGIN line)`,
+    ]);
+    const region = { RZ_REGION: 'eu', RZ_REGION_SECRET: '0123456789abcdef' };
+    expect(problemsOf({ ...region, RZ_REGION_TLS_CA_FILE: __filename })).to.deep.equal([
+      `RZ_REGION_TLS_CA_FILE is not a PEM file (${__filename}: no -----BEGIN line)`,
+    ]);
+    expect(problemsOf({ ...region, RZ_REGION_TLS_CA_FILE: PEM_FILE })).to.deep.equal([]);
   });
 
   it('reports unreadable Redis TLS files and a metrics port equal to PORT with everything else', () => {

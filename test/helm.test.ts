@@ -11,6 +11,7 @@ import { REGION_NAME } from '../src/region/names';
 import { peerList } from '../src/region/settings';
 import { req } from './helpers/exchange';
 import { CHART, helm, helmBinary, notes, one, render, secretFileAt, valueArgs, type K8sObject } from './helpers/helm';
+import { PEM_FILE, pemStandIn } from './helpers/pem';
 import { modelFor, validateObject } from './helpers/k8s-schema';
 
 const ROOT = join(__dirname, '..');
@@ -35,8 +36,12 @@ const CLUSTER_SECRETS: Record<string, Record<string, string>> = {
     'shared-secret': 'stand-in-region-secret-0123456789\n',
     'next-secret': 'stand-in-next-region-secret-0123\n',
   },
-  'rendezvous-region-ca': { 'ca.pem': '-----BEGIN CERTIFICATE-----\nstand-in\n-----END CERTIFICATE-----\n' },
-  'redis-tls': { 'ca.crt': 'stand-in CA', 'tls.crt': 'stand-in certificate', 'tls.key': 'stand-in key' },
+  'rendezvous-region-ca': { 'ca.pem': pemStandIn() },
+  'redis-tls': {
+    'ca.crt': pemStandIn(),
+    'tls.crt': pemStandIn(),
+    'tls.key': pemStandIn('PRIVATE KEY'),
+  },
 };
 const REGION_SECRET = CLUSTER_SECRETS['rendezvous-region']!['shared-secret']!;
 
@@ -361,7 +366,7 @@ describe('Helm chart, rendered by helm', function () {
     ]);
     expect(plain.code).to.not.equal(0);
     expect(plain.stderr).to.include('redis.tls.existingSecret is set, but TLS to Redis is off');
-    expect(refusals({ REDIS_URL: 'redis://r:6379', RZ_REDIS_TLS_CA_FILE: __filename }).join('\n')).to.include(
+    expect(refusals({ REDIS_URL: 'redis://r:6379', RZ_REDIS_TLS_CA_FILE: PEM_FILE }).join('\n')).to.include(
       'TLS to Redis is off',
     );
     const turnedOn: Record<string, string>[] = [

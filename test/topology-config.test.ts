@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { ConfigError, loadConfig } from '../src/config';
 import { redisTopology } from '../src/store/redis';
+import { PEM_FILE } from './helpers/pem';
 
 const problems = (env: Record<string, string>): string[] => {
   try {
@@ -34,7 +35,7 @@ describe('Redis topology settings', () => {
     expect(problems({ RZ_REDIS_SENTINELS: 's1' })[0]).to.match(/^RZ_REDIS_SENTINELS must be a comma-separated list/);
     expect(problems({ RZ_REDIS_CLUSTER_NODES: 'n1:7000,bad host:1' })[0]).to.match(/^RZ_REDIS_CLUSTER_NODES must/);
     // A readable certificate (any file will do for this check), without its key.
-    expect(problems({ REDIS_URL: 'rediss://r', RZ_REDIS_TLS_CERT_FILE: __filename })).to.deep.equal([
+    expect(problems({ REDIS_URL: 'rediss://r', RZ_REDIS_TLS_CERT_FILE: PEM_FILE })).to.deep.equal([
       'RZ_REDIS_TLS_CERT_FILE and RZ_REDIS_TLS_KEY_FILE go together',
     ]);
     expect(problems({ RZ_METRICS_PORT: '70000' })[0]).to.match(/^RZ_METRICS_PORT must be a port number/);
