@@ -79,10 +79,16 @@ const httpUrl = z
   .url()
   .refine((u) => /^https?:\/\//i.test(u))
   .transform((u) => u.replace(/\/+$/, ''));
+/** A user name or password in an http(s) URL. */
+const CREDENTIALS = /^https?:\/\/[^/]*@/i;
+/** A URL handed to clients: credentials in it would be shown to every one. */
+const clientUrl = httpUrl.superRefine((u, ctx) => {
+  if (CREDENTIALS.test(u)) explain(ctx, 'no user name or password in it');
+});
 /** A URL that paths are appended to: a query or fragment would swallow them, credentials would be shown to clients. */
 const baseUrl = httpUrl.superRefine((u, ctx) => {
   if (u.includes('?') || u.includes('#')) explain(ctx, 'no query or fragment: paths are appended to it');
-  else if (/^https?:\/\/[^/]*@/i.test(u)) explain(ctx, 'no user name or password in it');
+  else if (CREDENTIALS.test(u)) explain(ctx, 'no user name or password in it');
 });
 /** `host:port,host:port`: the seed list of a Sentinel set or a Cluster. */
 const hostPorts = z
@@ -284,12 +290,8 @@ export const SETTINGS: readonly Setting[] = [
     key: 'msc4108DelegateUrl',
     expect: 'an absolute http(s) URL',
     help: 'When set, MSC4108 creates (POST) answer 307 Temporary Redirect to this rendezvous endpoint',
-    // Sent to every client in Location: no credentials.
-    schema: httpUrl
-      .superRefine((u, ctx) => {
-        if (/^https?:\/\/[^/]*@/i.test(u)) explain(ctx, 'no user name or password in it');
-      })
-      .optional(),
+    // Sent to every client in Location.
+    schema: clientUrl.optional(),
     show: showUrl,
   },
   {

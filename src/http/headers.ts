@@ -14,11 +14,17 @@ export const EXPOSED: readonly string[] = [
  * Sent on every answer. `no-transform` stops compressing proxies from weakening or dropping ETags;
  * `no-store` keeps shared caches from ever holding a payload.
  */
+export const COMMON_HEADERS = {
+  'Cache-Control': 'no-store, no-transform',
+  Pragma: 'no-cache',
+  'X-Content-Type-Options': 'nosniff',
+} as const;
+
 export const commonHeaders: Middleware = (ctx, next) => {
   const res = ctx.res;
-  res.setHeader('Cache-Control', 'no-store, no-transform');
-  res.setHeader('Pragma', 'no-cache');
-  res.setHeader('X-Content-Type-Options', 'nosniff');
+  res.setHeader('Cache-Control', COMMON_HEADERS['Cache-Control']);
+  res.setHeader('Pragma', COMMON_HEADERS.Pragma);
+  res.setHeader('X-Content-Type-Options', COMMON_HEADERS['X-Content-Type-Options']);
   // Not `await`: a middleware with nothing to do afterwards keeps no suspended frame per held request.
   return next();
 };

@@ -157,26 +157,30 @@ export class Readiness {
     const c = this.condition;
     if (!c.healthy) return [503, { ready: false, reason: c.detail }];
     if (!reachable && (this.mode === 'store' || !this.reached)) {
-      const problem = this.lastPing?.problem;
       return [
         503,
         {
           ready: false,
           reason: this.reached ? 'session store unavailable' : 'session store not reached yet',
-          ...(problem === undefined ? {} : { storeProblem: STORE_PROBLEMS[problem] }),
+          ...this.whyUnreachable(),
         },
       ];
     }
-    const problem = reachable ? undefined : this.lastPing?.problem;
     return [
       200,
       {
         ready: true,
         store: this.backend.description,
         storeReachable: reachable,
-        ...(problem === undefined ? {} : { storeProblem: STORE_PROBLEMS[problem] }),
+        ...(reachable ? {} : this.whyUnreachable()),
       },
     ];
+  }
+
+  /** `storeProblem` of an answer for a store that did not answer the last ping, when it said why. */
+  private whyUnreachable(): { storeProblem?: string } {
+    const problem = this.lastPing?.problem;
+    return problem === undefined ? {} : { storeProblem: STORE_PROBLEMS[problem] };
   }
 }
 

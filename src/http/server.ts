@@ -5,7 +5,7 @@ import type Koa from 'koa';
 import type { Config } from '../config';
 import type { Metrics } from '../metrics';
 import { ConnectionCap } from './connection-cap';
-import { EXPOSED } from './headers';
+import { COMMON_HEADERS, EXPOSED } from './headers';
 import { headersKept } from './request-limits';
 
 /**
@@ -43,9 +43,13 @@ export function createHttpServer(app: Koa, config: Config, metrics: Metrics): ht
 }
 
 /** The headers every answer carries (commonHeaders, CORS), for answers written before Koa sees a request. */
-const COMMON_RAW =
-  'Cache-Control: no-store, no-transform\r\nPragma: no-cache\r\nX-Content-Type-Options: nosniff\r\n' +
-  `Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: ${EXPOSED.join(',')}\r\n`;
+const COMMON_RAW = Object.entries({
+  ...COMMON_HEADERS,
+  'Access-Control-Allow-Origin': '*',
+  'Access-Control-Expose-Headers': EXPOSED.join(','),
+})
+  .map(([name, value]) => `${name}: ${value}\r\n`)
+  .join('');
 
 /** What Node's parser refuses, as Matrix errors rather than its bare default answers. */
 function parserAnswer(code: string | undefined): [number, string, string] {

@@ -68,11 +68,11 @@ function tlsOptions(config: RedisConfig): ConnectionOptions | undefined {
   return tls;
 }
 
-/** Credentials given as their own settings win over those in REDIS_URL (they come from a Secret). */
-function auth(config: RedisConfig): Pick<RedisOptions, 'username' | 'password'> {
+/** The credentials given, as options (an undefined one is left out, not set to undefined). */
+function auth(username: string | undefined, password: string | undefined): Pick<RedisOptions, 'username' | 'password'> {
   const out: Pick<RedisOptions, 'username' | 'password'> = {};
-  if (config.redisUsername !== undefined) out.username = config.redisUsername;
-  if (config.redisPassword !== undefined) out.password = config.redisPassword;
+  if (username !== undefined) out.username = username;
+  if (password !== undefined) out.password = password;
   return out;
 }
 
@@ -85,13 +85,6 @@ function withoutCredentials(text: string): { url: string; username?: string; pas
   u.password = '';
   return { url: u.href, username, password };
 }
-
-const definedOnly = (o: { username?: string; password?: string }): Pick<RedisOptions, 'username' | 'password'> => {
-  const out: Pick<RedisOptions, 'username' | 'password'> = {};
-  if (o.username !== undefined) out.username = o.username;
-  if (o.password !== undefined) out.password = o.password;
-  return out;
-};
 
 export interface ClientPurpose {
   /**
@@ -111,7 +104,7 @@ export function createRedisClient(config: RedisConfig, purpose: ClientPurpose = 
   const tls = tlsOptions(config);
   const base: RedisOptions = {
     ...redisOptions(config),
-    ...auth(config),
+    ...auth(config.redisUsername, config.redisPassword),
     ...(tls ? { tls } : {}),
     ...(purpose.subscriber ? { enableAutoPipelining: false, autoResubscribe: false } : {}),
   };
@@ -149,11 +142,13 @@ export function createRedisClient(config: RedisConfig, purpose: ClientPurpose = 
       });
     }
     case 'single': {
-      const { url, username, password } = withoutCredentials(config.redisUrl!);
-      // Given as options, they are taken as given: ioredis lets a URL's credentials win over its
-      // options (and makes the password '' when the URL names only a user).
-      const credentials = { username, password, ...auth(config) };
-      return new Redis(url, { ...base, ...definedOnly(credentials) });
+      // Credentials given as their own settings win over the URL's (they come from a Secret). Passed
+      // as options only: ioredis lets a URL's credentials win over its options (and makes the
+      // password '' when the URL names only a user).
+      const fromUrl = withoutCredentials(config.redisUrl!);
+      const username = config.redisUsername ?? fromUrl.username;
+      const password = config.redisPassword ?? fromUrl.password;
+      return new Redis(fromUrl.url, { ...base, ...auth(username, password) });
     }
     default:
       throw new Error('no Redis topology is configured');
