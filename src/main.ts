@@ -7,7 +7,7 @@ import { MeteredSessions } from './store/metered';
 import { LongPoll, longPollLimits } from './longpoll';
 import { createApp } from './http/app';
 import { Lifecycle, Readiness } from './http/health';
-import { createHttpServer, drain, listen } from './http/server';
+import { createHttpServer, drain, listen, serve } from './http/server';
 import { createMetricsServer } from './http/metrics-server';
 import { checkCommand } from './check/cli';
 
@@ -33,9 +33,12 @@ export async function start(config: Config): Promise<RunningServer> {
   const readiness = new Readiness(backend, config.readiness, lifecycle, log);
   void readiness.start();
   const longPoll = new LongPoll(sessions, backend.wakeups, longPollLimits(config), metrics);
-  const app = createApp({ config, backend, sessions, log, lifecycle, readiness, metrics, longPoll });
-  const server = createHttpServer(app, config, metrics);
+  const server = createHttpServer(config, metrics);
   const address = await listen(server, config.port, config.host);
+  // Nothing is served between the listen and this: the request listener is attached before any
+  // connection's events can run.
+  const served = { ...config, publicBaseUrl: boundBaseUrl(config.publicBaseUrl, address.port) };
+  serve(server, createApp({ config: served, backend, sessions, log, lifecycle, readiness, metrics, longPoll }));
   const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, sessions);
   const metricsAddress =
     metricsServer && (await listen(metricsServer, config.metricsPort!, config.host, 'HOST, RZ_METRICS_PORT'));
@@ -72,6 +75,14 @@ export async function start(config: Config): Promise<RunningServer> {
       log.info('stopped');
     })());
   return { port: address.port, metricsPort: metricsAddress?.port, longPoll, metrics, stop };
+}
+
+/** PORT=0 leaves the port to the system; a base URL naming port 0 (the default does) names the one it chose. */
+function boundBaseUrl(publicBaseUrl: string, port: number): string {
+  const url = new URL(publicBaseUrl);
+  if (url.port !== '0') return publicBaseUrl;
+  url.port = String(port);
+  return url.href.replace(/\/$/, '');
 }
 
 async function main(): Promise<void> {

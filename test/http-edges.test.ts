@@ -2,7 +2,9 @@ import { expect } from 'chai';
 import net from 'node:net';
 import { Replica } from './helpers/replica';
 import { parseAnswers, rawExchange, type RawAnswer } from './helpers/raw';
-import { startServer, type TestServer } from './helpers/server';
+import { loadConfig } from '../src/config';
+import { start, type RunningServer } from '../src/main';
+import { NO_LIMITS, startServer, type TestServer } from './helpers/server';
 
 /** What every answer carries, whoever writes it (Koa, or the server before Koa sees the request). */
 function expectCommonHeaders(a: RawAnswer): void {
@@ -118,5 +120,26 @@ describe('CONNECT from a client that does not wait for the answer', function () 
       'CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n';
     const answers = parseAnswers((await rawExchange(replica.port, held)).text);
     expect(answers.map((a) => a.status)).to.not.include(400);
+  });
+});
+
+describe('a server on a port the system picks (PORT=0)', function () {
+  let server: RunningServer;
+  before(async () => {
+    server = await start(loadConfig({ HOST: '127.0.0.1', LOG_LEVEL: 'silent', PORT: '0', ...NO_LIMITS }));
+  });
+  after(async () => server?.stop());
+
+  it('names the port it listens on in session URLs when no public base URL is set', async () => {
+    const base = `http://127.0.0.1:${server.port}`;
+    const msc3886 = await fetch(`${base}/`, { method: 'POST', body: 'x' });
+    expect(msc3886.headers.get('Location')).to.match(new RegExp(`^http://localhost:${server.port}/[\\w-]+$`));
+    const msc4108 = await fetch(`${base}/_matrix/client/unstable/org.matrix.msc4108/rendezvous`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'text/plain' },
+      body: 'x',
+    });
+    const { url } = (await msc4108.json()) as { url: string };
+    expect(new URL(url).port).to.equal(String(server.port));
   });
 });

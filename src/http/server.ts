@@ -13,33 +13,39 @@ import { headersKept } from './request-limits';
  * send headers and the whole request (slowloris), idle keep-alive, and concurrent connections, in
  * all and per client address.
  */
-export function createHttpServer(app: Koa, config: Config, metrics: Metrics): http.Server {
-  const handler = app.callback();
-  const server = http.createServer(
-    {
-      maxHeaderSize: config.maxHeaderBytes,
-      headersTimeout: config.headersTimeoutMs,
-      requestTimeout: config.requestTimeoutMs,
-      keepAliveTimeout: config.keepAliveTimeoutMs,
-      connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs),
-      // Node's own answer to an HTTP/1.1 request without Host is a bare 400; hostCheck gives a Matrix one.
-      requireHostHeader: false,
-    },
-    handler,
-  );
+/**
+ * The listener with every connection-level limit, before the app: the app is built once the port is
+ * known (`serve`), since the default public base URL names it.
+ */
+export function createHttpServer(config: Config, metrics: Metrics): http.Server {
+  const server = http.createServer({
+    maxHeaderSize: config.maxHeaderBytes,
+    headersTimeout: config.headersTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs),
+    // Node's own answer to an HTTP/1.1 request without Host is a bare 400; hostCheck gives a Matrix one.
+    requireHostHeader: false,
+  });
   server.on('clientError', answerClientError);
   // Node hands a CONNECT to this event and, with no listener, closes the connection unanswered. Its
   // target is an authority, never a path here: refused as hostCheck refuses any target but a path.
   server.on('connect', answerConnect);
-  // An Expect other than 100-continue would get Node's bare 417; RFC 9110 section 10.1.1 lets a
-  // server ignore it instead, and the request is served as any other.
-  server.on('checkExpectation', handler);
   server.maxHeadersCount = headersKept(config.maxHeadersCount);
   if (config.maxConnections > 0) server.maxConnections = config.maxConnections;
   const refused = metrics.connectionsRefused;
   server.on('drop', () => refused.labels('max_connections').inc());
   new ConnectionCap(config, () => refused.labels('per_address').inc()).attach(server);
   return server;
+}
+
+/** Hands the server's requests to the app. */
+export function serve(server: http.Server, app: Koa): void {
+  const handler = app.callback();
+  server.on('request', handler);
+  // An Expect other than 100-continue would get Node's bare 417; RFC 9110 section 10.1.1 lets a
+  // server ignore it instead, and the request is served as any other.
+  server.on('checkExpectation', handler);
 }
 
 /** The headers every answer carries (commonHeaders, CORS), for answers written before Koa sees a request. */
