@@ -11,11 +11,8 @@ import { headersKept } from './request-limits';
 /**
  * An HTTP server with every client-controlled resource bounded: header size and count, the time to
  * send headers and the whole request (slowloris), idle keep-alive, and concurrent connections, in
- * all and per client address.
- */
-/**
- * The listener with every connection-level limit, before the app: the app is built once the port is
- * known (`serve`), since the default public base URL names it.
+ * all and per client address. It serves nothing until `serve` hands it the app, which is built once
+ * the port is known (the default public base URL names it).
  */
 export function createHttpServer(config: Config, metrics: Metrics): http.Server {
   const server = http.createServer({
