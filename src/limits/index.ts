@@ -4,7 +4,7 @@ import type { Metrics } from '../metrics';
 import type { RateCounters } from '../store/types';
 import { SharedBudget } from './budget';
 import { ClientAddresses } from './client-address';
-import { limits } from './middleware';
+import { limits, probePaths } from './middleware';
 
 export { clientOf } from './middleware';
 export { limitExceeded, sessionCapExceeded } from './errors';
@@ -23,5 +23,6 @@ export function createLimits(config: Config, counters: RateCounters, metrics: Me
     create: budget('create', config.createRate, 60),
     request: budget('request', config.requestRate * config.requestRateWindowSeconds, config.requestRateWindowSeconds),
     metrics,
+    exempt: probePaths(config.metricsPort === undefined),
   });
 }

@@ -4,8 +4,14 @@ import { BudgetRefusal, type SharedBudget } from './budget';
 import type { ClientAddresses } from './client-address';
 import { limitExceeded } from './errors';
 
-/** Probes and scrapes are never limited: a limited probe would take a healthy replica out. */
-const EXEMPT = new Set(['/health', '/ready', '/metrics']);
+/**
+ * Probes and scrapes are never limited: a limited probe would take a healthy replica out. Only the
+ * probes themselves (a GET or HEAD of their paths): any other method there is an MSC3886 session
+ * route, which reaches the store like any other request. `/metrics` is a probe only when it is
+ * served on the main port.
+ */
+export const probePaths = (metricsOnMainPort: boolean): ReadonlySet<string> =>
+  new Set(metricsOnMainPort ? ['/health', '/ready', '/metrics'] : ['/health', '/ready']);
 
 interface State {
   client?: string;
@@ -25,6 +31,8 @@ export interface LimitsDeps {
   /** Spent by every other request; undefined: unlimited. */
   request: SharedBudget | undefined;
   metrics: Metrics;
+  /** Paths whose GET and HEAD are never limited (probePaths). */
+  exempt: ReadonlySet<string>;
 }
 
 /**
@@ -33,7 +41,7 @@ export interface LimitsDeps {
  * Sits inside the error handler, so its refusals carry the common headers and CORS like every
  * other answer.
  */
-export function limits({ addresses, create, request, metrics }: LimitsDeps): Middleware {
+export function limits({ addresses, create, request, metrics, exempt }: LimitsDeps): Middleware {
   const refused = {
     create: metrics.rateLimited.labels('create'),
     request: metrics.rateLimited.labels('request'),
@@ -46,7 +54,7 @@ export function limits({ addresses, create, request, metrics }: LimitsDeps): Mid
     );
   };
   return (ctx, next) => {
-    if (EXEMPT.has(ctx.path)) return next();
+    if ((ctx.method === 'GET' || ctx.method === 'HEAD') && exempt.has(ctx.path)) return next();
     const forwarded = (ctx.state as State).forwardedClient;
     if (forwarded !== undefined) {
       // Another region forwarded this: its budget was spent there; the caps count the client it names.

@@ -272,3 +272,34 @@ describe('rate limits under a flood from many addresses', function () {
     expect(calls).to.be.greaterThan(0);
   });
 });
+
+describe('rate limits and the probe paths', function () {
+  let server: RunningServer;
+  before(async () => {
+    // A budget of 5 requests per window; the metrics on their own port, so `/metrics` here is no probe.
+    server = await startServer({ RZ_REQUEST_RATE: '1', RZ_REQUEST_RATE_WINDOW_SECONDS: '5', RZ_METRICS_PORT: '0' });
+  });
+  after(async () => server?.stop());
+
+  it('spends the budget on writes and deletes at the probe paths (they reach the session store)', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      const method = i % 2 === 0 ? 'PUT' : 'DELETE';
+      const path = i % 3 === 0 ? '/health' : '/ready';
+      const body = method === 'PUT' ? 'x' : undefined;
+      statuses.push((await send(server.port, { method, path, body, localAddress: '127.0.0.7' })).status);
+    }
+    expect(statuses).to.include(429);
+    // The probes themselves are still never limited.
+    expect((await send(server.port, { path: '/health', localAddress: '127.0.0.7' })).status).to.equal(200);
+    expect((await send(server.port, { path: '/ready', localAddress: '127.0.0.7' })).status).to.equal(200);
+  });
+
+  it('spends the budget on GET /metrics when the metrics are served on their own port', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      statuses.push((await send(server.port, { path: '/metrics', localAddress: '127.0.0.8' })).status);
+    }
+    expect(statuses).to.include(429);
+  });
+});
