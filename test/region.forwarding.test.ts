@@ -195,6 +195,43 @@ describe('forwarding: a request whose connection broke is sent again only when t
   }
 });
 
+describe("forwarding: a wait longer than this replica's longest", () => {
+  let home: StandInHome;
+  let us: TestServer;
+  before(async () => {
+    home = await StandInHome.start((_req, res) => res.writeHead(304).end());
+    us = await usReplica(home.url, { RZ_LONGPOLL_MAX_WAIT_SECONDS: '2' });
+  });
+  after(async () => {
+    await us.stop();
+    await home.stop();
+  });
+
+  // The home region may allow longer waits; held that long, the forward would time out here.
+  it("is asked of the home region as this replica's longest, in every spelling it was given", async () => {
+    const etagPath = `${MSC4108}/${euId(20)}`;
+    const etag = await request('GET', `${us.url}${etagPath}`, {
+      headers: { 'If-None-Match': '"x"', Prefer: 'wait=30' },
+    });
+    expect(etag.status).to.equal(304);
+    expect(home.arrivals.find((a) => a.url === etagPath)!.headers.prefer).to.equal('wait=2');
+    const jsonPath = `${MSC4388}/${euId(21)}`;
+    const json = await request('GET', `${us.url}${jsonPath}?sequence_token=1&timeout_ms=30000`, {
+      headers: { Prefer: 'wait=30' },
+    });
+    expect(json.status).to.equal(304);
+    const arrived = home.arrivals.find((a) => a.url.startsWith(`${jsonPath}?`))!;
+    expect(arrived.url).to.equal(`${jsonPath}?sequence_token=1&timeout_ms=2000`);
+    expect(arrived.headers.prefer).to.equal('wait=2');
+  });
+
+  it('is passed on as it was given when it is within the longest', async () => {
+    const etagPath = `${MSC4108}/${euId(22)}`;
+    await request('GET', `${us.url}${etagPath}`, { headers: { 'If-None-Match': '"x"', Prefer: 'wait=1' } });
+    expect(home.arrivals.find((a) => a.url === etagPath)!.headers.prefer).to.equal('wait=1');
+  });
+});
+
 /**
  * A stand-in home region answering what the test says (`answerWith`), behind a us replica whose
  * breaker opens after two failures and stays open for a minute; hooks of the calling describe.

@@ -162,7 +162,8 @@ export class Forwarder {
     if (blocked > 0) return this.unavailable(peer, 'breaker_open', blocked);
     const method = ctx.method;
     const body = method === 'PUT' ? await readBody(ctx, bodyLimit) : undefined;
-    let waitMs = method === 'GET' ? this.waitOf(ctx, msc4388) : 0;
+    const askedMs = method === 'GET' ? this.waitOf(ctx, msc4388) : 0;
+    let waitMs = Math.min(askedMs, this.maxWaitMs);
     // Draining: no new wait is held here (as with local waits); the client polls again elsewhere.
     if (waitMs > 0 && this.lifecycle.draining) throw shuttingDown();
     const client = clientOf(ctx);
@@ -170,8 +171,11 @@ export class Forwarder {
     // a local wait over them is answered at once.
     const held = waitMs > 0 && this.hold(client);
     if (waitMs > 0 && !held) waitMs = 0;
-    const headers = this.headersFor(ctx, body, waitMs > 0);
-    const path = peer.basePath + ctx.path + (waitMs > 0 || !msc4388 ? ctx.search : '');
+    let headers = this.headersFor(ctx, body, waitMs > 0);
+    let path = peer.basePath + ctx.path + (waitMs > 0 || !msc4388 ? ctx.search : '');
+    // A wait over this replica's longest is asked as that: the response timeout below allows no
+    // more, whatever the home region's own longest wait.
+    if (waitMs > 0 && waitMs < askedMs) ({ path, headers } = this.forWaitOf(waitMs, ctx, peer, headers, msc4388));
     let outcome: Outcome;
     try {
       outcome = await this.exchange(peer, method, path, headers, body, waitMs, ctx.res);
@@ -270,11 +274,10 @@ export class Forwarder {
     );
   }
 
-  /** What the home region may hold this GET for: the wait it asks for, as the handlers read it. */
+  /** The wait this GET asks for, as the handlers read it. */
   private waitOf(ctx: Context, msc4388: boolean): number {
-    let ms = (preferredWaitSeconds(ctx.get('Prefer')) ?? 0) * 1000;
-    if (msc4388) ms = Math.max(ms, sequenceWait(ctx)?.timeoutMs ?? 0);
-    return Math.min(ms, this.maxWaitMs);
+    const ms = (preferredWaitSeconds(ctx.get('Prefer')) ?? 0) * 1000;
+    return msc4388 ? Math.max(ms, sequenceWait(ctx)?.timeoutMs ?? 0) : ms;
   }
 
   /**
@@ -288,13 +291,14 @@ export class Forwarder {
     headers: string[],
     msc4388: boolean,
   ): { path: string; headers: string[] } {
+    // Both spellings are rewritten where both are given: the home region holds the longer.
+    const out = headers.slice();
+    for (let i = 0; i < out.length; i += 2) if (out[i] === 'prefer') out[i + 1] = `wait=${Math.floor(leftMs / 1000)}`;
     const sequence = msc4388 ? sequenceWait(ctx) : undefined;
     if (sequence !== undefined) {
       const query = `?sequence_token=${encodeURIComponent(sequence.token)}&timeout_ms=${leftMs}`;
-      return { path: peer.basePath + ctx.path + query, headers };
+      return { path: peer.basePath + ctx.path + query, headers: out };
     }
-    const out = headers.slice();
-    for (let i = 0; i < out.length; i += 2) if (out[i] === 'prefer') out[i + 1] = `wait=${Math.floor(leftMs / 1000)}`;
     return { path: peer.basePath + ctx.path + ctx.search, headers: out };
   }
 
