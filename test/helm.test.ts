@@ -396,6 +396,41 @@ describe('Helm chart, rendered by helm', function () {
     );
   });
 
+  it("refuses another mode's Redis location, which it would leave out, as the server refuses two topologies", async () => {
+    const mismatched: [Record<string, string>, string][] = [
+      [
+        { 'redis.mode': 'sentinel', 'redis.sentinels': 's0.redis:26379' },
+        'redis.url is set, but redis.mode is sentinel',
+      ],
+      [{ 'redis.clusterNodes': 'n0.redis:6379' }, 'redis.clusterNodes is set, but redis.mode is single'],
+      [
+        {
+          'redis.mode': 'cluster',
+          'redis.url': '',
+          'redis.clusterNodes': 'n0.redis:6379',
+          'redis.sentinels': 's0:26379',
+        },
+        'redis.sentinels is set, but redis.mode is cluster',
+      ],
+    ];
+    for (const [set, message] of mismatched) {
+      const r = await helm(['template', 'rz', CHART, ...valueArgs([REQUIRED_ONLY], set)]);
+      expect(r.code, JSON.stringify(set)).to.not.equal(0);
+      expect(r.stderr).to.include(message);
+    }
+    expect(refusals({ REDIS_URL: 'redis://r:6379', RZ_REDIS_SENTINELS: 's0:26379' }).join('\n')).to.include(
+      'Set only one of REDIS_URL, RZ_REDIS_SENTINELS',
+    );
+    // With the other mode's location cleared, the same mode renders.
+    const sentinel = await render([REQUIRED_ONLY], {
+      'redis.mode': 'sentinel',
+      'redis.url': '',
+      'redis.sentinels': 's0.redis:26379',
+    });
+    expect(podEnv(sentinel)).to.not.have.property('REDIS_URL');
+    expect(podEnv(sentinel).RZ_REDIS_SENTINELS).to.equal('s0.redis:26379');
+  });
+
   it('refuses a termination grace period the drain would outlast', async () => {
     const r = await helm(['template', 'rz', CHART, ...valueArgs([FULL], { 'config.shutdownGraceSeconds': '60' })]);
     expect(r.code).to.not.equal(0);

@@ -55,6 +55,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $missing }}
 {{- fail (printf "\nrequired values are not set:\n  - %s" (join "\n  - " $missing)) }}
 {{- end }}
+{{- /* Another topology's location would be dropped without a word; the server refuses two topologies. */}}
+{{- range $key, $mode := dict "url" "single" "sentinels" "sentinel" "clusterNodes" "cluster" }}
+{{- if and (get $.Values.redis $key) (ne $.Values.redis.mode $mode) }}
+{{- fail (printf "redis.%s is set, but redis.mode is %s: it applies only with redis.mode %s (the chart would leave it out; the server refuses two Redis topologies): set redis.mode %s, or clear redis.%s" $key $.Values.redis.mode $mode $mode $key) }}
+{{- end }}
+{{- end }}
 {{- if and .Values.redis.existingSecretSentinelPasswordKey (ne .Values.redis.mode "sentinel") }}
 {{- fail (printf "redis.existingSecretSentinelPasswordKey is set, but redis.mode is %s: the Sentinels' password applies only with redis.mode sentinel (the server refuses RZ_REDIS_SENTINEL_PASSWORD otherwise)" .Values.redis.mode) }}
 {{- end }}
