@@ -304,5 +304,10 @@ describe('rendezvous-server check against a replica serving /metrics on its main
     expect(run.code, shown(run)).to.equal(1);
     expect(finding(run, 'msc4388')?.detail).to.include('no other family was served at this URL');
     expect(finding(run, 'msc4388')?.detail).to.not.include('RZ_MSC4388_ENABLED');
+    // The families that answered 404 there name the URL's path as a likely cause.
+    for (const id of ['msc4108.create', 'msc3886.create']) {
+      expect(finding(run, id)?.status, id).to.equal('fail');
+      expect(finding(run, id)?.detail, id).to.include('the URL has the path /rendezvous');
+    }
   });
 });

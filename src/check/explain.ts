@@ -3,9 +3,10 @@ import { type Answer, summarise, header, jsonOf } from './http';
 
 /**
  * What an unexpected answer most likely means, and the fix for that: a rate limit, a store outage,
- * a proxy answering on its own, or a path that does not reach the server.
+ * a proxy answering on its own, or a path that does not reach the server. `base` is the URL checked:
+ * a path in it is named as a likely cause of a path the server does not serve.
  */
-export function explain(a: Answer): { detail: string; fix: string } {
+export function explain(a: Answer, base?: string): { detail: string; fix: string } {
   const json = jsonOf(a);
   const errcode = typeof json?.errcode === 'string' ? json.errcode : undefined;
   if (a.status === 429) {
@@ -33,7 +34,7 @@ export function explain(a: Answer): { detail: string; fix: string } {
   }
   if ((a.status === 404 || a.status === 405) && errcode === 'M_UNRECOGNIZED') {
     return {
-      detail: `the server does not serve this path (${summarise(a)}): an older release, or the request was rewritten on the way`,
+      detail: `the server does not serve this path (${summarise(a)}): an older release, or the request was rewritten on the way${pathOf(base)}`,
       fix: FIX.routing,
     };
   }
@@ -44,6 +45,17 @@ export function explain(a: Answer): { detail: string; fix: string } {
     };
   }
   return { detail: `unexpected answer ${summarise(a)}`, fix: FIX.routing };
+}
+
+/**
+ * ", or ..." naming the path of the URL checked, when it has one: the server serves its paths from
+ * the root, so a URL with a path reaches it only through a proxy that strips that path.
+ */
+function pathOf(base: string | undefined): string {
+  if (base === undefined) return '';
+  const path = new URL(base).pathname;
+  if (path === '' || path === '/') return '';
+  return `, or the URL checked is not where the server answers: it serves its paths from the root, and the URL has the path ${path} (a proxy in front must strip it)`;
 }
 
 /** The message of whatever a request threw (refused connection, TLS, timeout). */

@@ -36,6 +36,6 @@ export async function attempt<T>(
 
 /** A failed finding for an answer that was not the expected one, with its likely cause. */
 export function unexpected(ctx: CheckContext, id: string, title: string, a: Answer, expected: string): void {
-  const { detail, fix } = explain(a);
+  const { detail, fix } = explain(a, ctx.base);
   ctx.report.fail(id, title, `expected ${expected}; ${detail}`, fix);
 }
