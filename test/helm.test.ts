@@ -7,6 +7,7 @@ import { parseCheckArgs } from '../src/check/cli';
 import { ConfigError, SETTINGS, loadConfig } from '../src/config';
 import { start } from '../src/main';
 import { Metrics } from '../src/metrics';
+import { msc4388BodyLimit } from '../src/protocols/msc4388';
 import { REGION_NAME } from '../src/region/names';
 import { peerList } from '../src/region/settings';
 import { req } from './helpers/exchange';
@@ -354,6 +355,15 @@ describe('Helm chart, rendered by helm', function () {
         'nginx.ingress.kubernetes.io/proxy-read-timeout'
       ];
       expect(Number(timeout), wait).to.be.greaterThan(loadPod(rendered).longPollMaxWaitSeconds);
+    }
+    // The controller takes every body the server reads, the largest payload the schema allows included.
+    for (const maxBytes of [undefined, '1048576']) {
+      const rendered = maxBytes === undefined ? objects(FULL) : await render([FULL], { 'config.maxBytes': maxBytes });
+      const size = (one(rendered, 'Ingress').metadata.annotations as Record<string, string>)[
+        'nginx.ingress.kubernetes.io/proxy-body-size'
+      ];
+      expect(size, maxBytes).to.match(/^\d+$/);
+      expect(Number(size), maxBytes).to.be.at.least(msc4388BodyLimit(loadPod(rendered).maxBytes));
     }
   });
 
