@@ -48,7 +48,7 @@ export interface RawResponse {
 /** A request fetch() would refuse to send (bad framing, odd methods); resolves with what came back. */
 export function rawRequest(
   url: string,
-  options: { method: string; headers?: Record<string, string | number>; body?: Buffer | string; endEarly?: boolean },
+  options: { method: string; headers?: Record<string, string | number>; body?: Buffer | string },
 ): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method: options.method, headers: options.headers, agent: false }, (res) => {
@@ -59,8 +59,7 @@ export function rawRequest(
     });
     req.on('error', reject);
     if (options.body !== undefined) req.write(options.body);
-    if (options.endEarly) req.destroy();
-    else req.end();
+    req.end();
   });
 }
 
