@@ -78,10 +78,14 @@ for (const kind of BACKEND_KINDS) {
       });
     }
 
-    it('keeps windows apart', async () => {
-      const [w1, w2] = [window(), window()];
+    it('keeps windows apart, and budgets', async () => {
+      const w1 = window();
       await pair.a.rates.add(w1, [['198.51.100.1', 10]]);
-      expect(await pair.b.rates.add(w2, [['198.51.100.1', 1]])).to.deep.equal([1]);
+      // The same budget's next window counts from nothing.
+      const next = { ...w1, start: w1.start + w1.ms };
+      expect(await pair.b.rates.add(next, [['198.51.100.1', 1]])).to.deep.equal([1]);
+      // So does another budget in the same window.
+      expect(await pair.b.rates.add({ ...window(), start: w1.start }, [['198.51.100.1', 1]])).to.deep.equal([1]);
     });
   });
 }
