@@ -59,6 +59,7 @@ describe('SIGTERM with 500 open long-polls', function () {
     // above), and a drain that hangs beyond it ends in the last-resort exit 1.
     expect(await replica.exit).to.equal(0);
     const msgs = replica.logs.map((l) => l.msg);
+    expect(msgs).to.include.members(['draining', 'stopped']);
     expect(msgs.indexOf('draining')).to.be.lessThan(msgs.indexOf('stopped'));
   });
 });
