@@ -143,7 +143,7 @@ describe('Redis outage', () => {
   });
 
   it('fails requests fast with 503 while Redis is down and resumes by itself when it returns', async () => {
-    const { url, etag } = await create(replica, 'survives');
+    const { url } = await create(replica, 'before the outage');
     await redis.stop();
     // The bound is the per-request guard below: a hanging request fails the test instead of passing.
     for (const init of [{}, { method: 'PUT', body: 'x' }, { method: 'POST', body: 'x' }] as RequestInit[]) {
@@ -167,7 +167,6 @@ describe('Redis outage', () => {
     const after = await create(replica, 'after the outage');
     expect(await (await fetch(after.url)).text()).to.equal('after the outage');
     expect(replica.proc.exitCode).to.equal(null);
-    expect(etag).to.be.a('string');
   });
 });
 
@@ -187,16 +186,8 @@ describe('SIGTERM', () => {
       sock.write(`PUT ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n12345`);
       // A full round trip on another connection: the server has taken in the first one by now.
       await fetch(replica.url + '/health');
-      const draining = new Promise<void>((resolve) => {
-        const check = setInterval(() => {
-          if (replica.logs.some((l) => l.msg === 'draining')) {
-            clearInterval(check);
-            resolve();
-          }
-        }, 10);
-      });
       replica.proc.kill('SIGTERM');
-      await draining;
+      await until('the replica to log that it drains', async () => replica.logs.some((l) => l.msg === 'draining'));
       sock.write('67890');
       await closed;
       expect(response).to.match(/^HTTP\/1.1 202 Accepted/);
