@@ -6,6 +6,7 @@ import { freePort } from './helpers/ports';
 import { TestProxy } from './helpers/proxy';
 import { RedisServer } from './helpers/redis';
 import { Replica } from './helpers/replica';
+import { roomInWindow } from './helpers/windows';
 
 /** Replicas the way the compose stack runs them: metrics on a port of their own, the balancer trusted. */
 const replicaEnv = (redis: RedisServer, extra: Record<string, string> = {}) => ({
@@ -269,6 +270,8 @@ describe('rendezvous-server check against a server that refuses its creates (rat
   });
 
   it('fails naming the limit, rather than take the root for a homeserver that routes elsewhere', async () => {
+    // The create budget is a clock-aligned minute: both runs must fall in one.
+    await roomInWindow(60_000, 20_000);
     await runCheck([replica.url, '--json']);
     const run = await runCheck([replica.url, '--json']);
     expect(run.code, shown(run)).to.equal(1);
