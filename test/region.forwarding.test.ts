@@ -208,7 +208,7 @@ describe("forwarding: a wait longer than this replica's longest", () => {
   });
 
   // The home region may allow longer waits; held that long, the forward would time out here.
-  it("is asked of the home region as this replica's longest, in every spelling it was given", async () => {
+  it("is asked of the home region as this replica's longest", async () => {
     const etagPath = `${MSC4108}/${euId(20)}`;
     const etag = await request('GET', `${us.url}${etagPath}`, {
       headers: { 'If-None-Match': '"x"', Prefer: 'wait=30' },
@@ -216,19 +216,22 @@ describe("forwarding: a wait longer than this replica's longest", () => {
     expect(etag.status).to.equal(304);
     expect(home.arrivals.find((a) => a.url === etagPath)!.headers.prefer).to.equal('wait=2');
     const jsonPath = `${MSC4388}/${euId(21)}`;
-    const json = await request('GET', `${us.url}${jsonPath}?sequence_token=1&timeout_ms=30000`, {
-      headers: { Prefer: 'wait=30' },
-    });
+    const json = await request('GET', `${us.url}${jsonPath}?sequence_token=1&timeout_ms=30000`);
     expect(json.status).to.equal(304);
-    const arrived = home.arrivals.find((a) => a.url.startsWith(`${jsonPath}?`))!;
-    expect(arrived.url).to.equal(`${jsonPath}?sequence_token=1&timeout_ms=2000`);
-    expect(arrived.headers.prefer).to.equal('wait=2');
+    expect(home.arrivals.find((a) => a.url.startsWith(`${jsonPath}?`))!.url).to.equal(
+      `${jsonPath}?sequence_token=1&timeout_ms=2000`,
+    );
   });
 
   it('is passed on as it was given when it is within the longest', async () => {
     const etagPath = `${MSC4108}/${euId(22)}`;
     await request('GET', `${us.url}${etagPath}`, { headers: { 'If-None-Match': '"x"', Prefer: 'wait=1' } });
     expect(home.arrivals.find((a) => a.url === etagPath)!.headers.prefer).to.equal('wait=1');
+    // MSC4388 waits on its query alone, as the handler there reads it: a Prefer beside it changes nothing.
+    const jsonPath = `${MSC4388}/${euId(23)}`;
+    const query = '?sequence_token=1&timeout_ms=500';
+    await request('GET', `${us.url}${jsonPath}${query}`, { headers: { Prefer: 'wait=30' } });
+    expect(home.arrivals.find((a) => a.url.startsWith(`${jsonPath}?`))!.url).to.equal(jsonPath + query);
   });
 });
 

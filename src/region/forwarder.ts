@@ -274,10 +274,10 @@ export class Forwarder {
     );
   }
 
-  /** The wait this GET asks for, as the handlers read it. */
+  /** The wait this GET asks for, as the handlers read it: MSC4388's from its query alone. */
   private waitOf(ctx: Context, msc4388: boolean): number {
-    const ms = (preferredWaitSeconds(ctx.get('Prefer')) ?? 0) * 1000;
-    return msc4388 ? Math.max(ms, sequenceWait(ctx)?.timeoutMs ?? 0) : ms;
+    if (msc4388) return sequenceWait(ctx)?.timeoutMs ?? 0;
+    return (preferredWaitSeconds(ctx.get('Prefer')) ?? 0) * 1000;
   }
 
   /**
@@ -291,14 +291,13 @@ export class Forwarder {
     headers: string[],
     msc4388: boolean,
   ): { path: string; headers: string[] } {
-    // Both spellings are rewritten where both are given: the home region holds the longer.
-    const out = headers.slice();
-    for (let i = 0; i < out.length; i += 2) if (out[i] === 'prefer') out[i + 1] = `wait=${Math.floor(leftMs / 1000)}`;
     const sequence = msc4388 ? sequenceWait(ctx) : undefined;
     if (sequence !== undefined) {
       const query = `?sequence_token=${encodeURIComponent(sequence.token)}&timeout_ms=${leftMs}`;
-      return { path: peer.basePath + ctx.path + query, headers: out };
+      return { path: peer.basePath + ctx.path + query, headers };
     }
+    const out = headers.slice();
+    for (let i = 0; i < out.length; i += 2) if (out[i] === 'prefer') out[i + 1] = `wait=${Math.floor(leftMs / 1000)}`;
     return { path: peer.basePath + ctx.path + ctx.search, headers: out };
   }
 
