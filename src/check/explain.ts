@@ -6,7 +6,7 @@ import { type Answer, summarise, header, jsonOf } from './http';
  * a proxy answering on its own, or a path that does not reach the server. `base` is the URL checked:
  * a path in it is named as a likely cause of a path the server does not serve.
  */
-export function explain(a: Answer, base?: string): { detail: string; fix: string } {
+export function explain(a: Answer, base: string): { detail: string; fix: string } {
   const json = jsonOf(a);
   const errcode = typeof json?.errcode === 'string' ? json.errcode : undefined;
   if (a.status === 429) {
@@ -51,8 +51,7 @@ export function explain(a: Answer, base?: string): { detail: string; fix: string
  * ", or ..." naming the path of the URL checked, when it has one: the server serves its paths from
  * the root, so a URL with a path reaches it only through a proxy that strips that path.
  */
-function pathOf(base: string | undefined): string {
-  if (base === undefined) return '';
+function pathOf(base: string): string {
   const path = new URL(base).pathname;
   if (path === '' || path === '/') return '';
   return `, or the URL checked is not where the server answers: it serves its paths from the root, and the URL has the path ${path} (a proxy in front must strip it)`;

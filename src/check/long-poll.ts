@@ -46,7 +46,7 @@ export async function checkWake(ctx: CheckContext, id: string, family: string, p
     // An error is no "not held": a 404 here says the read reached a replica that does not know the
     // session, a 5xx or 429 that something failed or refused.
     if (a.status >= 400) {
-      const { detail, fix } = explain(a);
+      const { detail, fix } = explain(a, ctx.base);
       ctx.report.fail(id, title, `the held read was answered at once: ${detail}`, fix);
       return;
     }
@@ -71,7 +71,7 @@ export async function checkWake(ctx: CheckContext, id: string, family: string, p
   const read = held.value;
   const write = written.value;
   if (write.status >= 300) {
-    const { detail, fix } = explain(write);
+    const { detail, fix } = explain(write, ctx.base);
     ctx.report.fail(id, title, `the write was refused: ${detail}`, fix);
     return;
   }

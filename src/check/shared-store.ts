@@ -38,7 +38,7 @@ export async function checkSharedStore(ctx: CheckContext, fam: EtagFamily): Prom
   } else if (errors.length > 0) {
     const first = errors[0]!;
     const { detail, fix } = first.answer
-      ? explain(first.answer)
+      ? explain(first.answer, ctx.base)
       : { detail: `no answer: ${reason(first.err)}`, fix: FIX.proxyError };
     ctx.report.fail('store.shared', title, `${errors.length} sessions could not be checked: ${detail}`, fix);
   } else {
