@@ -36,7 +36,7 @@ export async function start(config: Config): Promise<RunningServer> {
   const server = createHttpServer(config, metrics);
   const address = await listen(server, config.port, config.host);
   // Nothing is served between the listen and this: the request listener is attached before any
-  // connection's events can run.
+  // connection's events can run, as long as no await comes between the two.
   const served = { ...config, publicBaseUrl: boundBaseUrl(config.publicBaseUrl, address.port) };
   serve(server, createApp({ config: served, backend, sessions, log, lifecycle, readiness, metrics, longPoll }));
   const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, sessions);
