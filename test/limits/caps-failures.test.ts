@@ -162,6 +162,29 @@ describe('session caps when a step fails (Redis Cluster: claim and create are se
     await expectExact(backend, admin, [id]);
   });
 
+  it('gives the claim back when the tombstone that settles its create lands after its answer was lost', async () => {
+    const id = await idApartFromCaps();
+    const capsNode = await masterOf(CAPS_KEY);
+    const node = await masterOf(sessionKey(id));
+    try {
+      // Both nodes held past two command timeouts: the claim times out (and lands later), and so does
+      // the first tombstone put in the create's place; its retry then finds that very tombstone there.
+      await Promise.all([capsNode, node].map((n) => n.call('CLIENT', 'PAUSE', String(TIMEOUT_MS * 3), 'WRITE')));
+      const outcome = await backend.sessions.create(input(id)).then(
+        () => 'created',
+        (err: Error) => err.name,
+      );
+      expect(outcome).to.equal('StoreUnavailableError');
+    } finally {
+      capsNode.disconnect();
+      node.disconnect();
+    }
+    await (backend.sessions as ClusterRedisSessions).reconciled();
+    // A write in the caps' slot waits out the pause, after the claim queued before it: it has landed.
+    await admin.set(`${CAPS_KEY}:probe`, '1', 'PX', 1000);
+    await expectExact(backend, admin, [id]);
+  });
+
   it('counts a claim and a create sent twice (re-sent after a dropped connection) once', async () => {
     const id = await idApartFromCaps();
     const scripts = defineScripts(admin);

@@ -10,9 +10,14 @@
   ARGV[1]  tombstone
   ARGV[2]  its life, ms
 
-  Returns 1 when placed, 0 when the session (or a tombstone) is there.
+  Returns 1 when placed, now or by an earlier attempt whose answer was lost (this very tombstone is
+  there: the claim is still to be given back, which releaseClaim-4.lua does once however often it is
+  asked); 0 when the session (or another tombstone) is there.
 ]]
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
