@@ -782,6 +782,31 @@ describe('failures stay regional', function () {
     expect((await request('GET', `${eu.a.url}${path}`)).text).to.equal('in us');
   });
 
+  it('logs one line a second while forwards keep failing, each saying how many went unlogged since the last', async () => {
+    const usSession = await createMsc3886(us.a, 'in us');
+    // A replica whose breaker never opens here, so every forward tries and fails.
+    const lone = await Replica.start({
+      REDIS_URL: eu.redis.url,
+      RZ_PUBLIC_BASE_URL: GLOBAL_BASE_URL,
+      RZ_REGION: 'eu',
+      RZ_REGION_PEERS: `us=${us.link.url}`,
+      RZ_REGION_SECRET: REGION_SECRET,
+      RZ_REGION_BREAKER_FAILURES: '1000',
+    });
+    await us.link.setMode('refuse');
+    try {
+      for (let i = 0; i < 5; i++)
+        expect((await request('GET', `${lone.url}/${usSession.json.id}`)).status).to.equal(503);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      expect((await request('GET', `${lone.url}/${usSession.json.id}`)).status).to.equal(503);
+      const lines = lone.logs.filter((l) => l.msg === 'forward to the home region got no answer');
+      expect(lines.map((l) => l.unlogged)).to.deep.equal([0, 4]);
+    } finally {
+      await us.link.setMode('open');
+      await lone.stop('SIGKILL');
+    }
+  });
+
   it('a region that accepts connections but never answers: 503 after the response timeout', async () => {
     const usSession = await createMsc3886(us.a, 'in us');
     await us.link.setMode('blackhole');

@@ -217,9 +217,10 @@ export class Forwarder {
       // Every connection taken by held long-polls says nothing about the peer: no breaker failure.
       if (outcome.reason !== 'busy') peer.breaker.failure();
       this.metrics.failures.labels(peer.name, outcome.reason).inc();
-      if (this.throttle.take(`${peer.name}:${outcome.reason}`) !== undefined) {
+      const unlogged = this.throttle.take(`${peer.name}:${outcome.reason}`);
+      if (unlogged !== undefined) {
         this.log.warn(
-          { reqId: ctx.state.requestId, peer: peer.name, reason: outcome.reason, code: outcome.code },
+          { reqId: ctx.state.requestId, peer: peer.name, reason: outcome.reason, code: outcome.code, unlogged },
           'forward to the home region got no answer',
         );
       }
@@ -233,9 +234,10 @@ export class Forwarder {
       // about the region.
       if (!(status === 504 && waitMs > 0)) peer.breaker.failure();
       this.metrics.failures.labels(peer.name, 'gateway').inc();
-      if (this.throttle.take(`${peer.name}:gateway`) !== undefined) {
+      const unlogged = this.throttle.take(`${peer.name}:gateway`);
+      if (unlogged !== undefined) {
         this.log.warn(
-          { reqId: ctx.state.requestId, peer: peer.name, status },
+          { reqId: ctx.state.requestId, peer: peer.name, status, unlogged },
           "the home region's balancer reached none of its replicas",
         );
       }
@@ -245,9 +247,10 @@ export class Forwarder {
     if (status === 403 && headerOf(raw, PEER_REFUSED) !== undefined) {
       this.metrics.failures.labels(peer.name, 'refused').inc();
       this.metrics.forwardedTo(peer.name, '502').inc();
-      if (this.throttle.take(`${peer.name}:refused`) !== undefined) {
+      const unlogged = this.throttle.take(`${peer.name}:refused`);
+      if (unlogged !== undefined) {
         this.log.error(
-          { reqId: ctx.state.requestId, peer: peer.name },
+          { reqId: ctx.state.requestId, peer: peer.name, unlogged },
           'the home region refused this replica as a peer: is RZ_REGION_SECRET the same in every region?',
         );
       }
