@@ -117,6 +117,22 @@ describe('forwarding: every path spelling the routers take is forwarded', () => 
     const read = await request('GET', `${eu.url}${MSC4388}/${ids.msc4388}`);
     expect(read.json.data).to.equal('d');
   });
+
+  it('counts a forwarded MSC3886 request at the root in its family, as the home region does', async () => {
+    const created = await request('POST', `${eu.url}/`, { headers: { 'Content-Type': 'text/plain' }, body: 'a' });
+    const count = async (family: string) => {
+      const metrics = await request('GET', `${us.url}/metrics`);
+      const line = new RegExp(
+        `^rendezvous_http_requests_total\\{family="${family}",method="GET",status="200"\\} (\\d+)$`,
+        'm',
+      );
+      return Number(line.exec(metrics.text)?.[1] ?? 0);
+    };
+    const before = { msc3886: await count('msc3886'), unmatched: await count('unmatched') };
+    expect((await request('GET', `${us.url}/${created.json.id}`)).status).to.equal(200);
+    expect(await count('msc3886')).to.equal(before.msc3886 + 1);
+    expect(await count('unmatched')).to.equal(before.unmatched);
+  });
 });
 
 describe('forwarding: a request whose connection broke is sent again only when that is safe', () => {

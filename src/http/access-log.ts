@@ -13,7 +13,9 @@ export function accessLog(log: Logger): Middleware {
         {
           reqId: ctx.state.requestId,
           method: ctx.method,
-          route: ctx._matchedRoute ?? 'unmatched',
+          // A forward matched no route here: its home region's line names the route.
+          route: ctx._matchedRoute ?? (ctx.state.forwardedTo === undefined ? 'unmatched' : 'forwarded'),
+          forwardedTo: ctx.state.forwardedTo,
           status: Number(answeredStatus(ctx)),
           ms: Number(process.hrtime.bigint() - start) / 1e6,
         },

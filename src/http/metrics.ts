@@ -41,8 +41,10 @@ export function familyOf(ctx: Context): string {
   for (const [prefix, family] of PREFIXES) {
     if (path.startsWith(prefix) && (path.length === prefix.length || path[prefix.length] === '/')) return family;
   }
-  // A root path is a session only if a route took it (or it is a CORS preflight for one).
-  if (ROOT.test(path) && (ctx._matchedRoute !== undefined || ctx.method === 'OPTIONS')) return 'msc3886';
+  // A root path is a session only if a route took it (or it is a CORS preflight for one, or it was
+  // forwarded to the session's home region).
+  const session = ctx._matchedRoute !== undefined || ctx.method === 'OPTIONS' || ctx.state.forwardedTo !== undefined;
+  if (ROOT.test(path) && session) return 'msc3886';
   return ctx._matchedRoute !== undefined ? 'other' : 'unmatched';
 }
 

@@ -27,6 +27,8 @@ declare module 'koa' {
     forwardedClient?: string;
     /** The region that forwarded this request (same conditions). */
     forwardedBy?: string;
+    /** Set by the region routing on a request it forwards: the session's home region. */
+    forwardedTo?: string;
   }
 }
 

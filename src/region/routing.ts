@@ -30,6 +30,8 @@ export function regionRouting(config: Config, forwarder: Forwarder): Middleware 
     if (ctx.state.forwardedBy !== undefined) throw notFound();
     const peer = forwarder.peer(region);
     if (peer === undefined) throw notFound();
+    // No route matches here: the metrics and the access log know the request by this instead.
+    ctx.state.forwardedTo = region;
     return forwarder.forward(ctx, peer, target.msc4388 ? jsonLimit : etagLimit, target.msc4388);
   };
 }
