@@ -415,9 +415,10 @@ describe('two regions, each with its own Redis and two replicas, 25 ms apart', f
     expect(malformed.status).to.equal(403);
   });
 
-  it('never forwards a forwarded request again, and answers 404 for a region that is not configured', async () => {
+  it('never forwards a forwarded request again (refused), and answers 404 for a region that is not configured', async () => {
     const created = await createMsc3886(us.a, 'x');
-    // A forward (right secret) for a us session that arrives in eu: a loop or a stale peer. 404, not forwarded.
+    // A forward (right secret) for a us session that arrives in eu: a loop or a wrong peer URL. Never
+    // forwarded, and refused as a forward (its sender answers 502), not taken for an expired session.
     const looped = await request('GET', `${eu.a.url}/${created.json.id}`, {
       headers: {
         'X-Rendezvous-Region-Secret': REGION_SECRET,
@@ -425,8 +426,9 @@ describe('two regions, each with its own Redis and two replicas, 25 ms apart', f
         'X-Rendezvous-Forwarded-For': '203.0.113.8',
       },
     });
-    expect(looped.status).to.equal(404);
-    expect(looped.json.errcode).to.equal('M_NOT_FOUND');
+    expect(looped.status).to.equal(403);
+    expect(looped.json.errcode).to.equal('M_FORBIDDEN');
+    expect(looped.headers['x-rendezvous-peer-refused']).to.equal('region');
     for (const path of [
       '/ap.AAAAAAAAAAAAAAAAAAAAAA',
       `${MSC4108}/ap.AAAAAAAAAAAAAAAAAAAAAA`,
@@ -861,6 +863,32 @@ describe('three regions', function () {
         expect((await put4388(`${away.b.url}${prefix}/${id}`, token, 'hi')).status).to.equal(200);
         expect((await request('GET', `${home.b.url}${prefix}/${id}`)).json.data).to.equal('hi');
       }
+    }
+  });
+
+  it('answers 502 and says so in the log when a peer URL reaches another region (never "expired": 404)', async () => {
+    const [eu, us, ap] = regions as [Region, Region, Region];
+    // eu's URL for ap is us's: a copy-paste slip in RZ_REGION_PEERS.
+    const misconfigured = await Replica.start({
+      REDIS_URL: eu.redis.url,
+      RZ_PUBLIC_BASE_URL: GLOBAL_BASE_URL,
+      RZ_REGION: 'eu',
+      RZ_REGION_PEERS: `us=${us.link.url},ap=${us.link.url}`,
+      RZ_REGION_SECRET: REGION_SECRET,
+    });
+    try {
+      const created = await createMsc3886(ap.a, 'alive in ap');
+      const res = await request('GET', `${misconfigured.url}/${created.json.id}`);
+      expect(res.status).to.equal(502);
+      expect(res.json.errcode).to.equal('M_UNKNOWN');
+      expect(res.headers['x-rendezvous-peer-refused']).to.equal(undefined);
+      expect(
+        misconfigured.logs.some((l) => l.level === 50 && l.peer === 'ap' && /RZ_REGION_PEERS/.test(l.msg)),
+      ).to.equal(true);
+      // The session lives on, and its region's sessions still reach it from the others.
+      expect((await request('GET', `${us.a.url}/${created.json.id}`)).text).to.equal('alive in ap');
+    } finally {
+      await misconfigured.stop('SIGKILL');
     }
   });
 });

@@ -15,7 +15,11 @@ import { MAX_SECRET_LENGTH } from './settings';
 export const FORWARDED_BY = 'x-rendezvous-forwarded-by';
 export const FORWARDED_FOR = 'x-rendezvous-forwarded-for';
 export const REGION_SECRET = 'x-rendezvous-region-secret';
-/** On the home region's 403 for a forward it does not trust: the forwarding replica answers 502. */
+/**
+ * On a region's 403 for a forward it does not take: the forwarding replica answers 502. Its value
+ * says why: `forwarding` (no trust: the secret) or `region` (not this region's session: the
+ * forwarding replica's URL for the session's region reaches another one).
+ */
 export const PEER_REFUSED = 'x-rendezvous-peer-refused';
 
 declare module 'koa' {
@@ -63,6 +67,21 @@ export class SecretCheck {
 
 const refused = (why: string) =>
   new MatrixError(403, 'M_FORBIDDEN', why, undefined, { 'X-Rendezvous-Peer-Refused': 'forwarding' });
+
+/**
+ * An authenticated forward for a session of another region: it is never forwarded again, and
+ * answering 404 would tell the client a live session expired.
+ */
+export const misdirected = () =>
+  new MatrixError(
+    403,
+    'M_FORBIDDEN',
+    "This request was forwarded to a region that is not its session's home",
+    undefined,
+    {
+      'X-Rendezvous-Peer-Refused': 'region',
+    },
+  );
 
 /**
  * Runs before the limits: a request that carries any forwarding header must carry the region secret

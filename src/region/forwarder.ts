@@ -244,14 +244,17 @@ export class Forwarder {
       return this.unavailable(peer, 'gateway', 1000);
     }
     peer.breaker.success();
-    if (status === 403 && headerOf(raw, PEER_REFUSED) !== undefined) {
+    const refusal = status === 403 ? headerOf(raw, PEER_REFUSED) : undefined;
+    if (refusal !== undefined) {
       this.metrics.failures.labels(peer.name, 'refused').inc();
       this.metrics.forwardedTo(peer.name, '502').inc();
       const unlogged = this.throttle.take(`${peer.name}:refused`);
       if (unlogged !== undefined) {
         this.log.error(
           { reqId: ctx.state.requestId, peer: peer.name, unlogged },
-          'the home region refused this replica as a peer: is RZ_REGION_SECRET the same in every region?',
+          refusal === 'region'
+            ? `RZ_REGION_PEERS gives region ${peer.name} a URL that reaches another region, which refused to forward again`
+            : 'the home region refused this replica as a peer: is RZ_REGION_SECRET the same in every region?',
         );
       }
       throw new MatrixError(502, 'M_UNKNOWN', "The session's home region refused this server's forwarded request");

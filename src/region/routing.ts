@@ -2,6 +2,7 @@ import type { Middleware } from 'koa';
 import type { Config } from '../config';
 import { notFound } from '../protocols/common';
 import { msc4388BodyLimit } from '../protocols/msc4388';
+import { misdirected } from './auth';
 import type { Forwarder } from './forwarder';
 import { regionOfId } from './names';
 import { sessionPathParser } from './paths';
@@ -26,8 +27,9 @@ export function regionRouting(config: Config, forwarder: Forwarder): Middleware 
     if (target === undefined) return next();
     const region = regionOfId(target.id);
     if (region === undefined || region === own) return next();
-    // Forwarded here for a region that is not this one: a loop or a stale configuration. Never again.
-    if (ctx.state.forwardedBy !== undefined) throw notFound();
+    // Forwarded here for a region that is not this one: a loop or a wrong peer URL. Never again, and
+    // refused as a forward, so the forwarding replica says so (a 404 would say the session expired).
+    if (ctx.state.forwardedBy !== undefined) throw misdirected();
     const peer = forwarder.peer(region);
     if (peer === undefined) throw notFound();
     // No route matches here: the metrics and the access log know the request by this instead.
