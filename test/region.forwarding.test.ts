@@ -412,3 +412,28 @@ describe('forwarding: requests pipelined on one connection', () => {
     ]);
   });
 });
+
+describe('forwarding: held forwards let go by a shutdown', () => {
+  let home: StandInHome;
+  let us: TestServer;
+  let arrived: (() => void) | undefined;
+  before(async () => {
+    // Holds every wait until the forward is cancelled.
+    home = await StandInHome.start(() => arrived?.());
+    us = await usReplica(home.url, { RZ_SHUTDOWN_DELAY_SECONDS: '0' });
+  });
+  after(() => home.stop());
+
+  it('counts their 503 among the forwards by status answered', async () => {
+    const isHeld = new Promise<void>((resolve) => (arrived = resolve));
+    const held = request('GET', `${us.url}${MSC4108}/${euId(50)}`, {
+      headers: { 'If-None-Match': '"x"', Prefer: 'wait=30' },
+    });
+    await isHeld;
+    const stopped = us.stop();
+    expect((await held).status).to.equal(503);
+    await stopped;
+    const forwarded = await us.metrics.registry.getSingleMetricAsString('rendezvous_region_forwarded_requests_total');
+    expect(forwarded).to.match(/^rendezvous_region_forwarded_requests_total\{peer="eu",status="503"\} 1$/m);
+  });
+});

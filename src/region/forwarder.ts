@@ -165,7 +165,7 @@ export class Forwarder {
     const askedMs = method === 'GET' ? this.waitOf(ctx, msc4388) : 0;
     let waitMs = Math.min(askedMs, this.maxWaitMs);
     // Draining: no new wait is held here (as with local waits); the client polls again elsewhere.
-    if (waitMs > 0 && this.lifecycle.draining) throw shuttingDown();
+    if (waitMs > 0 && this.lifecycle.draining) return this.shuttingDown(peer);
     const client = clientOf(ctx);
     // Over the long-poll bounds (per address, and a share of the pool): asked as a plain read, as
     // a local wait over them is answered at once.
@@ -202,7 +202,7 @@ export class Forwarder {
     } finally {
       if (held) this.unhold(client);
     }
-    if (outcome.kind === 'shutdown') throw shuttingDown();
+    if (outcome.kind === 'shutdown') return this.shuttingDown(peer);
     if (outcome.kind === 'aborted') {
       // The client left (mid long-poll, typically); the upstream request is cancelled already.
       ctx.respond = false;
@@ -278,6 +278,12 @@ export class Forwarder {
         'Retry-After': String(Math.ceil(retryAfterMs / 1000)),
       },
     );
+  }
+
+  /** A wait this replica lets go of, or holds no more, because it is shutting down. */
+  private shuttingDown(peer: PeerState): never {
+    this.metrics.forwardedTo(peer.name, '503').inc();
+    throw shuttingDown();
   }
 
   /** The wait this GET asks for, as the handlers read it: MSC4388's from its query alone. */
