@@ -920,6 +920,30 @@ describe('a replica shutting down while it holds forwarded long-polls', function
   });
 });
 
+describe('a home replica shutting down while it holds waits forwarded to it', function () {
+  let eu: Region;
+  let us: Region;
+  before(async () => {
+    [eu, us] = (await startRegions(['eu', 'us'], {
+      replicasPerRegion: 1,
+      env: { RZ_SHUTDOWN_DELAY_SECONDS: '0', RZ_SHUTDOWN_GRACE_SECONDS: '20' },
+    })) as [Region, Region];
+  });
+  after(() => stopRegions([eu, us]));
+
+  it('answers them at once as it answers its own (304), relayed through the other region', async () => {
+    const created = await createMsc3886(us.a);
+    const held = heldGet(at(eu.a, `${GLOBAL_BASE_URL}/${created.json.id}`), created.headers.etag as string, 30);
+    await homeHolds(us, 1);
+    const t0 = performance.now();
+    const exited = us.a.stop('SIGTERM');
+    const answer = await held.response;
+    expect(answer.status).to.equal(304);
+    expect(performance.now() - t0).to.be.below(5000);
+    expect(await exited).to.equal(0);
+  });
+});
+
 describe('forwarded long-polls and the connections to a peer', function () {
   let eu: Region;
   let us: Region;

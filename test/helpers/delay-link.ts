@@ -63,9 +63,8 @@ export class DelayLink {
     const upstream = net.connect({ port: target, host: '127.0.0.1', noDelay: true });
     this.sockets.add(upstream);
     upstream.on('close', () => this.sockets.delete(upstream));
-    upstream.on('error', () => client.destroy());
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
+    upstream.on('error', () => undefined);
+    // A side that closes closes the other once what it sent before has crossed (delayed below).
     delayed(client, upstream, this.delayMs);
     delayed(upstream, client, this.delayMs);
   }
@@ -90,27 +89,37 @@ export class DelayLink {
   }
 }
 
-/** Copies `from` to `to`, each chunk (and the end) delivered `delayMs` after it arrived. */
+/**
+ * Copies `from` to `to`, each chunk (and the end) delivered `delayMs` after it arrived; `from`
+ * closing without an end (a reset) destroys `to` as late, after what came before it.
+ */
 function delayed(from: net.Socket, to: net.Socket, delayMs: number): void {
-  const queue: { at: number; chunk: Buffer | null }[] = [];
+  const queue: { at: number; chunk: Buffer | 'end' | 'destroy' }[] = [];
   let timer: NodeJS.Timeout | undefined;
+  let ended = false;
   const flush = () => {
     timer = undefined;
     const now = performance.now();
     while (queue.length > 0 && queue[0]!.at <= now + 0.5) {
       const { chunk } = queue.shift()!;
-      if (chunk === null) to.end();
+      if (chunk === 'end') to.end();
+      else if (chunk === 'destroy') to.destroy();
       else if (!to.destroyed) to.write(chunk);
     }
     if (queue.length > 0) timer = setTimeout(flush, queue[0]!.at - now);
   };
-  const push = (chunk: Buffer | null) => {
+  const push = (chunk: Buffer | 'end' | 'destroy') => {
     queue.push({ at: performance.now() + delayMs, chunk });
     timer ??= setTimeout(flush, delayMs);
   };
   from.on('data', (chunk: Buffer) => push(chunk));
-  from.on('end', () => push(null));
-  from.on('close', () => clearTimeout(timer));
+  from.on('end', () => {
+    ended = true;
+    push('end');
+  });
+  from.on('close', () => {
+    if (!ended) push('destroy');
+  });
 }
 
 /**
