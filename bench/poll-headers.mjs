@@ -4,6 +4,7 @@ export const POLL_HEADERS = {
   'Cache-Control': 'no-store, no-transform',
   Pragma: 'no-cache',
   'X-Content-Type-Options': 'nosniff',
+  'Content-Security-Policy': "default-src 'none'; frame-ancestors 'none'; sandbox",
   'Access-Control-Allow-Origin': '*',
   'Access-Control-Expose-Headers': 'ETag, Location, Expires, Last-Modified',
   ETag: '"AAAAAAAA.1"',
@@ -16,5 +17,6 @@ export const COMMON_HEADERS = {
   'Cache-Control': POLL_HEADERS['Cache-Control'],
   Pragma: POLL_HEADERS.Pragma,
   'X-Content-Type-Options': POLL_HEADERS['X-Content-Type-Options'],
+  'Content-Security-Policy': POLL_HEADERS['Content-Security-Policy'],
   'Access-Control-Allow-Origin': POLL_HEADERS['Access-Control-Allow-Origin'],
 };

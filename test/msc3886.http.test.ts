@@ -114,6 +114,29 @@ for (const backend of ['memory', 'redis'] as const) {
         }
       });
 
+      it('never lets a browser run a stored payload as a page of this origin, whatever its type', async () => {
+        // The stored type is echoed exactly, so `text/html` comes back as HTML: opened from a link
+        // (the Matrix prefix may be on the homeserver's own origin) it must not run as a document there.
+        const { url } = await create('<script>alert(document.domain)</script>', 'text/html');
+        const res = await fetch(url, { headers: { 'Sec-Fetch-Dest': 'document', 'Sec-Fetch-Mode': 'navigate' } });
+        expect(res.status).to.equal(200);
+        expect(res.headers.get('content-type')).to.equal('text/html');
+        const csp = (res.headers.get('content-security-policy') ?? '').split(/\s*;\s*/);
+        expect(csp).to.include.members(["default-src 'none'", 'sandbox']);
+        // Every other answer too (errors included), and Node's own before Koa sees a request.
+        const missing = await fetch(`${srv.url}/no-such-session`);
+        expect(missing.headers.get('content-security-policy')).to.equal(res.headers.get('content-security-policy'));
+        const raw = await new Promise<string>((resolve, reject) => {
+          const socket = net.connect(srv.port, '127.0.0.1', () => socket.end('GET / HTTP/1.1\r\nBad Header\r\n\r\n'));
+          let text = '';
+          socket.on('data', (b: Buffer) => (text += b.toString('latin1')));
+          socket.on('close', () => resolve(text));
+          socket.on('error', reject);
+        });
+        expect(raw).to.match(/^HTTP\/1\.1 400 /);
+        expect(raw.toLowerCase()).to.include(`content-security-policy: ${res.headers.get('content-security-policy')}`);
+      });
+
       it('answers 200 when If-None-Match does not match', async () => {
         const { url } = await create('fresh');
         const res = await fetch(url, { headers: { 'if-none-match': '"not-it", W/"nor-this"' } });

@@ -12,12 +12,16 @@ export const EXPOSED: readonly string[] = [
 
 /**
  * Sent on every answer. `no-transform` stops compressing proxies from weakening or dropping ETags;
- * `no-store` keeps shared caches from ever holding a payload.
+ * `no-store` keeps shared caches from ever holding a payload. MSC3886 echoes whatever type a
+ * payload was stored with (`text/html` included), and its paths may be on the homeserver's own
+ * origin: the policy keeps a browser that opens one as a page from running or loading anything in
+ * it, as that origin or at all. `fetch()` by clients reads answers as before.
  */
 export const COMMON_HEADERS = {
   'Cache-Control': 'no-store, no-transform',
   Pragma: 'no-cache',
   'X-Content-Type-Options': 'nosniff',
+  'Content-Security-Policy': "default-src 'none'; frame-ancestors 'none'; sandbox",
 } as const;
 
 export const commonHeaders: Middleware = (ctx, next) => {
@@ -25,6 +29,7 @@ export const commonHeaders: Middleware = (ctx, next) => {
   res.setHeader('Cache-Control', COMMON_HEADERS['Cache-Control']);
   res.setHeader('Pragma', COMMON_HEADERS.Pragma);
   res.setHeader('X-Content-Type-Options', COMMON_HEADERS['X-Content-Type-Options']);
+  res.setHeader('Content-Security-Policy', COMMON_HEADERS['Content-Security-Policy']);
   // Not `await`: a middleware with nothing to do afterwards keeps no suspended frame per held request.
   return next();
 };
