@@ -281,8 +281,10 @@ export const SETTINGS: readonly Setting[] = [
     name: 'RZ_MAX_TXNS_PER_SESSION',
     key: 'maxTxnsPerSession',
     expect: 'an integer from 1 to 10000',
+    // Each is up to 255 bytes, kept for the session's life: 32 of them are at most twice a 4 KiB
+    // payload (256 made the global cap's worst case 2 GB). A login uses a handful.
     help: 'Transaction ids remembered per MSC4388 session (idempotent retries)',
-    default: '256',
+    default: '32',
     schema: int(1, 10000),
   },
   {

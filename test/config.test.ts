@@ -28,6 +28,13 @@ describe('configuration', () => {
     });
   });
 
+  it('bounds what one session can be made to hold: transaction records at most twice the payload', () => {
+    // A txnId is up to 255 bytes and each one a session records is kept for its whole life: with
+    // the default number of them, the global cap's worst case is a few times its payloads, no more.
+    const c = loadConfig({});
+    expect(c.maxTxnsPerSession * 255).to.be.at.most(2 * c.maxBytes);
+  });
+
   it('derives the public base URL from PORT and strips a trailing slash from a given one', () => {
     expect(loadConfig({ PORT: '9000' }).publicBaseUrl).to.equal('http://localhost:9000');
     expect(loadConfig({ RZ_PUBLIC_BASE_URL: 'https://rz.example.org/' }).publicBaseUrl).to.equal(
