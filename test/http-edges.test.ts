@@ -12,6 +12,7 @@ function expectCommonHeaders(a: RawAnswer): void {
     'cache-control': 'no-store, no-transform',
     pragma: 'no-cache',
     'x-content-type-options': 'nosniff',
+    'content-security-policy': "default-src 'none'; frame-ancestors 'none'; sandbox",
     'access-control-allow-origin': '*',
   });
   expect(a.headers['access-control-expose-headers']).to.include('ETag');

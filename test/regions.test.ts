@@ -72,6 +72,7 @@ const RELAYED = [
   'cache-control',
   'pragma',
   'x-content-type-options',
+  'content-security-policy',
   'access-control-allow-origin',
   'access-control-expose-headers',
 ];
