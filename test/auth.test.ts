@@ -189,6 +189,15 @@ describe('create policy', () => {
       expectError(await request('GET', server.url + V1, { headers: bearer('slow-token-2') }), 504, 'M_UNKNOWN');
     });
 
+    it('reads no more of a homeserver answer than a whoami answer can be: a huge one gives 503, not cached', async () => {
+      hs.mode = 'huge';
+      hs.valid.add('padded-token');
+      const r = await create(server.url + V1, bearer('padded-token'));
+      expectError(r, 503, 'M_UNKNOWN');
+      hs.mode = 'normal';
+      expect((await create(server.url + V1, bearer('padded-token'))).status).to.equal(200);
+    });
+
     it('a homeserver answering 500 gives 503 with Retry-After, and nothing is cached', async () => {
       hs.mode = 'error';
       hs.valid.add('flaky-token');

@@ -68,7 +68,7 @@ export class WhoamiVerifier {
       retryAfter = res.headers.get('retry-after');
       contentType = res.headers.get('content-type');
       // Read or discard the body either way, so the connection can be reused.
-      if (status === 200 || status === 401) body = await res.json().catch(() => undefined);
+      if (status === 200 || status === 401) body = await boundedJson(res).catch(() => undefined);
       else await res.body?.cancel();
     } catch (err) {
       if ((err as Error).name === 'TimeoutError') {
@@ -133,3 +133,27 @@ const unavailable = (retryAfter = 1) =>
   new MatrixError(503, 'M_UNKNOWN', 'The homeserver could not check the access token, try again shortly', undefined, {
     'Retry-After': String(retryAfter),
   });
+
+/** A whoami answer is a user id and a device id, an error a line: a body past this is no answer. */
+const MAX_ANSWER_BYTES = 64 * 1024;
+
+/** The body as JSON, read up to MAX_ANSWER_BYTES (undefined past it, or when it is not JSON). */
+async function boundedJson(res: Response): Promise<unknown> {
+  if (Number(res.headers.get('content-length')) > MAX_ANSWER_BYTES || res.body === null) {
+    await res.body?.cancel();
+    return undefined;
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+    size += chunk.byteLength;
+    // Leaving the loop early cancels the stream: the rest is never read.
+    if (size > MAX_ANSWER_BYTES) return undefined;
+    chunks.push(chunk);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}

@@ -5,9 +5,10 @@ import type { AddressInfo } from 'node:net';
  * normal: as described below; slow: never answers; error: 500; soft: unknown tokens get 401 with
  * `soft_logout: true` (an expired token under refresh tokens); blocked: 403 and 401 HTML pages
  * from something in front of the homeserver (403 for tokens starting `forbid`, else 401); limited:
- * 429 M_LIMIT_EXCEEDED with Retry-After: 7.
+ * 429 M_LIMIT_EXCEEDED with Retry-After: 7; huge: a valid token's 200 padded to 4 MiB, sent without
+ * a Content-Length (what no whoami answer is).
  */
-export type HomeserverMode = 'normal' | 'slow' | 'error' | 'soft' | 'blocked' | 'limited';
+export type HomeserverMode = 'normal' | 'slow' | 'error' | 'soft' | 'blocked' | 'limited' | 'huge';
 
 /**
  * A homeserver stand-in on loopback that answers `GET /_matrix/client/v3/account/whoami`: tokens in
@@ -41,6 +42,13 @@ export class FakeHomeserver {
       }
       if (this.mode === 'blocked') {
         res.writeHead(token?.startsWith('forbid') ? 403 : 401, { 'Content-Type': 'text/html' }).end('<html>no</html>');
+        return;
+      }
+      if (this.mode === 'huge' && token !== undefined && this.valid.has(token)) {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.write('{"user_id":"@alice:example.org","pad":"');
+        for (let i = 0; i < 64; i++) res.write('x'.repeat(64 * 1024));
+        res.end('"}');
         return;
       }
       if (token !== undefined && this.valid.has(token)) {
