@@ -1,5 +1,9 @@
 import type { Redis } from 'ioredis';
 import { expect } from 'chai';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import zlib from 'node:zlib';
+import { HttpClient } from '../src/check/http';
 import { Balancer } from './helpers/balancer';
 import { finding, idsWith, runCheck, type CheckRun } from './helpers/check';
 import { freePort } from './helpers/ports';
@@ -312,5 +316,46 @@ describe('rendezvous-server check against a replica serving /metrics on its main
       expect(finding(run, id)?.status, id).to.equal('fail');
       expect(finding(run, id)?.detail, id).to.include('the URL has the path /rendezvous');
     }
+  });
+});
+
+describe("rendezvous-server check's HTTP client", () => {
+  let server: http.Server;
+  let base: string;
+  let client: HttpClient;
+  const zeros = Buffer.alloc(16 * 1024 * 1024);
+  before(async () => {
+    const gzipped = zlib.gzipSync(zeros);
+    server = http.createServer((req, res) => {
+      if (req.url === '/plain') {
+        res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
+        res.end(zeros);
+      } else {
+        // 16 KiB on the wire that inflate to 16 MiB.
+        res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Encoding': 'gzip' });
+        res.end(gzipped);
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    client = new HttpClient();
+  });
+  after(async () => {
+    client.close();
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  it('takes no answer body larger than a rendezvous server could send, compressed or not', async () => {
+    const plain = await client.request({ url: `${base}/plain` }).then(
+      () => 'answered',
+      (err: Error) => err.message,
+    );
+    expect(plain).to.match(/larger than 8 MiB/);
+    const inflated = await client.request({ url: `${base}/gzip` }).then(
+      () => 'answered',
+      (err: Error) => err.message,
+    );
+    expect(inflated).to.match(/did not decode/);
   });
 });

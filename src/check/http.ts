@@ -25,6 +25,12 @@ export interface Ask {
   timeoutMs?: number;
 }
 
+/**
+ * Largest answer body taken, before and after decompression: a session answer is a few KiB, an
+ * error page tens. A larger one is no rendezvous answer, and is not held in memory whole.
+ */
+const MAX_BODY_BYTES = 8 * 1024 * 1024;
+
 /** Browsers and the native clients all accept compression, so proxies that compress show it. */
 const ACCEPT_ENCODING = 'gzip, deflate, br';
 export const ORIGIN = 'https://rendezvous-check.invalid';
@@ -65,7 +71,12 @@ export class HttpClient {
       const sentAt = Date.now();
       const req = lib.request(url, { method: ask.method ?? 'GET', headers, agent }, (res) => {
         const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size > MAX_BODY_BYTES) req.destroy(new Error(`answer body larger than ${MAX_BODY_BYTES / 1048576} MiB`));
+          else chunks.push(c);
+        });
         res.on('error', reject);
         res.on('end', () => {
           const answeredAt = Date.now();
@@ -112,9 +123,10 @@ function headerMap(raw: string[]): Map<string, string[]> {
 
 function decode(body: Buffer, encoding: string | undefined): Buffer {
   if (body.length === 0 || encoding === undefined || encoding === 'identity') return body;
-  if (encoding === 'gzip' || encoding === 'x-gzip') return zlib.gunzipSync(body);
-  if (encoding === 'deflate') return zlib.inflateSync(body);
-  if (encoding === 'br') return zlib.brotliDecompressSync(body);
+  const bounded = { maxOutputLength: MAX_BODY_BYTES };
+  if (encoding === 'gzip' || encoding === 'x-gzip') return zlib.gunzipSync(body, bounded);
+  if (encoding === 'deflate') return zlib.inflateSync(body, bounded);
+  if (encoding === 'br') return zlib.brotliDecompressSync(body, bounded);
   throw new Error(`unknown encoding ${encoding}`);
 }
 
