@@ -4,6 +4,7 @@ import { req } from './helpers/exchange';
 import { parseAnswers, rawExchange } from './helpers/raw';
 import { sharedRedisUrl } from './helpers/redis';
 import { Replica } from './helpers/replica';
+import { CSP } from './helpers/http';
 
 const MSC3886 = '/_matrix/client/unstable/org.matrix.msc3886/rendezvous';
 const MSC4108 = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous';
@@ -134,6 +135,7 @@ describe('Host header that is not a valid authority', function () {
         expect(JSON.parse(a.body), what).to.include({ errcode: 'M_BAD_REQUEST' });
         expect(a.headers['cache-control'], what).to.equal('no-store, no-transform');
         expect(a.headers['x-content-type-options'], what).to.equal('nosniff');
+        expect(a.headers['content-security-policy'], what).to.equal(CSP);
         expect(a.headers['access-control-allow-origin'], what).to.equal('*');
         expect(a.headers['access-control-expose-headers'], what).to.include('ETag');
       }

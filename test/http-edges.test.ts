@@ -5,6 +5,7 @@ import { parseAnswers, rawExchange, type RawAnswer } from './helpers/raw';
 import { loadConfig } from '../src/config';
 import { start, type RunningServer } from '../src/main';
 import { NO_LIMITS, startServer, type TestServer } from './helpers/server';
+import { CSP } from './helpers/http';
 
 /** What every answer carries, whoever writes it (Koa, or the server before Koa sees the request). */
 function expectCommonHeaders(a: RawAnswer): void {
@@ -12,7 +13,7 @@ function expectCommonHeaders(a: RawAnswer): void {
     'cache-control': 'no-store, no-transform',
     pragma: 'no-cache',
     'x-content-type-options': 'nosniff',
-    'content-security-policy': "default-src 'none'; frame-ancestors 'none'; sandbox",
+    'content-security-policy': CSP,
     'access-control-allow-origin': '*',
   });
   expect(a.headers['access-control-expose-headers']).to.include('ETag');

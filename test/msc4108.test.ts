@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { RedisServer } from './helpers/redis';
-import { request, type Reply } from './helpers/http';
+import { CSP, request, type Reply } from './helpers/http';
 import { startServer } from './helpers/server';
 
 const PREFIX = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous';
@@ -14,6 +14,7 @@ function expectCaching(r: Reply): void {
   expect(r.headers['cache-control']).to.equal('no-store, no-transform');
   expect(r.headers['pragma']).to.equal('no-cache');
   expect(r.headers['x-content-type-options']).to.equal('nosniff');
+  expect(r.headers['content-security-policy']).to.equal(CSP);
   expect(r.headers['access-control-allow-origin']).to.equal('*');
   expect(r.headers['access-control-expose-headers']).to.include('ETag');
 }

@@ -3,7 +3,7 @@ import { RedisServer } from './helpers/redis';
 import { Replica } from './helpers/replica';
 import { RedisSessions } from '../src/store/redis';
 import { sessionKey } from '../src/store/format';
-import { request, type Reply } from './helpers/http';
+import { CSP, request, type Reply } from './helpers/http';
 import { startServer } from './helpers/server';
 
 const PATHS = [
@@ -21,6 +21,7 @@ function expectCommon(r: Reply): void {
   expect(r.headers['cache-control']).to.equal('no-store, no-transform');
   expect(r.headers['pragma']).to.equal('no-cache');
   expect(r.headers['x-content-type-options']).to.equal('nosniff');
+  expect(r.headers['content-security-policy']).to.equal(CSP);
   expect(r.headers['access-control-allow-origin']).to.equal('*');
   expect(r.headers['content-length']).to.equal(String(r.body.length));
 }

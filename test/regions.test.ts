@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { converse } from './helpers/exchange';
-import { request, type Reply } from './helpers/http';
+import { CSP, request, type Reply } from './helpers/http';
 import { heldGet } from './helpers/longpoll';
 import { Scrape } from './helpers/metrics';
 import { Replica } from './helpers/replica';
@@ -151,6 +151,7 @@ describe('two regions, each with its own Redis and two replicas, 25 ms apart', f
       // Joined values ("a, a") would show a header sent twice.
       for (const h of RELAYED) expect(forwarded.headers[h], h).to.equal(home.headers[h]);
       expect(forwarded.headers['cache-control']).to.equal('no-store, no-transform');
+      expect(forwarded.headers['content-security-policy']).to.equal(CSP);
       expect(forwarded.headers['access-control-allow-origin']).to.equal('*');
       expect(forwarded.headers['x-rendezvous-peer-refused']).to.equal(undefined);
     }

@@ -1,11 +1,15 @@
 import http from 'node:http';
 import { expect } from 'chai';
 
+/** What keeps a stored payload opened in a browser from running or loading anything. */
+export const CSP = "default-src 'none'; frame-ancestors 'none'; sandbox";
+
 /** The headers every rendezvous answer carries, whatever its status. */
 export function expectCommonHeaders(res: Response): void {
   expect(res.headers.get('cache-control')).to.equal('no-store, no-transform');
   expect(res.headers.get('pragma')).to.equal('no-cache');
   expect(res.headers.get('x-content-type-options')).to.equal('nosniff');
+  expect(res.headers.get('content-security-policy')).to.equal(CSP);
   expect(res.headers.get('access-control-allow-origin')).to.equal('*');
   const exposed = (res.headers.get('access-control-expose-headers') ?? '').toLowerCase().split(/\s*,\s*/);
   expect(exposed).to.include.members(['etag', 'location', 'expires', 'last-modified']);
