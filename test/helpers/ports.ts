@@ -40,10 +40,10 @@ export async function freePort(): Promise<number> {
   for (let attempt = 0; BELOW > low && attempt < 50; attempt++) {
     const port = low + Math.floor(Math.random() * (BELOW - low));
     if (handedOut.has(port)) continue;
-    if ((await tryListen(port)) !== undefined) {
-      handedOut.add(port);
-      return port;
-    }
+    // Reserved before the try: a concurrent call may pick it while this one's probe is closing.
+    handedOut.add(port);
+    if ((await tryListen(port)) !== undefined) return port;
+    handedOut.delete(port);
   }
   for (;;) {
     const port = await tryListen(0);
