@@ -85,7 +85,14 @@ export class HttpClient {
           try {
             body = decode(Buffer.concat(chunks), encoding);
           } catch (err) {
-            reject(new Error(`answer body declared ${encoding} but did not decode: ${(err as Error).message}`));
+            const tooLarge = (err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE';
+            reject(
+              new Error(
+                tooLarge
+                  ? `answer body larger than ${MAX_BODY_BYTES / 1048576} MiB once decoded (${encoding})`
+                  : `answer body declared ${encoding} but did not decode: ${(err as Error).message}`,
+              ),
+            );
             return;
           }
           resolve({
