@@ -58,6 +58,7 @@ export class WhoamiVerifier {
     let body: unknown;
     let retryAfter: string | null;
     let contentType: string | null;
+    let tooLarge = false;
     try {
       const res = await fetch(this.url, {
         headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' },
@@ -68,8 +69,10 @@ export class WhoamiVerifier {
       retryAfter = res.headers.get('retry-after');
       contentType = res.headers.get('content-type');
       // Read or discard the body either way, so the connection can be reused.
-      if (status === 200 || status === 401) body = await boundedJson(res).catch(() => undefined);
-      else await res.body?.cancel();
+      if (status === 200 || status === 401) {
+        body = await boundedJson(res).catch(() => undefined);
+        tooLarge = body === TOO_LARGE;
+      } else await res.body?.cancel();
     } catch (err) {
       if ((err as Error).name === 'TimeoutError') {
         this.warn('timeout', { timeoutMs: this.opts.timeoutMs }, 'homeserver did not answer the token check in time');
@@ -100,7 +103,12 @@ export class WhoamiVerifier {
       const errcode = (answer as { errcode?: unknown } | undefined)?.errcode;
       this.warn(
         'unexpected',
-        { status, contentType, errcode: typeof errcode === 'string' ? errcode : undefined },
+        {
+          status,
+          contentType,
+          errcode: typeof errcode === 'string' ? errcode : undefined,
+          tooLarge: tooLarge ? `over ${MAX_ANSWER_BYTES} bytes` : undefined,
+        },
         'unexpected answer from the homeserver to the token check',
       );
       // A homeserver that says when to come back (429, 503) is passed on, within reason.
@@ -137,18 +145,22 @@ const unavailable = (retryAfter = 1) =>
 /** A whoami answer is a user id and a device id, an error a line: a body past this is no answer. */
 const MAX_ANSWER_BYTES = 64 * 1024;
 
-/** The body as JSON, read up to MAX_ANSWER_BYTES (undefined past it, or when it is not JSON). */
+/** What boundedJson answers for a body past MAX_ANSWER_BYTES (no JSON value is this object). */
+const TOO_LARGE = Symbol('too large');
+
+/** The body as JSON, read up to MAX_ANSWER_BYTES (TOO_LARGE past it; undefined when it is not JSON). */
 async function boundedJson(res: Response): Promise<unknown> {
-  if (Number(res.headers.get('content-length')) > MAX_ANSWER_BYTES || res.body === null) {
+  if (Number(res.headers.get('content-length')) > MAX_ANSWER_BYTES) {
     await res.body?.cancel();
-    return undefined;
+    return TOO_LARGE;
   }
+  if (res.body === null) return undefined;
   const chunks: Uint8Array[] = [];
   let size = 0;
   for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
     size += chunk.byteLength;
     // Leaving the loop early cancels the stream: the rest is never read.
-    if (size > MAX_ANSWER_BYTES) return undefined;
+    if (size > MAX_ANSWER_BYTES) return TOO_LARGE;
     chunks.push(chunk);
   }
   try {
