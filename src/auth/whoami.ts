@@ -58,7 +58,6 @@ export class WhoamiVerifier {
     let body: unknown;
     let retryAfter: string | null;
     let contentType: string | null;
-    let tooLarge = false;
     try {
       const res = await fetch(this.url, {
         headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' },
@@ -69,10 +68,8 @@ export class WhoamiVerifier {
       retryAfter = res.headers.get('retry-after');
       contentType = res.headers.get('content-type');
       // Read or discard the body either way, so the connection can be reused.
-      if (status === 200 || status === 401) {
-        body = await boundedJson(res).catch(() => undefined);
-        tooLarge = body === TOO_LARGE;
-      } else await res.body?.cancel();
+      if (status === 200 || status === 401) body = await boundedJson(res).catch(() => undefined);
+      else await res.body?.cancel();
     } catch (err) {
       if ((err as Error).name === 'TimeoutError') {
         this.warn('timeout', { timeoutMs: this.opts.timeoutMs }, 'homeserver did not answer the token check in time');
@@ -107,7 +104,7 @@ export class WhoamiVerifier {
           status,
           contentType,
           errcode: typeof errcode === 'string' ? errcode : undefined,
-          tooLarge: tooLarge ? `over ${MAX_ANSWER_BYTES} bytes` : undefined,
+          tooLarge: body === TOO_LARGE ? `over ${MAX_ANSWER_BYTES} bytes` : undefined,
         },
         'unexpected answer from the homeserver to the token check',
       );
