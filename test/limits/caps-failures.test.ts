@@ -90,6 +90,13 @@ describe('session caps when a step fails (Redis Cluster: claim and create are se
     return new Redis({ host: '127.0.0.1', port: await portOf(key) });
   }
 
+  /** How a create of `id` ends: 'created', or the name of the error it fails with. */
+  const createOutcome = (id: string): Promise<string> =>
+    backend.sessions.create(input(id)).then(
+      () => 'created',
+      (err: Error) => err.name,
+    );
+
   /** A session id on another node than the caps, so each step can be broken alone. */
   async function idApartFromCaps(): Promise<string> {
     const caps = await portOf(CAPS_KEY);
@@ -124,10 +131,7 @@ describe('session caps when a step fails (Redis Cluster: claim and create are se
     const node = await masterOf(sessionKey(id));
     try {
       await node.call('CLIENT', 'PAUSE', '5000', 'WRITE');
-      const creating = backend.sessions.create(input(id)).then(
-        () => 'created',
-        (err: Error) => err.name,
-      );
+      const creating = createOutcome(id);
       await until('the create to wait in Redis', async () =>
         /flags=b/.test((await node.call('CLIENT', 'LIST')) as string),
       );
@@ -148,10 +152,7 @@ describe('session caps when a step fails (Redis Cluster: claim and create are se
     try {
       // Held past the command timeout but within the claim's grace: it lands after the 503.
       await node.call('CLIENT', 'PAUSE', String(TIMEOUT_MS * 2), 'WRITE');
-      const outcome = await backend.sessions.create(input(id)).then(
-        () => 'created',
-        (err: Error) => err.name,
-      );
+      const outcome = await createOutcome(id);
       expect(outcome).to.equal('StoreUnavailableError');
     } finally {
       node.disconnect();
@@ -170,10 +171,7 @@ describe('session caps when a step fails (Redis Cluster: claim and create are se
       // Both nodes held past two command timeouts: the claim times out (and lands later), and so does
       // the first tombstone put in the create's place; its retry then finds that very tombstone there.
       await Promise.all([capsNode, node].map((n) => n.call('CLIENT', 'PAUSE', String(TIMEOUT_MS * 3), 'WRITE')));
-      const outcome = await backend.sessions.create(input(id)).then(
-        () => 'created',
-        (err: Error) => err.name,
-      );
+      const outcome = await createOutcome(id);
       expect(outcome).to.equal('StoreUnavailableError');
     } finally {
       capsNode.disconnect();
