@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { normaliseCidr } from './limits/cidr';
 import { peerList, regionProblems, type RegionPeer } from './region/settings';
-import { pemFileProblem } from './readable-file';
+import { certificateFileProblem, keyPairProblem, privateKeyFileProblem } from './readable-file';
 
 /**
  * Every setting comes from one table, so validation, defaults and `--help` can never drift apart.
@@ -772,11 +772,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (Boolean(env.RZ_REDIS_TLS_CERT_FILE) !== Boolean(env.RZ_REDIS_TLS_KEY_FILE)) {
     problems.push('RZ_REDIS_TLS_CERT_FILE and RZ_REDIS_TLS_KEY_FILE go together');
   }
-  for (const [name, key] of REDIS_TLS_FILES) {
-    const file = out[key];
-    const problem = typeof file === 'string' ? pemFileProblem(name, file) : undefined;
-    if (problem !== undefined) problems.push(problem);
-  }
+  problems.push(...redisTlsFileProblems(out));
   // Two servers cannot listen on one port; said here rather than as an EADDRINUSE at start.
   if (out.metricsPort !== undefined && out.metricsPort !== 0 && out.metricsPort === out.port) {
     problems.push('RZ_METRICS_PORT must differ from PORT (leave it unset to serve /metrics on the main port)');
@@ -832,11 +828,20 @@ function ignoredRedisSettings(env: NodeJS.ProcessEnv, out: Record<string, unknow
 }
 
 /** The Redis TLS files, read when the connection is made: checked at start with the rest. */
-const REDIS_TLS_FILES = [
-  ['RZ_REDIS_TLS_CA_FILE', 'redisTlsCaFile'],
-  ['RZ_REDIS_TLS_CERT_FILE', 'redisTlsCertFile'],
-  ['RZ_REDIS_TLS_KEY_FILE', 'redisTlsKeyFile'],
-] as const;
+/** Each TLS file read as what it must be, and the client certificate against its key. */
+function redisTlsFileProblems(out: Record<string, unknown>): string[] {
+  const file = (key: keyof Config) => (typeof out[key] === 'string' ? out[key] : undefined);
+  const [ca, cert, key] = [file('redisTlsCaFile'), file('redisTlsCertFile'), file('redisTlsKeyFile')];
+  const caProblem = ca === undefined ? undefined : certificateFileProblem('RZ_REDIS_TLS_CA_FILE', ca);
+  const certProblem = cert === undefined ? undefined : certificateFileProblem('RZ_REDIS_TLS_CERT_FILE', cert);
+  const keyProblem = key === undefined ? undefined : privateKeyFileProblem('RZ_REDIS_TLS_KEY_FILE', key);
+  // Compared only once both halves can be read, so that each problem is said once.
+  const pairProblem =
+    cert !== undefined && key !== undefined && certProblem === undefined && keyProblem === undefined
+      ? keyPairProblem('RZ_REDIS_TLS_CERT_FILE', 'RZ_REDIS_TLS_KEY_FILE', cert, key)
+      : undefined;
+  return [caProblem, certProblem, keyProblem, pairProblem].filter((p) => p !== undefined);
+}
 
 /** `RZ_*` variables no setting reads: most likely a typo that would otherwise pass unnoticed. */
 export function unknownSettings(env: NodeJS.ProcessEnv = process.env): string[] {

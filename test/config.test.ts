@@ -1,9 +1,11 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, SETTINGS, helpText, loadConfig, unknownSettings } from '../src/config';
 import { req } from './helpers/exchange';
-import { PEM_FILE } from './helpers/pem';
+import { KEY_FILE, OTHER_KEY_FILE, PEM_FILE } from './helpers/pem';
 import { RedisServer } from './helpers/redis';
 import { Replica } from './helpers/replica';
 
@@ -265,14 +267,59 @@ describe('configuration mistakes', () => {
   });
 
   it('refuses a certificate, CA or key file that holds no PEM block, naming the setting', () => {
-    expect(problemsOf({ REDIS_URL: 'rediss://r:6380', RZ_REDIS_TLS_CA_FILE: __filename })).to.deep.equal([
-      `RZ_REDIS_TLS_CA_FILE is not a PEM file (${__filename}: no -----BEGIN line)`,
+    const notPem = join(__dirname, '..', 'package.json');
+    expect(problemsOf({ REDIS_URL: 'rediss://r:6380', RZ_REDIS_TLS_CA_FILE: notPem })).to.deep.equal([
+      `RZ_REDIS_TLS_CA_FILE holds no PEM certificate (${notPem}: no -----BEGIN CERTIFICATE----- block)`,
     ]);
     const region = { RZ_REGION: 'eu', RZ_REGION_SECRET: '0123456789abcdef' };
-    expect(problemsOf({ ...region, RZ_REGION_TLS_CA_FILE: __filename })).to.deep.equal([
-      `RZ_REGION_TLS_CA_FILE is not a PEM file (${__filename}: no -----BEGIN line)`,
+    expect(problemsOf({ ...region, RZ_REGION_TLS_CA_FILE: notPem })).to.deep.equal([
+      `RZ_REGION_TLS_CA_FILE holds no PEM certificate (${notPem}: no -----BEGIN CERTIFICATE----- block)`,
     ]);
     expect(problemsOf({ ...region, RZ_REGION_TLS_CA_FILE: PEM_FILE })).to.deep.equal([]);
+    // A key where a CA belongs.
+    expect(problemsOf({ ...region, RZ_REGION_TLS_CA_FILE: KEY_FILE })).to.deep.equal([
+      `RZ_REGION_TLS_CA_FILE holds no PEM certificate (${KEY_FILE}: no -----BEGIN CERTIFICATE----- block)`,
+    ]);
+  });
+
+  it('reads every certificate and key it is given: a damaged one, an encrypted key or a mismatched pair is refused', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rz-pem-bad-'));
+    const file = (name: string, text: string) => {
+      writeFileSync(join(dir, name), text);
+      return join(dir, name);
+    };
+    const certificate = readFileSync(PEM_FILE, 'utf8');
+    // Node's TLS would skip the damaged second certificate without a word.
+    const damaged = file(
+      'bundle.pem',
+      `${certificate}-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n`,
+    );
+    const tls = { REDIS_URL: 'rediss://r:6380' };
+    expect(problemsOf({ ...tls, RZ_REDIS_TLS_CA_FILE: damaged })).to.deep.equal([
+      `RZ_REDIS_TLS_CA_FILE holds a certificate that cannot be read (${damaged}, certificate 2: bad base64 decode)`,
+    ]);
+    const region = { RZ_REGION: 'eu', RZ_REGION_SECRET: '0123456789abcdef', RZ_REGION_TLS_CA_FILE: damaged };
+    expect(problemsOf(region)).to.deep.equal([
+      `RZ_REGION_TLS_CA_FILE holds a certificate that cannot be read (${damaged}, certificate 2: bad base64 decode)`,
+    ]);
+    const pair = (cert: string, key: string) =>
+      problemsOf({ ...tls, RZ_REDIS_TLS_CERT_FILE: cert, RZ_REDIS_TLS_KEY_FILE: key });
+    expect(pair(PEM_FILE, KEY_FILE)).to.deep.equal([]);
+    expect(pair(PEM_FILE, OTHER_KEY_FILE)).to.deep.equal([
+      'RZ_REDIS_TLS_CERT_FILE and RZ_REDIS_TLS_KEY_FILE do not belong together (key values mismatch)',
+    ]);
+    // The halves swapped: each is said wrong, and the pair is not compared on top.
+    expect(pair(KEY_FILE, PEM_FILE)).to.deep.equal([
+      `RZ_REDIS_TLS_CERT_FILE holds no PEM certificate (${KEY_FILE}: no -----BEGIN CERTIFICATE----- block)`,
+      `RZ_REDIS_TLS_KEY_FILE holds no private key that can be read (${PEM_FILE}: unsupported)`,
+    ]);
+    const encrypted = file(
+      'encrypted.pem',
+      '-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n',
+    );
+    expect(pair(PEM_FILE, encrypted)).to.deep.equal([
+      `RZ_REDIS_TLS_KEY_FILE holds an encrypted key (${encrypted}): give it without a passphrase, kept in a Secret`,
+    ]);
   });
 
   it('reports unreadable Redis TLS files and a metrics port equal to PORT with everything else', () => {

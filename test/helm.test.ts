@@ -12,7 +12,7 @@ import { REGION_NAME } from '../src/region/names';
 import { peerList } from '../src/region/settings';
 import { req } from './helpers/exchange';
 import { CHART, helm, helmBinary, notes, one, render, secretFileAt, valueArgs, type K8sObject } from './helpers/helm';
-import { PEM_FILE, pemStandIn } from './helpers/pem';
+import { CERTIFICATE_PEM, KEY_PEM, PEM_FILE } from './helpers/pem';
 import { modelFor, validateObject } from './helpers/k8s-schema';
 
 const ROOT = join(__dirname, '..');
@@ -37,11 +37,11 @@ const CLUSTER_SECRETS: Record<string, Record<string, string>> = {
     'shared-secret': 'stand-in-region-secret-0123456789\n',
     'next-secret': 'stand-in-next-region-secret-0123\n',
   },
-  'rendezvous-region-ca': { 'ca.pem': pemStandIn() },
+  'rendezvous-region-ca': { 'ca.pem': CERTIFICATE_PEM },
   'redis-tls': {
-    'ca.crt': pemStandIn(),
-    'tls.crt': pemStandIn(),
-    'tls.key': pemStandIn('PRIVATE KEY'),
+    'ca.crt': CERTIFICATE_PEM,
+    'tls.crt': CERTIFICATE_PEM,
+    'tls.key': KEY_PEM,
   },
 };
 const REGION_SECRET = CLUSTER_SECRETS['rendezvous-region']!['shared-secret']!;

@@ -34,7 +34,7 @@ describe('Redis topology settings', () => {
     ]);
     expect(problems({ RZ_REDIS_SENTINELS: 's1' })[0]).to.match(/^RZ_REDIS_SENTINELS must be a comma-separated list/);
     expect(problems({ RZ_REDIS_CLUSTER_NODES: 'n1:7000,bad host:1' })[0]).to.match(/^RZ_REDIS_CLUSTER_NODES must/);
-    // A readable certificate (any file will do for this check), without its key.
+    // A readable certificate without its key.
     expect(problems({ REDIS_URL: 'rediss://r', RZ_REDIS_TLS_CERT_FILE: PEM_FILE })).to.deep.equal([
       'RZ_REDIS_TLS_CERT_FILE and RZ_REDIS_TLS_KEY_FILE go together',
     ]);

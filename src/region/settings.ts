@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { readSettingFile, pemFileProblem } from '../readable-file';
+import { readSettingFile, certificateFileProblem } from '../readable-file';
 import { REGION_NAME } from './names';
 
 /** Another region: its name and the base URL its replicas are reached at (no trailing slash). */
@@ -107,7 +107,9 @@ export function regionProblems(env: NodeJS.ProcessEnv, out: Parsed): string[] {
     problems.push('RZ_REGION_ACCEPTED_SECRET is accepted beside RZ_REGION_SECRET, which is not set');
   }
   const ca =
-    out.regionTlsCaFile === undefined ? undefined : pemFileProblem('RZ_REGION_TLS_CA_FILE', out.regionTlsCaFile);
+    out.regionTlsCaFile === undefined
+      ? undefined
+      : certificateFileProblem('RZ_REGION_TLS_CA_FILE', out.regionTlsCaFile);
   if (ca !== undefined) problems.push(ca);
   return problems;
 }

@@ -1,14 +1,25 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/** PEM-shaped text: what the settings check of a certificate, CA or key file looks for. */
-export const pemStandIn = (what = 'CERTIFICATE'): string =>
-  `-----BEGIN ${what}-----\nstand-in\n-----END ${what}-----\n`;
+/**
+ * A throwaway self-signed certificate and its key, made by openssl once per run, for settings that
+ * name a certificate, CA or key file and are only loaded, not used to connect (the settings check
+ * parses what they hold). A second key, which the certificate does not belong to.
+ */
+const dir = mkdtempSync(join(tmpdir(), 'rz-pem-'));
+const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+ssl('ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'key.pem');
+ssl('ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'other-key.pem');
+ssl('req', '-x509', '-key', 'key.pem', '-subj', '/CN=rendezvous-test', '-days', '2', '-out', 'cert.pem');
 
-/** A file holding `pemStandIn()`, for settings that name a PEM file and are only loaded, not used. */
-export const PEM_FILE: string = (() => {
-  const file = join(mkdtempSync(join(tmpdir(), 'rz-pem-')), 'stand-in.pem');
-  writeFileSync(file, pemStandIn());
-  return file;
-})();
+/** A certificate file (it serves as a CA bundle of one too). */
+export const PEM_FILE = join(dir, 'cert.pem');
+/** The key of the certificate in PEM_FILE. */
+export const KEY_FILE = join(dir, 'key.pem');
+/** A key the certificate in PEM_FILE does not belong to. */
+export const OTHER_KEY_FILE = join(dir, 'other-key.pem');
+
+export const CERTIFICATE_PEM = readFileSync(PEM_FILE, 'utf8');
+export const KEY_PEM = readFileSync(KEY_FILE, 'utf8');
