@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../src/config';
@@ -9,6 +10,8 @@ import { freePort } from './helpers/ports';
 import { RedisServer } from './helpers/redis';
 import { everyFamilyExchange, req } from './helpers/exchange';
 import { startServer } from './helpers/server';
+import { Replica } from './helpers/replica';
+import { until } from './helpers/topologies';
 
 /** A private CA with a server certificate for 127.0.0.1 and a client certificate, made by openssl. */
 function makeCertificates(dir: string): void {
@@ -177,5 +180,38 @@ describe('Redis over TLS (rediss://, private CA, client certificate)', () => {
     const err = await new Promise<Error>((resolve) => client.once('error', resolve));
     client.disconnect();
     expect(err.message).to.match(/certificate/i);
+  });
+
+  it('says TLS is the likely mistake when the port does not speak it: silence or a plain-text answer', async () => {
+    const sockets = new Set<Socket>();
+    const listen = (onSocket: (socket: Socket) => void) =>
+      new Promise<Server>((resolve) => {
+        const server = createServer((socket) => {
+          sockets.add(socket);
+          socket.on('error', () => undefined);
+          onSocket(socket);
+        });
+        server.listen(0, '127.0.0.1', () => resolve(server));
+      });
+    // A port that takes the connection and says nothing; one that answers the handshake in plain text.
+    const silent = await listen(() => undefined);
+    const plain = await listen((socket) => socket.once('data', () => socket.end('-ERR unknown command\r\n')));
+    const portOf = (server: Server) => (server.address() as { port: number }).port;
+    const replicas = await Promise.all(
+      [silent, plain].map((server) => Replica.start({ REDIS_URL: `rediss://127.0.0.1:${portOf(server)}` })),
+    );
+    try {
+      for (const replica of replicas) {
+        const connectionError = () => replica.logs.find((line) => line.msg === 'redis connection error');
+        // The silent port's error is the connect timeout, which can come after the replica listens.
+        await until('the connection error to be logged', async () => connectionError() !== undefined);
+        expect(connectionError()!.hint).to.match(/^TLS to Redis is on .*a port that does not speak TLS/);
+      }
+    } finally {
+      await Promise.all(replicas.map((replica) => replica.stop()));
+      for (const socket of sockets) socket.destroy();
+      silent.close();
+      plain.close();
+    }
   });
 });

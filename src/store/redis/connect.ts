@@ -57,9 +57,27 @@ export function redisOptions(config: Pick<Config, 'redisCommandTimeoutMs'>): Red
   };
 }
 
+/** Whether connections to Redis use TLS (a `rediss://` URL or RZ_REDIS_TLS). */
+export function usesTls(config: Pick<RedisConfig, 'redisTls' | 'redisUrl'>): boolean {
+  return config.redisTls || /^rediss:/i.test(config.redisUrl ?? '');
+}
+
+/**
+ * What an operator needs beside a connection error that TLS to a port without it causes: the client's
+ * handshake either meets silence (a timeout) or a plain-text answer (an OpenSSL record error), and
+ * neither names the likely mistake.
+ */
+export function tlsHint(err: Error & { code?: string }, tls: boolean): string | undefined {
+  if (!tls) return undefined;
+  const handshake =
+    /timed? ?out/i.test(err.message) || /wrong version number|packet length too long/i.test(err.message);
+  return handshake
+    ? 'TLS to Redis is on (rediss:// or RZ_REDIS_TLS=true): a port that does not speak TLS fails the handshake like this'
+    : undefined;
+}
+
 function tlsOptions(config: RedisConfig): ConnectionOptions | undefined {
-  const wanted = config.redisTls || /^rediss:/i.test(config.redisUrl ?? '');
-  if (!wanted) return undefined;
+  if (!usesTls(config)) return undefined;
   const tls: ConnectionOptions = { rejectUnauthorized: config.redisTlsRejectUnauthorized };
   if (config.redisTlsCaFile) tls.ca = readFileSync(config.redisTlsCaFile);
   if (config.redisTlsCertFile) tls.cert = readFileSync(config.redisTlsCertFile);

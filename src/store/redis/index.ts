@@ -1,7 +1,7 @@
 import type { Cluster } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Backend, CapLimits } from '../types';
-import { createRedisClient, redisTopology, whenReady, type RedisConfig } from './connect';
+import { createRedisClient, redisTopology, tlsHint, usesTls, whenReady, type RedisConfig } from './connect';
 import { LogThrottle } from '../../log-throttle';
 import { storeFailure, unavailable } from './errors';
 import { inspectRedis } from './inspect';
@@ -36,6 +36,7 @@ export async function createRedisBackend(opts: RedisBackendOptions, log: Logger)
   const topology = redisTopology(opts.redis)!;
   const clustered = topology === 'cluster';
   const client = createRedisClient(opts.redis);
+  const tls = usesTls(opts.redis);
   /** The kind of the error last logged while the connection is down; undefined while it is up. */
   let downFor: string | undefined;
   /** Why the connection is not up, while it is not: what a ping then answers at once. */
@@ -46,7 +47,7 @@ export async function createRedisBackend(opts: RedisBackendOptions, log: Logger)
     // Once per outage, and again when its kind changes (refused credentials after a restart, say).
     const reason = unavailable(err).reason;
     if (downFor !== reason && throttle.take(reason) !== undefined) {
-      log.error({ err: err.message, reason, topology }, 'redis connection error');
+      log.error({ err: err.message, reason, topology, hint: tlsHint(err, tls) }, 'redis connection error');
     }
     downFor = reason;
     if (client.status !== 'ready') connectionError = err;
