@@ -251,6 +251,46 @@ describe("forwarding: a wait longer than this replica's longest", () => {
   });
 });
 
+describe('forwarding: a HEAD is held or refused as the home region holds or refuses it', () => {
+  let eu: TestServer;
+  let us: TestServer;
+  before(async () => {
+    eu = await startServer({ RZ_REGION: 'eu', RZ_REGION_SECRET: SECRET });
+    us = await usReplica(eu.url);
+  });
+  after(async () => {
+    await us.stop();
+    await eu.stop();
+  });
+
+  // The GET handler serves HEAD at home, long-poll included: through a forward it must not be a plain read.
+  it('holds an ETag-family HEAD that asks to wait, and says so', async () => {
+    const created = await request('POST', `${eu.url}${MSC4108}`, { headers: { 'Content-Type': 'text/plain' } });
+    const path = new URL(created.json.url as string).pathname;
+    const headers = { 'If-None-Match': created.headers.etag as string, Prefer: 'wait=1' };
+    for (const base of [eu.url, us.url]) {
+      const started = Date.now();
+      const head = await request('HEAD', `${base}${path}`, { headers });
+      expect(head.status, base).to.equal(304);
+      expect(head.headers['preference-applied'], base).to.equal('wait=1');
+      expect(Date.now() - started, base).to.be.at.least(900);
+    }
+  });
+
+  it('holds an MSC4388 HEAD that asks to wait, and refuses a malformed wait with 400 as at home', async () => {
+    const created = await request('POST', `${eu.url}${MSC4388}`, { headers: JSON_TYPE, body: '{"data":""}' });
+    const path = `${MSC4388}/${created.json.id as string}`;
+    for (const base of [eu.url, us.url]) {
+      const started = Date.now();
+      const head = await request('HEAD', `${base}${path}?sequence_token=1&timeout_ms=1000`);
+      expect(head.status, base).to.equal(200);
+      expect(Date.now() - started, base).to.be.at.least(900);
+      const malformed = await request('HEAD', `${base}${path}?sequence_token=1&timeout_ms=soon`);
+      expect(malformed.status, base).to.equal(400);
+    }
+  });
+});
+
 /**
  * A stand-in home region answering what the test says (`answerWith`), behind a us replica whose
  * breaker opens after two failures and stays open for a minute; hooks of the calling describe.

@@ -162,7 +162,8 @@ export class Forwarder {
     if (blocked > 0) return this.unavailable(peer, 'breaker_open', blocked);
     const method = ctx.method;
     const body = method === 'PUT' ? await readBody(ctx, bodyLimit) : undefined;
-    const askedMs = method === 'GET' ? this.waitOf(ctx, msc4388) : 0;
+    // A HEAD is served by the GET handler at home, which holds it as it holds a GET.
+    const askedMs = method === 'GET' || method === 'HEAD' ? this.waitOf(ctx, msc4388) : 0;
     let waitMs = Math.min(askedMs, this.maxWaitMs);
     // Draining: no new wait is held here (as with local waits); the client polls again elsewhere.
     if (waitMs > 0 && this.lifecycle.draining) return this.shuttingDown(peer);
