@@ -251,7 +251,7 @@ describe("forwarding: a wait longer than this replica's longest", () => {
   });
 });
 
-describe('forwarding: a HEAD is held or refused as the home region holds or refuses it', () => {
+describe('forwarding: a wait is held or refused as the home region holds or refuses it', () => {
   let eu: TestServer;
   let us: TestServer;
   before(async () => {
@@ -287,6 +287,18 @@ describe('forwarding: a HEAD is held or refused as the home region holds or refu
       expect(Date.now() - started, base).to.be.at.least(900);
       const malformed = await request('HEAD', `${base}${path}?sequence_token=1&timeout_ms=soon`);
       expect(malformed.status, base).to.equal(400);
+    }
+  });
+
+  it('answers an unsafe browser fetch with a malformed wait 403, as the home region does', async () => {
+    const created = await request('POST', `${eu.url}${MSC4388}`, { headers: JSON_TYPE, body: '{"data":""}' });
+    const path = `${MSC4388}/${created.json.id as string}?sequence_token=1&timeout_ms=soon`;
+    for (const base of [eu.url, us.url]) {
+      const read = await request('GET', `${base}${path}`, { headers: { 'Sec-Fetch-Dest': 'document' } });
+      expect(read.status, base).to.equal(403);
+      expect(read.json.errcode, base).to.equal('M_FORBIDDEN');
+      const safe = await request('GET', `${base}${path}`);
+      expect(safe.status, base).to.equal(400);
     }
   });
 });

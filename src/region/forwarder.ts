@@ -163,7 +163,8 @@ export class Forwarder {
     const method = ctx.method;
     const body = method === 'PUT' ? await readBody(ctx, bodyLimit) : undefined;
     // A HEAD is served by the GET handler at home, which holds it as it holds a GET.
-    const askedMs = method === 'GET' || method === 'HEAD' ? this.waitOf(ctx, msc4388) : 0;
+    const asked = method === 'GET' || method === 'HEAD' ? this.waitOf(ctx, msc4388) : 0;
+    const askedMs = asked ?? 0;
     let waitMs = Math.min(askedMs, this.maxWaitMs);
     // Draining: no new wait is held here (as with local waits); the client polls again elsewhere.
     if (waitMs > 0 && this.lifecycle.draining) return this.shuttingDown(peer);
@@ -173,7 +174,9 @@ export class Forwarder {
     const held = waitMs > 0 && this.hold(client);
     if (waitMs > 0 && !held) waitMs = 0;
     let headers = this.headersFor(ctx, body, waitMs > 0);
-    let path = peer.basePath + ctx.path + (waitMs > 0 || !msc4388 ? ctx.search : '');
+    // A malformed MSC4388 wait goes home as it came: refused there (400), after what the handler
+    // checks first (an unsafe browser fetch is 403 whatever its query).
+    let path = peer.basePath + ctx.path + (waitMs > 0 || !msc4388 || asked === undefined ? ctx.search : '');
     // A wait over this replica's longest is asked as that: the response timeout below allows no
     // more, whatever the home region's own longest wait.
     if (waitMs > 0 && waitMs < askedMs) ({ path, headers } = this.forWaitOf(waitMs, ctx, peer, headers, msc4388));
@@ -287,10 +290,18 @@ export class Forwarder {
     throw shuttingDown();
   }
 
-  /** The wait this GET asks for, as the handlers read it: MSC4388's from its query alone. */
-  private waitOf(ctx: Context, msc4388: boolean): number {
-    if (msc4388) return sequenceWait(ctx)?.timeoutMs ?? 0;
-    return (preferredWaitSeconds(ctx.get('Prefer')) ?? 0) * 1000;
+  /**
+   * The wait this GET asks for, as the handlers read it: MSC4388's from its query alone; undefined
+   * when that query is malformed (the handler at home refuses it, in its own order).
+   */
+  private waitOf(ctx: Context, msc4388: boolean): number | undefined {
+    if (!msc4388) return (preferredWaitSeconds(ctx.get('Prefer')) ?? 0) * 1000;
+    try {
+      return sequenceWait(ctx)?.timeoutMs ?? 0;
+    } catch (err) {
+      if (err instanceof MatrixError) return undefined;
+      throw err;
+    }
   }
 
   /**
