@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { RateCounters } from '../store/types';
 
 /** An address over its budget, for the rest of the window (or, when it floods, an interval). */
@@ -41,6 +42,13 @@ interface Sent {
   count: number;
   window: number;
   confirms: Confirm[] | undefined;
+}
+
+/** One backend call's counts, under an id the backend adds once however often it is sent. */
+interface Batch {
+  id: string;
+  window: number;
+  entries: Sent[];
 }
 
 export interface BudgetOptions {
@@ -90,6 +98,15 @@ export class SharedBudget {
   private dirty = new Set<Tally>();
   private timer: NodeJS.Timeout | undefined;
   private degraded = false;
+  /**
+   * Batches that got no answer: they may have landed (a command that timed out, a connection cut
+   * after it ran), so they are sent again as they were, under their own ids, never merged into new
+   * counts that the backend would then add a second time.
+   */
+  private lost: Batch[] = [];
+  /** Batch ids: unique to this budget in this process, numbered. */
+  private readonly batchPrefix = randomBytes(9).toString('base64url');
+  private batches = 0;
   private readonly allowance: number;
   private readonly now: () => number;
   private readonly maxAddresses: number;
@@ -168,6 +185,21 @@ export class SharedBudget {
     this.timer = undefined;
     const now = this.now();
     const window = now - (now % this.opts.windowMs);
+    const retrying: Batch[] = [];
+    for (const b of this.lost.splice(0)) {
+      if (b.window === window) retrying.push(b);
+      // Counts of a window that has ended are moot.
+      else for (const e of b.entries) this.ended(e);
+    }
+    if (retrying.length > 0) {
+      // Sent again first, and alone: what was counted since stays counted here (decided from what
+      // this replica knows) until they are answered, so an outage costs one call per slice an
+      // interval rather than one more call every interval.
+      for (const t of this.dirty) this.decideHere(t.confirms, t.known + t.sending, t.window);
+      for (const t of this.dirty) t.confirms = undefined;
+      for (const b of retrying) this.send(b);
+      return;
+    }
     const current: Sent[] = [];
     for (const t of this.dirty) {
       if (t.pending === 0) continue;
@@ -181,28 +213,35 @@ export class SharedBudget {
     }
     this.dirty = new Set();
     this.sweep(now);
-    for (let i = 0; i < current.length; i += MAX_BATCH) this.send(window, current.slice(i, i + MAX_BATCH));
+    for (let i = 0; i < current.length; i += MAX_BATCH) {
+      const id = `${this.batchPrefix}.${++this.batches}`;
+      this.send({ id, window, entries: current.slice(i, i + MAX_BATCH) });
+    }
   }
 
-  private send(window: number, batch: Sent[]): void {
+  private send(batch: Batch): void {
     const failed = () => {
-      // Counted locally from here until the backend answers; the counts go with a later batch.
+      // Counted locally from here until the backend answers; the batch is sent again as it was.
       this.degraded = true;
-      for (const e of batch) this.unanswered(e);
+      for (const e of batch.entries) this.unanswered(e);
+      this.lost.push(batch);
       this.schedule();
     };
     let answer: Promise<number[]>;
     try {
       answer = this.counters.add(
-        { budget: this.opts.name, start: window, ms: this.opts.windowMs },
-        batch.map((e) => [e.t.address, e.count] as const),
+        { budget: this.opts.name, start: batch.window, ms: this.opts.windowMs },
+        batch.entries.map((e) => [e.t.address, e.count] as const),
+        batch.id,
       );
     } catch {
       return failed();
     }
     answer.then((totals) => {
       this.degraded = false;
-      batch.forEach((e, i) => this.answered(e, totals[i]!));
+      batch.entries.forEach((e, i) => this.answered(e, totals[i]!));
+      // What waited behind a batch sent again goes now.
+      if (this.dirty.size > 0) this.schedule();
     }, failed);
   }
 
@@ -238,19 +277,21 @@ export class SharedBudget {
 
   private unanswered(e: Sent): void {
     const { t } = e;
-    t.sending -= e.count;
-    // Sent again with the next batch, ahead of what was counted since.
-    t.pending += e.count;
-    for (const c of t.confirms ?? []) c.seq += e.count;
-    this.dirty.add(t);
-    // What this replica knows is all there is to go by.
-    const first = t.known + t.sending;
-    const retry = new BudgetRefusal(t.window + this.opts.windowMs - this.now());
-    for (const c of e.confirms ?? []) {
+    // Its counts stay in `sending` (they go again, as they were); what this replica knows is all
+    // there is to go by for whoever waited on them.
+    this.decideHere(e.confirms, t.known + t.sending - e.count, t.window);
+    e.confirms = undefined;
+    t.fresh = 0;
+  }
+
+  /** Admits or refuses waiting requests from this replica's count alone: `first` counted before them. */
+  private decideHere(confirms: Confirm[] | undefined, first: number, window: number): void {
+    if (confirms === undefined) return;
+    const retry = new BudgetRefusal(window + this.opts.windowMs - this.now());
+    for (const c of confirms) {
       if (first + c.seq <= this.opts.points) c.resolve();
       else c.reject(retry);
     }
-    t.fresh = 0;
   }
 
   /** Addresses tracked, for tests. */

@@ -48,6 +48,12 @@ export const CAPS_JOURNAL_DETAILS_KEY = 'rz:{:caps}:journal:details';
 export const rateWindowKey = (budget: string, start: number, bucket: number): string =>
   `rz:{:rl}:${budget}:${start}:${bucket}`;
 
+/**
+ * The ids of the batches added to one rate budget's window (in the counts' slot), so that a batch
+ * sent again after its answer was lost is not added twice.
+ */
+export const rateBatchesKey = (budget: string, start: number): string => `rz:{:rl}:${budget}:${start}:batches`;
+
 export const RATE_BUCKETS = 256;
 
 /** The bucket of an address (FNV-1a): the same on every replica, whatever process computes it. */

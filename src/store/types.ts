@@ -171,8 +171,16 @@ export interface RateWindow {
  */
 export interface RateCounters {
   readonly shared: boolean;
-  /** Adds `count` to each address's total in `window`; resolves with the new totals, in order. */
-  add(window: RateWindow, counts: readonly (readonly [address: string, count: number])[]): Promise<number[]>;
+  /**
+   * Adds `count` to each address's total in `window`; resolves with the new totals, in order. A batch
+   * named `batch` is added once in its window however often it is sent: a batch sent again because
+   * its answer was lost (it may have landed) then answers the totals without adding anything.
+   */
+  add(
+    window: RateWindow,
+    counts: readonly (readonly [address: string, count: number])[],
+    batch?: string,
+  ): Promise<number[]>;
 }
 
 /** Whether the backend can hold sessions as promised, beyond merely answering. */

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { RATE_BUCKETS, rateWindowKey } from '../../src/store/format';
+import { RATE_BUCKETS, rateBatchesKey, rateWindowKey } from '../../src/store/format';
 import { BACKEND_KINDS, type BackendPair } from '../helpers/backends';
 
 /** The rate-counter contract, on every backend: batches add up, per address and per window. */
@@ -77,6 +77,29 @@ for (const kind of BACKEND_KINDS) {
         expect(fields).to.equal(5000);
       });
     }
+
+    it('adds a batch sent again (its answer lost: it may have landed) once, answering the totals', async () => {
+      const w = window();
+      const batch = `batch${Math.random()}`;
+      const counts: [string, number][] = [
+        ['192.0.2.31', 3],
+        ['192.0.2.32', 1],
+      ];
+      expect(await pair.a.rates.add(w, counts, batch)).to.deep.equal([3, 1]);
+      expect(await pair.b.rates.add(w, [['192.0.2.32', 2]], `${batch}.2`)).to.deep.equal([3]);
+      // Sent again, from either connection (a replica's next command may take another one).
+      expect(await pair.b.rates.add(w, counts, batch)).to.deep.equal([3, 3]);
+      expect(await pair.a.rates.add(w, counts, batch)).to.deep.equal([3, 3]);
+      // Without an id, every call adds.
+      const sent = Date.now();
+      expect(await pair.a.rates.add(w, [['192.0.2.31', 1]])).to.deep.equal([4]);
+      expect(await pair.a.rates.add(w, [['192.0.2.31', 1]])).to.deep.equal([5]);
+      if (kind.redis) {
+        // Kept as long as the window's counts, no longer.
+        const ttl = await pair.inspect!.pttl(rateBatchesKey(w.budget, w.start));
+        expect(ttl).to.be.within(1, w.start + w.ms - sent + 5000);
+      }
+    });
 
     it('keeps windows apart, and budgets', async () => {
       const w1 = window();

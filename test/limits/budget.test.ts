@@ -16,14 +16,20 @@ class CountingCounters implements RateCounters {
   readonly shared = true;
   calls: number[] = [];
   failing = false;
-  private readonly inner = new MemoryRateCounters(() => 1_000_000);
+  /** The counts land, and the answer is lost (a command that timed out, a connection cut after it ran). */
+  losingAnswers = false;
+  readonly inner = new MemoryRateCounters(() => 1_000_000);
   private answered: (() => void)[] = [];
 
-  add(window: RateWindow, counts: readonly (readonly [string, number])[]): Promise<number[]> {
+  add(window: RateWindow, counts: readonly (readonly [string, number])[], batch?: string): Promise<number[]> {
     this.calls.push(counts.length);
     const done = () => this.answered.splice(0).forEach((f) => f());
     if (this.failing) return Promise.reject(new Error('unreachable')).finally(() => setImmediate(done));
-    return this.inner.add(window, counts).finally(() => setImmediate(done));
+    const landed = this.inner.add(window, counts, batch);
+    if (this.losingAnswers) {
+      return landed.then(() => Promise.reject(new Error('Command timed out'))).finally(() => setImmediate(done));
+    }
+    return landed.finally(() => setImmediate(done));
   }
 
   /** Resolves once the next call has been answered and its answer taken in. */
@@ -174,6 +180,23 @@ describe('shared rate budgets (counted locally, settled in batches)', () => {
     counters.failing = false;
     await counters.nextAnswer();
     expect(counters.calls.at(-1)).to.equal(1);
+  });
+
+  it('counts a batch whose answer was lost once, however often it is sent again', async () => {
+    const counters = new CountingCounters();
+    counters.losingAnswers = true;
+    const budget = new SharedBudget(counters, { ...opts, points: 50 });
+    const window = { budget: opts.name, start: 960_000, ms: opts.windowMs };
+    const admissions = [1, 2, 3].map(() => budget.admit('192.0.2.6'));
+    await counters.nextAnswer();
+    await Promise.all(admissions);
+    // Sent again (the answer said nothing), and its answer lost once more.
+    await counters.nextAnswer();
+    counters.losingAnswers = false;
+    await counters.nextAnswer();
+    expect(counters.calls.length).to.equal(3);
+    // What the shared total holds: the three requests, not once per time they were sent.
+    expect(await counters.inner.add(window, [['192.0.2.6', 0]])).to.deep.equal([3]);
   });
 
   it('counts exactly in one process (memory backend), with no backend call at all', () => {

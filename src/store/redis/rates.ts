@@ -1,4 +1,4 @@
-import { rateBucketOf, rateWindowKey } from '../format';
+import { rateBatchesKey, rateBucketOf, rateWindowKey } from '../format';
 import type { RateCounters, RateWindow } from '../types';
 import { storeFailure } from './errors';
 import type { ScriptedClient } from './scripts';
@@ -16,11 +16,14 @@ export class RedisRateCounters implements RateCounters {
 
   constructor(private readonly cmd: ScriptedClient) {}
 
-  add(window: RateWindow, counts: readonly (readonly [string, number])[]): Promise<number[]> {
-    const keys: string[] = [];
+  add(window: RateWindow, counts: readonly (readonly [string, number])[], batch?: string): Promise<number[]> {
+    const keys: string[] = [rateBatchesKey(window.budget, window.start)];
     /** Key index (1-based, as the script reads it) by bucket. */
     const indexOf = new Map<number, number>();
-    const args: (string | number)[] = [Math.max(KEEP_AFTER_MS, window.start + window.ms - Date.now() + KEEP_AFTER_MS)];
+    const args: (string | number)[] = [
+      Math.max(KEEP_AFTER_MS, window.start + window.ms - Date.now() + KEEP_AFTER_MS),
+      batch ?? '',
+    ];
     for (const [address, count] of counts) {
       const bucket = rateBucketOf(address);
       let index = indexOf.get(bucket);
