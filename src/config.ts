@@ -372,7 +372,7 @@ export const SETTINGS: readonly Setting[] = [
     name: 'RZ_HEADERS_TIMEOUT_MS',
     key: 'headersTimeoutMs',
     expect: 'an integer from 100 to 600000',
-    help: 'Time allowed to receive the request headers (slow clients are cut off)',
+    help: 'Time allowed to receive the request headers (slow clients are cut off); at most RZ_REQUEST_TIMEOUT_MS',
     default: '10000',
     schema: int(100, 600000),
   },
@@ -776,6 +776,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // Two servers cannot listen on one port; said here rather than as an EADDRINUSE at start.
   if (out.metricsPort !== undefined && out.metricsPort !== 0 && out.metricsPort === out.port) {
     problems.push('RZ_METRICS_PORT must differ from PORT (leave it unset to serve /metrics on the main port)');
+  }
+  // Node refuses such a server at start in its own words ("headersTimeout"), naming no setting.
+  const headersMs = out.headersTimeoutMs;
+  const requestMs = out.requestTimeoutMs;
+  if (typeof headersMs === 'number' && typeof requestMs === 'number' && headersMs > requestMs) {
+    problems.push(
+      `RZ_HEADERS_TIMEOUT_MS (${headersMs}) must not exceed RZ_REQUEST_TIMEOUT_MS (${requestMs}): the headers are part of the request`,
+    );
   }
   // Checked on the raw values, so it is reported together with every other problem.
   if (env.RZ_CREATE_POLICY?.trim() === 'authenticated' && !env.RZ_HOMESERVER_URL) {

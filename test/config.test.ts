@@ -342,6 +342,18 @@ describe('configuration mistakes', () => {
     ]);
   });
 
+  it('refuses a header timeout longer than the request timeout, naming both, with everything else', () => {
+    // Node refuses such a server at start with its own words ("headersTimeout" ... "requestTimeout").
+    expect(problemsOf({ RZ_HEADERS_TIMEOUT_MS: '40000', RZ_TTL_SECONDS: '0' })).to.deep.equal([
+      'RZ_TTL_SECONDS must be an integer from 1 to 86400 (got "0": out of range)',
+      'RZ_HEADERS_TIMEOUT_MS (40000) must not exceed RZ_REQUEST_TIMEOUT_MS (30000): the headers are part of the request',
+    ]);
+    expect(problemsOf({ RZ_HEADERS_TIMEOUT_MS: '40000', RZ_REQUEST_TIMEOUT_MS: '40000' })).to.deep.equal([]);
+    const cli = startWith({ RZ_HEADERS_TIMEOUT_MS: '200', RZ_REQUEST_TIMEOUT_MS: '100', PORT: '0' });
+    expect(cli.status).to.equal(2);
+    expect(cli.stderr).to.include('RZ_HEADERS_TIMEOUT_MS (200) must not exceed RZ_REQUEST_TIMEOUT_MS (100)');
+  });
+
   it('reports a missing homeserver URL together with the other problems', () => {
     try {
       loadConfig({ PORT: 'abc', RZ_CREATE_POLICY: 'authenticated' });
