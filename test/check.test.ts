@@ -285,6 +285,27 @@ describe('rendezvous-server check against a server that refuses its creates (rat
   });
 });
 
+describe('rendezvous-server check against a server whose per-address session cap is full', () => {
+  let replica: Replica;
+  before(async () => {
+    replica = await Replica.start({ RZ_MAX_SESSIONS_PER_ADDRESS: '1' });
+  });
+  after(async () => {
+    await replica?.stop();
+  });
+
+  it('says what the server refused (a cap, not the create rate) and names the caps in the fix', async () => {
+    const res = await fetch(`${replica.url}/`, { method: 'POST', body: 'x' });
+    expect(res.status).to.equal(200);
+    const run = await runCheck([replica.url, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    const create = finding(run, 'msc3886.create');
+    expect(create?.status).to.equal('fail');
+    expect(create?.detail).to.include('429 M_LIMIT_EXCEEDED').and.include('Too many live sessions');
+    expect(create?.fix).to.include('RZ_MAX_SESSIONS_PER_ADDRESS');
+  });
+});
+
 describe('rendezvous-server check against a replica serving /metrics on its main port', () => {
   let redis: RedisServer;
   let replica: Replica;

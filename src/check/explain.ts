@@ -11,8 +11,10 @@ export function explain(a: Answer, base: string): { detail: string; fix: string 
   const errcode = typeof json?.errcode === 'string' ? json.errcode : undefined;
   if (a.status === 429) {
     const retry = header(a, 'retry-after');
+    // The server's own words say which limit it was: the create rate, or a cap on live sessions.
+    const said = typeof json?.error === 'string' ? `: "${json.error.replace(/\s+/g, ' ').trim().slice(0, 200)}"` : '';
     return {
-      detail: `the server refused the check with 429 ${errcode ?? ''} (Retry-After: ${retry ?? 'none'})`.trim(),
+      detail: `the server refused the check with ${`429 ${errcode ?? ''}`.trim()} (Retry-After: ${retry ?? 'none'})${said}`,
       fix: FIX.rateLimited,
     };
   }
