@@ -115,7 +115,15 @@ const HOST_NAME = /^(?=.{1,253}$)\w(?:[\w-]{0,61}\w)?(?:\.\w(?:[\w-]{0,61}\w)?)*
 const redisUrl = z
   .string()
   .url()
-  .refine((u) => /^rediss?:\/\//i.test(u));
+  .refine((u) => /^rediss?:\/\//i.test(u))
+  .superRefine((u, ctx) => {
+    // The client SELECTs whatever the path says: anything but a number failed only once Redis answered.
+    // Runs after a failed check too: a value that is no URL at all is reported as such already.
+    if (!URL.canParse(u)) return;
+    if (!/^(\/\d{1,9})?\/?$/.test(new URL(u).pathname)) {
+      explain(ctx, 'its path is the database number, e.g. redis://host:6379/0, or nothing');
+    }
+  });
 
 /** Comma-separated IPs or CIDRs; each is normalised to CIDR form so the parser runs once at start. */
 const cidrList = z.string().transform((v, ctx) => {

@@ -342,6 +342,23 @@ describe('configuration mistakes', () => {
     ]);
   });
 
+  it('refuses a REDIS_URL whose path is not a database number (the client would SELECT it and fail)', () => {
+    for (const url of ['redis://r:6379/abc', 'redis://u:hunter2@r:6379/sessions', 'redis://r/-1']) {
+      const problems = problemsOf({ REDIS_URL: url });
+      expect(problems, url).to.have.length(1);
+      expect(problems[0], url)
+        .to.match(/^REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL \(got ".*": its path is the database number/)
+        .and.not.include('hunter2');
+    }
+    for (const url of ['redis://r:6379', 'redis://r:6379/', 'redis://r:6379/3', 'rediss://u:p@r:6380/15?family=6']) {
+      expect(problemsOf({ REDIS_URL: url }), url).to.deep.equal([]);
+    }
+    // Before, the server started and died of the SELECT's unhandled error once Redis answered.
+    const cli = startWith({ REDIS_URL: 'redis://127.0.0.1:1/abc', PORT: '0' });
+    expect(cli.status).to.equal(2);
+    expect(cli.stderr).to.include('its path is the database number');
+  });
+
   it('refuses a header timeout longer than the request timeout, naming both, with everything else', () => {
     // Node refuses such a server at start with its own words ("headersTimeout" ... "requestTimeout").
     expect(problemsOf({ RZ_HEADERS_TIMEOUT_MS: '40000', RZ_TTL_SECONDS: '0' })).to.deep.equal([
