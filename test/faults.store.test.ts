@@ -220,6 +220,23 @@ describe('readiness and the Redis eviction policy', function () {
     }
   });
 
+  it('refuses a REDIS_URL naming a database this Redis does not have, rather than serve from database 0', async () => {
+    const redis = await RedisServer.start(['--databases', '4']);
+    const [replica] = await startReplicas(1, { REDIS_URL: `${redis.url}/7` });
+    const [good] = await startReplicas(1, { REDIS_URL: `${redis.url}/3` });
+    try {
+      const ready = await req(`${replica!.url}/ready`);
+      expect(ready.status).to.equal(503);
+      const body = (await ready.json()) as { ready: boolean; reason: string };
+      expect(body.reason).to.include('database 7').and.include('REDIS_URL');
+      expect((await req(`${good!.url}/ready`)).status).to.equal(200);
+    } finally {
+      await replica!.stop();
+      await good!.stop();
+      await redis.destroy();
+    }
+  });
+
   it('accepts noeviction', async () => {
     const redis = await RedisServer.start(['--maxmemory', '64mb', '--maxmemory-policy', 'noeviction']);
     const [replica] = await startReplicas(1, { REDIS_URL: redis.url });

@@ -21,6 +21,8 @@ export async function inspectRedis(
 ): Promise<StoreCondition> {
   const nodes = dataNodes(client, clustered);
   if (nodes.length === 0) return { healthy: false, problem: 'unreachable', detail: 'no Redis node is known yet' };
+  const database = clustered ? undefined : await missingDatabase(client as Redis);
+  if (database !== undefined) return database;
   let infos: string[];
   try {
     infos = await Promise.all(nodes.map((node) => node.info('memory')));
@@ -38,4 +40,27 @@ export async function inspectRedis(
     'Set maxmemory-policy noeviction (with a maxmemory bound: a full Redis then refuses creates with 503)' +
     ', or RZ_REDIS_ALLOW_EVICTION=true to accept losing sessions';
   return allowEviction ? { healthy: true, note: detail } : { healthy: false, problem: 'misconfigured', detail };
+}
+
+/**
+ * A database the URL names (`redis://host:6379/7`) that this Redis does not have: the client's
+ * SELECT fails on every connection, is only logged, and the connection goes on in database 0, where
+ * sessions would mix with whatever else lives there. SELECT is sent again here to learn its answer.
+ */
+async function missingDatabase(client: Redis): Promise<StoreCondition | undefined> {
+  const db = client.options.db ?? 0;
+  if (db === 0) return undefined;
+  try {
+    await client.select(db);
+    return undefined;
+  } catch (err) {
+    const message = (err as Error).message;
+    // Anything else (no connection, an ACL without SELECT) says nothing about the database: INFO tells.
+    if (!/DB index is out of range/i.test(message)) return undefined;
+    return {
+      healthy: false,
+      problem: 'misconfigured',
+      detail: `REDIS_URL names database ${db}, which this Redis does not have (its 'databases' setting is lower): name one it has, or none (database 0)`,
+    };
+  }
 }
