@@ -40,6 +40,8 @@ export function redactUrl(text: string): string {
 }
 
 const showUrl = (raw: string): string => JSON.stringify(redactUrl(raw));
+/** A `host:port` list as an error shows it: an item pasted as a URL with a password is masked like one. */
+const showHostPorts = (raw: string): string => JSON.stringify(raw.split(',').map(redactUrl).join(','));
 
 /** Says what exactly is wrong with a value; the error line shows it after the value. */
 function explain(ctx: z.RefinementCtx, message: string): void {
@@ -176,6 +178,7 @@ export const SETTINGS: readonly Setting[] = [
     expect: 'a comma-separated list of host:port',
     help: 'Redis Sentinels to ask for the current master (instead of REDIS_URL)',
     schema: hostPorts.optional(),
+    show: showHostPorts,
   },
   {
     name: 'RZ_REDIS_SENTINEL_MASTER',
@@ -199,6 +202,7 @@ export const SETTINGS: readonly Setting[] = [
     expect: 'a comma-separated list of host:port',
     help: 'Some nodes of a Redis Cluster (the rest are discovered) instead of REDIS_URL',
     schema: hostPorts.optional(),
+    show: showHostPorts,
   },
   {
     name: 'RZ_REDIS_USERNAME',

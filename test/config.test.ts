@@ -161,6 +161,15 @@ describe('secrets in configuration errors', () => {
     }
   });
 
+  it('mask a password in a Sentinel or Cluster node list, which takes no URLs but gets them pasted', () => {
+    for (const name of ['RZ_REDIS_SENTINELS', 'RZ_REDIS_CLUSTER_NODES']) {
+      const [line] = problems({ [name]: 'redis://:s3cret@n1:26379,n2:26379,admin:s3cret@n3:26379' });
+      expect(line, name).to.equal(
+        `${name} must be a comma-separated list of host:port (got "redis://:***@n1:26379,n2:26379,admin:***@n3:26379")`,
+      );
+    }
+  });
+
   it('never show a password setting, even a malformed one', () => {
     for (const name of ['RZ_REDIS_PASSWORD', 'RZ_REDIS_SENTINEL_PASSWORD']) {
       expect(problems({ [name]: '  \t ' })).to.deep.equal([`${name} must be a password (got (value hidden))`]);
