@@ -163,6 +163,7 @@ describe('Helm chart, rendered by helm', function () {
       ['replicaCount', 'three', 'replicaCount'],
       ['config.publicBaseUrl', 'ftp://rendezvous.example.org', 'publicBaseUrl'],
       ['redis.mode', 'memcached', 'mode'],
+      ['redis.url', 'redis://r:6379/sessions', 'url'],
       ['config.publicBaseURL', 'https://typo.example.org', 'publicBaseURL'],
       ['config.extraEnv.RZ-BAD', '1', 'RZ-BAD'],
       ['networkPolicy.egress.redisPorts[0]', '70000', 'redisPorts'],
@@ -1016,6 +1017,26 @@ describe('Helm chart, rendered by helm', function () {
     expect(await notes(['cluster-values.yaml'])).to.include('--metrics-here');
     expect(await notes([REQUIRED_ONLY])).to.not.include('/metrics');
     expect(read('README.md')).to.match(/`metrics\.separatePort: false`[^.]*`--metrics-here`/);
+  });
+
+  it('refuses a Redis URL the server would refuse: a path that is not a database number', () => {
+    const schema = JSON.parse(read('values.schema.json')) as Values;
+    const pattern = new RegExp(schema.properties.redis.properties.url.pattern as string);
+    const takes = (v: string) => refusals({ REDIS_URL: v }).length === 0;
+    for (const v of [
+      'redis://r:6379',
+      'redis://r:6379/',
+      'redis://r:6379/7',
+      'rediss://user:p%2Fss@redis.example:6380/0',
+      'redis://[::1]:6379/2',
+    ]) {
+      expect(pattern.test(v), `schema: ${v}`).to.equal(true);
+      expect(takes(v), `server: ${v}`).to.equal(true);
+    }
+    for (const v of ['redis://r:6379/sessions', 'redis://r:6379/0/x', 'redis://r:6379/-1', 'http://r:6379']) {
+      expect(pattern.test(v), `schema: ${v}`).to.equal(false);
+      expect(takes(v), `server: ${v}`).to.equal(false);
+    }
   });
 
   it('refuses trusted proxies the server would refuse, and a metrics port that is the container or Service port', async () => {
