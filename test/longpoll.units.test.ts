@@ -333,7 +333,7 @@ describe('wake-up notices from replicas of an earlier release', () => {
 async function holdOne(
   lp: LongPoll,
   store: MemorySessions,
-  options: { changed?: (s: Session) => boolean; beforeWait?: () => void } = {},
+  options: { changed?: (s: Session) => boolean; beforeWait?: () => void; waitMs?: number } = {},
 ) {
   const id = await newSession(store, 'msc3886');
   const current = (await store.get(id, 'msc3886'))!;
@@ -346,7 +346,7 @@ async function holdOne(
     family: 'msc3886',
     address: '127.0.0.1',
     current,
-    waitMs: 60_000,
+    waitMs: options.waitMs ?? 60_000,
     changed: options.changed ?? ((s) => s.rev !== current.rev),
     res: res as unknown as ServerResponse,
   });
@@ -357,7 +357,18 @@ async function holdOne(
       contentType: 'text/plain',
       data: Buffer.from(data),
     });
-  return { waiting, result, write };
+  return { waiting, result, write, current };
+}
+
+/** Runs `body` with the clock read as `at` (as after an event loop that fell behind), then restores it. */
+async function clockAt<T>(at: number, body: () => Promise<T>): Promise<T> {
+  const now = Date.now;
+  Date.now = () => at;
+  try {
+    return await body();
+  } finally {
+    Date.now = now;
+  }
 }
 
 const LIMITS = { maxWaitMs: 60_000, maxWaiters: 10, maxWaitersPerAddress: 10 };
@@ -431,6 +442,27 @@ describe('LongPoll waiters', () => {
     const ended = await held.result;
     expect(ended.cause).to.equal('shutdown');
     expect(ended.cause === 'shutdown' && ended.session.rev).to.equal(2);
+    store.close();
+  });
+
+  it('answer 404, not the expired state, when their timer fires after the session expired', async () => {
+    const store = memorySessions();
+    const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
+    // The wait ends long before the expiry, but its timer runs only once the expiry has passed.
+    const held = await holdOne(lp, store, { waitMs: 20 });
+    await held.waiting;
+    const ended = await clockAt(held.current.expiresAt + 1, () => held.result);
+    expect(ended.cause).to.equal('gone');
+    store.close();
+  });
+
+  it('answer 404 at shutdown when the session expired before its expiry timer ran', async () => {
+    const store = memorySessions();
+    const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
+    const held = await holdOne(lp, store);
+    await held.waiting;
+    const ended = await clockAt(held.current.expiresAt, () => (lp.shutdown(), held.result));
+    expect(ended.cause).to.equal('gone');
     store.close();
   });
 

@@ -239,8 +239,13 @@ class Waiter {
     );
   }
 
+  /** Ends the wait with the last state read, or with 404 once that state has expired. */
   endWithCurrent(cause: 'timeout' | 'shutdown'): void {
-    if (!this.done) this.finish({ cause, session: this.held });
+    if (this.done) return;
+    // A timer that fires late (a busy event loop) or a shutdown that comes before the expiry timer
+    // has run may find the session past its expiry: a read would answer 404, and so does the wait.
+    if (this.held.expiresAt <= Date.now()) return this.finish({ cause: 'gone' });
+    this.finish({ cause, session: this.held });
   }
 
   private finish(result: Exclude<WaitResult, { cause: 'refused' }>): void {
