@@ -400,7 +400,7 @@ export const SETTINGS: readonly Setting[] = [
     name: 'RZ_KEEPALIVE_TIMEOUT_MS',
     key: 'keepAliveTimeoutMs',
     expect: 'an integer from 0 to 600000',
-    help: 'Idle keep-alive connections are closed after this time',
+    help: 'Idle keep-alive connections are closed after this time; 0: no keep-alive, every answer closes its connection',
     default: '65000',
     schema: int(0, 600000),
   },

@@ -125,6 +125,24 @@ describe('CONNECT from a client that does not wait for the answer', function () 
   });
 });
 
+describe('RZ_KEEPALIVE_TIMEOUT_MS=0', function () {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer({ RZ_KEEPALIVE_TIMEOUT_MS: '0' });
+  });
+  after(async () => server?.stop());
+
+  it('closes every connection once its answer is sent, rather than keeping it idle with no bound', async () => {
+    const sent = await rawExchange(server.port, 'GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n', {
+      giveUpMs: 10_000,
+    });
+    expect(sent.closedByServer).to.equal(true);
+    const [answer] = parseAnswers(sent.text);
+    expect(answer!.status).to.equal(200);
+    expect(answer!.headers.connection).to.equal('close');
+  });
+});
+
 describe('a server on a port the system picks (PORT=0)', function () {
   let server: RunningServer;
   before(async () => {

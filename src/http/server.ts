@@ -24,6 +24,12 @@ export function createHttpServer(config: Config, metrics: Metrics): http.Server 
     // Node's own answer to an HTTP/1.1 request without Host is a bare 400; hostCheck gives a Matrix one.
     requireHostHeader: false,
   });
+  // Node reads a keep-alive timeout of 0 as no timeout at all, keeping an idle connection for ever;
+  // here 0 means what the setting says, an idle connection is closed at once: no keep-alive.
+  if (config.keepAliveTimeoutMs === 0) {
+    server.on('request', closeAfterAnswer);
+    server.on('checkExpectation', closeAfterAnswer);
+  }
   server.on('clientError', answerClientError);
   // Node hands a CONNECT to this event and, with no listener, closes the connection unanswered. Its
   // target is an authority, never a path here: refused as hostCheck refuses any target but a path.
@@ -34,6 +40,11 @@ export function createHttpServer(config: Config, metrics: Metrics): http.Server 
   server.on('drop', () => refused.labels('max_connections').inc());
   new ConnectionCap(config, () => refused.labels('per_address').inc()).attach(server);
   return server;
+}
+
+/** Makes the answer say `Connection: close`, and Node close the connection once it is sent. */
+function closeAfterAnswer(_req: http.IncomingMessage, res: ServerResponse): void {
+  res.shouldKeepAlive = false;
 }
 
 /** Hands the server's requests to the app. */
