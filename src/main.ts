@@ -7,7 +7,7 @@ import { MeteredSessions } from './store/metered';
 import { LongPoll, longPollLimits } from './longpoll';
 import { createApp } from './http/app';
 import { Lifecycle, Readiness } from './http/health';
-import { createHttpServer, drain, listen, serve } from './http/server';
+import { createHttpServer, drain, keepAccepting, listen, serve } from './http/server';
 import { createMetricsServer } from './http/metrics-server';
 import { checkCommand } from './check/cli';
 
@@ -33,13 +33,14 @@ export async function start(config: Config): Promise<RunningServer> {
   const readiness = new Readiness(backend, config.readiness, lifecycle, log);
   void readiness.start();
   const longPoll = new LongPoll(sessions, backend.wakeups, longPollLimits(config), metrics);
-  const server = createHttpServer(config, metrics);
+  const server = createHttpServer(config, metrics, log);
   const address = await listen(server, config.port, config.host);
   // Nothing is served between the listen and this: the request listener is attached before any
   // connection's events can run, as long as no await comes between the two.
   const served = { ...config, publicBaseUrl: boundBaseUrl(config.publicBaseUrl, address.port) };
   serve(server, createApp({ config: served, backend, sessions, log, lifecycle, readiness, metrics, longPoll }));
   const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, sessions);
+  if (metricsServer) keepAccepting(metricsServer, log);
   const metricsAddress =
     metricsServer && (await listen(metricsServer, config.metricsPort!, config.host, 'HOST, RZ_METRICS_PORT'));
   log.info(

@@ -1,7 +1,12 @@
 import { expect } from 'chai';
 import net from 'node:net';
+import { constants } from 'node:os';
+import { Writable } from 'node:stream';
+import pino from 'pino';
 import { ConnectionCap, ipv4Number } from '../src/http/connection-cap';
+import { createHttpServer, listen } from '../src/http/server';
 import { loadConfig } from '../src/config';
+import { Metrics } from '../src/metrics';
 import { Scrape } from './helpers/metrics';
 import { Replica } from './helpers/replica';
 import { send } from './helpers/send';
@@ -101,6 +106,36 @@ describe('connections per client address', function () {
     expect(full.map((h) => h.served)).to.deep.equal([true, true, true, true, false]);
     expect(await refused(replica, 'max_connections')).to.equal(1);
     expect(await refused(replica, 'per_address')).to.equal(0);
+  });
+});
+
+describe('a connection the system fails to accept', () => {
+  it('is logged, and the server goes on serving (Node would throw it and end the process)', async () => {
+    const lines: { msg: string; code?: string }[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(JSON.parse(chunk.toString()) as { msg: string; code?: string });
+        done();
+      },
+    });
+    const config = loadConfig({ HOST: '127.0.0.1', PORT: '0' });
+    const server = createHttpServer(config, new Metrics({ processMetrics: false }), pino(sink));
+    server.on('request', (_req, res) => res.end('ok'));
+    const { port } = await listen(server, 0, '127.0.0.1');
+    try {
+      // What libuv reports when accept(2) fails: the listening handle's callback with an errno.
+      const handle = (server as unknown as { _handle: { onconnection(err: number): void } })._handle;
+      handle.onconnection(-constants.errno.EMFILE);
+      handle.onconnection(-constants.errno.ENOBUFS);
+      expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).to.equal('ok');
+      expect(lines.map((l) => [l.msg, l.code])).to.deep.equal([
+        ['could not accept a connection', 'EMFILE'],
+        ['could not accept a connection', 'ENOBUFS'],
+      ]);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
 

@@ -2,7 +2,9 @@ import http, { type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type Koa from 'koa';
+import type { Logger } from 'pino';
 import type { Config } from '../config';
+import { LogThrottle } from '../log-throttle';
 import type { Metrics } from '../metrics';
 import { ConnectionCap } from './connection-cap';
 import { COMMON_HEADERS, EXPOSED } from './headers';
@@ -14,7 +16,7 @@ import { headersKept } from './request-limits';
  * all and per client address. It serves nothing until `serve` hands it the app, which is built once
  * the port is known (the default public base URL names it).
  */
-export function createHttpServer(config: Config, metrics: Metrics): http.Server {
+export function createHttpServer(config: Config, metrics: Metrics, log: Logger): http.Server {
   const server = http.createServer({
     maxHeaderSize: config.maxHeaderBytes,
     headersTimeout: config.headersTimeoutMs,
@@ -39,7 +41,25 @@ export function createHttpServer(config: Config, metrics: Metrics): http.Server 
   const refused = metrics.connectionsRefused;
   server.on('drop', () => refused.labels('max_connections').inc());
   new ConnectionCap(config, () => refused.labels('per_address').inc()).attach(server);
+  keepAccepting(server, log);
   return server;
+}
+
+/**
+ * A connection the system could not hand over (no file descriptor left, no kernel memory, or a
+ * network error the kernel reports for a connection not yet accepted) is an `error` on the server,
+ * which Node throws when nothing listens for it: the replica would die with every request it holds.
+ * It is logged instead, once per kind per interval, and the server goes on accepting. A failure to
+ * listen is left to `listen`, which reports it.
+ */
+export function keepAccepting(server: http.Server, log: Logger): void {
+  const throttle = new LogThrottle(10_000);
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    if (!server.listening) return;
+    const unlogged = throttle.take(err.code ?? 'unknown');
+    if (unlogged === undefined) return;
+    log.warn({ err: err.message, code: err.code, unlogged }, 'could not accept a connection');
+  });
 }
 
 /** Makes the answer say `Connection: close`, and Node close the connection once it is sent. */
