@@ -189,6 +189,16 @@ describe('create policy', () => {
       expectError(await request('GET', server.url + V1, { headers: bearer('slow-token-2') }), 504, 'M_UNKNOWN');
     });
 
+    it('a homeserver whose answer stops arriving after its headers gives 504 as well, and nothing is cached', async () => {
+      hs.mode = 'stalled';
+      hs.valid.add('stalled-token');
+      const r = await create(server.url + V1, bearer('stalled-token'));
+      expectError(r, 504, 'M_UNKNOWN');
+      expect(r.headers['retry-after']).to.equal('1');
+      hs.mode = 'normal';
+      expect((await create(server.url + V1, bearer('stalled-token'))).status).to.equal(200);
+    });
+
     it('reads no more of a homeserver answer than a whoami answer can be: a huge one gives 503, not cached', async () => {
       hs.mode = 'huge';
       hs.valid.add('padded-token');

@@ -67,8 +67,9 @@ export class WhoamiVerifier {
       status = res.status;
       retryAfter = res.headers.get('retry-after');
       contentType = res.headers.get('content-type');
-      // Read or discard the body either way, so the connection can be reused.
-      if (status === 200 || status === 401) body = await boundedJson(res).catch(() => undefined);
+      // Read or discard the body either way, so the connection can be reused. A body that breaks
+      // off is no answer; one still arriving when the time is up is a homeserver too slow (below).
+      if (status === 200 || status === 401) body = await boundedJson(res).catch(rethrowTimeout);
       else await res.body?.cancel();
     } catch (err) {
       if ((err as Error).name === 'TimeoutError') {
@@ -123,6 +124,12 @@ export class WhoamiVerifier {
     const unlogged = this.throttle.take(kind);
     if (unlogged !== undefined) this.opts.log.warn({ ...fields, unlogged }, message);
   }
+}
+
+/** A body that could not be read counts as none, unless the time ran out while it was read. */
+function rethrowTimeout(err: unknown): undefined {
+  if ((err as Error).name === 'TimeoutError') throw err;
+  return undefined;
 }
 
 /** Longest Retry-After passed on from the homeserver. */

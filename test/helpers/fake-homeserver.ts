@@ -2,13 +2,14 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 /**
- * normal: as described below; slow: never answers; error: 500; soft: unknown tokens get 401 with
+ * normal: as described below; slow: never answers; stalled: sends a 200's headers and the start of
+ * its body, then nothing more; error: 500; soft: unknown tokens get 401 with
  * `soft_logout: true` (an expired token under refresh tokens); blocked: 403 and 401 HTML pages
  * from something in front of the homeserver (403 for tokens starting `forbid`, else 401); limited:
  * 429 M_LIMIT_EXCEEDED with Retry-After: 7; huge: a valid token's 200 padded to 4 MiB, sent without
  * a Content-Length (what no whoami answer is).
  */
-export type HomeserverMode = 'normal' | 'slow' | 'error' | 'soft' | 'blocked' | 'limited' | 'huge';
+export type HomeserverMode = 'normal' | 'slow' | 'stalled' | 'error' | 'soft' | 'blocked' | 'limited' | 'huge';
 
 /**
  * A homeserver stand-in on loopback that answers `GET /_matrix/client/v3/account/whoami`: tokens in
@@ -29,6 +30,10 @@ export class FakeHomeserver {
       }
       this.calls++;
       if (this.mode === 'slow') return; // never answers; closeAllConnections ends it
+      if (this.mode === 'stalled') {
+        res.writeHead(200, { 'Content-Type': 'application/json' }).write('{"user_id":');
+        return; // the rest never comes
+      }
       if (this.mode === 'error') {
         res.writeHead(500, { 'Content-Type': 'application/json' }).end('{"errcode":"M_UNKNOWN"}');
         return;
