@@ -23,7 +23,7 @@ function expectError(r: Reply, status: number, errcode: string): void {
   expect(r.json.error).to.be.a('string');
 }
 
-const create = (url: string, headers: Record<string, string> = {}) =>
+const create = (url: string, headers: Record<string, string | string[]> = {}) =>
   request('POST', url, { headers: { ...JSON_HEADERS, ...headers }, body: '{"data":""}' });
 
 describe('create policy', () => {
@@ -107,6 +107,28 @@ describe('create policy', () => {
       expectError(long, 401, 'M_UNKNOWN_TOKEN');
       expect(long.json.error).to.not.include('homeserver');
       expect(hs.calls).to.equal(0);
+    });
+
+    it('refuses a request with more than one Authorization header as malformed, whichever comes first', async () => {
+      const twice = [
+        ['Bearer good-token', 'Bearer not-a-token'],
+        ['Bearer not-a-token', 'Bearer good-token'],
+        ['', 'Bearer not-a-token'],
+      ];
+      for (const lines of twice) {
+        const c = await create(server.url + V1, { Authorization: lines });
+        expectError(c, 401, 'M_UNKNOWN_TOKEN');
+        expect(c.json.error).to.equal('A request carries one Authorization header at most');
+        expectError(
+          await request('GET', server.url + V1, { headers: { Authorization: lines } }),
+          401,
+          'M_UNKNOWN_TOKEN',
+        );
+      }
+      expect(hs.calls).to.equal(0);
+      // One line, in any letter case, with spaces around the token, is fine.
+      const one = await create(server.url + V1, { authorization: 'bearer   good-token ' });
+      expect(one.status, one.text).to.equal(200);
     });
 
     it('create with a valid token answers 200 with a session', async () => {

@@ -9,10 +9,26 @@ import { WhoamiVerifier } from './whoami';
  * ignore it (some clients send their access token on every call).
  */
 export interface CreatePolicy {
-  /** Discovery: whether this caller may create. Never refuses a caller without a token. */
-  createAvailable(authorization: string): Promise<boolean>;
+  /**
+   * Discovery: whether this caller may create. Never refuses a caller without a token. Given the
+   * request's Authorization header lines (authorizationLines), as there may be several.
+   */
+  createAvailable(authorization: readonly string[]): Promise<boolean>;
   /** Resolves when this caller may create; throws the Matrix error to answer otherwise. */
-  authorizeCreate(authorization: string): Promise<void>;
+  authorizeCreate(authorization: readonly string[]): Promise<void>;
+}
+
+/**
+ * The values of a request's Authorization header lines, in order. Node keeps only the first of
+ * several, so the policy reads them all: it refuses a request that has more than one.
+ */
+export function authorizationLines(rawHeaders: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length === 13 && name.toLowerCase() === 'authorization') out.push(rawHeaders[i + 1]!);
+  }
+  return out;
 }
 
 /** Longest access token looked at; anything longer is refused without asking the homeserver. */
@@ -30,8 +46,13 @@ export const openPolicy: CreatePolicy = {
 export class AuthenticatedPolicy implements CreatePolicy {
   constructor(private readonly verifier: Pick<WhoamiVerifier, 'verify'>) {}
 
-  /** 'none' when no token was sent; a malformed or oversized header counts as a bad token. */
-  private async verdict(authorization: string): Promise<'none' | 'valid'> {
+  /**
+   * 'none' when no token was sent; a malformed or oversized header counts as a bad token, and so do
+   * several headers (which of them would count is anyone's guess, and one may be a bad token).
+   */
+  private async verdict(lines: readonly string[]): Promise<'none' | 'valid'> {
+    if (lines.length > 1) throw unknownToken('A request carries one Authorization header at most');
+    const authorization = lines[0] ?? '';
     if (authorization === '') return 'none';
     const m = BEARER.exec(authorization);
     // Refused without asking the homeserver, and said so.
@@ -44,11 +65,11 @@ export class AuthenticatedPolicy implements CreatePolicy {
     return 'valid';
   }
 
-  async createAvailable(authorization: string): Promise<boolean> {
+  async createAvailable(authorization: readonly string[]): Promise<boolean> {
     return (await this.verdict(authorization)) === 'valid';
   }
 
-  async authorizeCreate(authorization: string): Promise<void> {
+  async authorizeCreate(authorization: readonly string[]): Promise<void> {
     if ((await this.verdict(authorization)) === 'none') {
       throw new MatrixError(403, 'M_FORBIDDEN', 'Creating a rendezvous session here needs an access token');
     }
