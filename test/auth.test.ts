@@ -196,6 +196,17 @@ describe('create policy', () => {
       expect((await create(server.url + V1, bearer('forbid-me-not'))).status).to.equal(200);
     });
 
+    it('takes a 401 M_MISSING_TOKEN (the token never reached the homeserver) for no verdict: 503, not cached', async () => {
+      hs.mode = 'stripped';
+      hs.valid.add('stripped-token');
+      const r = await create(server.url + V1, bearer('stripped-token'));
+      expectError(r, 503, 'M_UNKNOWN');
+      expect(r.json.soft_logout).to.equal(undefined);
+      expectError(await request('GET', server.url + V1, { headers: bearer('stripped-token') }), 503, 'M_UNKNOWN');
+      hs.mode = 'normal';
+      expect((await create(server.url + V1, bearer('stripped-token'))).status).to.equal(200);
+    });
+
     it("passes a rate-limiting homeserver's Retry-After on with its 503", async () => {
       hs.mode = 'limited';
       const r = await create(server.url + V1, bearer('limited-token'));

@@ -17,8 +17,8 @@ export interface WhoamiOptions {
  * Asks the homeserver whether an access token is valid (`GET /_matrix/client/v3/account/whoami`).
  * Verdicts are cached briefly by token hash; concurrent checks of one token share one call. Only
  * the homeserver's own word makes a token invalid: a 401 with a Matrix errcode (its `soft_logout`
- * kept). Anything else (a 403 or a 401 from something in front of it, a 5xx, no answer) says
- * nothing about the token: 503, or 504 for a homeserver slower than `timeoutMs`, both with
+ * kept). Anything else (a 403 or a 401 from something in front of it, a 401 M_MISSING_TOKEN, which
+ * says the token never reached it, a 5xx, no answer) says nothing about the token: 503, or 504 for a homeserver slower than `timeoutMs`, both with
  * Retry-After, and nothing cached.
  */
 export class WhoamiVerifier {
@@ -95,7 +95,7 @@ export class WhoamiVerifier {
     const answer = body as { user_id?: unknown; errcode?: unknown; soft_logout?: unknown } | undefined;
     if (status === 200 && typeof answer?.user_id === 'string') {
       verdict = 'valid';
-    } else if (status === 401 && typeof answer?.errcode === 'string') {
+    } else if (status === 401 && typeof answer?.errcode === 'string' && answer.errcode !== 'M_MISSING_TOKEN') {
       verdict = answer.soft_logout === true ? 'soft_logout' : 'invalid';
     } else {
       const errcode = (answer as { errcode?: unknown } | undefined)?.errcode;

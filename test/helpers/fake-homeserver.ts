@@ -7,9 +7,11 @@ import type { AddressInfo } from 'node:net';
  * `soft_logout: true` (an expired token under refresh tokens); blocked: 403 and 401 HTML pages
  * from something in front of the homeserver (403 for tokens starting `forbid`, else 401); limited:
  * 429 M_LIMIT_EXCEEDED with Retry-After: 7; huge: a valid token's 200 padded to 4 MiB, sent without
- * a Content-Length (what no whoami answer is).
+ * a Content-Length (what no whoami answer is); stripped: 401 M_MISSING_TOKEN for every call, as when
+ * something in front of the homeserver drops the Authorization header.
  */
-export type HomeserverMode = 'normal' | 'slow' | 'stalled' | 'error' | 'soft' | 'blocked' | 'limited' | 'huge';
+export type HomeserverMode =
+  'normal' | 'slow' | 'stalled' | 'error' | 'soft' | 'blocked' | 'limited' | 'huge' | 'stripped';
 
 /**
  * A homeserver stand-in on loopback that answers `GET /_matrix/client/v3/account/whoami`: tokens in
@@ -43,6 +45,12 @@ export class FakeHomeserver {
         res
           .writeHead(429, { 'Content-Type': 'application/json', 'Retry-After': '7' })
           .end('{"errcode":"M_LIMIT_EXCEEDED","error":"Too many requests","retry_after_ms":7000}');
+        return;
+      }
+      if (this.mode === 'stripped') {
+        res
+          .writeHead(401, { 'Content-Type': 'application/json' })
+          .end('{"errcode":"M_MISSING_TOKEN","error":"Missing access token"}');
         return;
       }
       if (this.mode === 'blocked') {
