@@ -12,14 +12,22 @@ export function parseIp(text: string): ipaddr.IPv4 | ipaddr.IPv6 | null {
   return v6.isIPv4MappedAddress() ? v6.toIPv4Address() : v6;
 }
 
-/** `a.b.c.d`, `a.b.c.d/n`, an IPv6 address or an IPv6 CIDR, as `address/prefix`; null when invalid. */
+/**
+ * `a.b.c.d`, `a.b.c.d/n`, an IPv6 address or an IPv6 CIDR, as `address/prefix`; null when invalid.
+ * An IPv4-mapped range (`::ffff:10.0.0.0/104`) becomes the IPv4 range it covers (`10.0.0.0/8`), as
+ * parseIp makes each address in it the IPv4 address; one wider than the mapped block is refused.
+ */
 export function normaliseCidr(text: string): string | null {
   const slash = text.indexOf('/');
-  const ip = parseIp(slash < 0 ? text : text.slice(0, slash));
+  const address = slash < 0 ? text : text.slice(0, slash);
+  const ip = parseIp(address);
   if (ip === null) return null;
-  const max = ip.kind() === 'ipv4' ? 32 : 128;
+  // Written as IPv6, so its prefix counts the 96 bits in front of the IPv4 address.
+  const mapped = ip.kind() === 'ipv4' && !ipaddr.IPv4.isValidFourPartDecimal(address);
+  const max = ip.kind() === 'ipv4' && !mapped ? 32 : 128;
   const prefix = slash < 0 ? max : Number(text.slice(slash + 1));
   if (!/^\d{1,3}$/.test(slash < 0 ? String(max) : text.slice(slash + 1)) || prefix > max) return null;
+  if (mapped) return prefix < 96 ? null : `${ip.toString()}/${prefix - 96}`;
   return `${ip.toString()}/${prefix}`;
 }
 

@@ -65,6 +65,20 @@ describe('client address', () => {
     expect(addresses().keyOf(req('::ffff:203.0.113.5'))).to.equal('203.0.113.5');
   });
 
+  it('takes an IPv4-mapped range in RZ_TRUSTED_PROXIES for the IPv4 range it covers', () => {
+    expect(loadConfig({ RZ_TRUSTED_PROXIES: '::ffff:10.0.0.0/104, ::ffff:0:0/96' }).trustedProxies).to.deep.equal([
+      '10.0.0.0/8',
+      '0.0.0.0/0',
+    ]);
+    const a = addresses({ RZ_TRUSTED_PROXIES: '::ffff:10.0.0.0/104' });
+    // A dual-stack socket names the proxy as ::ffff:10.1.2.3, an IPv4 one as 10.1.2.3: both are trusted.
+    expect(a.keyOf(req('::ffff:10.1.2.3', { 'x-forwarded-for': '198.51.100.1' }))).to.equal('198.51.100.1');
+    expect(a.keyOf(req('10.1.2.3', { 'x-forwarded-for': '198.51.100.1' }))).to.equal('198.51.100.1');
+    expect(a.keyOf(req('::ffff:11.1.2.3', { 'x-forwarded-for': '198.51.100.1' }))).to.equal('11.1.2.3');
+    // Wider than the mapped block: it would name IPv6 addresses no IPv4 range can hold.
+    expect(() => loadConfig({ RZ_TRUSTED_PROXIES: '::ffff:0:0/80' })).to.throw(/RZ_TRUSTED_PROXIES/);
+  });
+
   it('refuses a malformed RZ_TRUSTED_PROXIES at start', () => {
     expect(() => loadConfig({ RZ_TRUSTED_PROXIES: '10.0.0.0/33' })).to.throw(/RZ_TRUSTED_PROXIES/);
     expect(() => loadConfig({ RZ_TRUSTED_PROXIES: 'proxy.local' })).to.throw(/RZ_TRUSTED_PROXIES/);
