@@ -51,6 +51,7 @@ describe('create policy', () => {
   });
   beforeEach(() => {
     hs.mode = 'normal';
+    hs.retryAfter = '7';
     hs.calls = 0;
   });
 
@@ -212,6 +213,21 @@ describe('create policy', () => {
       const r = await create(server.url + V1, bearer('limited-token'));
       expectError(r, 503, 'M_UNKNOWN');
       expect(r.headers['retry-after']).to.equal('7');
+    });
+
+    it("passes a homeserver's Retry-After on up to 60 s, however long it says", async () => {
+      hs.mode = 'limited';
+      for (const [given, passed] of [
+        ['3600', '60'],
+        ['86400000', '60'],
+        ['9'.repeat(400), '60'],
+        ['Wed, 21 Oct 2015 07:28:00 GMT', '1'],
+      ]) {
+        hs.retryAfter = given!;
+        const r = await create(server.url + V1, bearer('limited-token'));
+        expectError(r, 503, 'M_UNKNOWN');
+        expect(r.headers['retry-after'], given).to.equal(passed);
+      }
     });
 
     it('a slow homeserver gives 504 with Retry-After once RZ_HOMESERVER_TIMEOUT_MS passes, never a hang', async () => {

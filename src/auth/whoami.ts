@@ -137,7 +137,8 @@ const MAX_RETRY_AFTER_SECONDS = 60;
 
 /** A Retry-After in seconds (1 when absent, a date, or nonsense), at most MAX_RETRY_AFTER_SECONDS. */
 function retryAfterSeconds(header: string | null): number {
-  if (header === null || !/^\d{1,6}$/.test(header.trim())) return 1;
+  if (header === null || !/^\d+$/.test(header.trim())) return 1;
+  // However many digits: a long wait is still a long wait (Number gives Infinity past its range).
   return Math.min(MAX_RETRY_AFTER_SECONDS, Math.max(1, Number(header.trim())));
 }
 

@@ -3,11 +3,11 @@ import type { AddressInfo } from 'node:net';
 
 /**
  * normal: as described below; slow: never answers; stalled: sends a 200's headers and the start of
- * its body, then nothing more; error: 500; soft: unknown tokens get 401 with
- * `soft_logout: true` (an expired token under refresh tokens); blocked: 403 and 401 HTML pages
- * from something in front of the homeserver (403 for tokens starting `forbid`, else 401); limited:
- * 429 M_LIMIT_EXCEEDED with Retry-After: 7; huge: a valid token's 200 padded to 4 MiB, sent without
- * a Content-Length (what no whoami answer is); stripped: 401 M_MISSING_TOKEN for every call, as when
+ * its body, then nothing more; error: 500; soft: unknown tokens get 401 with `soft_logout: true`
+ * (an expired token under refresh tokens); blocked: 403 and 401 HTML pages from something in front
+ * of the homeserver (403 for tokens starting `forbid`, else 401); limited: 429 M_LIMIT_EXCEEDED with
+ * the Retry-After in `retryAfter`; huge: a valid token's 200 padded to 4 MiB, sent without a
+ * Content-Length (what no whoami answer is); stripped: 401 M_MISSING_TOKEN for every call, as when
  * something in front of the homeserver drops the Authorization header.
  */
 export type HomeserverMode =
@@ -22,6 +22,8 @@ export class FakeHomeserver {
   mode: HomeserverMode = 'normal';
   readonly valid = new Set<string>();
   calls = 0;
+  /** The Retry-After of a 'limited' answer. */
+  retryAfter = '7';
   private readonly server: http.Server;
 
   private constructor() {
@@ -43,7 +45,7 @@ export class FakeHomeserver {
       const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
       if (this.mode === 'limited') {
         res
-          .writeHead(429, { 'Content-Type': 'application/json', 'Retry-After': '7' })
+          .writeHead(429, { 'Content-Type': 'application/json', 'Retry-After': this.retryAfter })
           .end('{"errcode":"M_LIMIT_EXCEEDED","error":"Too many requests","retry_after_ms":7000}');
         return;
       }
