@@ -310,13 +310,13 @@ describe('forwarding: a wait is held or refused as the home region holds or refu
 function homeBehindBalancer(): {
   home: () => StandInHome;
   us: () => TestServer;
-  answerWith: (answer: (res: http.ServerResponse) => void) => void;
+  answerWith: (answer: (res: http.ServerResponse, req: http.IncomingMessage) => void) => void;
 } {
-  let answer: (res: http.ServerResponse) => void = (res) => res.writeHead(500).end();
+  let answer: (res: http.ServerResponse, req: http.IncomingMessage) => void = (res) => res.writeHead(500).end();
   let home: StandInHome | undefined;
   let us: TestServer | undefined;
   before(async () => {
-    home = await StandInHome.start((_req, res) => answer(res));
+    home = await StandInHome.start((req, res) => answer(res, req));
     us = await usReplica(home.url, { RZ_REGION_BREAKER_FAILURES: '2', RZ_REGION_BREAKER_COOLDOWN_MS: '60000' });
   });
   after(async () => {
@@ -342,6 +342,31 @@ describe("forwarding: a balancer's own error in front of the home region", () =>
       expect(res.json.error).to.equal('store down');
     }
     expect(stand.home().times('GET', `${MSC4108}/${euId(10)}`), 'the breaker stayed closed').to.equal(3);
+  });
+
+  // A HEAD is answered without a body, so no errcode can be read from it.
+  it("relays a replica's own 503 to a HEAD as it is, without counting it against the region", async () => {
+    const error = '{"errcode":"M_UNKNOWN","error":"store down"}';
+    stand.answerWith((res, req) =>
+      res
+        .writeHead(503, {
+          'Content-Type': 'application/json',
+          'Content-Length': String(error.length),
+          'Retry-After': '7',
+          'X-Request-Id': req.headers['x-request-id'],
+        })
+        .end(),
+    );
+    const path = `${MSC4108}/${euId(12)}`;
+    for (let i = 0; i < 3; i++) {
+      const res = await request('HEAD', `${stand.us().url}${path}`);
+      expect(res.status).to.equal(503);
+      expect(res.headers['retry-after']).to.equal('7');
+      expect(res.headers['content-length']).to.equal(String(error.length));
+    }
+    expect(stand.home().times('HEAD', path), 'the breaker stayed closed').to.equal(3);
+    const metrics = await request('GET', `${stand.us().url}/metrics`);
+    expect(metrics.text).not.to.match(/^rendezvous_region_forward_failures_total\{peer="eu",reason="gateway"\}/m);
   });
 
   it('answers 503 M_UNKNOWN with Retry-After for a 502 page that reached no replica, and opens the breaker', async () => {

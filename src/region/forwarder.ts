@@ -231,7 +231,7 @@ export class Forwarder {
       return this.unavailable(peer, outcome.reason, 1000);
     }
     const { status, raw } = outcome;
-    if (status >= 502 && status <= 504 && !isMatrixError(raw, outcome.body)) {
+    if (status >= 502 && status <= 504 && !isReplicaAnswer(raw, outcome.body, method, ctx.state.requestId)) {
       // Not a replica's answer but a balancer's in front of them, which reached none: the region is
       // unreachable, as if the connection had failed (503 here, and a breaker failure). Except a 504
       // ending a held wait: that balancer's read timeout is shorter than the wait, which says nothing
@@ -496,10 +496,14 @@ function comparesAndSets(ifMatch: string): boolean {
 
 /**
  * Every error a replica answers is a Matrix error (JSON with an errcode); a balancer's own error page
- * is not, even a JSON one. Read only for the rare 502-504.
+ * is not, even a JSON one. Read only for the rare 502-504. The answer to a HEAD has no body to read:
+ * a replica's is JSON and echoes the request id it was sent (every answer does), which a balancer's
+ * own page does not; without this a HEAD of a session whose home Redis is down (503 there) counted
+ * against the region and opened its breaker.
  */
-function isMatrixError(raw: string[], body: Buffer): boolean {
+function isReplicaAnswer(raw: string[], body: Buffer, method: string, requestId: string | undefined): boolean {
   if (headerOf(raw, 'content-type')?.startsWith('application/json') !== true) return false;
+  if (method === 'HEAD') return requestId !== undefined && headerOf(raw, 'x-request-id') === requestId;
   try {
     const parsed: unknown = JSON.parse(body.toString('utf8'));
     return typeof (parsed as { errcode?: unknown } | null)?.errcode === 'string';
