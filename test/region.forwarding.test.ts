@@ -62,25 +62,33 @@ class StandInHome {
   }
 }
 
-describe('forwarding: every path spelling the routers take is forwarded', () => {
-  let eu: TestServer;
-  let us: TestServer;
+/** A home region (eu) and a replica of another region (us) forwarding to it, for one describe block. */
+function euAndUs(): { eu: TestServer; us: TestServer } {
+  const regions = {} as { eu: TestServer; us: TestServer };
   before(async () => {
-    eu = await startServer({ RZ_REGION: 'eu', RZ_REGION_SECRET: SECRET });
-    us = await usReplica(eu.url);
+    regions.eu = await startServer({ RZ_REGION: 'eu', RZ_REGION_SECRET: SECRET });
+    regions.us = await usReplica(regions.eu.url);
   });
   after(async () => {
-    await us.stop();
-    await eu.stop();
+    await regions.us.stop();
+    await regions.eu.stop();
   });
+  return regions;
+}
+
+describe('forwarding: every path spelling the routers take is forwarded', () => {
+  const regions = euAndUs();
 
   it('upper-cased prefixes and a trailing slash reach the home region, as they reach the routers there', async () => {
-    const msc3886 = await request('POST', `${eu.url}/`, { headers: { 'Content-Type': 'text/plain' }, body: 'a' });
-    const msc4108 = await request('POST', `${eu.url}${MSC4108}`, {
+    const msc3886 = await request('POST', `${regions.eu.url}/`, {
+      headers: { 'Content-Type': 'text/plain' },
+      body: 'a',
+    });
+    const msc4108 = await request('POST', `${regions.eu.url}${MSC4108}`, {
       headers: { 'Content-Type': 'text/plain' },
       body: 'b',
     });
-    const msc4388 = await request('POST', `${eu.url}${MSC4388}`, {
+    const msc4388 = await request('POST', `${regions.eu.url}${MSC4388}`, {
       headers: JSON_TYPE,
       body: JSON.stringify({ data: 'c' }),
     });
@@ -99,8 +107,8 @@ describe('forwarding: every path spelling the routers take is forwarded', () => 
       `${MSC4388}/${ids.msc4388}/`,
     ];
     for (const path of spellings) {
-      const home = await request('GET', `${eu.url}${path}`);
-      const away = await request('GET', `${us.url}${path}`);
+      const home = await request('GET', `${regions.eu.url}${path}`);
+      const away = await request('GET', `${regions.us.url}${path}`);
       expect(home.status, `${path} at home`).to.equal(200);
       expect(away.status, `${path} through us`).to.equal(200);
       // The same answer (an MSC4388 one counts down its expires_in_ms meanwhile).
@@ -109,19 +117,22 @@ describe('forwarding: every path spelling the routers take is forwarded', () => 
       expect(withoutCountdown(away), path).to.deep.equal(withoutCountdown(home));
     }
     // A txnId write with a trailing slash is the same write through either region.
-    const first = await request('PUT', `${us.url}${MSC4388}/${ids.msc4388}/txn-1/`, {
+    const first = await request('PUT', `${regions.us.url}${MSC4388}/${ids.msc4388}/txn-1/`, {
       headers: JSON_TYPE,
       body: JSON.stringify({ sequence_token: msc4388.json.sequence_token, data: 'd' }),
     });
     expect(first.status).to.equal(200);
-    const read = await request('GET', `${eu.url}${MSC4388}/${ids.msc4388}`);
+    const read = await request('GET', `${regions.eu.url}${MSC4388}/${ids.msc4388}`);
     expect(read.json.data).to.equal('d');
   });
 
   it('counts a forwarded MSC3886 request at the root in its family, as the home region does', async () => {
-    const created = await request('POST', `${eu.url}/`, { headers: { 'Content-Type': 'text/plain' }, body: 'a' });
+    const created = await request('POST', `${regions.eu.url}/`, {
+      headers: { 'Content-Type': 'text/plain' },
+      body: 'a',
+    });
     const count = async (family: string) => {
-      const metrics = await request('GET', `${us.url}/metrics`);
+      const metrics = await request('GET', `${regions.us.url}/metrics`);
       const line = new RegExp(
         `^rendezvous_http_requests_total\\{family="${family}",method="GET",status="200"\\} (\\d+)$`,
         'm',
@@ -129,7 +140,7 @@ describe('forwarding: every path spelling the routers take is forwarded', () => 
       return Number(line.exec(metrics.text)?.[1] ?? 0);
     };
     const before = { msc3886: await count('msc3886'), unmatched: await count('unmatched') };
-    expect((await request('GET', `${us.url}/${created.json.id}`)).status).to.equal(200);
+    expect((await request('GET', `${regions.us.url}/${created.json.id}`)).status).to.equal(200);
     expect(await count('msc3886')).to.equal(before.msc3886 + 1);
     expect(await count('unmatched')).to.equal(before.unmatched);
   });
@@ -252,23 +263,14 @@ describe("forwarding: a wait longer than this replica's longest", () => {
 });
 
 describe('forwarding: a wait is held or refused as the home region holds or refuses it', () => {
-  let eu: TestServer;
-  let us: TestServer;
-  before(async () => {
-    eu = await startServer({ RZ_REGION: 'eu', RZ_REGION_SECRET: SECRET });
-    us = await usReplica(eu.url);
-  });
-  after(async () => {
-    await us.stop();
-    await eu.stop();
-  });
+  const regions = euAndUs();
 
   // The GET handler serves HEAD at home, long-poll included: through a forward it must not be a plain read.
   it('holds an ETag-family HEAD that asks to wait, and says so', async () => {
-    const created = await request('POST', `${eu.url}${MSC4108}`, { headers: { 'Content-Type': 'text/plain' } });
+    const created = await request('POST', `${regions.eu.url}${MSC4108}`, { headers: { 'Content-Type': 'text/plain' } });
     const path = new URL(created.json.url as string).pathname;
     const headers = { 'If-None-Match': created.headers.etag as string, Prefer: 'wait=1' };
-    for (const base of [eu.url, us.url]) {
+    for (const base of [regions.eu.url, regions.us.url]) {
       const started = Date.now();
       const head = await request('HEAD', `${base}${path}`, { headers });
       expect(head.status, base).to.equal(304);
@@ -278,9 +280,9 @@ describe('forwarding: a wait is held or refused as the home region holds or refu
   });
 
   it('holds an MSC4388 HEAD that asks to wait, and refuses a malformed wait with 400 as at home', async () => {
-    const created = await request('POST', `${eu.url}${MSC4388}`, { headers: JSON_TYPE, body: '{"data":""}' });
+    const created = await request('POST', `${regions.eu.url}${MSC4388}`, { headers: JSON_TYPE, body: '{"data":""}' });
     const path = `${MSC4388}/${created.json.id as string}`;
-    for (const base of [eu.url, us.url]) {
+    for (const base of [regions.eu.url, regions.us.url]) {
       const started = Date.now();
       const head = await request('HEAD', `${base}${path}?sequence_token=1&timeout_ms=1000`);
       expect(head.status, base).to.equal(200);
@@ -291,9 +293,9 @@ describe('forwarding: a wait is held or refused as the home region holds or refu
   });
 
   it('answers an unsafe browser fetch with a malformed wait 403, as the home region does', async () => {
-    const created = await request('POST', `${eu.url}${MSC4388}`, { headers: JSON_TYPE, body: '{"data":""}' });
+    const created = await request('POST', `${regions.eu.url}${MSC4388}`, { headers: JSON_TYPE, body: '{"data":""}' });
     const path = `${MSC4388}/${created.json.id as string}?sequence_token=1&timeout_ms=soon`;
-    for (const base of [eu.url, us.url]) {
+    for (const base of [regions.eu.url, regions.us.url]) {
       const read = await request('GET', `${base}${path}`, { headers: { 'Sec-Fetch-Dest': 'document' } });
       expect(read.status, base).to.equal(403);
       expect(read.json.errcode, base).to.equal('M_FORBIDDEN');
