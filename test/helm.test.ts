@@ -343,6 +343,42 @@ describe('Helm chart, rendered by helm', function () {
     expect(r.stderr).to.include('would publish /metrics');
   });
 
+  it('never publishes /metrics through a LoadBalancer or NodePort Service: they get a ClusterIP Service of their own', async () => {
+    for (const type of ['LoadBalancer', 'NodePort']) {
+      const objs = await render([FULL], { 'service.type': type });
+      const services = objs.filter((o) => o.kind === 'Service');
+      const metricsPort = (s: K8sObject) =>
+        (s.spec.ports as { name: string; port: number }[]).some(
+          (p) => p.name === 'metrics' || p.port === values.metrics.port,
+        );
+      for (const s of services.filter((s) => s.spec.type !== 'ClusterIP')) {
+        expect(metricsPort(s), `${type}: ${s.metadata.name}`).to.equal(false);
+      }
+      const scraped = services.filter(metricsPort);
+      expect(scraped, type).to.have.length(1);
+      expect(scraped[0]!.spec.type).to.equal('ClusterIP');
+      expect(scraped[0]!.spec.selector).to.deep.equal(one(objs, 'Deployment').spec.selector.matchLabels);
+      // The ServiceMonitor selects it and scrapes the port it has.
+      const monitor = one(objs, 'ServiceMonitor');
+      for (const [k, v] of Object.entries(monitor.spec.selector.matchLabels as Record<string, string>)) {
+        expect(scraped[0]!.metadata.labels[k], `${type}: label ${k}`).to.equal(v);
+      }
+      expect(monitor.spec.endpoints[0].port).to.equal('metrics');
+      for (const obj of services) expect(() => validateObject(obj)).to.not.throw();
+      // With metrics on the main port, such a Service would publish them: refused.
+      const r = await helm([
+        'template',
+        'rz',
+        CHART,
+        ...valueArgs(['cluster-values.yaml'], { 'service.type': type, 'metrics.separatePort': 'false' }),
+      ]);
+      expect(r.code, type).to.not.equal(0);
+      expect(r.stderr).to.include('would publish /metrics');
+    }
+    // Inside the cluster only (ClusterIP), the one Service carries both ports, as before.
+    expect(objects(REQUIRED_ONLY).filter((o) => o.kind === 'Service')).to.have.length(1);
+  });
+
   it('keeps CORS, ETags and long-polls intact through ingress-nginx', async () => {
     const annotations = one(objects(FULL), 'Ingress').metadata.annotations as Record<string, string>;
     expect(annotations['nginx.ingress.kubernetes.io/enable-cors']).to.equal('false');

@@ -76,6 +76,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail (printf "metrics.port (%s) must differ from service.port (%s): the Service exposes both, and Kubernetes refuses a Service with two ports of one number" (include "rendezvous.envValue" .Values.metrics.port) (include "rendezvous.envValue" .Values.service.port)) }}
 {{- end }}
 {{- end }}
+{{- if and (not .Values.metrics.separatePort) (ne .Values.service.type "ClusterIP") }}
+{{- fail (printf "service.type %s with metrics.separatePort false would publish /metrics (a %s Service is reachable from outside the cluster, and /metrics would be on its port): keep metrics on their own port" .Values.service.type .Values.service.type) }}
+{{- end }}
 {{- $drain := add .Values.config.shutdownDelaySeconds .Values.config.shutdownGraceSeconds }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $drain) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.shutdownDelaySeconds + config.shutdownGraceSeconds (%v), or the kubelet kills pods mid-drain" .Values.terminationGracePeriodSeconds $drain) }}
