@@ -1075,6 +1075,146 @@ describe('Helm chart, rendered by helm', function () {
     }
   });
 
+  it('refuses a public URL, bind address or Redis seed list the server would refuse, and takes what it takes', async () => {
+    const schema = JSON.parse(read('values.schema.json')) as Values;
+    const config = schema.properties.config.properties;
+    const redis = schema.properties.redis.properties;
+    const fields: {
+      name: string;
+      pattern: RegExp;
+      env: (v: string) => Record<string, string>;
+      takes: string[];
+      refuses: string[];
+      alphabet: string[];
+      prefix?: string[];
+    }[] = [
+      {
+        name: 'config.publicBaseUrl',
+        pattern: new RegExp(config.publicBaseUrl.pattern as string),
+        env: (v) => ({ RZ_PUBLIC_BASE_URL: v }),
+        takes: [
+          'https://rendezvous.example.org',
+          'https://example.org/_synapse/client/rendezvous/',
+          'http://10.0.0.5:8080',
+          'https://[2001:db8::1]:8443/rz',
+          'https://rz.example.org.',
+        ],
+        refuses: [
+          'https://user:password@rendezvous.example.org',
+          'https://token@rendezvous.example.org',
+          'https://rendezvous.example.org:65536',
+          'https://[2001:db8::zz]',
+          'https://rendezvous.example.org/?a=1',
+          'ftp://rendezvous.example.org',
+        ],
+        alphabet: [
+          'a',
+          '0',
+          '9',
+          '.',
+          '-',
+          '_',
+          ':',
+          '/',
+          '@',
+          '[',
+          ']',
+          '::1',
+          '1.2.3.4',
+          '999',
+          'rz',
+          '%',
+          '?',
+          ' ',
+          '65535',
+          '65536',
+          '0x1f',
+          'é',
+          '::',
+          '--',
+        ],
+        prefix: ['https://', 'http://'],
+      },
+      {
+        name: 'config.host',
+        pattern: new RegExp(config.host.pattern as string),
+        env: (v) => ({ HOST: v }),
+        takes: ['::', '0.0.0.0', '10.1.2.3', 'fd00::5', 'rendezvous_1', 'pod.example.org'],
+        refuses: ['bad host!', '-pod', '1:::', '[::]', 'http://pod', 'pod:8080'],
+        alphabet: ['a', '0', '9', '.', '-', '_', ':', '::', '1', 'f', '255', '256', 'ffff', ' ', '[', '/'],
+      },
+      {
+        name: 'redis.sentinels',
+        pattern: new RegExp(redis.sentinels.pattern as string),
+        env: (v) => ({ RZ_REDIS_SENTINELS: v }),
+        takes: ['s0.redis:26379', 's0:26379, s1:26379', '[fd00::1]:26379', '10.0.0.1:26379'],
+        refuses: ['redis://s0:26379', 'user@s0:26379', ':password@s0:26379', 's0/0:26379', 's0', 's0:port'],
+        alphabet: [
+          's0',
+          'a',
+          ':26379',
+          ',',
+          ' ',
+          '[',
+          ']',
+          '::1',
+          '.',
+          '-',
+          '_',
+          '@',
+          '/',
+          '26379',
+          'redis://',
+          's1:1,',
+        ],
+      },
+    ];
+    // Each name, a pseudo-random sample: whatever the schema lets through, the server takes.
+    let seed = 7;
+    const next = () => (seed = (seed * 48271) % 2147483647);
+    for (const f of fields) {
+      const takes = (v: string) => refusals(f.env(v)).length === 0;
+      for (const v of f.takes) {
+        expect(f.pattern.test(v), `schema: ${f.name} ${v}`).to.equal(true);
+        expect(takes(v), `server: ${f.name} ${v}`).to.equal(true);
+      }
+      for (const v of f.refuses) {
+        expect(f.pattern.test(v), `schema: ${f.name} ${v}`).to.equal(false);
+        expect(takes(v), `server: ${f.name} ${v}`).to.equal(false);
+      }
+      let through = 0;
+      for (let i = 0; i < 40_000; i++) {
+        const body = Array.from({ length: 1 + (next() % 8) }, () => f.alphabet[next() % f.alphabet.length]).join('');
+        const v = (f.prefix === undefined ? '' : f.prefix[next() % f.prefix.length]) + body;
+        if (!f.pattern.test(v)) continue;
+        through++;
+        expect(takes(v), `${f.name}: ${v}`).to.equal(true);
+      }
+      expect(through, f.name).to.be.greaterThan(100);
+    }
+    expect(redis.clusterNodes.pattern).to.equal(redis.sentinels.pattern);
+    // The Sentinel master name is at most 200 characters, as the server takes it.
+    expect(refusals({ RZ_REDIS_SENTINELS: 's0:26379', RZ_REDIS_SENTINEL_MASTER: 'm'.repeat(201) })).to.have.length(1);
+    expect(redis.sentinelMaster.maxLength).to.equal(200);
+    // Helm reads the patterns alike (Go's regexp), naming the value.
+    for (const [key, value] of [
+      ['config.publicBaseUrl', 'https://user:password@rendezvous.example.org'],
+      ['config.host', 'bad-host-'],
+    ]) {
+      const r = await helm(['template', 'rz', CHART, ...valueArgs([REQUIRED_ONLY], { [key]: value })]);
+      expect(r.code, key).to.not.equal(0);
+      expect(r.stderr, key).to.include(key.split('.')[1]);
+    }
+    const sentinel = await helm([
+      'template',
+      'rz',
+      CHART,
+      ...valueArgs(['sentinel-values.yaml'], { 'redis.sentinels': 'redis://s0.redis:26379' }),
+    ]);
+    expect(sentinel.code).to.not.equal(0);
+    expect(sentinel.stderr).to.include('sentinels');
+  });
+
   it('refuses trusted proxies the server would refuse, and a metrics port that is the container or Service port', async () => {
     const schema = JSON.parse(read('values.schema.json')) as Values;
     const pattern = new RegExp(schema.properties.config.properties.trustedProxies.pattern as string);
