@@ -478,6 +478,41 @@ describe('Helm chart, rendered by helm', function () {
     expect(podEnv(sentinel).RZ_REDIS_SENTINELS).to.equal('s0.redis:26379');
   });
 
+  it('refuses values Kubernetes would refuse, or with which pods never serve, scale or drain', async () => {
+    const refused: [Record<string, string>, string][] = [
+      // Kubernetes refuses the HPA; without a CPU request its utilisation is never computed.
+      [{ 'autoscaling.minReplicas': '11', 'autoscaling.maxReplicas': '10' }, 'autoscaling.minReplicas (11)'],
+      [{ 'resources.requests.cpu': 'null' }, 'resources.requests.cpu'],
+      // No voluntary eviction would ever be allowed: node drains hang.
+      [{ 'podDisruptionBudget.maxUnavailable': '0' }, 'maxUnavailable'],
+      [{ 'podDisruptionBudget.maxUnavailable': '0%' }, 'maxUnavailable'],
+      [{ 'podDisruptionBudget.maxUnavailable': 'one' }, 'maxUnavailable'],
+      // The probes reach the pod at its own address, never its loopback.
+      [{ 'config.host': '127.0.0.1' }, 'config.host 127.0.0.1'],
+      [{ 'config.host': '::1' }, 'config.host ::1'],
+      [{ 'config.host': 'localhost' }, 'config.host localhost'],
+      // /ready waits for a silent Redis this long: a probe timing out first empties the Service.
+      [{ 'config.redisCommandTimeoutMs': '2000' }, 'probes.readiness.timeoutSeconds (2)'],
+    ];
+    for (const [set, message] of refused) {
+      const r = await helm(['template', 'rz', CHART, ...valueArgs([REQUIRED_ONLY], set)]);
+      expect(r.code, JSON.stringify(set)).to.not.equal(0);
+      expect(r.stderr, JSON.stringify(set)).to.include(message);
+    }
+    const taken = await render([REQUIRED_ONLY], {
+      'podDisruptionBudget.maxUnavailable': '25%',
+      'config.redisCommandTimeoutMs': '2500',
+      'probes.readiness.timeoutSeconds': '3',
+      'autoscaling.enabled': 'false',
+      'resources.requests.cpu': 'null',
+      'config.host': '::',
+    });
+    expect(one(taken, 'PodDisruptionBudget').spec.maxUnavailable).to.equal('25%');
+    for (const obj of taken) if (obj.kind !== 'ServiceMonitor') expect(() => validateObject(obj)).to.not.throw();
+    // The defaults keep the probe above the command timeout, as the server's default does.
+    expect(values.probes.readiness.timeoutSeconds * 1000).to.be.greaterThan(loadConfig({}).redisCommandTimeoutMs);
+  });
+
   it('refuses a termination grace period the drain would outlast', async () => {
     const r = await helm(['template', 'rz', CHART, ...valueArgs([FULL], { 'config.shutdownGraceSeconds': '60' })]);
     expect(r.code).to.not.equal(0);

@@ -79,6 +79,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and (not .Values.metrics.separatePort) (ne .Values.service.type "ClusterIP") }}
 {{- fail (printf "service.type %s with metrics.separatePort false would publish /metrics (a %s Service is reachable from outside the cluster, and /metrics would be on its port): keep metrics on their own port" .Values.service.type .Values.service.type) }}
 {{- end }}
+{{- with .Values.config.host }}
+{{- if or (eq (lower .) "localhost") (hasPrefix "127." .) (eq . "::1") }}
+{{- fail (printf "config.host %s is the pod's loopback: the kubelet's probes and the Service reach a pod at its own address, so no pod would ever be ready. Leave it empty (every address) or name an address the pod has" .) }}
+{{- end }}
+{{- end }}
+{{- $probeMs := mul (int .Values.probes.readiness.timeoutSeconds) 1000 }}
+{{- if le (int $probeMs) (int .Values.config.redisCommandTimeoutMs) }}
+{{- fail (printf "probes.readiness.timeoutSeconds (%v) must exceed config.redisCommandTimeoutMs (%v ms): /ready waits that long for a Redis that does not answer, and a probe that times out first takes every pod out of the Service in a Redis outage, where they should stay in to answer clients with the server's JSON 503" .Values.probes.readiness.timeoutSeconds .Values.config.redisCommandTimeoutMs) }}
+{{- end }}
+{{- if .Values.autoscaling.enabled }}
+{{- if gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas) }}
+{{- fail (printf "autoscaling.minReplicas (%v) must not exceed autoscaling.maxReplicas (%v): Kubernetes refuses such a HorizontalPodAutoscaler" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) }}
+{{- end }}
+{{- if not (dig "requests" "cpu" "" .Values.resources) }}
+{{- fail "autoscaling.enabled scales on CPU utilisation, a percentage of resources.requests.cpu: set one (e.g. 100m), or the HorizontalPodAutoscaler can never compute it and never scales" }}
+{{- end }}
+{{- end }}
 {{- $drain := add .Values.config.shutdownDelaySeconds .Values.config.shutdownGraceSeconds }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $drain) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.shutdownDelaySeconds + config.shutdownGraceSeconds (%v), or the kubelet kills pods mid-drain" .Values.terminationGracePeriodSeconds $drain) }}
