@@ -847,6 +847,33 @@ describe('Helm chart, rendered by helm', function () {
     expect(ingressOnly.spec.egress).to.equal(undefined);
   });
 
+  it('lets the pods reach the homeserver through the NetworkPolicy when creates need a token it verifies', async () => {
+    const egressPorts = (objs: K8sObject[]) =>
+      (one(objs, 'NetworkPolicy').spec.egress as { ports: { port: number }[] }[]).flatMap((r) =>
+        r.ports.map((p) => p.port),
+      );
+    const on = { 'networkPolicy.enabled': 'true', 'networkPolicy.egress.enabled': 'true' };
+    for (const [url, port] of [
+      ['http://synapse.matrix.svc:8008', 8008],
+      ['https://matrix.example.org', 443],
+      ['http://matrix.example.org', 80],
+    ] as const) {
+      const objs = await render([REQUIRED_ONLY], {
+        ...on,
+        'config.extraEnv.RZ_CREATE_POLICY': 'authenticated',
+        'config.extraEnv.RZ_HOMESERVER_URL': url,
+      });
+      expect(loadPod(objs).createPolicy).to.equal('authenticated');
+      expect(egressPorts(objs), url).to.include(port);
+    }
+    // An open create policy never calls the homeserver: nothing is opened for it.
+    const open = await render([REQUIRED_ONLY], {
+      ...on,
+      'config.extraEnv.RZ_HOMESERVER_URL': 'https://hs.example.org',
+    });
+    expect(egressPorts(open)).to.not.include(443);
+  });
+
   it('ships a helm test that runs the check against the Service, let in by the NetworkPolicy', () => {
     const full = objects(FULL);
     const pod = one(full, 'Pod', '-check');
