@@ -101,7 +101,20 @@ const hostPorts = z
       .map((x) => x.trim())
       .filter((x) => x !== ''),
   )
-  .pipe(z.array(z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):\d{1,5}$/)).min(1))
+  .pipe(
+    z
+      .array(
+        z
+          .string()
+          .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):\d{1,5}$/)
+          // Five digits say nothing of the range: 99999 would only fail at connect.
+          .refine((hp) => {
+            const port = Number(hp.slice(hp.lastIndexOf(':') + 1));
+            return port >= 1 && port <= 65535;
+          }),
+      )
+      .min(1),
+  )
   .transform((list) =>
     list.map((hp) => {
       const i = hp.lastIndexOf(':');

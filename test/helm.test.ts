@@ -1210,7 +1210,17 @@ describe('Helm chart, rendered by helm', function () {
         pattern: new RegExp(redis.sentinels.pattern as string),
         env: (v) => ({ RZ_REDIS_SENTINELS: v }),
         takes: ['s0.redis:26379', 's0:26379, s1:26379', '[fd00::1]:26379', '10.0.0.1:26379'],
-        refuses: ['redis://s0:26379', 'user@s0:26379', ':password@s0:26379', 's0/0:26379', 's0', 's0:port'],
+        refuses: [
+          'redis://s0:26379',
+          'user@s0:26379',
+          ':password@s0:26379',
+          's0/0:26379',
+          's0',
+          's0:port',
+          's0:0',
+          's0:65536',
+          's0:26379, s1:99999',
+        ],
         alphabet: [
           's0',
           'a',
@@ -1228,6 +1238,9 @@ describe('Helm chart, rendered by helm', function () {
           '26379',
           'redis://',
           's1:1,',
+          ':65535',
+          ':65536',
+          ':0',
         ],
       },
     ];

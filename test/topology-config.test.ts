@@ -34,6 +34,12 @@ describe('Redis topology settings', () => {
     ]);
     expect(problems({ RZ_REDIS_SENTINELS: 's1' })[0]).to.match(/^RZ_REDIS_SENTINELS must be a comma-separated list/);
     expect(problems({ RZ_REDIS_CLUSTER_NODES: 'n1:7000,bad host:1' })[0]).to.match(/^RZ_REDIS_CLUSTER_NODES must/);
+    // A port out of range is refused at start, not at the first connection.
+    for (const port of ['0', '65536', '99999']) {
+      expect(problems({ RZ_REDIS_SENTINELS: `s1:26379,s2:${port}` })[0]).to.match(/^RZ_REDIS_SENTINELS must/);
+      expect(problems({ RZ_REDIS_CLUSTER_NODES: `n1:${port}` })[0]).to.match(/^RZ_REDIS_CLUSTER_NODES must/);
+    }
+    expect(problems({ RZ_REDIS_CLUSTER_NODES: 'n1:1,n2:65535' })).to.deep.equal([]);
     // A readable certificate without its key.
     expect(problems({ REDIS_URL: 'rediss://r', RZ_REDIS_TLS_CERT_FILE: PEM_FILE })).to.deep.equal([
       'RZ_REDIS_TLS_CERT_FILE and RZ_REDIS_TLS_KEY_FILE go together',
