@@ -348,7 +348,12 @@ describe("rendezvous-server check's HTTP client", () => {
   before(async () => {
     const gzipped = zlib.gzipSync(zeros);
     server = http.createServer((req, res) => {
-      if (req.url === '/plain') {
+      if (req.url === '/trickle') {
+        // Headers at once, then a byte now and then, for ever: never idle, never done.
+        res.writeHead(200, { 'Content-Type': 'text/plain' });
+        const drip = setInterval(() => res.write(' '), 20);
+        res.on('close', () => clearInterval(drip));
+      } else if (req.url === '/plain') {
         res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
         res.end(zeros);
       } else {
@@ -365,6 +370,19 @@ describe("rendezvous-server check's HTTP client", () => {
     client.close();
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));
+  });
+
+  it('gives up on an answer whose body trickles in for longer than its timeout', async () => {
+    // Each byte comes well within the timeout: only a deadline for the whole answer ends it.
+    const impatient = new HttpClient(200);
+    const trickled = await impatient
+      .request({ url: `${base}/trickle` })
+      .then(
+        () => 'answered',
+        (err: Error) => err.message,
+      )
+      .finally(() => impatient.close());
+    expect(trickled).to.equal('no answer within 0.2 s');
   });
 
   it('takes no answer body larger than a rendezvous server could send, compressed or not', async () => {

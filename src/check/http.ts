@@ -67,7 +67,8 @@ export class HttpClient {
     const headers: Record<string, string> = { 'Accept-Encoding': ACCEPT_ENCODING, Origin: ORIGIN, ...ask.headers };
     if (ask.body !== undefined) headers['Content-Length'] = String(Buffer.byteLength(ask.body));
     const timeoutMs = ask.timeoutMs ?? this.defaultTimeoutMs;
-    return new Promise((resolve, reject) => {
+    let deadline: NodeJS.Timeout | undefined;
+    return new Promise<Answer>((resolve, reject) => {
       const sentAt = Date.now();
       const req = lib.request(url, { method: ask.method ?? 'GET', headers, agent }, (res) => {
         const chunks: Buffer[] = [];
@@ -105,10 +106,13 @@ export class HttpClient {
           });
         });
       });
-      req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)));
+      // One deadline for the whole exchange (connecting, the answer's head, its whole body): an
+      // idle timeout alone never ends a connect to a host that drops packets, nor a body that
+      // trickles in a byte at a time.
+      deadline = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs);
       req.on('error', reject);
       req.end(ask.body);
-    });
+    }).finally(() => clearTimeout(deadline));
   }
 
   close(): void {
