@@ -198,6 +198,15 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
     await expectNoSessionLeft(redis);
   });
 
+  it('passes when a proxy blocks /metrics by closing the connection without an answer (nginx `return 444;`)', async () => {
+    proxy = await TestProxy.start(replica.port, { dropAnswer: (req) => /^\/metrics/i.test(req.url ?? '') });
+    const run = await runCheck([proxy.url, '--json']);
+    expect(proxy.dropped, shown(run)).to.be.greaterThan(0);
+    expect(finding(run, 'metrics.public')?.status, shown(run)).to.equal('pass');
+    expect(finding(run, 'metrics.public')!.detail).to.include('no answer at all for /metrics');
+    expect(run.code, shown(run)).to.equal(0);
+  });
+
   it('passes behind a homeserver that routes only the rendezvous paths to it and answers the rest itself', async () => {
     proxy = await TestProxy.start(replica.port, {
       routes: (target) => /^\/_matrix\/client\/[^/]+\/([^/]+\/)?rendezvous(\/|$|\?)/.test(target),

@@ -12,14 +12,16 @@ const SPELLINGS = ['/metrics', '/metrics/', '/METRICS', '/Metrics'];
 export async function checkPublicMetrics(ctx: CheckContext): Promise<void> {
   const title = '/metrics is not reachable at the public URL';
   const exposed: string[] = [];
+  const unanswered: string[] = [];
   for (const path of SPELLINGS) {
     try {
       const a = await ctx.http.request({ url: ctx.base + path });
       const text = a.body.toString('utf8');
       if (a.status === 200 && (text.includes('# HELP') || text.includes('rendezvous_'))) exposed.push(path);
     } catch (err) {
-      ctx.report.fail('metrics.public', title, `no answer for ${path}: ${reason(err)}`, FIX.proxyError);
-      return;
+      // A connection closed without an answer (nginx `return 444;`, a common way to block a path)
+      // shows nothing to anyone: no metrics are exposed there.
+      unanswered.push(`${path} (${reason(err)})`);
     }
   }
   if (exposed.length > 0 && ctx.metricsHere) {
@@ -37,6 +39,7 @@ export async function checkPublicMetrics(ctx: CheckContext): Promise<void> {
       FIX.metrics,
     );
   } else {
-    ctx.report.pass('metrics.public', title, `${SPELLINGS.join(', ')}: none answers with metrics`);
+    const closed = unanswered.length > 0 ? `; no answer at all for ${unanswered.join(', ')}` : '';
+    ctx.report.pass('metrics.public', title, `${SPELLINGS.join(', ')}: none answers with metrics${closed}`);
   }
 }
