@@ -174,6 +174,22 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
     expect(finding(run, 'cors.headers')!.fix).to.include('enable-cors');
   });
 
+  it('fails naming the ETag when a proxy strips it from every answer, and deletes the sessions it created', async () => {
+    proxy = await TestProxy.start(replica.port, { headers: (h) => delete h.etag });
+    const run = await runCheck([proxy.url, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    for (const id of ['msc4108.create', 'msc3886.create']) {
+      const create = finding(run, id);
+      expect(create?.status, `${id}: ${shown(run)}`).to.equal('fail');
+      expect(create!.detail, id).to.include('with a session but no ETag').and.not.include('not the rendezvous server');
+      expect(create!.fix, id).to.include('proxy_hide_header ETag');
+    }
+    // A session at / is the server's own answer, not a homeserver's route elsewhere.
+    expect(finding(run, 'msc3886.root'), shown(run)).to.equal(undefined);
+    expect(finding(run, 'cleanup'), shown(run)).to.equal(undefined);
+    await expectNoSessionLeft(redis);
+  });
+
   it('passes with a warning about ETags when a proxy gzips answers and weakens their ETags', async () => {
     proxy = await TestProxy.start(replica.port, { gzip: true });
     const run = await runCheck([proxy.url, '--json']);

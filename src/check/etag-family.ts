@@ -25,7 +25,8 @@ export interface EtagSession {
 const OPAQUE_ID = /^[A-Za-z0-9._~-]{1,255}$/;
 const TEXT = { 'Content-Type': 'text/plain' };
 
-export type Created = { session: EtagSession } | { answer: Answer };
+/** `sessionWithoutEtag`: the answer created a session (tracked for deletion) but came without an ETag. */
+export type Created = { session: EtagSession } | { answer: Answer; sessionWithoutEtag?: true };
 
 /** POSTs a session; the answer is returned as is when it is not a create of this family. */
 export async function createEtagSession(
@@ -51,11 +52,13 @@ export async function createEtagSession(
     id = json.id;
     publicUrl = header(a, 'location');
   }
-  const etag = header(a, 'etag');
-  if (id === undefined || !OPAQUE_ID.test(id) || etag === undefined) return { answer: a };
+  if (id === undefined || !OPAQUE_ID.test(id)) return { answer: a };
   // The check talks to the URL it was given: the handed-out URL may name a host only clients reach.
   const url = `${ctx.base}${fam.sessionPrefix}/${id}`;
+  // Created, whatever else is wrong with the answer: it is deleted at the end.
   ctx.cleanup.track(url, [204]);
+  const etag = header(a, 'etag');
+  if (etag === undefined) return { answer: a, sessionWithoutEtag: true };
   return { session: { url, publicUrl, etag, created: a } };
 }
 
@@ -76,7 +79,14 @@ export async function checkEtagFamily(
     if (created === undefined) return undefined;
     // A limit or an outage is this server's answer, whatever the path: reported, not taken for a
     // homeserver that routes elsewhere.
-    if ('session' in created || i === places.length - 1 || [429, 503].includes(created.answer.status)) break;
+    if (
+      'session' in created ||
+      created.sessionWithoutEtag === true ||
+      i === places.length - 1 ||
+      [429, 503].includes(created.answer.status)
+    ) {
+      break;
+    }
     disown(ctx, created.answer);
     ctx.report.skip(
       `${fam.family}.root`,
@@ -93,6 +103,15 @@ export async function checkEtagFamily(
         'msc4108',
         name,
         `creates are delegated (307) to ${location} (RZ_MSC4108_DELEGATE_URL): run the check against that server`,
+      );
+      return undefined;
+    }
+    if (created.sessionWithoutEtag === true) {
+      ctx.report.fail(
+        id('create'),
+        `${name} create`,
+        `${created.answer.status} with a session but no ETag (the server sends one with every session answer, so something in front strips it): clients cannot write (If-Match) or poll (If-None-Match), and Element Web fails with "ETag missing"`,
+        FIX.validators,
       );
       return undefined;
     }
