@@ -365,6 +365,40 @@ describe('rendezvous-server check against a replica serving /metrics on its main
   });
 });
 
+describe('rendezvous-server check against a URL that redirects (http:// to https://)', () => {
+  let server: http.Server;
+  let base: string;
+  before(async () => {
+    // What a TLS-only site answers on its plain-HTTP port, for every path and method.
+    server = http.createServer((req, res) => {
+      req.resume();
+      res
+        .writeHead(301, { Location: `https://rendezvous.example.org${req.url}`, 'Content-Type': 'text/html' })
+        .end('<html><head><title>301 Moved Permanently</title></head></html>');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  it('names the redirect and where it goes, and takes its headers for no evidence about the server', async () => {
+    const run = await runCheck([base, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    const create = finding(run, 'msc4108.create');
+    expect(create?.status, shown(run)).to.equal('fail');
+    expect(create!.detail).to.include(
+      '301 redirect to https://rendezvous.example.org/_matrix/client/unstable/org.matrix.msc4108/rendezvous',
+    );
+    expect(create!.fix).to.include('the redirect points at');
+    // The redirect's own missing Cache-Control and CORS headers say nothing about the server's.
+    expect(finding(run, 'cache-control'), shown(run)).to.equal(undefined);
+    expect(finding(run, 'cors.headers'), shown(run)).to.equal(undefined);
+  });
+});
+
 describe("rendezvous-server check's HTTP client", () => {
   let server: http.Server;
   let base: string;

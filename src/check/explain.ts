@@ -40,6 +40,15 @@ export function explain(a: Answer, base: string): { detail: string; fix: string 
       fix: FIX.routing,
     };
   }
+  if (a.status >= 300 && a.status < 400 && a.status !== 304) {
+    // The server redirects nothing of this (MSC4108's delegation is looked at before): something in
+    // front does, most often from http:// to https://.
+    const location = header(a, 'location');
+    return {
+      detail: `${a.status} redirect to ${location ?? '(no Location)'} instead of the server's answer: something in front redirects this URL`,
+      fix: FIX.redirect,
+    };
+  }
   if (errcode === undefined) {
     return {
       detail: `${summarise(a)}: that is not the rendezvous server answering (it answers Matrix JSON errors)`,

@@ -20,14 +20,15 @@ const tokens = (value: string | undefined) =>
  * caching headers, CORS headers, and ETags (present, and strong or at least accepted when weak).
  */
 export function checkHeaders(ctx: CheckContext): void {
-  // Proxy error pages and refusals are reported where they happened, and an error that is no Matrix
-  // error came from something else than the server (a path a homeserver does not route to it): none
-  // of them is evidence here.
+  // Proxy error pages and redirects (the server sends none here) and refusals are reported where
+  // they happened, and an error that is no Matrix error came from something else than the server
+  // (a path a homeserver does not route to it): none of them is evidence here.
   const seen = ctx.seen.filter(
     (s) =>
       s.foreign !== true &&
       s.answer.status < 500 &&
       s.answer.status !== 429 &&
+      (s.answer.status < 300 || s.answer.status >= 400 || s.answer.status === 304) &&
       (s.answer.status < 400 || typeof jsonOf(s.answer)?.errcode === 'string'),
   );
   if (seen.length === 0) return;
