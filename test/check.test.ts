@@ -3,6 +3,7 @@ import { expect } from 'chai';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import zlib from 'node:zlib';
+import { FIX } from '../src/check/advice';
 import { HttpClient } from '../src/check/http';
 import { Balancer } from './helpers/balancer';
 import { finding, idsWith, runCheck, type CheckRun } from './helpers/check';
@@ -221,6 +222,15 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
     expect(finding(run, 'metrics.public')?.status, shown(run)).to.equal('pass');
     expect(finding(run, 'metrics.public')!.detail).to.include('no answer at all for /metrics');
     expect(run.code, shown(run)).to.equal(0);
+  });
+
+  it('says why sessions could not be deleted when every DELETE goes unanswered, without blaming the store', async () => {
+    proxy = await TestProxy.start(replica.port, { dropAnswer: (req) => req.method === 'DELETE' });
+    const run = await runCheck([proxy.url, '--json']);
+    const cleanup = finding(run, 'cleanup');
+    expect(cleanup?.status, shown(run)).to.equal('warn');
+    expect(cleanup!.detail).to.include('(the last DELETE: no answer: ECONNRESET');
+    expect(cleanup!.fix).to.equal(FIX.proxyError);
   });
 
   it('passes behind a homeserver that routes only the rendezvous paths to it and answers the rest itself', async () => {

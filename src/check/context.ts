@@ -56,8 +56,10 @@ export class Cleanup {
     return this.open.size;
   }
 
-  async run(http: HttpClient): Promise<number> {
+  /** Deletes what is left; says how many could not be, and what the last failed attempt got. */
+  async run(http: HttpClient): Promise<{ left: number; last?: { answer: Answer } | { err: unknown } }> {
     let left = 0;
+    let last: { answer: Answer } | { err: unknown } | undefined;
     for (const [url, deleted] of this.open) {
       let gone = false;
       let answerLost = http.unansweredDeletes.has(url);
@@ -67,13 +69,15 @@ export class Cleanup {
           // The server's own 404 right after an attempt whose answer went missing: that one deleted it.
           gone = deleted.includes(a.status) || (answerLost && a.status === 404 && jsonOf(a)?.errcode === 'M_NOT_FOUND');
           answerLost = false;
-        } catch {
+          if (!gone) last = { answer: a };
+        } catch (err) {
           answerLost = true;
+          last = { err };
         }
       }
       if (!gone) left++;
     }
     this.open.clear();
-    return left;
+    return { left, last };
   }
 }

@@ -1,7 +1,7 @@
 import { FIX } from './advice';
 import { Cleanup, type CheckContext } from './context';
 import { checkEtagFamily, type EtagFamily } from './etag-family';
-import { reason } from './explain';
+import { explain, reason } from './explain';
 import { checkExpiry } from './expiry';
 import { checkHeaders } from './headers';
 import { HttpClient, summarise } from './http';
@@ -59,13 +59,21 @@ export async function runCheck(base: string, options: { metricsHere?: boolean } 
   try {
     await checkAll(ctx);
   } finally {
-    const left = await ctx.cleanup.run(http);
+    const { left, last } = await ctx.cleanup.run(http);
     if (left > 0) {
+      // Why, from the last DELETE that failed: a replica on another store answers 404 M_NOT_FOUND
+      // (explain says so), a proxy its error page, a dead route nothing.
+      const why =
+        last === undefined
+          ? { detail: 'no answer', fix: FIX.proxyError }
+          : 'answer' in last
+            ? explain(last.answer, base)
+            : { detail: `no answer: ${reason(last.err)}`, fix: FIX.proxyError };
       report.warn(
         'cleanup',
         'Sessions the check created are deleted',
-        `${left} could not be deleted; they expire by themselves (RZ_TTL_SECONDS)`,
-        FIX.sharedStore,
+        `${left} could not be deleted (the last DELETE: ${why.detail}); they expire by themselves (RZ_TTL_SECONDS)`,
+        why.fix,
       );
     }
     http.close();
