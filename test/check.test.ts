@@ -105,6 +105,7 @@ describe('rendezvous-server check against a healthy balanced pair (the repositor
       'expiry',
       'msc4108.content-type',
       'msc4388.discovery',
+      'validators',
     ]) {
       expect(finding(run, id)?.status, id).to.equal('pass');
     }
@@ -189,6 +190,19 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
     expect(finding(run, 'msc3886.root'), shown(run)).to.equal(undefined);
     expect(finding(run, 'cleanup'), shown(run)).to.equal(undefined);
     await expectNoSessionLeft(redis);
+  });
+
+  it('fails naming the validators when a proxy strips Last-Modified from 200 answers, the 304s keeping it', async () => {
+    proxy = await TestProxy.start(replica.port, {
+      headers: (h) => {
+        if (h['content-length'] !== undefined) delete h['last-modified'];
+      },
+    });
+    const run = await runCheck([proxy.url, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    expect(idsWith(run, 'fail'), shown(run)).to.deep.equal(['validators']);
+    expect(finding(run, 'validators')!.detail).to.include('without Last-Modified');
+    expect(finding(run, 'validators')!.fix).to.include('Keep ETag, Expires and Last-Modified');
   });
 
   it('passes with a warning about ETags when a proxy gzips answers and weakens their ETags', async () => {

@@ -34,10 +34,30 @@ export function checkHeaders(ctx: CheckContext): void {
   if (seen.length === 0) return;
   cacheControl(ctx, seen);
   cors(ctx, seen);
-  etags(
-    ctx,
-    seen.filter((s) => s.validators && [200, 201, 202, 304, 412].includes(s.answer.status)),
+  const aboutSessions = seen.filter((s) => s.validators && [200, 201, 202, 304, 412].includes(s.answer.status));
+  etags(ctx, aboutSessions);
+  dates(ctx, aboutSessions);
+}
+
+/** Expires and Last-Modified beside the ETag: matrix-rust-sdk refuses any 2xx or 304 without all three. */
+function dates(ctx: CheckContext, seen: Seen[]): void {
+  if (seen.length === 0) return;
+  const title = 'Expires and Last-Modified on every answer about a session';
+  const missing = seen.filter(
+    (s) => header(s.answer, 'expires') === undefined || header(s.answer, 'last-modified') === undefined,
   );
+  if (missing.length > 0) {
+    const first = missing[0]!.answer;
+    const lacks = ['Expires', 'Last-Modified'].filter((h) => header(first, h) === undefined).join(' and ');
+    ctx.report.fail(
+      'validators',
+      title,
+      `${name(missing)} arrived without ${lacks}: the protocol puts them on every answer about a session, and matrix-rust-sdk (Element X, MSC4108) refuses a 2xx or 304 without ETag, Expires and Last-Modified`,
+      FIX.validators,
+    );
+  } else {
+    ctx.report.pass('validators', title, `on all ${seen.length} answers`);
+  }
 }
 
 function cacheControl(ctx: CheckContext, seen: Seen[]): void {
