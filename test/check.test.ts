@@ -64,6 +64,15 @@ describe('rendezvous-server check: usage', () => {
     });
   }
 
+  for (const given of ['http://user:s3cret@exa mple.org', 'ftp://user:s3cret@example.org', 'user:s3cret@example.org']) {
+    it(`refuses ${given} without echoing its password`, async () => {
+      const run = await runCheck([given]);
+      expect(run.code).to.equal(2);
+      expect(run.stderr).to.include('user:***@');
+      expect(run.stderr).to.not.include('s3cret');
+    });
+  }
+
   it('fails (exit 1) with a finding, not a crash, when nothing answers at the URL', async () => {
     const run = await runCheck([`http://127.0.0.1:${await freePort()}`, '--json']);
     expect(run.code, shown(run)).to.equal(1);

@@ -1,3 +1,4 @@
+import { redactUrl } from '../config';
 import { formatJson, formatText } from './format';
 import { runCheck } from './index';
 
@@ -40,19 +41,21 @@ export function parseCheckArgs(args: string[]): Parsed {
   if (positional.length === 0) return { error: 'missing <base-url>' };
   if (positional.length > 1) return { error: `one <base-url> only (got ${positional.length})` };
   const given = positional[0]!;
+  // What the errors echo: a password in the URL stays off the terminal and the logs (helm test's).
+  const shown = redactUrl(given);
   if (!given.includes('://')) {
     // The usual slip: a bare host. A local one is most likely plain HTTP, anything else HTTPS.
     const scheme = /^(localhost|127\.|\[::1\])/i.test(given) ? 'http' : 'https';
-    return { error: `the URL must start with http:// or https:// (got ${given}; try ${scheme}://${given})` };
+    return { error: `the URL must start with http:// or https:// (got ${shown}; try ${scheme}://${shown})` };
   }
   let url: URL;
   try {
     url = new URL(given);
   } catch {
-    return { error: `not a URL: ${given}` };
+    return { error: `not a URL: ${shown}` };
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    return { error: `the URL must start with http:// or https:// (got ${given})` };
+    return { error: `the URL must start with http:// or https:// (got ${shown})` };
   }
   if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
     return { error: 'the URL must have no query, fragment or credentials' };
