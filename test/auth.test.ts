@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
+import { createPolicy } from '../src/auth/policy';
 import { WhoamiVerifier } from '../src/auth/whoami';
 import { ConfigError, loadConfig } from '../src/config';
 import { MatrixError } from '../src/http/errors';
@@ -320,6 +321,37 @@ describe('create policy', () => {
       // Three creates met it within a second: one line, saying why.
       expect(lines).to.have.length(1);
       expect(lines[0]!.cause).to.match(/redirect/i);
+    } finally {
+      redirecting.close();
+    }
+  });
+
+  it('names the request that met a homeserver it could not ask in that log line (its X-Request-Id)', async () => {
+    const redirecting = http.createServer((_req, res) => res.writeHead(302, { Location: 'https://x.example/' }).end());
+    await new Promise<void>((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
+    const lines: Record<string, unknown>[] = [];
+    const log = pino(
+      { level: 'warn' },
+      { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) },
+    );
+    try {
+      const policy = createPolicy(
+        loadConfig({
+          RZ_CREATE_POLICY: 'authenticated',
+          RZ_HOMESERVER_URL: `http://127.0.0.1:${(redirecting.address() as AddressInfo).port}`,
+          RZ_AUTH_CACHE_SECONDS: '0',
+        }),
+        new MemoryVerdictCache(10),
+        log,
+      );
+      const err = await policy.authorizeCreate(['Bearer some-token'], 'lb-42.create').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect((err as MatrixError).status).to.equal(503);
+      expect(lines).to.have.length(1);
+      expect(lines[0]!.reqId).to.equal('lb-42.create');
+      expect(JSON.stringify(lines)).to.not.include('some-token');
     } finally {
       redirecting.close();
     }

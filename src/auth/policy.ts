@@ -11,11 +11,12 @@ import { WhoamiVerifier } from './whoami';
 export interface CreatePolicy {
   /**
    * Discovery: whether this caller may create. Never refuses a caller without a token. Given the
-   * request's Authorization header lines (authorizationLines), as there may be several.
+   * request's Authorization header lines (authorizationLines), as there may be several, and its
+   * request id, for the log lines of a homeserver that could not say.
    */
-  createAvailable(authorization: readonly string[]): Promise<boolean>;
+  createAvailable(authorization: readonly string[], reqId?: string): Promise<boolean>;
   /** Resolves when this caller may create; throws the Matrix error to answer otherwise. */
-  authorizeCreate(authorization: readonly string[]): Promise<void>;
+  authorizeCreate(authorization: readonly string[], reqId?: string): Promise<void>;
 }
 
 /**
@@ -50,7 +51,7 @@ export class AuthenticatedPolicy implements CreatePolicy {
    * 'none' when no token was sent; a malformed or oversized header counts as a bad token, and so do
    * several headers (which of them would count is anyone's guess, and one may be a bad token).
    */
-  private async verdict(lines: readonly string[]): Promise<'none' | 'valid'> {
+  private async verdict(lines: readonly string[], reqId: string | undefined): Promise<'none' | 'valid'> {
     if (lines.length > 1) throw unknownToken('A request carries one Authorization header at most');
     const authorization = lines[0] ?? '';
     if (authorization === '') return 'none';
@@ -59,18 +60,18 @@ export class AuthenticatedPolicy implements CreatePolicy {
     if (m === null) throw unknownToken('The Authorization header is not a Bearer access token');
     if (m[1]!.length > MAX_TOKEN_LENGTH)
       throw unknownToken(`The access token is longer than ${MAX_TOKEN_LENGTH} characters`);
-    const verdict = await this.verifier.verify(m[1]!);
+    const verdict = await this.verifier.verify(m[1]!, reqId);
     // The homeserver's soft_logout goes to the client: with `false` clients wipe their local data.
     if (verdict !== 'valid') throw unknownToken(undefined, verdict === 'soft_logout');
     return 'valid';
   }
 
-  async createAvailable(authorization: readonly string[]): Promise<boolean> {
-    return (await this.verdict(authorization)) === 'valid';
+  async createAvailable(authorization: readonly string[], reqId?: string): Promise<boolean> {
+    return (await this.verdict(authorization, reqId)) === 'valid';
   }
 
-  async authorizeCreate(authorization: readonly string[]): Promise<void> {
-    if ((await this.verdict(authorization)) === 'none') {
+  async authorizeCreate(authorization: readonly string[], reqId?: string): Promise<void> {
+    if ((await this.verdict(authorization, reqId)) === 'none') {
       throw new MatrixError(403, 'M_FORBIDDEN', 'Creating a rendezvous session here needs an access token');
     }
   }

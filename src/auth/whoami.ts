@@ -31,29 +31,31 @@ export class WhoamiVerifier {
     this.url = `${opts.homeserverUrl}/_matrix/client/v3/account/whoami`;
   }
 
-  async verify(token: string): Promise<Verdict> {
+  /** `reqId`: the request asking, named in the log lines of a homeserver that could not say. */
+  async verify(token: string, reqId?: string): Promise<Verdict> {
     const hash = createHash('sha256').update(token).digest('base64url');
-    const cached = await this.cached(hash);
+    const cached = await this.cached(hash, reqId);
     if (cached !== undefined) return cached;
     let pending = this.inFlight.get(hash);
     if (pending === undefined) {
-      pending = this.ask(token, hash).finally(() => this.inFlight.delete(hash));
+      // A check shared by several requests is logged with the id of the one that started it.
+      pending = this.ask(token, hash, reqId).finally(() => this.inFlight.delete(hash));
       this.inFlight.set(hash, pending);
     }
     return pending;
   }
 
-  private async cached(hash: string): Promise<Verdict | undefined> {
+  private async cached(hash: string, reqId: string | undefined): Promise<Verdict | undefined> {
     if (this.opts.cacheMs === 0) return undefined;
     try {
       return await this.opts.cache.get(hash);
     } catch (err) {
-      this.opts.log.debug({ err: (err as Error).message }, 'token cache unavailable');
+      this.opts.log.debug({ reqId, err: (err as Error).message }, 'token cache unavailable');
       return undefined;
     }
   }
 
-  private async ask(token: string, hash: string): Promise<Verdict> {
+  private async ask(token: string, hash: string, reqId: string | undefined): Promise<Verdict> {
     let status: number;
     let body: unknown;
     let retryAfter: string | null;
@@ -73,7 +75,11 @@ export class WhoamiVerifier {
       else await res.body?.cancel();
     } catch (err) {
       if ((err as Error).name === 'TimeoutError') {
-        this.warn('timeout', { timeoutMs: this.opts.timeoutMs }, 'homeserver did not answer the token check in time');
+        this.warn(
+          'timeout',
+          { reqId, timeoutMs: this.opts.timeoutMs },
+          'homeserver did not answer the token check in time',
+        );
         throw new MatrixError(
           504,
           'M_UNKNOWN',
@@ -86,7 +92,7 @@ export class WhoamiVerifier {
       const cause = (err as Error & { cause?: unknown }).cause;
       this.warn(
         'unreachable',
-        { err: (err as Error).message, cause: cause instanceof Error ? cause.message : undefined },
+        { reqId, err: (err as Error).message, cause: cause instanceof Error ? cause.message : undefined },
         'homeserver unreachable for the token check',
       );
       throw unavailable();
@@ -102,6 +108,7 @@ export class WhoamiVerifier {
       this.warn(
         'unexpected',
         {
+          reqId,
           status,
           contentType,
           errcode: typeof errcode === 'string' ? errcode : undefined,
@@ -114,7 +121,7 @@ export class WhoamiVerifier {
     }
     if (this.opts.cacheMs > 0) {
       await this.opts.cache.set(hash, verdict, this.opts.cacheMs).catch((err: Error) => {
-        this.opts.log.debug({ err: err.message }, 'token cache unavailable');
+        this.opts.log.debug({ reqId, err: err.message }, 'token cache unavailable');
       });
     }
     return verdict;

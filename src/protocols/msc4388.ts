@@ -125,12 +125,12 @@ export function msc4388Routes(
     }
 
     router.get(prefix, async (ctx) => {
-      const available = await policy.createAvailable(authorizationLines(ctx.req.rawHeaders));
+      const available = await policy.createAvailable(authorizationLines(ctx.req.rawHeaders), ctx.state.requestId);
       sendBody(ctx, 200, 'application/json', JSON.stringify({ create_available: available }));
     });
 
     router.post(prefix, async (ctx) => {
-      await policy.authorizeCreate(authorizationLines(ctx.req.rawHeaders));
+      await policy.authorizeCreate(authorizationLines(ctx.req.rawHeaders), ctx.state.requestId);
       const data = dataField(await readJsonObject(ctx, bodyLimit));
       const meta = await createSession(ctx, sessions, metrics, {
         family: FAMILY,
