@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import net from 'node:net';
 import { loadConfig } from '../src/config';
 import { start, type RunningServer } from '../src/main';
 import { Metrics } from '../src/metrics';
@@ -9,6 +10,17 @@ import { Scrape } from './helpers/metrics';
 import { RedisServer, sharedRedisUrl } from './helpers/redis';
 import { Replica } from './helpers/replica';
 import { until } from './helpers/topologies';
+
+/** Sends `bytes` on a connection of its own; resolves with the status of the answer, once it is closed. */
+function raw(port: number, bytes: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.end(bytes));
+    let got = '';
+    socket.on('data', (chunk: Buffer) => (got += chunk.toString('latin1')));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(Number(/^HTTP\/1\.1 (\d{3})/.exec(got)?.[1])));
+  });
+}
 
 function serve(env: Record<string, string>): Promise<RunningServer> {
   return start(loadConfig({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ...env }));
@@ -59,6 +71,21 @@ describe('metrics', () => {
     ]) {
       expect(after.has(name), name).to.equal(true);
     }
+  });
+
+  it("count the answers Node's parser refuses before the app sees a request (headers too large, not HTTP)", async () => {
+    const before = await Scrape.of(`${base}/metrics`);
+    const statuses = await Promise.all([
+      raw(server.port, `GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`),
+      raw(server.port, 'this is not HTTP\r\n\r\n'),
+    ]);
+    expect(statuses).to.deep.equal([431, 400]);
+    const after = await Scrape.of(`${base}/metrics`);
+    const moved = (status: string) =>
+      after.value('rendezvous_http_requests_total', { family: 'unmatched', method: 'OTHER', status }) -
+      before.value('rendezvous_http_requests_total', { family: 'unmatched', method: 'OTHER', status });
+    expect(moved('431')).to.equal(1);
+    expect(moved('400')).to.equal(1);
   });
 
   it('label unknown paths with a fixed family, never the raw path', async () => {

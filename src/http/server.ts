@@ -32,10 +32,13 @@ export function createHttpServer(config: Config, metrics: Metrics, log: Logger):
     server.on('request', closeAfterAnswer);
     server.on('checkExpectation', closeAfterAnswer);
   }
-  server.on('clientError', answerClientError);
+  // Answers no request of the app's reaches: counted here, as the app counts its own (the method and
+  // path are unknown or unread, so they count as unmatched, method OTHER).
+  const answered = (status: number) => metrics.httpRequests.labels('unmatched', 'OTHER', String(status)).inc();
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, answered));
   // Node hands a CONNECT to this event and, with no listener, closes the connection unanswered. Its
   // target is an authority, never a path here: refused as hostCheck refuses any target but a path.
-  server.on('connect', answerConnect);
+  server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => answerConnect(socket, answered));
   server.maxHeadersCount = headersKept(config.maxHeadersCount);
   if (config.maxConnections > 0) server.maxConnections = config.maxConnections;
   const refused = metrics.connectionsRefused;
@@ -108,7 +111,7 @@ function parserAnswer(code: string | undefined): [number, string, string] {
  * response is sent, or when the failing request is a later one pipelined behind it, the socket is
  * just closed: nothing can be said to the client without corrupting what it reads.
  */
-function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, answered: (status: number) => void): void {
   const pending = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
   if (err.code === 'ECONNRESET' || !socket.writable) {
     socket.destroy();
@@ -129,10 +132,12 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
       'Content-Length': body.length,
       Connection: 'close',
     });
+    // The app's metrics count this one: its request is still being handled.
     pending.end(body);
     return;
   }
   answerRaw(socket, status, body);
+  answered(status);
 }
 
 /**
@@ -140,10 +145,14 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
  * request still being answered on the same connection, anything written now would arrive as that
  * request's answer: the connection is closed instead.
  */
-function answerConnect(_req: http.IncomingMessage, socket: Duplex): void {
+function answerConnect(socket: Duplex, answered: (status: number) => void): void {
   socket.on('error', () => socket.destroy());
-  if ((socket as { _httpMessage?: ServerResponse | null })._httpMessage) socket.destroy();
-  else answerRaw(socket, 400, CONNECT_REFUSED);
+  if ((socket as { _httpMessage?: ServerResponse | null })._httpMessage) {
+    socket.destroy();
+  } else {
+    answerRaw(socket, 400, CONNECT_REFUSED);
+    answered(400);
+  }
 }
 
 /** Writes one JSON answer on a socket no response owns, and closes it. */
