@@ -42,7 +42,7 @@ export class Metrics {
 
   readonly sessionWrites = new Counter({
     name: 'rendezvous_session_writes_total',
-    help: 'Session writes, by API family and outcome (updated, conflict, unchanged, replayed, not_found)',
+    help: 'Session writes, by API family and outcome (updated, conflict, unchanged, replayed, not_found, txn_limit)',
     labelNames: ['family', 'outcome'] as const,
     registers: [this.registry],
   });
