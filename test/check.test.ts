@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import zlib from 'node:zlib';
 import { FIX } from '../src/check/advice';
 import { HttpClient } from '../src/check/http';
+import { PATHS } from '../src/check/paths';
 import { Balancer } from './helpers/balancer';
 import { finding, idsWith, runCheck, type CheckRun } from './helpers/check';
 import { freePort } from './helpers/ports';
@@ -430,6 +431,56 @@ describe('rendezvous-server check against a URL that redirects (http:// to https
     expect(finding(run, 'cache-control'), shown(run)).to.equal(undefined);
     expect(finding(run, 'cors.headers'), shown(run)).to.equal(undefined);
   });
+});
+
+describe('rendezvous-server check against an MSC4388 create answered with an id but a field missing', () => {
+  let server: http.Server;
+  let base: string;
+  let created: Record<string, unknown>;
+  const deleted: string[] = [];
+  before(async () => {
+    // Speaks only MSC4388, and only so far: discovery, and a create whose answer lacks a field.
+    server = http.createServer((req, res) => {
+      req.resume();
+      const json = (status: number, body: unknown) =>
+        res.writeHead(status, { 'Content-Type': 'application/json' }).end(JSON.stringify(body));
+      const path = (req.url ?? '').split('?')[0]!;
+      if (path === PATHS.msc4388 && req.method === 'GET') json(200, { create_available: true });
+      else if (path === PATHS.msc4388 && req.method === 'POST') json(200, created);
+      else if (path.startsWith(`${PATHS.msc4388}/`) && req.method === 'DELETE') {
+        deleted.push(path.slice(PATHS.msc4388.length + 1));
+        json(200, {});
+      } else json(404, { errcode: 'M_UNRECOGNIZED', error: 'Unrecognized request' });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  for (const [lacking, body, said] of [
+    ['no expires_in_ms', { id: 'leaky-1', sequence_token: 't1' }, 'no expires_in_ms'],
+    ['no sequence_token', { id: 'leaky-2', expires_in_ms: 180_000 }, 'no sequence_token'],
+    [
+      'a sequence_token that is no string',
+      { id: 'leaky-3', sequence_token: 7, expires_in_ms: 180_000 },
+      'a malformed sequence_token (7)',
+    ],
+  ] as const) {
+    it(`reports a create answered with ${lacking}, and deletes the session it made`, async () => {
+      created = body;
+      deleted.length = 0;
+      const run = await runCheck([base, '--json']);
+      const create = finding(run, 'msc4388.create');
+      expect(create?.status, shown(run)).to.equal('fail');
+      expect(create!.detail).to.include(`200 with a session (id ${body.id}) but ${said}`);
+      expect(create!.detail).to.not.include('not the rendezvous server');
+      expect(deleted, shown(run)).to.deep.equal([body.id]);
+      expect(finding(run, 'cleanup'), shown(run)).to.equal(undefined);
+    });
+  }
 });
 
 describe("rendezvous-server check's HTTP client", () => {
