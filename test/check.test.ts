@@ -215,6 +215,36 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
     expect(finding(run, 'validators')!.fix).to.include('Keep ETag, Expires and Last-Modified');
   });
 
+  it('fails naming the 304 when a proxy adds Content-Type and a Content-Length to it', async () => {
+    proxy = await TestProxy.start(replica.port, {
+      headers: (h, status) => {
+        if (status !== 304) return;
+        h['content-type'] = 'application/octet-stream';
+        h['content-length'] = '7';
+      },
+    });
+    const run = await runCheck([proxy.url, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    expect(idsWith(run, 'fail'), shown(run)).to.deep.equal(['msc4108.not-modified', 'msc3886.not-modified']);
+    for (const id of ['msc4108.not-modified', 'msc3886.not-modified']) {
+      const f = finding(run, id)!;
+      expect(f.detail, id).to.include('the 304 carries Content-Type: application/octet-stream and Content-Length: 7');
+      expect(f.detail, id).to.include('wait for that many bytes').and.include('a proxy in front adds them');
+      expect(f.fix, id).to.include('add_header Content-Length');
+    }
+  });
+
+  it('takes a 304 with Content-Length: 0 and no Content-Type, which no client waits on', async () => {
+    proxy = await TestProxy.start(replica.port, {
+      headers: (h, status) => {
+        if (status === 304) h['content-length'] = '0';
+      },
+    });
+    const run = await runCheck([proxy.url, '--json']);
+    expect(run.code, shown(run)).to.equal(0);
+    expect(finding(run, 'msc4108.not-modified')?.status, shown(run)).to.equal('pass');
+  });
+
   it('passes with a warning about ETags when a proxy gzips answers and weakens their ETags', async () => {
     proxy = await TestProxy.start(replica.port, { gzip: true });
     const run = await runCheck([proxy.url, '--json']);

@@ -19,6 +19,8 @@ export const FIX = {
     'Pass If-Match and If-None-Match through unchanged and do not cache these paths: no `proxy_cache` (or `proxy_cache off;`) on the rendezvous location, no `proxy_set_header If-Match`/`If-None-Match`; on a CDN, bypass its cache for these paths.',
   validators:
     'Keep ETag, Expires and Last-Modified on every answer, 304 included: no `proxy_hide_header ETag`, no `etag off;` on a caching layer, and give every answer its Content-Type (some CDNs drop ETags without one).',
+  notModified:
+    'Pass 304s on as the server sends them, without Content-Type or Content-Length: no `add_header Content-Type` or `add_header Content-Length` (nginx adds those to 304s too), no `more_set_headers` or CDN rule setting them on every answer of the rendezvous location. If nothing in front adds them, the URL does not reach this server: route the rendezvous paths to it.',
   weakEtag:
     'Stop compressing rendezvous answers: nginx `gzip off;` in the rendezvous location (the server already sends `Cache-Control: no-transform`); ingress-nginx: `use-gzip: "false"` in the controller ConfigMap, or leave text/plain and application/json out of `gzip-types`.',
   cacheControl:

@@ -7,8 +7,8 @@ import zlib from 'node:zlib';
  * thing real proxies are known to do; without options the proxy passes everything through as is.
  */
 export interface ProxyBehaviour {
-  /** Edits the upstream answer's headers on the way out (e.g. strips a CORS header). */
-  headers?: (headers: http.IncomingHttpHeaders) => void;
+  /** Edits the upstream answer's headers on the way out (e.g. strips a CORS header); `status` is the answer's. */
+  headers?: (headers: http.IncomingHttpHeaders, status: number) => void;
   /** Compresses bodies for clients that accept gzip and weakens ETags, as CDNs and gzip-on nginx do. */
   gzip?: boolean;
   /**
@@ -122,8 +122,8 @@ function forward(
   behaviour: ProxyBehaviour,
 ): void {
   const headers = { ...upRes.headers };
-  behaviour.headers?.(headers);
   const status = upRes.statusCode ?? 502;
+  behaviour.headers?.(headers, status);
   const gzip = behaviour.gzip && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
   if (gzip && typeof headers.etag === 'string' && !headers.etag.startsWith('W/')) headers.etag = `W/${headers.etag}`;
   if (!gzip && !behaviour.serialise) {
