@@ -295,16 +295,11 @@ describe('create policy', () => {
   });
 
   it('logs why the homeserver could not be asked (a redirect, which is not followed), once a second', async () => {
-    const redirecting = http.createServer((_req, res) => res.writeHead(302, { Location: 'https://x.example/' }).end());
-    await new Promise<void>((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
-    const lines: Record<string, unknown>[] = [];
-    const log = pino(
-      { level: 'warn' },
-      { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) },
-    );
+    const redirecting = await redirectingHomeserver();
+    const { log, lines } = warnings();
     try {
       const verifier = new WhoamiVerifier({
-        homeserverUrl: `http://127.0.0.1:${(redirecting.address() as AddressInfo).port}`,
+        homeserverUrl: redirecting.url,
         timeoutMs: 5000,
         cacheMs: 0,
         cache: new MemoryVerdictCache(10),
@@ -327,18 +322,13 @@ describe('create policy', () => {
   });
 
   it('names the request that met a homeserver it could not ask in that log line (its X-Request-Id)', async () => {
-    const redirecting = http.createServer((_req, res) => res.writeHead(302, { Location: 'https://x.example/' }).end());
-    await new Promise<void>((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
-    const lines: Record<string, unknown>[] = [];
-    const log = pino(
-      { level: 'warn' },
-      { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) },
-    );
+    const redirecting = await redirectingHomeserver();
+    const { log, lines } = warnings();
     try {
       const policy = createPolicy(
         loadConfig({
           RZ_CREATE_POLICY: 'authenticated',
-          RZ_HOMESERVER_URL: `http://127.0.0.1:${(redirecting.address() as AddressInfo).port}`,
+          RZ_HOMESERVER_URL: redirecting.url,
           RZ_AUTH_CACHE_SECONDS: '0',
         }),
         new MemoryVerdictCache(10),
@@ -373,3 +363,20 @@ describe('create policy', () => {
     expect(await cache.get('c')).to.equal(undefined);
   });
 });
+
+/** A homeserver stand-in that answers every request with a redirect, which the token check never follows. */
+async function redirectingHomeserver(): Promise<{ url: string; close: () => void }> {
+  const server = http.createServer((_req, res) => res.writeHead(302, { Location: 'https://x.example/' }).end());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => server.close() };
+}
+
+/** A logger at warn whose lines are kept, parsed. */
+function warnings(): { log: pino.Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const log = pino(
+    { level: 'warn' },
+    { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) },
+  );
+  return { log, lines };
+}
