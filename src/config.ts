@@ -552,7 +552,7 @@ export const SETTINGS: readonly Setting[] = [
     name: 'RZ_LONGPOLL_MAX_WAITERS',
     key: 'longPollMaxWaiters',
     expect: 'an integer from 0 to 1000000',
-    help: 'Most long-poll GETs held at once per replica; beyond it they are answered at once like plain GETs',
+    help: 'Most long-poll GETs held at once per replica; beyond it they are answered at once like plain GETs (0: none is held)',
     default: '10000',
     schema: int(0, 1000000),
   },
