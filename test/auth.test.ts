@@ -334,7 +334,7 @@ describe('create policy', () => {
         new MemoryVerdictCache(10),
         log,
       );
-      const err = await policy.authorizeCreate(['Bearer some-token'], 'lb-42.create').then(
+      const err = await policy.authorizeCreate(['Authorization', 'Bearer some-token'], 'lb-42.create').then(
         () => undefined,
         (e: unknown) => e,
       );

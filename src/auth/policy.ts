@@ -11,19 +11,17 @@ import { WhoamiVerifier } from './whoami';
 export interface CreatePolicy {
   /**
    * Discovery: whether this caller may create. Never refuses a caller without a token. Given the
-   * request's Authorization header lines (authorizationLines), as there may be several, and its
-   * request id, for the log lines of a homeserver that could not say.
+   * request's raw header lines (Node keeps only the first of several Authorization headers, and a
+   * policy that reads the token must see them all) and its request id, for the log lines of a
+   * homeserver that could not say.
    */
-  createAvailable(authorization: readonly string[], reqId?: string): Promise<boolean>;
+  createAvailable(rawHeaders: readonly string[], reqId?: string): Promise<boolean>;
   /** Resolves when this caller may create; throws the Matrix error to answer otherwise. */
-  authorizeCreate(authorization: readonly string[], reqId?: string): Promise<void>;
+  authorizeCreate(rawHeaders: readonly string[], reqId?: string): Promise<void>;
 }
 
-/**
- * The values of a request's Authorization header lines, in order. Node keeps only the first of
- * several, so the policy reads them all: it refuses a request that has more than one.
- */
-export function authorizationLines(rawHeaders: readonly string[]): string[] {
+/** The values of a request's Authorization header lines, in order. */
+function authorizationLines(rawHeaders: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
@@ -51,7 +49,8 @@ export class AuthenticatedPolicy implements CreatePolicy {
    * 'none' when no token was sent; a malformed or oversized header counts as a bad token, and so do
    * several headers (which of them would count is anyone's guess, and one may be a bad token).
    */
-  private async verdict(lines: readonly string[], reqId: string | undefined): Promise<'none' | 'valid'> {
+  private async verdict(rawHeaders: readonly string[], reqId: string | undefined): Promise<'none' | 'valid'> {
+    const lines = authorizationLines(rawHeaders);
     if (lines.length > 1) throw unknownToken('A request carries one Authorization header at most');
     const authorization = lines[0] ?? '';
     if (authorization === '') return 'none';
@@ -66,12 +65,12 @@ export class AuthenticatedPolicy implements CreatePolicy {
     return 'valid';
   }
 
-  async createAvailable(authorization: readonly string[], reqId?: string): Promise<boolean> {
-    return (await this.verdict(authorization, reqId)) === 'valid';
+  async createAvailable(rawHeaders: readonly string[], reqId?: string): Promise<boolean> {
+    return (await this.verdict(rawHeaders, reqId)) === 'valid';
   }
 
-  async authorizeCreate(authorization: readonly string[], reqId?: string): Promise<void> {
-    if ((await this.verdict(authorization, reqId)) === 'none') {
+  async authorizeCreate(rawHeaders: readonly string[], reqId?: string): Promise<void> {
+    if ((await this.verdict(rawHeaders, reqId)) === 'none') {
       throw new MatrixError(403, 'M_FORBIDDEN', 'Creating a rendezvous session here needs an access token');
     }
   }

@@ -1,6 +1,6 @@
 import type { Routes } from '../http/routes';
 import type { Context } from 'koa';
-import { authorizationLines, type CreatePolicy } from '../auth/policy';
+import type { CreatePolicy } from '../auth/policy';
 import { MatrixError } from '../http/errors';
 import { readJsonObject, stringField } from '../http/json-body';
 import type { Session, SessionMeta, UpdateResult } from '../store/types';
@@ -125,12 +125,12 @@ export function msc4388Routes(
     }
 
     router.get(prefix, async (ctx) => {
-      const available = await policy.createAvailable(authorizationLines(ctx.req.rawHeaders), ctx.state.requestId);
+      const available = await policy.createAvailable(ctx.req.rawHeaders, ctx.state.requestId);
       sendBody(ctx, 200, 'application/json', JSON.stringify({ create_available: available }));
     });
 
     router.post(prefix, async (ctx) => {
-      await policy.authorizeCreate(authorizationLines(ctx.req.rawHeaders), ctx.state.requestId);
+      await policy.authorizeCreate(ctx.req.rawHeaders, ctx.state.requestId);
       const data = dataField(await readJsonObject(ctx, bodyLimit));
       const meta = await createSession(ctx, sessions, metrics, {
         family: FAMILY,
