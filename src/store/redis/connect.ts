@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Config } from '../../config';
+import type { UnavailableReason } from '../types';
 
 export type RedisClient = Redis | Cluster;
 
@@ -67,10 +68,9 @@ export function usesTls(config: Pick<RedisConfig, 'redisTls' | 'redisUrl'>): boo
  * handshake either meets silence (a timeout) or a plain-text answer (an OpenSSL record error), and
  * neither names the likely mistake.
  */
-export function tlsHint(err: Error & { code?: string }, tls: boolean): string | undefined {
+export function tlsHint(err: Error, reason: UnavailableReason, tls: boolean): string | undefined {
   if (!tls) return undefined;
-  const handshake =
-    /timed? ?out/i.test(err.message) || /wrong version number|packet length too long/i.test(err.message);
+  const handshake = reason === 'timeout' || /wrong version number|packet length too long/i.test(err.message);
   return handshake
     ? 'TLS to Redis is on (rediss:// or RZ_REDIS_TLS=true): a port that does not speak TLS fails the handshake like this'
     : undefined;

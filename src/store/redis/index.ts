@@ -47,7 +47,7 @@ export async function createRedisBackend(opts: RedisBackendOptions, log: Logger)
     // Once per outage, and again when its kind changes (refused credentials after a restart, say).
     const reason = unavailable(err).reason;
     if (downFor !== reason && throttle.take(reason) !== undefined) {
-      log.error({ err: err.message, reason, topology, hint: tlsHint(err, tls) }, 'redis connection error');
+      log.error({ err: err.message, reason, topology, hint: tlsHint(err, reason, tls) }, 'redis connection error');
     }
     downFor = reason;
     if (client.status !== 'ready') connectionError = err;
