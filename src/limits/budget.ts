@@ -195,8 +195,10 @@ export class SharedBudget {
       // Sent again first, and alone: what was counted since stays counted here (decided from what
       // this replica knows) until they are answered, so an outage costs one call per slice an
       // interval rather than one more call every interval.
-      for (const t of this.dirty) this.decideHere(t.confirms, t.known + t.sending, t.window);
-      for (const t of this.dirty) t.confirms = undefined;
+      for (const t of this.dirty) {
+        this.decide(t.confirms, t.known + t.sending, t.window);
+        t.confirms = undefined;
+      }
       for (const b of retrying) this.send(b);
       return;
     }
@@ -259,12 +261,7 @@ export class SharedBudget {
     t.sending -= e.count;
     t.known = Math.max(t.known, total);
     // This batch's counts are the last `count` of the total: the n-th of them is number total-count+n.
-    const first = total - e.count;
-    const retry = new BudgetRefusal(t.window + this.opts.windowMs - this.now());
-    for (const c of e.confirms ?? []) {
-      if (first + c.seq <= this.opts.points) c.resolve();
-      else c.reject(retry);
-    }
+    this.decide(e.confirms, total - e.count, t.window);
     // What was counted since this batch left is not in the total yet: it takes from the next allowance.
     t.fresh = t.pending;
   }
@@ -279,13 +276,13 @@ export class SharedBudget {
     const { t } = e;
     // Its counts stay in `sending` (they go again, as they were); what this replica knows is all
     // there is to go by for whoever waited on them.
-    this.decideHere(e.confirms, t.known + t.sending - e.count, t.window);
+    this.decide(e.confirms, t.known + t.sending - e.count, t.window);
     e.confirms = undefined;
     t.fresh = 0;
   }
 
-  /** Admits or refuses waiting requests from this replica's count alone: `first` counted before them. */
-  private decideHere(confirms: Confirm[] | undefined, first: number, window: number): void {
+  /** Admits or refuses waiting requests, `first` counted before them (by the backend, or here alone). */
+  private decide(confirms: Confirm[] | undefined, first: number, window: number): void {
     if (confirms === undefined) return;
     const retry = new BudgetRefusal(window + this.opts.windowMs - this.now());
     for (const c of confirms) {
