@@ -860,8 +860,10 @@ function ignoredRedisSettings(env: NodeJS.ProcessEnv, out: Record<string, unknow
   return problems;
 }
 
-/** The Redis TLS files, read when the connection is made: checked at start with the rest. */
-/** Each TLS file read as what it must be, and the client certificate against its key. */
+/**
+ * The Redis TLS files, read when the connection is made: checked at start with the rest, each as what
+ * it must be, and the client certificate against its key.
+ */
 function redisTlsFileProblems(out: Record<string, unknown>): string[] {
   const file = (key: keyof Config) => (typeof out[key] === 'string' ? out[key] : undefined);
   const [ca, cert, key] = [file('redisTlsCaFile'), file('redisTlsCertFile'), file('redisTlsKeyFile')];

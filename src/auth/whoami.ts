@@ -18,8 +18,8 @@ export interface WhoamiOptions {
  * Verdicts are cached briefly by token hash; concurrent checks of one token share one call. Only
  * the homeserver's own word makes a token invalid: a 401 with a Matrix errcode (its `soft_logout`
  * kept). Anything else (a 403 or a 401 from something in front of it, a 401 M_MISSING_TOKEN, which
- * says the token never reached it, a 5xx, no answer) says nothing about the token: 503, or 504 for a homeserver slower than `timeoutMs`, both with
- * Retry-After, and nothing cached.
+ * says the token never reached it, a 5xx, no answer) says nothing about the token: 503, or 504 for a
+ * homeserver slower than `timeoutMs`, both with Retry-After, and nothing cached.
  */
 export class WhoamiVerifier {
   private readonly inFlight = new Map<string, Promise<Verdict>>();
