@@ -79,7 +79,7 @@ export function createApp(deps: AppDeps): Koa {
   // Multi-region (src/region; nothing is installed without RZ_REGION): peer check, limits, forwarding.
   const region = createRegion({ config, log, metrics, lifecycle });
   if (region) app.use(region.authenticate);
-  app.use(createLimits(config, backend.rates, metrics));
+  app.use(createLimits(config, backend.rates, metrics, lifecycle));
   if (region) app.use(region.route);
   app.use(routes.middleware());
   app.use(unrecognized(routes.all()));

@@ -98,6 +98,8 @@ export class SharedBudget {
   private dirty = new Set<Tally>();
   private timer: NodeJS.Timeout | undefined;
   private degraded = false;
+  /** Set by `stop`: nothing is scheduled or sent from then on. */
+  private stopped = false;
   /**
    * Batches that got no answer: they may have landed (a command that timed out, a connection cut
    * after it ran), so they are sent again as they were, under their own ids, never merged into new
@@ -130,7 +132,7 @@ export class SharedBudget {
       t.pending++;
       return undefined;
     }
-    if (this.degraded) return this.count(t);
+    if (this.degraded || this.stopped) return this.count(t);
     if (left > 2 * this.allowance && t.fresh < this.allowance) {
       t.fresh++;
       return this.count(t);
@@ -171,7 +173,23 @@ export class SharedBudget {
     t.confirms = undefined;
   }
 
+  /**
+   * Stops settling, for good (the replica shuts down, before the backend closes): the pending timer
+   * is cleared, no settlement or re-send is scheduled or sent from here on, and whoever still waits
+   * for one (or asks later) is decided from what this replica knows, as while the backend fails.
+   */
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const t of this.tallies.values()) {
+      this.decide(t.confirms, t.known + t.sending, t.window);
+      t.confirms = undefined;
+    }
+  }
+
   private schedule(): void {
+    if (this.stopped) return;
     // While the backend fails, trying every interval would only add failures: once a second.
     const ms = this.degraded ? Math.max(this.opts.intervalMs, 1000) : this.opts.intervalMs;
     this.timer ??= setTimeout(() => this.settle(), ms).unref();

@@ -7,6 +7,8 @@ import { createLogger } from '../../src/logger';
 import { createRedisBackend } from '../../src/store/redis';
 import { sharedRedisUrl } from '../helpers/redis';
 import { until } from '../helpers/topologies';
+import { RedisRateCounters } from '../../src/store/redis';
+import { startServer } from '../helpers/server';
 
 /**
  * Rate counters shared by several budgets (as by replicas), counting every call; `failing` makes
@@ -218,5 +220,52 @@ describe('shared rate budgets (counted locally, settled in batches)', () => {
     const budget = new SharedBudget(new MemoryRateCounters(), { ...opts, maxAddresses: 100 });
     for (let i = 0; i < 1000; i++) budget.admit(`10.0.${i >> 8}.${i & 255}`);
     expect(budget.size).to.equal(100);
+  });
+});
+
+describe('shared rate budgets when the replica stops', () => {
+  it('leave no settlement behind: nothing is sent once the replica has stopped', async () => {
+    // Redis refusing the counts (an outage): the budget keeps them and sends them again every second.
+    const add = RedisRateCounters.prototype.add;
+    let calls = 0;
+    RedisRateCounters.prototype.add = () => (calls++, Promise.reject(new Error('unreachable')));
+    try {
+      const server = await startServer({
+        REDIS_URL: await sharedRedisUrl(),
+        RZ_REQUEST_RATE: '100',
+        RZ_REQUEST_RATE_WINDOW_SECONDS: '3600',
+        RZ_SHUTDOWN_DELAY_SECONDS: '0',
+      });
+      expect((await fetch(`${server.url}/nothing-here`)).status).to.equal(404);
+      await until('the counts to be sent (and refused)', async () => calls > 0);
+      await server.stop();
+      const sent = calls;
+      // Past the next re-send while the backend fails (once a second).
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      expect(calls, 'counts sent after the replica stopped').to.equal(sent);
+    } finally {
+      RedisRateCounters.prototype.add = add;
+    }
+  });
+
+  it('decide whoever waits for a settlement when stopped, and schedule nothing more', async () => {
+    const counters = new CountingCounters();
+    const budget = new SharedBudget(counters, {
+      name: 'request',
+      points: 2,
+      windowMs: 60_000,
+      intervalMs: 10,
+      now: () => 1_000_000,
+    });
+    // Near the limit: counted, and admitted only once a settlement says it fits.
+    const waiting = budget.admit('192.0.2.9');
+    expect(waiting).to.be.instanceOf(Promise);
+    budget.stop();
+    await waiting;
+    // From here on decided from this replica's own counts, at once, up to the budget.
+    expect(admitted(budget.admit('192.0.2.9'))).to.equal(true);
+    expect(budget.admit('192.0.2.9')).to.be.instanceOf(BudgetRefusal);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(counters.calls).to.deep.equal([]);
   });
 });
