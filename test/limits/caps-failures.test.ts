@@ -238,6 +238,23 @@ describe('session caps when a step fails (Redis Cluster: claim and create are se
     expect(await backend.sessions.get(ids[0]!, 'msc3886')).to.equal(null);
     await expectExact(backend, admin, ids);
   });
+
+  it('leaves no retry behind once the backend is closed, however long a step keeps failing', async () => {
+    const closing = await backendOn(setup.env);
+    // Freeing a deleted session's slots keeps failing (its node unreachable, say): retried with backoff.
+    let attempts = 0;
+    const client = (closing.sessions as ClusterRedisSessions).client as unknown as Record<string, unknown>;
+    client.rzReleaseSlot = () => (attempts++, Promise.reject(new Error('unreachable')));
+    const id = await idApartFromCaps();
+    expect((await closing.sessions.create(input(id))).status).to.equal('created');
+    expect(await closing.sessions.delete(id, 'msc3886')).to.equal(true);
+    await until('a retry to fail', async () => attempts > 1);
+    await closing.close();
+    const sent = attempts;
+    // Past the next retry the backoff would have made (at most 5 s apart).
+    await new Promise((resolve) => setTimeout(resolve, 5500));
+    expect(attempts, 'attempts after the backend closed').to.equal(sent);
+  });
 });
 
 describe('session caps when a step fails (one Redis node: one script, all or nothing)', function () {

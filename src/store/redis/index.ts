@@ -91,7 +91,14 @@ export async function createRedisBackend(opts: RedisBackendOptions, log: Logger)
     close: async () => {
       await wakeups.close();
       // Cap bookkeeping a failure interrupted is finished first, for as long as shutdown allows.
-      await Promise.race([sessions.reconciled(), new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
+      let waited: NodeJS.Timeout | undefined;
+      await Promise.race([
+        sessions.reconciled(),
+        new Promise((resolve) => (waited = setTimeout(resolve, 5000).unref())),
+      ]);
+      clearTimeout(waited);
+      // What is still unsettled then is given up: no retry of it outlives the connection.
+      sessions.stop();
       try {
         await client.quit();
       } catch {

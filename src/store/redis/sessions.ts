@@ -160,6 +160,9 @@ export class RedisSessions implements SessionStore {
     return Promise.resolve();
   }
 
+  /** Gives up what is left to settle, for good (at close, before the connection goes). */
+  stop(): void {}
+
   counts(): Promise<SessionCounts> {
     return this.cmd
       .rzCountSessions(CAPS_KEY)
@@ -264,6 +267,10 @@ export class ClusterRedisSessions extends RedisSessions {
   override reconciled(): Promise<void> {
     return this.reconciler.idle();
   }
+
+  override stop(): void {
+    this.reconciler.stop();
+  }
 }
 
 /** Backoff between attempts of a settling step while Redis keeps failing it. */
@@ -281,6 +288,9 @@ const RETRY_MS = [250, 500, 1000, 2000, 5000];
 class Reconciler {
   private pending = 0;
   private waiters: (() => void)[] = [];
+  /** Attempts waiting for their turn, each counted in `pending`. */
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private stopped = false;
 
   constructor(
     private readonly cmd: ScriptedClient,
@@ -293,6 +303,34 @@ class Reconciler {
 
   private done(): void {
     if (--this.pending === 0) for (const resolve of this.waiters.splice(0)) resolve();
+  }
+
+  /**
+   * Gives up every step still to settle (the backend closes): no attempt is scheduled or sent from
+   * here on; a step in flight ends with its answer. What is given up frees when it would have expired.
+   */
+  stop(): void {
+    this.stopped = true;
+    if (this.pending > 0) {
+      this.log.warn(
+        { steps: this.pending },
+        'closing with cap bookkeeping unsettled; its slots free when the sessions would have expired',
+      );
+    }
+    for (const timer of this.timers) {
+      clearTimeout(timer);
+      this.done();
+    }
+    this.timers.clear();
+  }
+
+  /** Runs `attempt` after `ms`, unless stopped by then. */
+  private after(ms: number, attempt: () => void): void {
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      attempt();
+    }, ms).unref();
+    this.timers.add(timer);
   }
 
   settleCreate(id: string): void {
@@ -342,23 +380,26 @@ class Reconciler {
   }
 
   private retry(step: () => Promise<unknown>, afterMs: number, what: string): void {
+    // Closing: the connection is going, and nothing would retry what fails.
+    if (this.stopped) return;
     const giveUpAt = Date.now() + JOURNAL_MS;
     this.pending++;
     const run = (attempt: number) => {
       step().then(
         () => this.done(),
         (err: unknown) => {
+          if (this.stopped) return this.done();
           if (Date.now() + RETRY_MS[attempt]! > giveUpAt) {
             const message = `could not ${what}; its slot frees when it would have expired`;
             this.log.warn({ err: (err as Error).message }, message);
             this.done();
             return;
           }
-          setTimeout(() => run(Math.min(attempt + 1, RETRY_MS.length - 1)), RETRY_MS[attempt]!).unref();
+          this.after(RETRY_MS[attempt]!, () => run(Math.min(attempt + 1, RETRY_MS.length - 1)));
         },
       );
     };
-    if (afterMs > 0) setTimeout(() => run(0), afterMs).unref();
+    if (afterMs > 0) this.after(afterMs, () => run(0));
     else run(0);
   }
 }
