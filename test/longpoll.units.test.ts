@@ -445,8 +445,12 @@ describe('LongPoll waiters', () => {
     store.close();
   });
 
+  /** A store on the clock `clockAt` sets: time passes for it as for the replica (a busy event loop). */
+  const storeOnSameClock = () =>
+    new MemorySessions({ caps: { global: 0, perAddress: 0 }, maxTxnsPerSession: 4, now: () => Date.now() });
+
   it('answer 404, not the expired state, when their timer fires after the session expired', async () => {
-    const store = memorySessions();
+    const store = storeOnSameClock();
     const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
     // The wait ends long before the expiry, but its timer runs only once the expiry has passed.
     const held = await holdOne(lp, store, { waitMs: 20 });
@@ -457,12 +461,55 @@ describe('LongPoll waiters', () => {
   });
 
   it('answer 404 at shutdown when the session expired before its expiry timer ran', async () => {
-    const store = memorySessions();
+    const store = storeOnSameClock();
     const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
     const held = await holdOne(lp, store);
     await held.waiting;
     const ended = await clockAt(held.current.expiresAt, () => (lp.shutdown(), held.result));
     expect(ended.cause).to.equal('gone');
+    store.close();
+  });
+
+  // The replica's clock runs ahead of the store's (Redis expires keys on its own clock): by the
+  // replica's, the session has expired; the store still holds it, so it has not.
+  it("answer the current state, not 404, at the expiry by the replica's clock while the store holds the session", async () => {
+    const store = memorySessions();
+    const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
+    const held = await holdOne(lp, store, { waitMs: 20 });
+    await held.waiting;
+    const ended = await clockAt(held.current.expiresAt + 3000, () => held.result);
+    expect(ended.cause).to.equal('timeout');
+    expect(ended.cause === 'timeout' && ended.session.rev).to.equal(held.current.rev);
+    store.close();
+  });
+
+  it("answer the current state, not 404, when they start past the expiry by the replica's clock", async () => {
+    const store = memorySessions();
+    const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
+    const ahead = Date.now() + 120_000;
+    const ended = await clockAt(ahead, async () => (await holdOne(lp, store)).result);
+    expect(ended.cause).to.equal('timeout');
+    store.close();
+  });
+
+  it("answer a write's new state, not 404, when its notice comes past the expiry by the replica's clock", async () => {
+    const store = memorySessions();
+    const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
+    const held = await holdOne(lp, store);
+    await held.waiting;
+    const woken = await clockAt(held.current.expiresAt + 3000, async () => (await held.write('b'), held.result));
+    expect(woken.cause).to.equal('change');
+    expect(woken.cause === 'change' && woken.session.data.toString()).to.equal('b');
+    store.close();
+  });
+
+  it("answer the current state at shutdown past the expiry by the replica's clock while the store holds the session", async () => {
+    const store = memorySessions();
+    const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
+    const held = await holdOne(lp, store);
+    await held.waiting;
+    const ended = await clockAt(held.current.expiresAt, () => (lp.shutdown(), held.result));
+    expect(ended.cause).to.equal('shutdown');
     store.close();
   });
 

@@ -135,6 +135,9 @@ class Waiter {
   private readAgain = false;
   private subscribed = false;
   private announced = false;
+  /** The store is being asked whether the held state has expired (see `expiredHere`). */
+  private confirming = false;
+  private confirmAgain = false;
   /** The timer ends at the session's expiry rather than at the end of the wait asked for. */
   private endsAtExpiry = false;
   /** The connection watched for a client that leaves, while the response waits for it (pipelined). */
@@ -154,8 +157,9 @@ class Waiter {
     if (clientLeft(res)) return this.finish({ cause: 'aborted' });
     // `on` + `off` in finish rather than `once`, which wraps the listener in two more objects per wait.
     this.pipelined = watchClient(res, this.onClose);
-    // Never beyond the session's expiry: at that moment the answer is 404, not 304. (Timers may fire
-    // a millisecond early, so the timer remembers which deadline it stands for.)
+    // Never beyond the session's expiry: at that moment the answer is 404, not 304, if the store
+    // agrees (see `expiredHere`). (Timers may fire a millisecond early, so the timer remembers which
+    // deadline it stands for.)
     const untilExpiry = this.held.expiresAt - Date.now();
     this.endsAtExpiry = untilExpiry <= this.req.waitMs;
     this.timer = setTimeout(this.onTimer, Math.max(0, Math.min(this.req.waitMs, untilExpiry)));
@@ -187,8 +191,9 @@ class Waiter {
       // so it is at least as new as anything a read in flight could return.
       const session = event.session;
       if (session !== undefined && session.family === this.req.family) {
-        // Expired by now (the timer for it has not run yet in this turn): 404, as a read would say.
-        if (session.expiresAt <= Date.now()) return this.finish({ cause: 'gone' });
+        // Expired by now by this replica's clock (the timer for it has not run yet in this turn): the
+        // store says whether it is.
+        if (session.expiresAt <= Date.now()) return this.expiredHere('timeout');
         if (this.req.changed(session)) return this.finish({ cause: 'change', session });
         this.held = session;
         return;
@@ -204,7 +209,7 @@ class Waiter {
   private readonly onTimer = (): void => {
     this.timer = undefined;
     if (this.done) return;
-    if (this.endsAtExpiry) return this.finish({ cause: 'gone' });
+    if (this.endsAtExpiry) return this.expiredHere('timeout');
     this.endWithCurrent('timeout');
   };
 
@@ -244,8 +249,43 @@ class Waiter {
     if (this.done) return;
     // A timer that fires late (a busy event loop) or a shutdown that comes before the expiry timer
     // has run may find the session past its expiry: a read would answer 404, and so does the wait.
-    if (this.held.expiresAt <= Date.now()) return this.finish({ cause: 'gone' });
+    if (this.held.expiresAt <= Date.now()) return this.expiredHere(cause);
     this.finish({ cause, session: this.held });
+  }
+
+  /**
+   * The held state has expired by this replica's clock. The store is the authority (Redis expires a
+   * session on its own clock, which this one may be ahead of, and a session never vanishes before its
+   * expiry): it is read, and the wait answers 404 only if the store no longer has the session; else
+   * it ends with the state read, as a wait that ended does. Still subscribed meanwhile: a notice
+   * that comes while the read is out is answered as ever (a deletion 404, a new state a change), and
+   * one that sends here again has the store read once more after it, as `check` does.
+   */
+  private expiredHere(cause: 'timeout' | 'shutdown'): void {
+    if (this.done) return;
+    if (this.confirming) {
+      this.confirmAgain = true;
+      return;
+    }
+    this.confirming = true;
+    this.lp.store.get(this.req.id, this.req.family).then(
+      (session) => {
+        this.confirming = false;
+        if (this.done) return;
+        if (session === null) return this.finish({ cause: 'gone' });
+        if (this.req.changed(session)) return this.finish({ cause: 'change', session });
+        if (session.rev >= this.held.rev) this.held = session;
+        if (this.confirmAgain) {
+          this.confirmAgain = false;
+          return this.expiredHere(cause);
+        }
+        this.finish({ cause, session: this.held });
+      },
+      (error: unknown) => {
+        this.confirming = false;
+        if (!this.done) this.finish({ cause: 'error', error });
+      },
+    );
   }
 
   private finish(result: Exclude<WaitResult, { cause: 'refused' }>): void {
