@@ -5,6 +5,7 @@ import { start, type RunningServer } from '../src/main';
 import { Metrics } from '../src/metrics';
 import { MemorySessions } from '../src/store/memory';
 import { scrape } from '../src/http/metrics';
+import { COMMON_HEADERS } from '../src/http/headers';
 import { msc3886Exchange, req } from './helpers/exchange';
 import { Scrape } from './helpers/metrics';
 import { RedisServer, sharedRedisUrl } from './helpers/redis';
@@ -145,6 +146,27 @@ describe('metrics', () => {
       expect(scrape.has('rendezvous_sessions_live')).to.equal(true);
       const main = await req(`http://127.0.0.1:${own.port}/metrics`);
       expect(main.status).to.equal(404);
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it('answer HEAD as GET without a body on their own port, every answer with the common headers', async () => {
+    const own = await serve({ RZ_METRICS_PORT: '0' });
+    try {
+      const url = `http://127.0.0.1:${own.metricsPort}`;
+      const get = await req(`${url}/metrics`);
+      const head = await req(`${url}/metrics`, { method: 'HEAD' });
+      const other = await req(`${url}/elsewhere`);
+      expect([get.status, head.status, other.status]).to.deep.equal([200, 200, 404]);
+      expect(head.headers.get('content-type')).to.equal(get.headers.get('content-type'));
+      expect(Number(head.headers.get('content-length'))).to.be.greaterThan(0);
+      expect(await head.text()).to.equal('');
+      for (const res of [get, head, other]) {
+        for (const [name, value] of Object.entries(COMMON_HEADERS)) {
+          expect(res.headers.get(name), `${res.status} ${name}`).to.equal(value);
+        }
+      }
     } finally {
       await own.stop();
     }
