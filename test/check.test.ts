@@ -463,6 +463,42 @@ describe('rendezvous-server check against a URL that redirects (http:// to https
   });
 });
 
+describe('rendezvous-server check against a URL without the rendezvous endpoint', () => {
+  // What a Matrix server without the endpoint answers, or any web server's own not-found page.
+  const answers = {
+    'a Matrix 404 M_NOT_FOUND': ['application/json', '{"errcode":"M_NOT_FOUND","error":"Not found"}'],
+    "a web server's 404 page": ['text/html', '<html><body>404 Not Found</body></html>'],
+  } as const;
+  for (const [what, [type, body]] of Object.entries(answers)) {
+    let server: http.Server;
+    let base: string;
+    before(async () => {
+      server = http.createServer((req, res) => {
+        req.resume();
+        res.writeHead(404, { 'Content-Type': type }).end(body);
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    });
+    after(async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    });
+
+    it(`says the endpoint was not found at the URL asked, and to check the base URL (${what})`, async () => {
+      const run = await runCheck([base, '--json']);
+      expect(run.code, shown(run)).to.equal(1);
+      const create = finding(run, 'msc4108.create');
+      expect(create?.status, shown(run)).to.equal('fail');
+      expect(create!.detail).to.include(`the rendezvous endpoint was not found at ${base}${PATHS.msc4108}`);
+      expect(create!.detail).to.include('check the base URL and its path prefix');
+      expect(create!.fix).to.equal(FIX.notFound);
+      // Nothing the check created was looked for: no store, and no replica, is to blame.
+      expect(create!.detail).to.not.include('store');
+    });
+  }
+});
+
 describe('rendezvous-server check against an MSC4388 create answered with an id but a field missing', () => {
   let server: http.Server;
   let base: string;

@@ -121,6 +121,7 @@ export async function checkEtagFamily(
       `${name} create`,
       created.answer,
       `${family === 'msc4108' ? 201 : 200} with the session's id and an ETag`,
+      ctx.base + fam.createPath,
     );
     return undefined;
   }

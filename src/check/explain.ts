@@ -4,9 +4,11 @@ import { type Answer, summarise, header, jsonOf } from './http';
 /**
  * What an unexpected answer most likely means, and the fix for that: a rate limit, a store outage,
  * a proxy answering on its own, or a path that does not reach the server. `base` is the URL checked:
- * a path in it is named as a likely cause of a path the server does not serve.
+ * a path in it is named as a likely cause of a path the server does not serve. `endpoint` is the URL
+ * asked when it was an endpoint (a create, discovery) rather than a session the check made: a 404
+ * there says the endpoint is not at that URL, whoever answered it.
  */
-export function explain(a: Answer, base: string): { detail: string; fix: string } {
+export function explain(a: Answer, base: string, endpoint?: string): { detail: string; fix: string } {
   const json = jsonOf(a);
   const errcode = typeof json?.errcode === 'string' ? json.errcode : undefined;
   if (a.status === 429) {
@@ -16,6 +18,13 @@ export function explain(a: Answer, base: string): { detail: string; fix: string 
     return {
       detail: `the server refused the check with ${`429 ${errcode ?? ''}`.trim()} (Retry-After: ${retry ?? 'none'})${said}`,
       fix: FIX.rateLimited,
+    };
+  }
+  if (a.status === 404 && endpoint !== undefined) {
+    const older = errcode === 'M_UNRECOGNIZED' ? ', or the server there is a release without it' : '';
+    return {
+      detail: `the rendezvous endpoint was not found at ${endpoint} (${summarise(a)}): check the base URL and its path prefix, as the URL checked may not be where the server answers${baseHint(base)}, or a proxy in front does not route this path to it${older}`,
+      fix: FIX.notFound,
     };
   }
   if (a.status === 503 && errcode !== undefined) {
@@ -66,6 +75,13 @@ function pathOf(base: string): string {
   const path = new URL(base).pathname;
   if (path === '' || path === '/') return '';
   return `, or the URL checked is not where the server answers: it serves its paths from the root, and the URL has the path ${path} (a proxy in front must strip it)`;
+}
+
+/** What a base URL with a path most likely gets wrong. */
+function baseHint(base: string): string {
+  const path = new URL(base).pathname;
+  if (path === '' || path === '/') return '';
+  return ` (the URL has the path ${path}, and the server serves its paths from the root: leave the path out, or have a proxy in front strip it)`;
 }
 
 /** The message of whatever a request threw (refused connection, TLS, timeout). */

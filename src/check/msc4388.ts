@@ -39,7 +39,7 @@ async function discover(ctx: CheckContext, path: string, stepId: string, title: 
     );
     return 'unknown';
   }
-  unexpected(ctx, stepId, title, a, '200 {"create_available": true|false}');
+  unexpected(ctx, stepId, title, a, '200 {"create_available": true|false}', ctx.base + path);
   return 'unknown';
 }
 
@@ -92,7 +92,7 @@ async function session(ctx: CheckContext): Promise<void> {
   if (created === undefined) return;
   const c = jsonOf(created);
   if (created.status !== 200 || typeof c?.id !== 'string' || !OPAQUE_ID.test(c.id)) {
-    unexpected(ctx, 'msc4388.create', title, created, '200 {"id", "sequence_token", "expires_in_ms"}');
+    unexpected(ctx, 'msc4388.create', title, created, '200 {"id", "sequence_token", "expires_in_ms"}', base);
     return;
   }
   const url = `${base}/${c.id}`;

@@ -34,8 +34,18 @@ export async function attempt<T>(
   }
 }
 
-/** A failed finding for an answer that was not the expected one, with its likely cause. */
-export function unexpected(ctx: CheckContext, id: string, title: string, a: Answer, expected: string): void {
-  const { detail, fix } = explain(a, ctx.base);
+/**
+ * A failed finding for an answer that was not the expected one, with its likely cause. `endpoint`:
+ * the URL asked, when it was an endpoint (a create, discovery) rather than a session the check made.
+ */
+export function unexpected(
+  ctx: CheckContext,
+  id: string,
+  title: string,
+  a: Answer,
+  expected: string,
+  endpoint?: string,
+): void {
+  const { detail, fix } = explain(a, ctx.base, endpoint);
   ctx.report.fail(id, title, `expected ${expected}; ${detail}`, fix);
 }
