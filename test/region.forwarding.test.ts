@@ -537,3 +537,28 @@ describe('forwarding: held forwards let go by a shutdown', () => {
     expect(forwarded).to.match(/^rendezvous_region_forwarded_requests_total\{peer="eu",status="503"\} 1$/m);
   });
 });
+
+describe('forwarding: requests refused before they are forwarded', () => {
+  let home: StandInHome;
+  let us: TestServer;
+  before(async () => {
+    home = await StandInHome.start((_req, res) => res.writeHead(202).end());
+    us = await usReplica(home.url);
+  });
+  after(async () => {
+    await us.stop();
+    await home.stop();
+  });
+
+  it('count in the forwards by peer with the status answered (a body over the limit: 413)', async () => {
+    const path = `${MSC4108}/${euId(60)}`;
+    const res = await request('PUT', `${us.url}${path}`, {
+      headers: { 'Content-Type': 'text/plain', 'If-Match': '"x"' },
+      body: 'x'.repeat(5000),
+    });
+    expect(res.status).to.equal(413);
+    expect(home.times('PUT', path)).to.equal(0);
+    const scrape = await Scrape.of(`${us.url}/metrics`);
+    expect(scrape.value('rendezvous_region_forwarded_requests_total', { peer: 'eu', status: '413' })).to.equal(1);
+  });
+});

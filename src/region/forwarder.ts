@@ -161,7 +161,15 @@ export class Forwarder {
     const blocked = peer.breaker.blockedForMs();
     if (blocked > 0) return this.unavailable(peer, 'breaker_open', blocked);
     const method = ctx.method;
-    const body = method === 'PUT' ? await readBody(ctx, bodyLimit) : undefined;
+    let body: Buffer | undefined;
+    try {
+      body = method === 'PUT' ? await readBody(ctx, bodyLimit) : undefined;
+    } catch (err) {
+      // Refused here before it could go (too large, compressed, cut short): counted all the same, with
+      // the status the client gets, as every other answer to a request for this peer's sessions.
+      this.metrics.forwardedTo(peer.name, String(refusalStatus(err))).inc();
+      throw err;
+    }
     // A HEAD is served by the GET handler at home, which holds it as it holds a GET.
     const asked = method === 'GET' || method === 'HEAD' ? this.waitOf(ctx, msc4388) : 0;
     const askedMs = asked ?? 0;
@@ -487,6 +495,13 @@ function saturated(pool: Pool, most: number): boolean {
 /** The answer to a forwarded long-poll this replica lets go of because it is shutting down. */
 const shuttingDown = () =>
   new MatrixError(503, 'M_UNKNOWN', 'This server is shutting down: poll again', undefined, { 'Retry-After': '0' });
+
+/** The status the error handler answers for an error reading a request body (raw-body's carry theirs). */
+function refusalStatus(err: unknown): number {
+  if (err instanceof MatrixError) return err.status;
+  const status = (err as { status?: unknown } | null)?.status;
+  return typeof status === 'number' && status >= 400 && status < 500 ? status : 500;
+}
 
 /** Whether an If-Match makes a write a compare-and-set: entity tags, not `*` (nor nothing, nor garbage). */
 function comparesAndSets(ifMatch: string): boolean {
