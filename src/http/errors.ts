@@ -25,7 +25,7 @@ export function sendMatrixError(ctx: Context, err: MatrixError): void {
 }
 
 /** Errors thrown by raw-body and Node's parser carry `status` and `type`; map them to Matrix errors. */
-function fromHttpError(err: { status?: number; type?: string; message?: string }): MatrixError | undefined {
+export function fromHttpError(err: { status?: number; type?: string; message?: string }): MatrixError | undefined {
   if (err.type === 'entity.too.large') {
     return new MatrixError(413, 'M_TOO_LARGE', 'Request body is larger than the server accepts', undefined, {
       Connection: 'close',

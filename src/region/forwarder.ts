@@ -7,7 +7,7 @@ import type { Config } from '../config';
 import { readBody } from '../http/body';
 import { clientLeft, stopWatching, watchClient } from '../http/client-connection';
 import { parseEntityTags } from '../protocols/conditional';
-import { MatrixError } from '../http/errors';
+import { MatrixError, fromHttpError } from '../http/errors';
 import { LogThrottle } from '../log-throttle';
 import type { Lifecycle } from '../http/health';
 import { clientOf } from '../limits';
@@ -167,7 +167,9 @@ export class Forwarder {
     } catch (err) {
       // Refused here before it could go (too large, compressed, cut short): counted all the same, with
       // the status the client gets, as every other answer to a request for this peer's sessions.
-      this.metrics.forwardedTo(peer.name, String(refusalStatus(err))).inc();
+      const status =
+        err instanceof MatrixError ? err.status : fromHttpError(err as { status?: number; type?: string })?.status;
+      this.metrics.forwardedTo(peer.name, String(status ?? 500)).inc();
       throw err;
     }
     // A HEAD is served by the GET handler at home, which holds it as it holds a GET.
@@ -495,13 +497,6 @@ function saturated(pool: Pool, most: number): boolean {
 /** The answer to a forwarded long-poll this replica lets go of because it is shutting down. */
 const shuttingDown = () =>
   new MatrixError(503, 'M_UNKNOWN', 'This server is shutting down: poll again', undefined, { 'Retry-After': '0' });
-
-/** The status the error handler answers for an error reading a request body (raw-body's carry theirs). */
-function refusalStatus(err: unknown): number {
-  if (err instanceof MatrixError) return err.status;
-  const status = (err as { status?: unknown } | null)?.status;
-  return typeof status === 'number' && status >= 400 && status < 500 ? status : 500;
-}
 
 /** Whether an If-Match makes a write a compare-and-set: entity tags, not `*` (nor nothing, nor garbage). */
 function comparesAndSets(ifMatch: string): boolean {
