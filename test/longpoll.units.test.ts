@@ -361,6 +361,22 @@ async function holdOne(
 }
 
 /** Runs `body` with the clock read as `at` (as after an event loop that fell behind), then restores it. */
+/**
+ * Resolves once the store has answered `n` reads (and what each answer set off has run): a held wait
+ * reads the state it holds, re-checks it once subscribed, and asks the store at the expiry.
+ */
+function afterReads(store: MemorySessions, n: number): Promise<void> {
+  let reads = 0;
+  const get = store.get.bind(store);
+  return new Promise<void>((resolve) => {
+    store.get = async (...args) => {
+      const session = await get(...args);
+      if (++reads === n) setImmediate(resolve);
+      return session;
+    };
+  });
+}
+
 async function clockAt<T>(at: number, body: () => Promise<T>): Promise<T> {
   const now = Date.now;
   Date.now = () => at;
@@ -487,8 +503,45 @@ describe('LongPoll waiters', () => {
     const store = memorySessions();
     const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
     const ahead = Date.now() + 120_000;
-    const ended = await clockAt(ahead, async () => (await holdOne(lp, store)).result);
+    const ended = await clockAt(ahead, async () => (await holdOne(lp, store, { waitMs: 20 })).result);
     expect(ended.cause).to.equal('timeout');
+    store.close();
+  });
+
+  // Answered at once, the client would ask again at once, and so on until the store's clock caught up.
+  it("hold on, past the expiry by the replica's clock, while the store holds the session", async () => {
+    const store = memorySessions();
+    const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
+    const ahead = Date.now() + 120_000;
+    const readThrice = afterReads(store, 3);
+    const woken = await clockAt(ahead, async () => {
+      const held = await holdOne(lp, store);
+      await held.waiting;
+      await readThrice;
+      await held.write('b');
+      return held.result;
+    });
+    expect(woken.cause).to.equal('change');
+    store.close();
+  });
+
+  it("answer 404 once the store's clock too reaches the expiry, when held past it by the replica's", async () => {
+    let storeNow = Date.now();
+    const store = new MemorySessions({
+      caps: { global: 0, perAddress: 0 },
+      maxTxnsPerSession: 4,
+      now: () => storeNow,
+    });
+    const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
+    const readThrice = afterReads(store, 3);
+    const ended = await clockAt(Date.now() + 120_000, async () => {
+      const held = await holdOne(lp, store);
+      await held.waiting;
+      await readThrice;
+      storeNow = held.current.expiresAt + 1;
+      return held.result;
+    });
+    expect(ended.cause).to.equal('gone');
     store.close();
   });
 

@@ -44,6 +44,12 @@ export type WaitResult =
   | { cause: 'error'; error: unknown };
 
 /** How each way a wait ends is labelled in the metrics (wake-ups, and the held request's outcome). */
+/**
+ * How often a wait past the session's expiry by this replica's clock, whose session the store still
+ * holds (its clock is behind this one's), asks the store again.
+ */
+const EXPIRY_RECHECK_MS = 1000;
+
 export const CAUSE_LABEL = {
   change: 'change',
   timeout: 'timeout',
@@ -140,6 +146,8 @@ class Waiter {
   private confirmAgain = false;
   /** The timer ends at the session's expiry rather than at the end of the wait asked for. */
   private endsAtExpiry = false;
+  /** When the wait asked for ends (monotonic clock). */
+  private deadline = 0;
   /** The connection watched for a client that leaves, while the response waits for it (pipelined). */
   private pipelined: Socket | undefined;
 
@@ -160,6 +168,7 @@ class Waiter {
     // Never beyond the session's expiry: at that moment the answer is 404, not 304, if the store
     // agrees (see `expiredHere`). (Timers may fire a millisecond early, so the timer remembers which
     // deadline it stands for.)
+    this.deadline = performance.now() + this.req.waitMs;
     const untilExpiry = this.held.expiresAt - Date.now();
     this.endsAtExpiry = untilExpiry <= this.req.waitMs;
     this.timer = setTimeout(this.onTimer, Math.max(0, Math.min(this.req.waitMs, untilExpiry)));
@@ -278,6 +287,16 @@ class Waiter {
         if (this.confirmAgain) {
           this.confirmAgain = false;
           return this.expiredHere(cause);
+        }
+        // Held on rather than answered now: the client would ask again at once and be answered at
+        // once again, in a loop, until the store's clock reaches the expiry. The store is asked once
+        // a second until then, and the wait ends as asked.
+        const left = this.deadline - performance.now();
+        if (cause === 'timeout' && left > 0) {
+          clearTimeout(this.timer);
+          this.endsAtExpiry = left > EXPIRY_RECHECK_MS;
+          this.timer = setTimeout(this.onTimer, Math.min(left, EXPIRY_RECHECK_MS));
+          return;
         }
         this.finish({ cause, session: this.held });
       },
