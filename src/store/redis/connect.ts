@@ -140,11 +140,15 @@ export function createRedisClient(config: RedisConfig, purpose: ClientPurpose = 
         failoverDetector: true,
       });
     case 'cluster': {
-      const { retryStrategy: _r, enableOfflineQueue, enableAutoPipelining, ...redisOptions } = base;
+      const { retryStrategy: _r, enableOfflineQueue, enableAutoPipelining: _a, ...redisOptions } = base;
       return new Cluster(config.redisClusterNodes!, {
         redisOptions,
         enableOfflineQueue,
-        enableAutoPipelining,
+        // Off: ioredis follows a redirection (MOVED, ASK, TRYAGAIN) for a pipeline only when every
+        // command of it got the same one and the others were read-only. Requests batched together
+        // would each get their redirection as an error (a 503), and a MOVED would never refresh the
+        // slot map: after a resharding, the moved slots' sessions answered 503 for good.
+        enableAutoPipelining: false,
         // Every write goes to a master; reads too, since a replica may lag behind a CAS write.
         scaleReads: 'master',
         clusterRetryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
