@@ -158,7 +158,11 @@ export function createRedisClient(config: RedisConfig, purpose: ClientPurpose = 
         retryDelayOnFailover: 0,
         retryDelayOnClusterDown: 100,
         slotsRefreshTimeout: 2000,
-        ...(purpose.subscriber ? { shardedSubscribers: true } : {}),
+        // A subscriber learns of a resharding only by reading the slot map again: the node that gives
+        // a slot away drops its subscriptions without a word ioredis acts on, and a subscriber sends
+        // nothing that a MOVED could answer. A changed map moves the subscriptions to the new owner
+        // and makes every waiter read again (see RedisNotifier), so no wake-up is lost for good.
+        ...(purpose.subscriber ? { shardedSubscribers: true, slotsRefreshInterval: 1000 } : {}),
         // Certificates name the host, not the address it resolves to.
         ...(tls ? { dnsLookup: (address: string, cb: (e: null, a: string) => void) => cb(null, address) } : {}),
       });
