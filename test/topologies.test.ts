@@ -3,10 +3,19 @@ import { Redis } from 'ioredis';
 import { loadConfig } from '../src/config';
 import { start, type RunningServer } from '../src/main';
 import { sessionKey, wakeChannel } from '../src/store/format';
+import { createRedisClient, RedisSessions } from '../src/store/redis';
+import type { Family } from '../src/store/types';
 import { Scrape } from './helpers/metrics';
 import { everyFamilyExchange, msc3886Exchange, req } from './helpers/exchange';
 import { heldGet, waiting } from './helpers/longpoll';
-import { ClusterSetup, SentinelSetup, sharedClusterSetup, sharedSentinelSetup, until } from './helpers/topologies';
+import {
+  ClusterSetup,
+  SentinelSetup,
+  SlotMigration,
+  sharedClusterSetup,
+  sharedSentinelSetup,
+  until,
+} from './helpers/topologies';
 
 /**
  * One test client plays every device here, so the per-address budgets are off; the global session
@@ -260,5 +269,327 @@ describe('Redis Cluster (3 masters)', () => {
     // A write's notice is the new stored value (header line, then the payload); a delete's is `deleted`.
     expect(messages[0]).to.match(/^@\S+ msc3886 2 \S+ \d+ \d+ \d+ text\/plain[^\n]*\ny$/);
     expect(messages[1]).to.equal('deleted');
+  });
+});
+
+const MSC4108_PATH = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous';
+const MSC4388_PATH = '/_matrix/client/v1/rendezvous';
+
+/** A write as a client sends it: against `version`, with `payload`; sent again verbatim after a 503. */
+interface Write {
+  version: string;
+  payload: string;
+  txn: string;
+}
+
+/** What the test needs of one protocol family: create, compare-and-set, read, hold, delete. */
+interface FamilyClient {
+  name: string;
+  create(base: string): Promise<{ id: string; path: string; version: string; payload: string }>;
+  write(base: string, path: string, w: Write): Promise<Response>;
+  /** The status of a won and of a lost compare-and-set, and of a delete. */
+  won: number;
+  lost: number;
+  deleted: number;
+  /** The new version a won write answers with. */
+  versionAfter(res: Response): Promise<string>;
+  payloadOf(res: Response): Promise<string>;
+  /** A read held until the session differs from `version` (a long-poll). */
+  hold(base: string, path: string, version: string): Promise<Response>;
+}
+
+const etagFamily = (
+  name: string,
+  post: (base: string) => Promise<{ id: string; path: string; res: Response; payload: string }>,
+): FamilyClient => ({
+  name,
+  async create(base) {
+    const { id, path, res, payload } = await post(base);
+    return { id, path, version: res.headers.get('ETag')!, payload };
+  },
+  write: (base, path, w) =>
+    req(`${base}${path}`, {
+      method: 'PUT',
+      headers: { 'Content-Type': 'text/plain', 'If-Match': w.version },
+      body: w.payload,
+    }),
+  won: 202,
+  lost: 412,
+  deleted: 204,
+  versionAfter: async (res) => res.headers.get('ETag')!,
+  payloadOf: (res) => res.text(),
+  hold: (base, path, version) =>
+    req(`${base}${path}`, { headers: { 'If-None-Match': version, Prefer: 'wait=30' } }, 60_000),
+});
+
+const FAMILIES: FamilyClient[] = [
+  etagFamily('msc3886', async (base) => {
+    const res = await req(`${base}/`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: 'p0' });
+    expect(res.status).to.equal(200);
+    const { id } = (await res.json()) as { id: string };
+    return { id, path: `/${id}`, res, payload: 'p0' };
+  }),
+  etagFamily('msc4108', async (base) => {
+    const res = await req(`${base}${MSC4108_PATH}`, { method: 'POST', headers: { 'Content-Type': 'text/plain' } });
+    expect(res.status).to.equal(201);
+    const path = new URL(((await res.json()) as { url: string }).url).pathname;
+    return { id: path.slice(path.lastIndexOf('/') + 1), path, res, payload: '' };
+  }),
+  {
+    name: 'msc4388',
+    async create(base) {
+      const res = await req(`${base}${MSC4388_PATH}`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ data: 'p0' }),
+      });
+      expect(res.status).to.equal(200);
+      const { id, sequence_token } = (await res.json()) as { id: string; sequence_token: string };
+      return { id, path: `${MSC4388_PATH}/${id}`, version: sequence_token, payload: 'p0' };
+    },
+    // With a transaction id, so the session has a second key that can be split from the first.
+    write: (base, path, w) =>
+      req(`${base}${path}/${w.txn}`, {
+        method: 'PUT',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ sequence_token: w.version, data: w.payload }),
+      }),
+    won: 200,
+    lost: 409,
+    deleted: 200,
+    versionAfter: async (res) => ((await res.json()) as { sequence_token: string }).sequence_token,
+    payloadOf: async (res) => ((await res.json()) as { data: string }).data,
+    hold: (base, path, version) => req(`${base}${path}?sequence_token=${version}&timeout_ms=30000`, {}, 60_000),
+  },
+];
+
+/** One session the test drives, and what it knows of it. */
+interface Tracked {
+  family: FamilyClient;
+  id: string;
+  path: string;
+  role: 'writer' | 'deleter' | 'held';
+  version: string;
+  payload: string;
+  /** Writes answered 503: each may or may not have landed until it is sent again and answered. */
+  unknown: (Write & { replica: number })[];
+  /** Won writes against the version they named (never two against one version). */
+  winners: Map<string, string>;
+  deleteState: 'live' | 'unknown' | 'deleted';
+}
+
+describe('Redis Cluster: resharding slots under live sessions', function () {
+  this.timeout(120_000);
+  let setup: ClusterSetup;
+  let replicas: RunningServer[];
+  let bases: string[];
+  before(async () => {
+    setup = await ClusterSetup.start();
+    replicas = await Promise.all([serve(setup.env), serve(setup.env)]);
+    bases = replicas.map((r) => `http://127.0.0.1:${r.port}`);
+  });
+  after(async () => {
+    await Promise.all((replicas ?? []).map((r) => r.stop()));
+    await setup?.destroy();
+  });
+
+  const statuses: string[] = [];
+
+  /** Any answer is a protocol answer: one of `expected`, or a store condition's 503 with Retry-After. */
+  async function answer(res: Response, what: string, expected: number[]): Promise<number> {
+    statuses.push(`${what}: ${res.status}`);
+    expect(res.status, `${what} (${statuses.length})`).to.be.oneOf([...expected, 503]);
+    if (res.status === 503) {
+      expect(res.headers.get('Retry-After'), what).to.equal('1');
+      expect(((await res.json()) as { errcode: string }).errcode).to.equal('M_UNKNOWN');
+    }
+    return res.status;
+  }
+
+  /** A write's outcome: won (the session moved on), lost (412/409) or unknown (503). */
+  async function sendWrite(s: Tracked, w: Write & { replica: number }): Promise<void> {
+    const f = s.family;
+    const res = await f.write(bases[w.replica]!, s.path, w);
+    const status = await answer(res, `${f.name} write ${w.txn}`, [f.won, f.lost]);
+    s.unknown = s.unknown.filter((u) => u.txn !== w.txn);
+    if (status === 503) s.unknown.push(w);
+    else if (status === f.won) {
+      const after = await f.versionAfter(res);
+      const before = s.winners.get(w.version);
+      expect(before === undefined || before === w.payload, `two writes won against ${w.version}`).to.equal(true);
+      s.winners.set(w.version, w.payload);
+      if (w.version === s.version) {
+        s.version = after;
+        s.payload = w.payload;
+      }
+    }
+  }
+
+  /**
+   * One round of what clients do: every write answered 503 is sent again verbatim (through the other
+   * replica, as a balancer would); writers with none pending race two writes through the two
+   * replicas; every session is read through both; deleters delete.
+   */
+  async function round(sessions: Tracked[], n: number, deleting: boolean): Promise<void> {
+    await Promise.all(
+      sessions.map(async (s) => {
+        const f = s.family;
+        if (s.role === 'writer') {
+          if (s.unknown.length > 0) {
+            for (const w of [...s.unknown]) await sendWrite(s, { ...w, replica: 1 - w.replica });
+          } else {
+            const write = (replica: number) => ({
+              version: s.version,
+              payload: `${f.name} round ${n} via ${replica}`,
+              txn: `r${n}-${replica}`,
+              replica,
+            });
+            await Promise.all([sendWrite(s, write(0)), sendWrite(s, write(1))]);
+          }
+        }
+        if (s.role === 'deleter' && deleting && s.deleteState !== 'deleted') {
+          const res = await req(`${bases[n % 2]}${s.path}`, { method: 'DELETE' });
+          // A 404 only for a delete sent again: the first attempt may have landed.
+          const allowed = s.deleteState === 'unknown' ? [f.deleted, 404] : [f.deleted];
+          const status = await answer(res, `${f.name} delete`, allowed);
+          s.deleteState = status === 503 ? 'unknown' : 'deleted';
+        }
+        for (const base of bases) {
+          const res = await req(`${base}${s.path}`);
+          if (s.deleteState === 'deleted') {
+            await answer(res, `${f.name} read of a deleted session`, [404]);
+            continue;
+          }
+          const maybeGone = s.deleteState === 'unknown' ? [404] : [];
+          const status = await answer(res, `${f.name} read`, [200, ...maybeGone]);
+          if (status === 200) {
+            // The last write known to have won, or one whose answer is still unknown.
+            expect(await f.payloadOf(res)).to.be.oneOf([s.payload, ...s.unknown.map((u) => u.payload)]);
+          }
+        }
+      }),
+    );
+  }
+
+  /** A long-poll on the first replica, once it waits (asked again if the store was busy before). */
+  async function holding(s: Tracked): Promise<{ answer: Promise<Response> }> {
+    for (let attempt = 0; ; attempt++) {
+      const isWaiting = waiting(replicas[0]!.longPoll);
+      const answer = s.family.hold(bases[0]!, s.path, s.version);
+      const early = await Promise.race([isWaiting.then(() => undefined), answer]);
+      if (early === undefined) return { answer };
+      expect(early.status, 'a long-poll answered before it waited').to.equal(503);
+      expect(attempt, 'long-polls refused').to.be.below(4);
+    }
+  }
+
+  it('serves every family through a slot migration, half-migrated slots included, and loses nothing', async () => {
+    const [from, to] = [setup.nodes[0]!, setup.nodes[1]!];
+    // Sessions of every family whose slots are on `from`: one written, one deleted, one long-polled.
+    const sessions: Tracked[] = [];
+    for (const family of FAMILIES) {
+      for (const role of ['writer', 'deleter', 'held'] as const) {
+        for (let i = 0; ; i++) {
+          const made = await family.create(bases[i % 2]!);
+          if ((await setup.slotOf(sessionKey(made.id))).owner !== from) {
+            // Elsewhere: deleted, so the caps count only the sessions under test.
+            expect((await req(`${bases[0]}${made.path}`, { method: 'DELETE' })).status).to.equal(family.deleted);
+            continue;
+          }
+          sessions.push({ family, role, ...made, unknown: [], winners: new Map(), deleteState: 'live' });
+          break;
+        }
+      }
+    }
+    const slots = [
+      ...new Set(await Promise.all(sessions.map(async (s) => (await setup.slotOf(sessionKey(s.id))).slot))),
+    ];
+    // Every MSC4388 writer has a transaction record too: a second key to split from the session.
+    await round(sessions, 0, false);
+
+    // Long-polls held on one replica across the whole migration, woken by writes on the other after it.
+    const held = sessions.filter((s) => s.role === 'held');
+    const holds: Promise<Response>[] = [];
+    for (const s of held) holds.push((await holding(s)).answer);
+
+    // A store client of the replicas' kind that learned the slot map before the migration; after it,
+    // it reads every session at once, as a busy replica's requests do (one batch to the old owner).
+    const config = loadConfig({ ...setup.env, LOG_LEVEL: 'silent' });
+    const store = new RedisSessions(createRedisClient(config), {
+      caps: { global: 0, perAddress: 0 },
+      maxTxnsPerSession: 16,
+      commandTimeoutMs: config.redisCommandTimeoutMs,
+    });
+    const readAll = () => Promise.allSettled(sessions.map((s) => store.get(s.id, s.family.name as Family)));
+    await until('the store client to read every session', async () =>
+      (await readAll()).every((r) => r.status === 'fulfilled'),
+    );
+
+    const migration = new SlotMigration(setup, slots, from, to);
+    try {
+      await migration.open();
+      await round(sessions, 1, false);
+      // Half migrated: one key of each slot moved (the session's own key where it has two), the rest not.
+      for (const slot of slots) {
+        const keys = await migration.keysLeft(slot);
+        await migration.move(keys.filter((k) => !k.endsWith(':txn')).slice(0, 1));
+      }
+      await round(sessions, 2, true);
+      for (const slot of slots) await migration.move(await migration.keysLeft(slot));
+      await round(sessions, 3, true);
+      // Nothing is left behind (a write sent before the move may have landed late): moved too.
+      for (const slot of slots) await migration.move(await migration.keysLeft(slot));
+      await migration.close();
+    } finally {
+      migration.end();
+    }
+
+    // Each read told MOVED is sent to the new owner (and the slot map refreshed), batched or not.
+    const after = await readAll();
+    store.client.disconnect();
+    expect(after.map((r) => (r.status === 'rejected' ? String(r.reason) : 'read'))).to.deep.equal(
+      sessions.map(() => 'read'),
+    );
+
+    // Until every write answered 503 has been sent again and answered, and every delete done.
+    for (let n = 4; sessions.some((s) => s.unknown.length > 0 || s.deleteState === 'unknown'); n++) {
+      expect(n, `rounds after the migration ${statuses.slice(-40).join('; ')}`).to.be.below(20);
+      await round(sessions, n, true);
+    }
+    await round(sessions, 20, true);
+
+    // Everything lives on the new owner now, whole, with its last written payload.
+    for (const s of sessions) {
+      const { slot, owner } = await setup.slotOf(sessionKey(s.id), to);
+      expect(slots).to.include(slot);
+      expect(owner).to.equal(to);
+      const direct = to.client();
+      expect(await direct.exists(sessionKey(s.id))).to.equal(1);
+      direct.disconnect();
+      for (const base of bases) {
+        const res = await req(`${base}${s.path}`);
+        if (s.role === 'deleter') {
+          expect(res.status).to.equal(404);
+          continue;
+        }
+        expect(res.status).to.equal(200);
+        expect(await s.family.payloadOf(res)).to.equal(s.payload);
+      }
+    }
+
+    // The held long-polls, subscribed before the slots moved, are woken by writes after.
+    for (const [i, s] of held.entries()) {
+      const w = { version: s.version, payload: `woken ${s.family.name}`, txn: 'wake', replica: 1 };
+      await sendWrite(s, w);
+      for (let attempt = 0; s.unknown.length > 0 && attempt < 5; attempt++) await sendWrite(s, w);
+      expect(s.payload, 'the wake-up write').to.equal(w.payload);
+      const res = await holds[i]!;
+      expect(res.status, `held ${s.family.name}`).to.equal(200);
+      expect(await s.family.payloadOf(res)).to.equal(w.payload);
+    }
+
+    // The caps count exactly the sessions that exist.
+    const live = (await Scrape.of(`${bases[0]}/metrics`)).value('rendezvous_sessions_live');
+    expect(live).to.equal(sessions.filter((s) => s.role !== 'deleter').length);
   });
 });

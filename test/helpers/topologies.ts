@@ -271,8 +271,79 @@ export class ClusterSetup {
     return new Cluster(this.nodes.map((n) => ({ host: '127.0.0.1', port: n.port })));
   }
 
+  /** The hash slot of a key, and the master that owns it (as `via` sees the slot map). */
+  async slotOf(key: string, via = this.nodes[0]!): Promise<{ slot: number; owner: RedisServer }> {
+    const c = via.client();
+    try {
+      const slot = (await c.call('CLUSTER', 'KEYSLOT', key)) as number;
+      const ranges = (await c.call('CLUSTER', 'SLOTS')) as [number, number, [string, number]][];
+      const port = ranges.find(([from, to]) => slot >= from && slot <= to)![2][1];
+      return { slot, owner: this.nodes.find((n) => n.port === port)! };
+    } finally {
+      c.disconnect();
+    }
+  }
+
   async destroy(): Promise<void> {
     await Promise.all(this.nodes.map((n) => n.destroy()));
+  }
+}
+
+/**
+ * The moves of a resharding, done step by step with the commands `redis-cli --cluster reshard` sends,
+ * so a test can act between them: `open` marks the slots importing on the target and migrating on
+ * the source, `move` migrates some keys, `close` gives the slots to the target on every master.
+ */
+export class SlotMigration {
+  private readonly admin = new Map<RedisServer, Redis>();
+
+  constructor(
+    private readonly setup: ClusterSetup,
+    readonly slots: number[],
+    readonly from: RedisServer,
+    readonly to: RedisServer,
+  ) {
+    for (const node of setup.nodes) this.admin.set(node, node.client());
+  }
+
+  private on(node: RedisServer, ...args: (string | number)[]): Promise<unknown> {
+    return this.admin.get(node)!.call(String(args[0]), ...args.slice(1));
+  }
+
+  private async id(node: RedisServer): Promise<string> {
+    return (await this.on(node, 'CLUSTER', 'MYID')) as string;
+  }
+
+  async open(): Promise<void> {
+    const [fromId, toId] = [await this.id(this.from), await this.id(this.to)];
+    for (const slot of this.slots) {
+      await this.on(this.to, 'CLUSTER', 'SETSLOT', slot, 'IMPORTING', fromId);
+      await this.on(this.from, 'CLUSTER', 'SETSLOT', slot, 'MIGRATING', toId);
+    }
+  }
+
+  /** The keys of a slot still on the source. */
+  async keysLeft(slot: number): Promise<string[]> {
+    return (await this.on(this.from, 'CLUSTER', 'GETKEYSINSLOT', slot, 1000)) as string[];
+  }
+
+  /** Moves these keys (of one slot) from the source to the target. */
+  async move(keys: string[]): Promise<void> {
+    if (keys.length === 0) return;
+    await this.on(this.from, 'MIGRATE', '127.0.0.1', this.to.port, '', 0, 5000, 'KEYS', ...keys);
+  }
+
+  /** Gives the slots to the target: the target first, then the source, then every other master. */
+  async close(): Promise<void> {
+    const toId = await this.id(this.to);
+    const order = [this.to, this.from, ...this.setup.nodes.filter((n) => n !== this.to && n !== this.from)];
+    for (const node of order) {
+      for (const slot of this.slots) await this.on(node, 'CLUSTER', 'SETSLOT', slot, 'NODE', toId);
+    }
+  }
+
+  end(): void {
+    for (const c of this.admin.values()) c.disconnect();
   }
 }
 
