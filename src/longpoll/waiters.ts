@@ -141,9 +141,11 @@ class Waiter {
   private readAgain = false;
   private subscribed = false;
   private announced = false;
-  /** The store is being asked whether the held state has expired (see `expiredHere`). */
-  private confirming = false;
-  private confirmAgain = false;
+  /**
+   * The held state has expired by this replica's clock, and the store is asked whether it has (see
+   * `expiredHere`): how the wait ends if the store still holds the session unchanged.
+   */
+  private expiry: 'timeout' | 'shutdown' | undefined;
   /** The timer ends at the session's expiry rather than at the end of the wait asked for. */
   private endsAtExpiry = false;
   /** When the wait asked for ends (monotonic clock). */
@@ -240,11 +242,13 @@ class Waiter {
         if (session.rev >= this.held.rev) this.held = session;
         if (this.readAgain) {
           this.readAgain = false;
-          this.check();
-        } else if (this.subscribed && !this.announced) {
+          return this.check();
+        }
+        if (this.subscribed && !this.announced) {
           this.announced = true;
           this.lp.emit('waiting', this.req.id);
         }
+        if (this.expiry !== undefined) this.stillHeld();
       },
       (error: unknown) => {
         this.reading = false;
@@ -265,46 +269,31 @@ class Waiter {
   /**
    * The held state has expired by this replica's clock. The store is the authority (Redis expires a
    * session on its own clock, which this one may be ahead of, and a session never vanishes before its
-   * expiry): it is read, and the wait answers 404 only if the store no longer has the session; else
-   * it ends with the state read, as a wait that ended does. Still subscribed meanwhile: a notice
-   * that comes while the read is out is answered as ever (a deletion 404, a new state a change), and
-   * one that sends here again has the store read once more after it, as `check` does.
+   * expiry): it is read (after any read in flight), and the wait answers 404 only if the store no
+   * longer has the session. Still subscribed meanwhile: a notice that comes while the read is out is
+   * answered as ever (a deletion 404, a new state a change), or has the store read once more.
    */
   private expiredHere(cause: 'timeout' | 'shutdown'): void {
     if (this.done) return;
-    if (this.confirming) {
-      this.confirmAgain = true;
+    if (this.expiry !== 'shutdown') this.expiry = cause;
+    this.check();
+  }
+
+  /** The store still holds, unchanged, the session expired by this replica's clock. */
+  private stillHeld(): void {
+    const cause = this.expiry!;
+    this.expiry = undefined;
+    // Held on rather than answered now: the client would ask again at once and be answered at once
+    // again, in a loop, until the store's clock reaches the expiry. The store is asked once a second
+    // until then, and the wait ends as asked.
+    const left = this.deadline - performance.now();
+    if (cause === 'timeout' && left > 0) {
+      clearTimeout(this.timer);
+      this.endsAtExpiry = left > EXPIRY_RECHECK_MS;
+      this.timer = setTimeout(this.onTimer, Math.min(left, EXPIRY_RECHECK_MS));
       return;
     }
-    this.confirming = true;
-    this.lp.store.get(this.req.id, this.req.family).then(
-      (session) => {
-        this.confirming = false;
-        if (this.done) return;
-        if (session === null) return this.finish({ cause: 'gone' });
-        if (this.req.changed(session)) return this.finish({ cause: 'change', session });
-        if (session.rev >= this.held.rev) this.held = session;
-        if (this.confirmAgain) {
-          this.confirmAgain = false;
-          return this.expiredHere(cause);
-        }
-        // Held on rather than answered now: the client would ask again at once and be answered at
-        // once again, in a loop, until the store's clock reaches the expiry. The store is asked once
-        // a second until then, and the wait ends as asked.
-        const left = this.deadline - performance.now();
-        if (cause === 'timeout' && left > 0) {
-          clearTimeout(this.timer);
-          this.endsAtExpiry = left > EXPIRY_RECHECK_MS;
-          this.timer = setTimeout(this.onTimer, Math.min(left, EXPIRY_RECHECK_MS));
-          return;
-        }
-        this.finish({ cause, session: this.held });
-      },
-      (error: unknown) => {
-        this.confirming = false;
-        if (!this.done) this.finish({ cause: 'error', error });
-      },
-    );
+    this.finish({ cause, session: this.held });
   }
 
   private finish(result: Exclude<WaitResult, { cause: 'refused' }>): void {
