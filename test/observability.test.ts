@@ -151,18 +151,20 @@ describe('metrics', () => {
     }
   });
 
-  it('answer HEAD as GET without a body on their own port, every answer with the common headers', async () => {
+  it('answer HEAD as GET without a body on their own port, other methods 405, every answer with the common headers', async () => {
     const own = await serve({ RZ_METRICS_PORT: '0' });
     try {
       const url = `http://127.0.0.1:${own.metricsPort}`;
       const get = await req(`${url}/metrics`);
       const head = await req(`${url}/metrics`, { method: 'HEAD' });
       const other = await req(`${url}/elsewhere`);
-      expect([get.status, head.status, other.status]).to.deep.equal([200, 200, 404]);
+      const post = await req(`${url}/metrics`, { method: 'POST', body: '' });
+      expect([get.status, head.status, other.status, post.status]).to.deep.equal([200, 200, 404, 405]);
+      expect(post.headers.get('allow')).to.equal('GET, HEAD');
       expect(head.headers.get('content-type')).to.equal(get.headers.get('content-type'));
       expect(Number(head.headers.get('content-length'))).to.be.greaterThan(0);
       expect(await head.text()).to.equal('');
-      for (const res of [get, head, other]) {
+      for (const res of [get, head, other, post]) {
         for (const [name, value] of Object.entries(COMMON_HEADERS)) {
           expect(res.headers.get(name), `${res.status} ${name}`).to.equal(value);
         }

@@ -13,12 +13,21 @@ export function createMetricsServer(metrics: Metrics, store: SessionStore): http
   return http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const head = req.method === 'HEAD';
-    const answer = (status: number, type: string, text: string) =>
+    const answer = (status: number, type: string, text: string, extra?: Record<string, string>) =>
       res
-        .writeHead(status, { ...COMMON_HEADERS, 'Content-Type': type, 'Content-Length': Buffer.byteLength(text) })
+        .writeHead(status, {
+          ...COMMON_HEADERS,
+          ...extra,
+          'Content-Type': type,
+          'Content-Length': Buffer.byteLength(text),
+        })
         .end(head ? undefined : text);
-    if ((req.method !== 'GET' && !head) || path !== '/metrics') {
+    if (path !== '/metrics') {
       answer(404, 'text/plain', 'not found\n');
+      return;
+    }
+    if (req.method !== 'GET' && !head) {
+      answer(405, 'text/plain', 'method not allowed\n', { Allow: 'GET, HEAD' });
       return;
     }
     scrape(metrics, store).then(
