@@ -6,6 +6,7 @@ import { loadConfig } from '../src/config';
 import { start, type RunningServer } from '../src/main';
 import { NO_LIMITS, startServer, type TestServer } from './helpers/server';
 import { CSP } from './helpers/http';
+import { sharedRedisUrl } from './helpers/redis';
 
 /** What every answer carries, whoever writes it (Koa, or the server before Koa sees the request). */
 function expectCommonHeaders(a: RawAnswer): void {
@@ -161,5 +162,43 @@ describe('a server on a port the system picks (PORT=0)', function () {
     });
     const { url } = (await msc4108.json()) as { url: string };
     expect(new URL(url).port).to.equal(String(server.port));
+  });
+});
+
+describe('requests pipelined on one connection, writes among them', function () {
+  let replica: Replica;
+  before(async () => {
+    replica = await Replica.start({ REDIS_URL: await sharedRedisUrl(), RZ_MSC4388_ENABLED: 'true' });
+  });
+  after(async () => replica?.stop());
+
+  const MSC4388 = '/_matrix/client/v1/rendezvous';
+
+  // RFC 9112 section 9.3.2: only a run of safe requests may be processed in parallel. A write
+  // reading its body must not be overtaken by a DELETE or a GET sent after it.
+  it('applies a PUT before the DELETE sent behind it, and a GET behind a PUT reads what it wrote', async () => {
+    const created = await fetch(`${replica.url}/`, { method: 'POST', body: 'one' });
+    const path = new URL(created.headers.get('Location')!).pathname;
+    const put = `PUT ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\ntwo`;
+    const get = `GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`;
+    const del = `DELETE ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+    const answers = parseAnswers((await rawExchange(replica.port, put + get + del)).text);
+    expect(answers.map((a) => [a.status, a.body])).to.deep.equal([
+      [202, '{}'],
+      [200, 'two'],
+      [204, ''],
+    ]);
+  });
+
+  it('answers an MSC4388 GET pipelined behind a PUT with the token that PUT returned', async () => {
+    const res = await fetch(`${replica.url}${MSC4388}`, { method: 'POST', body: '{"data":""}' });
+    const { id, sequence_token } = (await res.json()) as { id: string; sequence_token: string };
+    const body = JSON.stringify({ sequence_token, data: 'x' });
+    const put = `PUT ${MSC4388}/${id} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    const get = `GET ${MSC4388}/${id} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+    const [written, read] = parseAnswers((await rawExchange(replica.port, put + get)).text);
+    expect(written!.status).to.equal(200);
+    const token = (JSON.parse(written!.body) as { sequence_token: string }).sequence_token;
+    expect(JSON.parse(read!.body)).to.include({ data: 'x', sequence_token: token });
   });
 });

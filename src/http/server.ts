@@ -1,5 +1,5 @@
 import http, { type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type Koa from 'koa';
 import type { Logger } from 'pino';
@@ -70,13 +70,47 @@ function closeAfterAnswer(_req: http.IncomingMessage, res: ServerResponse): void
   res.shouldKeepAlive = false;
 }
 
-/** Hands the server's requests to the app. */
+/** Hands the server's requests to the app, those pipelined on a connection in their turn. */
 export function serve(server: http.Server, app: Koa): void {
-  const handler = app.callback();
+  const handler = inTurn(app.callback());
   server.on('request', handler);
   // An Expect other than 100-continue would get Node's bare 417; RFC 9110 section 10.1.1 lets a
   // server ignore it instead, and the request is served as any other.
   server.on('checkExpectation', handler);
+}
+
+/** RFC 9110 section 9.2.1. */
+const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
+/** On a connection: how many of its requests that are not safe have not been answered yet. */
+const UNSAFE_UNANSWERED = Symbol('rendezvous.unsafeUnanswered');
+type Pipelining = Socket & { [UNSAFE_UNANSWERED]?: number };
+
+/**
+ * Node hands over every request pipelined on a connection as soon as it is parsed, while the ones
+ * ahead of it are still being handled: a PUT still reading its body would be overtaken by the
+ * DELETE sent after it, and a GET sent after a write would read what was there before it. RFC 9112
+ * section 9.3.2 lets only a run of safe requests be handled in parallel (pipelined long-polls stay
+ * held together). A request that is not safe, or that follows one not answered yet, waits until
+ * every answer ahead of it is sent: then its response gets the connection.
+ */
+function inTurn(handler: (req: http.IncomingMessage, res: ServerResponse) => unknown) {
+  return (req: http.IncomingMessage, res: ServerResponse): void => {
+    const socket = req.socket as Pipelining;
+    const unsafeAhead = socket[UNSAFE_UNANSWERED] ?? 0;
+    const safe = SAFE_METHODS.has(req.method ?? '');
+    if (!safe) {
+      socket[UNSAFE_UNANSWERED] = unsafeAhead + 1;
+      let counted = true;
+      const answered = () => {
+        if (counted) socket[UNSAFE_UNANSWERED]!--;
+        counted = false;
+      };
+      res.once('finish', answered);
+      res.once('close', answered);
+    }
+    if (res.socket !== null || (safe && unsafeAhead === 0)) handler(req, res);
+    else res.once('socket', () => handler(req, res));
+  };
 }
 
 /** The headers every answer carries (commonHeaders, CORS), for answers written before Koa sees a request. */
