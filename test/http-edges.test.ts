@@ -202,3 +202,59 @@ describe('requests pipelined on one connection, writes among them', function () 
     expect(JSON.parse(read!.body)).to.include({ data: 'x', sequence_token: token });
   });
 });
+
+describe('Expect: 100-continue', function () {
+  let replica: Replica;
+  before(async () => {
+    replica = await Replica.start({ REDIS_URL: await sharedRedisUrl() });
+  });
+  after(async () => replica?.stop());
+
+  // The client holds its body back until told to continue: a request refused on its headers alone is
+  // answered without inviting a body it would then send into a connection being closed.
+  it('refuses a body declared over the limit with 413 alone, never a 100 Continue first', async () => {
+    const { text, closedByServer } = await rawExchange(
+      replica.port,
+      'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n',
+    );
+    expect(closedByServer).to.equal(true);
+    const answers = parseAnswers(text);
+    expect(answers.map((a) => a.status)).to.deep.equal([413]);
+    expect(JSON.parse(answers[0]!.body)).to.include({ errcode: 'M_TOO_LARGE' });
+  });
+
+  it('refuses an MSC4108 PUT without If-Match with 400 alone, and closes the connection', async () => {
+    const path = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous/abc';
+    const { text, closedByServer } = await rawExchange(
+      replica.port,
+      `PUT ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n`,
+    );
+    expect(closedByServer).to.equal(true);
+    const answers = parseAnswers(text);
+    expect(answers.map((a) => a.status)).to.deep.equal([400]);
+    expect(answers[0]!.headers.connection).to.equal('close');
+  });
+
+  it('says 100 Continue to a body it will read, and stores what follows', async () => {
+    const created = await fetch(`${replica.url}/`, { method: 'POST', body: 'one' });
+    const path = new URL(created.headers.get('Location')!).pathname;
+    const socket = net.connect(replica.port, '127.0.0.1');
+    let text = '';
+    const continued = new Promise<void>((resolve) =>
+      socket.on('data', (d: Buffer) => {
+        text += d.toString('latin1');
+        if (text.includes('\r\n\r\n')) resolve();
+      }),
+    );
+    const closed = new Promise((resolve) => socket.on('close', resolve));
+    socket.write(
+      `PUT ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n`,
+    );
+    await continued;
+    expect(text).to.match(/^HTTP\/1\.1 100 Continue\r\n\r\n/);
+    socket.write('two');
+    await closed;
+    expect(parseAnswers(text).map((a) => a.status)).to.deep.equal([100, 202]);
+    expect(await (await fetch(`${replica.url}${path}`)).text()).to.equal('two');
+  });
+});

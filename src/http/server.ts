@@ -31,6 +31,7 @@ export function createHttpServer(config: Config, metrics: Metrics, log: Logger):
   if (config.keepAliveTimeoutMs === 0) {
     server.on('request', closeAfterAnswer);
     server.on('checkExpectation', closeAfterAnswer);
+    server.on('checkContinue', closeAfterAnswer);
   }
   // Answers no request of the app's reaches: counted here, as the app counts its own (the method and
   // path are unknown or unread, so they count as unmatched, method OTHER).
@@ -77,6 +78,8 @@ export function serve(server: http.Server, app: Koa): void {
   // An Expect other than 100-continue would get Node's bare 417; RFC 9110 section 10.1.1 lets a
   // server ignore it instead, and the request is served as any other.
   server.on('checkExpectation', handler);
+  // Node would say 100 Continue before the app has seen the headers; readBody says it when it reads.
+  server.on('checkContinue', handler);
 }
 
 /** RFC 9110 section 9.2.1. */
