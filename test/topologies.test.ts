@@ -243,6 +243,57 @@ describe('Redis Cluster (3 masters)', () => {
     });
   });
 
+  it('counts a request refused by a slot migrating for longer than its redirections last as a cluster failure', async () => {
+    const path = '/_matrix/client/v1/rendezvous';
+    const created = await req(`${base}${path}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ data: 'p0' }),
+    });
+    const { id, sequence_token: token } = (await created.json()) as { id: string; sequence_token: string };
+    const write = (txn: string, data: string, version: string) =>
+      req(`${base}${path}/${id}/${txn}`, {
+        method: 'PUT',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ sequence_token: version, data }),
+      });
+    // A transaction record: a second key of the session, left behind when the session's key moves.
+    const first = await write('t1', 'p1', token);
+    expect(first.status).to.equal(200);
+    const version = ((await first.json()) as { sequence_token: string }).sequence_token;
+    const { slot, owner } = await setup.slotOf(sessionKey(id));
+    const migration = new SlotMigration(
+      setup,
+      [slot],
+      owner,
+      setup.nodes.find((n) => n !== owner)!,
+    );
+    try {
+      await migration.open();
+      await migration.move([sessionKey(id)]);
+      // Half migrated until the test moves the rest: every try of the write's script is TRYAGAIN.
+      const before = await Scrape.of(`${base}/metrics`);
+      const res = await write('t2', 'p2', version);
+      expect(res.status).to.equal(503);
+      expect(res.headers.get('Retry-After')).to.equal('1');
+      const after = await Scrape.of(`${base}/metrics`);
+      const delta = (reason: string) =>
+        after.value('rendezvous_redis_errors_total', { reason }) -
+        before.value('rendezvous_redis_errors_total', { reason });
+      expect({ cluster: delta('cluster'), connection: delta('connection'), timeout: delta('timeout') }).to.deep.equal({
+        cluster: 1,
+        connection: 0,
+        timeout: 0,
+      });
+      for (const key of await migration.keysLeft(slot)) await migration.move([key]);
+      await migration.close();
+    } finally {
+      migration.end();
+    }
+    // Once the slot has moved, the same write sent again is served.
+    expect((await write('t2', 'p2', version)).status).to.equal(200);
+  });
+
   it('publishes write and delete wake-ups on the sharded channel of the session slot', async () => {
     const id = await createSession(base, 'x');
     const any = setup.nodes[0]!.client();

@@ -104,6 +104,17 @@ function withoutCredentials(text: string): { url: string; username?: string; pas
   return { url: u.href, username, password };
 }
 
+/** How often the Cluster client follows a redirection of one command before it fails (ioredis's default). */
+const MAX_REDIRECTIONS = 16;
+
+/**
+ * The pause before a command refused with TRYAGAIN or CLUSTERDOWN is sent again: every try fits in
+ * half the command timeout (up to 100 ms each, ioredis's default, once the timeout allows it).
+ */
+export function redirectionDelayMs(commandTimeoutMs: number): number {
+  return Math.max(1, Math.min(100, Math.floor(commandTimeoutMs / (2 * MAX_REDIRECTIONS))));
+}
+
 export interface ClientPurpose {
   /**
    * A pub/sub connection: no auto-pipelining (subscribe commands change the connection's mode), no
@@ -156,7 +167,13 @@ export function createRedisClient(config: RedisConfig, purpose: ClientPurpose = 
         // sent again by the client, which could land a write twice behind its answer. Redirections
         // (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) are still followed: they say it did not run.
         retryDelayOnFailover: 0,
-        retryDelayOnClusterDown: 100,
+        // TRYAGAIN (a slot migrating) and CLUSTERDOWN are asked again after a pause, MAX_REDIRECTIONS
+        // times at most: paced so that all of them end within half the command timeout. A request the
+        // cluster keeps refusing then fails as what it is (the redirections ran out, reason `cluster`)
+        // instead of as a command that timed out while waiting for its next try.
+        maxRedirections: MAX_REDIRECTIONS,
+        retryDelayOnTryAgain: redirectionDelayMs(config.redisCommandTimeoutMs),
+        retryDelayOnClusterDown: redirectionDelayMs(config.redisCommandTimeoutMs),
         slotsRefreshTimeout: 2000,
         // A subscriber learns of a resharding only by reading the slot map again: the node that gives
         // a slot away drops its subscriptions without a word ioredis acts on, and a subscriber sends

@@ -21,6 +21,13 @@ const REPLY_REASONS: Record<string, UnavailableReason> = {
 
 function reasonOf(err: unknown): UnavailableReason {
   if (!(err instanceof Error)) return 'other';
+  // The Cluster client followed MOVED, ASK, TRYAGAIN or CLUSTERDOWN as often as it may (a slot
+  // migrating, a shard without a master) and gave up: the cluster's state, not the connection.
+  if (err.message.startsWith('Too many Cluster redirections')) return 'cluster';
+  // No node answered the slot map: why the last one did not is the reason.
+  if (err.name === 'ClusterAllFailedError' && 'lastNodeError' in err && err.lastNodeError instanceof Error) {
+    return reasonOf(err.lastNodeError);
+  }
   if (err.name === 'ReplyError') {
     const word = /^[A-Z]+/.exec(err.message)?.[0] ?? '';
     if (word === 'ERR' && err.message.includes('script')) return 'script';
