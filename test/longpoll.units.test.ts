@@ -5,7 +5,15 @@ import { Redis } from 'ioredis';
 import { LongPoll, preferredWaitSeconds } from '../src/longpoll';
 import { ListenerTable, wakeOf } from '../src/store/listeners';
 import { MemoryNotifier, MemorySessions } from '../src/store/memory';
-import type { Family, Notifier, Session, SessionStore, WakeEvent, WakeListener } from '../src/store/types';
+import {
+  StoreUnavailableError,
+  type Family,
+  type Notifier,
+  type Session,
+  type SessionStore,
+  type WakeEvent,
+  type WakeListener,
+} from '../src/store/types';
 import { Metrics } from '../src/metrics';
 import { createLogger } from '../src/logger';
 import { newSessionIds } from '../src/ids';
@@ -425,6 +433,44 @@ describe('LongPoll waiters', () => {
     const held = await holdOne(lp, store);
     await held.waiting;
     expect(notifier.attempts).to.equal(2);
+    await held.write('b');
+    const woken = await held.result;
+    expect(woken.cause).to.equal('change');
+    expect(woken.cause === 'change' && woken.session.data.toString()).to.equal('b');
+    store.close();
+  });
+
+  it('hold on when their re-read after a reconnect fails (a failover), and find a write made meanwhile', async () => {
+    const store = memorySessions();
+    // A notifier whose notices the test controls: the write below is made while no notice can come.
+    const table = new ListenerTable({ subscribe: async () => {}, unsubscribe: () => {}, isUp: () => true });
+    const notifier: Notifier = {
+      listen: (id, listener) => table.listen(id, listener),
+      stats: () => table.stats(),
+      settled: async () => {},
+      connected: async () => true,
+      close: async () => {},
+    };
+    const lp = new LongPoll(store, notifier, LIMITS, new Metrics({ processMetrics: false }));
+    const held = await holdOne(lp, store);
+    await held.waiting;
+    // The subscriber is back on the new master before the command connection is: the re-read that a
+    // resync asks for finds the store away.
+    const get = store.get.bind(store);
+    let failed!: () => void;
+    const refused = new Promise<void>((resolve) => (failed = resolve));
+    store.get = async () => {
+      store.get = get;
+      failed();
+      throw new StoreUnavailableError('session store unavailable (connection)', 'connection');
+    };
+    let ended = false;
+    void held.result.then(() => (ended = true));
+    table.dispatch((held.current as Session).id, { kind: 'resync' });
+    await refused;
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(ended, 'the wait ended with the failed re-read').to.equal(false);
+    // A write the wait has no notice of (it was published while the subscriber was away).
     await held.write('b');
     const woken = await held.result;
     expect(woken.cause).to.equal('change');

@@ -2,12 +2,13 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../src/config';
 import { start, type RunningServer } from '../src/main';
-import { sessionKey, wakeChannel } from '../src/store/format';
+import { rateWindowKey, sessionKey, wakeChannel } from '../src/store/format';
 import { createRedisClient, RedisSessions } from '../src/store/redis';
 import type { Family } from '../src/store/types';
 import { Scrape } from './helpers/metrics';
 import { everyFamilyExchange, msc3886Exchange, req } from './helpers/exchange';
 import { heldGet, waiting } from './helpers/longpoll';
+import type { RedisServer } from './helpers/redis';
 import {
   ClusterSetup,
   SentinelSetup,
@@ -176,6 +177,30 @@ describe('Redis Sentinel', () => {
       await isWaiting;
       expect((await req(`${base}/${id}`, { method: 'PUT', body: `${body} after` })).status).to.equal(202);
       expect((await held.response).body).to.equal(`${body} after`);
+    });
+  });
+});
+
+describe('Redis Sentinel: failover with the whole service in motion', function () {
+  this.timeout(60_000);
+  let setup: SentinelSetup;
+  before(async () => {
+    setup = await SentinelSetup.start();
+  });
+  after(async () => {
+    await setup?.destroy();
+  });
+
+  it('wakes held long-polls, replays a lost write re-sent verbatim and settles rate counts after it', async () => {
+    await serviceThroughFailover({
+      env: setup.env,
+      ownerOf: async () => ((await setup.masterPort()) === setup.master.port ? setup.master : setup.replica),
+      failOver: async (master) => {
+        expect(master).to.equal(setup.master);
+        const switched = await setup.switchMaster();
+        await setup.master.stop('SIGKILL');
+        await switched.wait;
+      },
     });
   });
 });
@@ -413,6 +438,142 @@ const FAMILIES: FamilyClient[] = [
     hold: (base, path, version) => req(`${base}${path}?sequence_token=${version}&timeout_ms=30000`, {}, 60_000),
   },
 ];
+
+/** What a failover test needs of its topology: where a key lives, and how its master is failed over. */
+interface FailingOver {
+  env: Record<string, string>;
+  /** The master that holds `key` now. */
+  ownerOf(key: string): Promise<RedisServer>;
+  /** Fails `master` over to its replica; resolves once the replica is the master. */
+  failOver(master: RedisServer): Promise<void>;
+}
+
+/** Client addresses (as a trusted proxy names them) that only ever reach one replica each. */
+const VIA_A = '198.51.100.1';
+const VIA_B = '198.51.100.2';
+
+/**
+ * The whole service in motion through a failover of the master holding the rate counts and the
+ * sessions under test: long-polls held on two replicas, an MSC4388 write whose answer was lost (it
+ * landed after its 503), and rate budgets settling. After it: writes wake the held waits, the lost
+ * write re-sent verbatim answers as the original did, and every replica settles its counts again.
+ */
+async function serviceThroughFailover(topology: FailingOver): Promise<void> {
+  const env = {
+    ...topology.env,
+    // Short: a paused master makes a write time out (503) while it is still queued.
+    RZ_REDIS_COMMAND_TIMEOUT_MS: '300',
+    // Rates counted for every request and never refused; one window for the whole test.
+    RZ_REQUEST_RATE: '1000000',
+    RZ_REQUEST_RATE_WINDOW_SECONDS: '3600',
+    RZ_TRUSTED_PROXIES: '127.0.0.1',
+  };
+  const [a, b] = await Promise.all([serve(env), serve(env)]);
+  try {
+    const [baseA, baseB] = [`http://127.0.0.1:${a.port}`, `http://127.0.0.1:${b.port}`];
+    const rateKey = rateWindowKey('request', 0, 0);
+    const victim = await topology.ownerOf(rateKey);
+    const [msc3886, , msc4388] = FAMILIES as [FamilyClient, FamilyClient, FamilyClient];
+    /** A session of `family` on the master to fail over (others are left to expire). */
+    const onVictim = async (family: FamilyClient, base: string) => {
+      for (;;) {
+        const s = await family.create(base);
+        if ((await topology.ownerOf(sessionKey(s.id))) === victim) return s;
+      }
+    };
+
+    /** Requests sent per client address: each must end up counted exactly once in the store. */
+    const sent = { [VIA_A]: 0, [VIA_B]: 0 };
+    const probe = (base: string, address: typeof VIA_A | typeof VIA_B, path: string) => {
+      sent[address]++;
+      return req(`${base}${path}`, { headers: { 'X-Forwarded-For': address } });
+    };
+    /** The counts of an address in every window of the request budget, on the master holding them. */
+    const counted = async (address: string) => {
+      const owner = await topology.ownerOf(rateKey);
+      const c = owner.client();
+      try {
+        const keys = await c.keys('rz:{:rl}:request:*');
+        let sum = 0;
+        for (const key of keys.filter((k) => !k.endsWith(':batches'))) sum += Number((await c.hget(key, address)) ?? 0);
+        return sum;
+      } finally {
+        c.disconnect();
+      }
+    };
+    const settled = () =>
+      until(
+        'every count to be settled',
+        async () => (await counted(VIA_A)) === sent[VIA_A] && (await counted(VIA_B)) === sent[VIA_B],
+      );
+
+    // A write that lands after its answer was lost: the master holds writes past the command timeout.
+    const lost = await onVictim(msc4388, baseA);
+    const control = victim.client();
+    const write = { version: lost.version, payload: 'landed after its 503', txn: 'lost-answer' };
+    await control.call('CLIENT', 'PAUSE', '1000', 'WRITE');
+    expect((await msc4388.write(baseA, lost.path, write)).status).to.equal(503);
+    await until(
+      'the write to land',
+      async () => (await msc4388.payloadOf(await req(`${baseB}${lost.path}`))) === write.payload,
+    );
+    const landed = (await (await req(`${baseB}${lost.path}`)).json()) as { sequence_token: string };
+
+    // Long-polls held on both replicas.
+    const heldA = await onVictim(msc3886, baseA);
+    const heldB = await onVictim(msc4388, baseB);
+    const [waitingA, waitingB] = [waiting(a.longPoll), waiting(b.longPoll)];
+    const holds = [msc3886.hold(baseA, heldA.path, heldA.version), msc4388.hold(baseB, heldB.path, heldB.version)];
+    await Promise.all([waitingA, waitingB]);
+
+    // Rates settling on both replicas; all of it replicated before the failover, the write too.
+    for (let i = 0; i < 5; i++) await Promise.all([probe(baseA, VIA_A, heldA.path), probe(baseB, VIA_B, heldB.path)]);
+    await settled();
+    expect(await control.wait(1, 5000)).to.equal(1);
+    control.disconnect();
+
+    // The failover, with requests (and so rate counts) going through both replicas all along.
+    let done = false;
+    const failedOver = topology.failOver(victim).finally(() => (done = true));
+    while (!done) {
+      for (const res of await Promise.all([probe(baseA, VIA_A, heldA.path), probe(baseB, VIA_B, heldB.path)])) {
+        expect(res.status).to.be.oneOf([200, 503]);
+      }
+    }
+    await failedOver;
+    for (const base of [baseA, baseB]) {
+      await until('the replica to reach the store again', async () => {
+        const ready = (await (await req(`${base}/ready`)).json()) as { storeReachable?: boolean };
+        return ready.storeReachable === true;
+      });
+    }
+
+    // The lost write re-sent verbatim (through the other replica): answered as the original would have been.
+    const resent = await unlessBusy(() => msc4388.write(baseB, lost.path, write));
+    expect(resent.status, 'the re-sent write').to.equal(200);
+    expect(await msc4388.versionAfter(resent)).to.equal(landed.sequence_token);
+
+    // Writes after the failover wake the waits held through it, on both replicas.
+    const woken = [
+      { family: msc3886, s: heldA, base: baseB },
+      { family: msc4388, s: heldB, base: baseA },
+    ];
+    for (const { family, s, base } of woken) {
+      const w = { version: s.version, payload: `woken ${family.name}`, txn: 'wake' };
+      expect((await unlessBusy(() => family.write(base, s.path, w))).status).to.equal(family.won);
+    }
+    for (const [i, held] of (await Promise.all(holds)).entries()) {
+      expect(held.status, `held ${woken[i]!.family.name}`).to.equal(200);
+      expect(await woken[i]!.family.payloadOf(held)).to.equal(`woken ${woken[i]!.family.name}`);
+    }
+
+    // Both replicas settle again: everything counted, during the failover too, reaches the new master.
+    for (let i = 0; i < 5; i++) await Promise.all([probe(baseA, VIA_A, heldA.path), probe(baseB, VIA_B, heldB.path)]);
+    await settled();
+  } finally {
+    await Promise.all([a.stop(), b.stop()]);
+  }
+}
 
 /** One session the test drives, and what it knows of it. */
 interface Tracked {

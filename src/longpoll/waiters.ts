@@ -3,7 +3,15 @@ import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { clientLeft, stopWatching, watchClient } from '../http/client-connection';
 import type { Metrics } from '../metrics';
-import type { Family, Notifier, Session, SessionStore, Subscription, WakeEvent } from '../store/types';
+import {
+  StoreUnavailableError,
+  type Family,
+  type Notifier,
+  type Session,
+  type SessionStore,
+  type Subscription,
+  type WakeEvent,
+} from '../store/types';
 
 export interface LongPollLimits {
   /** Longest a request is held, whatever it asks for; 0 turns long-poll off. */
@@ -49,6 +57,13 @@ export type WaitResult =
  * holds (its clock is behind this one's), asks the store again.
  */
 const EXPIRY_RECHECK_MS = 1000;
+
+/**
+ * How long a wait already held pauses before reading again when a re-read (after a reconnect, say)
+ * found the store away: a failover moves the subscriber and the command connection to the new master
+ * one after the other, so for a moment wake-ups flow again while reads still fail.
+ */
+const REREAD_RETRY_MS = 200;
 
 export const CAUSE_LABEL = {
   change: 'change',
@@ -152,6 +167,8 @@ class Waiter {
   private deadline = 0;
   /** The connection watched for a client that leaves, while the response waits for it (pipelined). */
   private pipelined: Socket | undefined;
+  /** A re-read that found the store away, asked again (see REREAD_RETRY_MS). */
+  private rereadTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly lp: LongPoll,
@@ -252,7 +269,19 @@ class Waiter {
       },
       (error: unknown) => {
         this.reading = false;
-        if (!this.done) this.finish({ cause: 'error', error });
+        if (this.done) return;
+        // Once the wait is held, a store condition during a re-read does not end it with a 503: it
+        // reads again until the store answers (a write may have landed while wake-ups were lost), and
+        // meanwhile a notice or its timer ends it as ever.
+        if (this.announced && error instanceof StoreUnavailableError) {
+          this.readAgain = false;
+          this.rereadTimer ??= setTimeout(() => {
+            this.rereadTimer = undefined;
+            this.check();
+          }, REREAD_RETRY_MS);
+          return;
+        }
+        this.finish({ cause: 'error', error });
       },
     );
   }
@@ -300,6 +329,8 @@ class Waiter {
     this.done = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
+    clearTimeout(this.rereadTimer);
+    this.rereadTimer = undefined;
     this.sub?.release();
     stopWatching(this.req.res, this.onClose, this.pipelined);
     this.lp.remove(this, this.req, result.cause);
