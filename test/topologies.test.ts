@@ -348,6 +348,27 @@ describe('Redis Cluster (3 masters)', () => {
   });
 });
 
+describe('Redis Cluster: failover of a master with the whole service in motion', function () {
+  this.timeout(60_000);
+  let setup: ClusterSetup;
+  before(async () => {
+    setup = await ClusterSetup.start(1);
+  });
+  after(async () => {
+    await setup?.destroy();
+  });
+
+  it('wakes held long-polls, replays a lost write re-sent verbatim and settles rate counts after it', async () => {
+    await serviceThroughFailover({
+      env: setup.env,
+      ownerOf: async (key) => (await setup.slotOf(key)).owner,
+      failOver: async (master) => {
+        await setup.failOver(master);
+      },
+    });
+  });
+});
+
 const MSC4108_PATH = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous';
 const MSC4388_PATH = '/_matrix/client/v1/rendezvous';
 

@@ -206,13 +206,16 @@ function slotMap(reply: unknown): string | null {
   return covered === 16384 ? parts.sort().join(',') : null;
 }
 
-/** A Redis Cluster of three masters (no replicas) made by `redis-cli --cluster create`. */
+/**
+ * A Redis Cluster of three masters made by `redis-cli --cluster create`, with `replicas` replicas
+ * each (none by default). `nodes` holds every node, masters first.
+ */
 export class ClusterSetup {
   private constructor(readonly nodes: RedisServer[]) {}
 
-  static async start(): Promise<ClusterSetup> {
+  static async start(replicas = 0): Promise<ClusterSetup> {
     const nodes = await Promise.all(
-      [1, 2, 3].map(async () =>
+      Array.from({ length: 3 * (1 + replicas) }, async () =>
         RedisServer.start([
           '--cluster-enabled',
           'yes',
@@ -234,7 +237,7 @@ export class ClusterSetup {
         'create',
         ...nodes.map((n) => `127.0.0.1:${n.port}`),
         '--cluster-replicas',
-        '0',
+        String(replicas),
         '--cluster-yes',
       ]);
       // `cluster_state:ok` comes before every node has learned the whole slot map; a client that
@@ -246,7 +249,10 @@ export class ClusterSetup {
           const infos = await Promise.all(clients.map((c) => c.call('CLUSTER', 'INFO') as Promise<string>));
           if (!infos.every((info) => info.includes('cluster_state:ok'))) return false;
           const maps = await Promise.all(clients.map(async (c) => slotMap(await c.call('CLUSTER', 'SLOTS'))));
-          return maps.every((m) => m !== null && m === maps[0]);
+          if (!maps.every((m) => m !== null && m === maps[0])) return false;
+          // Every replica attached to its master and in sync.
+          const roles = (await Promise.all(clients.map((c) => c.call('ROLE')))) as string[][];
+          return roles.every((r) => r[0] === 'master' || r[3] === 'connected');
         });
       } finally {
         for (const c of clients) c.disconnect();
@@ -282,6 +288,40 @@ export class ClusterSetup {
     } finally {
       c.disconnect();
     }
+  }
+
+  /**
+   * Fails `master` over to its replica with `CLUSTER FAILOVER` (the replica catches up first, so no
+   * write is lost); resolves once every node tells the slot map with the replica as master.
+   */
+  async failOver(master: RedisServer): Promise<RedisServer> {
+    let replica: RedisServer | undefined;
+    for (const node of this.nodes) {
+      const c = node.client();
+      try {
+        const role = (await c.call('ROLE')) as [string, string, number];
+        if (role[0] === 'slave' && Number(role[2]) === master.port) replica = node;
+      } finally {
+        c.disconnect();
+      }
+    }
+    if (replica === undefined) throw new Error(`no replica of the master on port ${master.port}`);
+    const admin = replica.client();
+    try {
+      await admin.call('CLUSTER', 'FAILOVER');
+    } finally {
+      admin.disconnect();
+    }
+    const clients = this.nodes.map((n) => n.client());
+    try {
+      await until('the replica to be master on every node', async () => {
+        const maps = await Promise.all(clients.map(async (c) => slotMap(await c.call('CLUSTER', 'SLOTS'))));
+        return maps.every((m) => m !== null && m === maps[0] && m.includes(`:${replica.port}`));
+      });
+    } finally {
+      for (const c of clients) c.disconnect();
+    }
+    return replica;
   }
 
   async destroy(): Promise<void> {
