@@ -440,6 +440,18 @@ describe('LongPoll waiters', () => {
     store.close();
   });
 
+  // Held on after a failed re-read only while their own timer is still set to end them.
+  it('end, not hold on, when the store is away as they ask it about the expiry by their clock', async () => {
+    const store = memorySessions();
+    const lp = new LongPoll(store, new MemoryNotifier(store), LIMITS, new Metrics({ processMetrics: false }));
+    const held = await holdOne(lp, store, { waitMs: 20 });
+    await held.waiting;
+    store.get = () => Promise.reject(new StoreUnavailableError('session store unavailable (connection)', 'connection'));
+    const ended = await clockAt(held.current.expiresAt + 3000, () => held.result);
+    expect(ended.cause).to.equal('error');
+    store.close();
+  });
+
   it('hold on when their re-read after a reconnect fails (a failover), and find a write made meanwhile', async () => {
     const store = memorySessions();
     // A notifier whose notices the test controls: the write below is made while no notice can come.

@@ -272,8 +272,15 @@ class Waiter {
         if (this.done) return;
         // Once the wait is held, a store condition during a re-read does not end it with a 503: it
         // reads again until the store answers (a write may have landed while wake-ups were lost), and
-        // meanwhile a notice or its timer ends it as ever.
-        if (this.announced && error instanceof StoreUnavailableError) {
+        // meanwhile a notice or its timer ends it as ever. Not once that timer has run (the read
+        // was to confirm the expiry by this replica's clock, or a shutdown's): nothing else would
+        // end the wait.
+        if (
+          this.announced &&
+          error instanceof StoreUnavailableError &&
+          this.expiry === undefined &&
+          this.timer !== undefined
+        ) {
           this.readAgain = false;
           this.rereadTimer ??= setTimeout(() => {
             this.rereadTimer = undefined;
