@@ -38,7 +38,11 @@ export async function start(config: Config): Promise<RunningServer> {
   // Nothing is served between the listen and this: the request listener is attached before any
   // connection's events can run, as long as no await comes between the two.
   const served = { ...config, publicBaseUrl: boundBaseUrl(config.publicBaseUrl, address.port) };
-  serve(server, createApp({ config: served, backend, sessions, log, lifecycle, readiness, metrics, longPoll }));
+  serve(
+    server,
+    createApp({ config: served, backend, sessions, log, lifecycle, readiness, metrics, longPoll }),
+    metrics,
+  );
   const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, sessions);
   if (metricsServer) keepAccepting(metricsServer, log);
   const metricsAddress =

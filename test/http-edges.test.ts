@@ -258,3 +258,59 @@ describe('Expect: 100-continue', function () {
     expect(await (await fetch(`${replica.url}${path}`)).text()).to.equal('two');
   });
 });
+
+describe('a request waiting its turn behind a held long-poll, whose client leaves', function () {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => server?.stop());
+
+  const count = async (method: string, status: string) => {
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const line = text
+      .split('\n')
+      .find(
+        (l) => l.startsWith('rendezvous_http_requests_total{') && l.includes(`method="${method}",status="${status}"`),
+      );
+    return line === undefined ? 0 : Number(line.split(' ').pop());
+  };
+
+  // Never handed to the app (not its turn yet), it is still a request the server took: counted as
+  // one whose client closed it, as the long-poll ahead of it is.
+  it('counts the waiting request as 499, as the long-poll ahead of it', async () => {
+    const created = await fetch(`${server.url}/`, { method: 'POST', body: 'one' });
+    const path = new URL(created.headers.get('Location')!).pathname;
+    const etag = created.headers.get('ETag')!;
+    const before = await count('PUT', '499');
+    const socket = net.connect(server.port, '127.0.0.1');
+    socket.on('error', () => {});
+    const held = new Promise<void>((resolve) => server.longPoll.once('waiting', () => resolve()));
+    const released = new Promise<void>((resolve) => server.longPoll.once('released', () => resolve()));
+    socket.write(
+      `GET ${path} HTTP/1.1\r\nHost: x\r\nIf-None-Match: ${etag}\r\nPrefer: wait=30\r\n\r\n` +
+        `PUT ${path} HTTP/1.1\r\nHost: x\r\nIf-Match: ${etag}\r\nContent-Length: 3\r\n\r\ntwo`,
+    );
+    await held;
+    socket.destroy();
+    await released;
+    // The queued request is given up in the same close, its `close` a tick later.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(await count('PUT', '499')).to.equal(before + 1);
+    // And it was not applied: its client never learns of it.
+    expect(await (await fetch(`${server.url}${path}`)).text()).to.equal('one');
+  });
+
+  it('leaves uncounted a request behind an answer that closed the connection, as the client was told', async () => {
+    const created = await fetch(`${server.url}/`, { method: 'POST', body: 'one' });
+    const path = new URL(created.headers.get('Location')!).pathname;
+    const before = await count('PUT', '499');
+    const { text } = await rawExchange(
+      server.port,
+      `PUT ${path} HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: 0\r\n\r\n` +
+        `PUT ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\ntwo`,
+    );
+    expect(parseAnswers(text).map((a) => a.status)).to.deep.equal([415]);
+    expect(await count('PUT', '499')).to.equal(before);
+  });
+});

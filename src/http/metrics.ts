@@ -55,6 +55,14 @@ export function familyOf(ctx: Context): string {
  */
 export const CLIENT_CLOSED = '499';
 
+/**
+ * Counts a request the app never saw, whose client left while it waited its turn behind the requests
+ * pipelined ahead of it: as a held long-poll it left, 499.
+ */
+export function countClientClosed(metrics: Metrics, ctx: Context): void {
+  metrics.httpRequests.labels(familyOf(ctx), METHODS.has(ctx.method) ? ctx.method : 'OTHER', CLIENT_CLOSED).inc();
+}
+
 /** The status a request was answered with, as the metrics and the access log report it. */
 export function answeredStatus(ctx: Context): string {
   const left = !ctx.res.headersSent && (ctx.respond === false || ctx.state.longPollOutcome === 'disconnect');

@@ -8,6 +8,7 @@ import { LogThrottle } from '../log-throttle';
 import type { Metrics } from '../metrics';
 import { ConnectionCap } from './connection-cap';
 import { COMMON_HEADERS, EXPOSED } from './headers';
+import { countClientClosed } from './metrics';
 import { headersKept } from './request-limits';
 
 /**
@@ -71,9 +72,12 @@ function closeAfterAnswer(_req: http.IncomingMessage, res: ServerResponse): void
   res.shouldKeepAlive = false;
 }
 
-/** Hands the server's requests to the app, those pipelined on a connection in their turn. */
-export function serve(server: http.Server, app: Koa): void {
-  const handler = inTurn(app.callback());
+/**
+ * Hands the server's requests to the app, those pipelined on a connection in their turn. One whose
+ * client leaves before its turn comes is never handled, and is counted as a client-closed request.
+ */
+export function serve(server: http.Server, app: Koa, metrics: Metrics): void {
+  const handler = inTurn(app.callback(), (req, res) => countClientClosed(metrics, app.createContext(req, res)));
   server.on('request', handler);
   // An Expect other than 100-continue would get Node's bare 417; RFC 9110 section 10.1.1 lets a
   // server ignore it instead, and the request is served as any other.
@@ -96,7 +100,10 @@ type Pipelining = Socket & { [UNSAFE_UNANSWERED]?: number };
  * held together). A request that is not safe, or that follows one not answered yet, waits until
  * every answer ahead of it is sent: then its response gets the connection.
  */
-function inTurn(handler: (req: http.IncomingMessage, res: ServerResponse) => unknown) {
+function inTurn(
+  handler: (req: http.IncomingMessage, res: ServerResponse) => unknown,
+  givenUp: (req: http.IncomingMessage, res: ServerResponse) => void,
+) {
   return (req: http.IncomingMessage, res: ServerResponse): void => {
     const socket = req.socket as Pipelining;
     const unsafeAhead = socket[UNSAFE_UNANSWERED] ?? 0;
@@ -111,8 +118,22 @@ function inTurn(handler: (req: http.IncomingMessage, res: ServerResponse) => unk
       res.once('finish', answered);
       res.once('close', answered);
     }
-    if (res.socket !== null || (safe && unsafeAhead === 0)) handler(req, res);
-    else res.once('socket', () => handler(req, res));
+    if (res.socket !== null || (safe && unsafeAhead === 0)) {
+      handler(req, res);
+      return;
+    }
+    // Node destroys every request still queued when its connection closes: the turn never comes. With
+    // an answer ahead still unsent, the client left (counted as the app counts a held long-poll it
+    // left, 499); with every one sent, the last closed the connection (Connection: close), which told
+    // the client this request was not taken.
+    const left = () => {
+      if ((req.socket as { _httpMessage?: ServerResponse | null })._httpMessage) givenUp(req, res);
+    };
+    req.once('close', left);
+    res.once('socket', () => {
+      req.off('close', left);
+      handler(req, res);
+    });
   };
 }
 
