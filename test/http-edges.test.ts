@@ -190,6 +190,18 @@ describe('requests pipelined on one connection, writes among them', function () 
     ]);
   });
 
+  // RFC 9112 section 9.6: a request asking to close is answered; what follows it is not processed.
+  it('answers a DELETE that asked to close the connection, and ignores a request sent behind it', async () => {
+    const created = await fetch(`${replica.url}/`, { method: 'POST', body: 'one' });
+    const path = new URL(created.headers.get('Location')!).pathname;
+    const del = `DELETE ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+    const put = `PUT ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\ntwo`;
+    const answers = parseAnswers((await rawExchange(replica.port, del + put)).text);
+    expect(answers.map((a) => a.status)).to.deep.equal([204]);
+    expect(answers[0]!.headers.connection).to.equal('close');
+    expect((await fetch(`${replica.url}${path}`)).status).to.equal(404);
+  });
+
   it('answers an MSC4388 GET pipelined behind a PUT with the token that PUT returned', async () => {
     const res = await fetch(`${replica.url}${MSC4388}`, { method: 'POST', body: '{"data":""}' });
     const { id, sequence_token } = (await res.json()) as { id: string; sequence_token: string };

@@ -175,6 +175,12 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, answered:
     socket.destroy();
     return;
   }
+  // Bytes after a request that asked to close the connection: RFC 9112 section 9.6 says no further
+  // request on it is processed, but that one is still answered (Node closes the connection after it).
+  if (err.code === 'HPE_CLOSED_CONNECTION') {
+    if (!pending) socket.destroy();
+    return;
+  }
   const [status, errcode, error] = parserAnswer(err.code);
   const body = JSON.stringify({ errcode, error });
   if (pending) {
