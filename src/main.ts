@@ -113,15 +113,11 @@ async function main(): Promise<void> {
   try {
     config = loadConfig();
   } catch (err) {
-    if (err instanceof ConfigError) {
-      for (const problem of err.problems) process.stderr.write(`rendezvous-server: config error: ${problem}\n`);
-      process.stderr.write('Run rendezvous-server --help for every setting.\n');
-      process.exit(2);
-    }
-    throw err;
+    configErrorExit(err);
   }
   // Handlers first: a SIGTERM that lands while the replica is still starting must drain it too.
-  const starting = start(config);
+  // A setting found wrong only once Redis answers (a database it does not have) ends it as any other.
+  const starting = start(config).catch(configErrorExit);
   const onSignal = () => {
     // A last resort if something hangs past the grace period: never outlive the orchestrator's patience.
     const deadline = (config.shutdownDelaySeconds + config.shutdownGraceSeconds + 5) * 1000;
@@ -136,6 +132,16 @@ async function main(): Promise<void> {
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
   await starting;
+}
+
+/** Exits 2 with one line per problem for a ConfigError; rethrows anything else. */
+function configErrorExit(err: unknown): never {
+  if (err instanceof ConfigError) {
+    for (const problem of err.problems) process.stderr.write(`rendezvous-server: config error: ${problem}\n`);
+    process.stderr.write('Run rendezvous-server --help for every setting.\n');
+    process.exit(2);
+  }
+  throw err;
 }
 
 if (require.main === module) {

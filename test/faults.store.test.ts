@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { expect } from 'chai';
 import type { Redis } from 'ioredis';
 import { Lifecycle, Readiness } from '../src/http/health';
@@ -10,6 +12,8 @@ import { RedisServer } from './helpers/redis';
 import { Replica } from './helpers/replica';
 import { startReplicas, via } from './helpers/replicas';
 import { until } from './helpers/topologies';
+
+const MAIN = path.join(__dirname, '..', 'dist', 'main.js');
 
 const MSC4108 = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous';
 const MSC4388 = '/_matrix/client/unstable/io.element.msc4388/rendezvous';
@@ -220,18 +224,20 @@ describe('readiness and the Redis eviction policy', function () {
     }
   });
 
-  it('refuses a REDIS_URL naming a database this Redis does not have, rather than serve from database 0', async () => {
+  it('refuses to start on a REDIS_URL naming a database this Redis does not have, rather than serve from database 0', async () => {
     const redis = await RedisServer.start(['--databases', '4']);
-    const [replica] = await startReplicas(1, { REDIS_URL: `${redis.url}/7` });
     const [good] = await startReplicas(1, { REDIS_URL: `${redis.url}/3` });
     try {
-      const ready = await req(`${replica!.url}/ready`);
-      expect(ready.status).to.equal(503);
-      const body = (await ready.json()) as { ready: boolean; reason: string };
-      expect(body.reason).to.include('database 7').and.include('REDIS_URL');
+      const cli = spawnSync(process.execPath, [MAIN], {
+        encoding: 'utf8',
+        env: { PATH: process.env.PATH, REDIS_URL: `${redis.url}/7`, PORT: '0' },
+        timeout: 20_000,
+      });
+      expect(cli.status).to.equal(2);
+      expect(cli.stderr).to.match(/^rendezvous-server: config error: REDIS_URL names database 7/m);
+      expect(await redis.client().dbsize()).to.equal(0);
       expect((await req(`${good!.url}/ready`)).status).to.equal(200);
     } finally {
-      await replica!.stop();
       await good!.stop();
       await redis.destroy();
     }

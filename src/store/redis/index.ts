@@ -1,10 +1,11 @@
-import type { Cluster } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
+import { ConfigError } from '../../config';
 import type { Logger } from 'pino';
 import type { Backend, CapLimits } from '../types';
 import { createRedisClient, redisTopology, tlsHint, usesTls, whenReady, type RedisConfig } from './connect';
 import { LogThrottle } from '../../log-throttle';
 import { storeFailure, unavailable } from './errors';
-import { inspectRedis } from './inspect';
+import { inspectRedis, missingDatabase } from './inspect';
 import { RedisNotifier } from './notifier';
 import { RedisRateCounters } from './rates';
 import { defineScripts } from './scripts';
@@ -59,6 +60,14 @@ export async function createRedisBackend(opts: RedisBackendOptions, log: Logger)
   });
   const up = await whenReady(client, opts.connectWaitMs ?? 5000);
   if (!up) log.warn({ topology }, 'redis is not reachable yet: answering 503 until it is');
+  // A database this Redis does not have: the client's SELECT fails, is only logged, and the
+  // connection goes on in database 0, where sessions would mix with whatever else lives there. A
+  // setting that is wrong, found at start like every other (later, `/ready` says so).
+  const wrongDatabase = up && !clustered ? await missingDatabase(client as Redis) : undefined;
+  if (wrongDatabase !== undefined) {
+    client.disconnect();
+    throw new ConfigError([wrongDatabase.detail]);
+  }
 
   const sessionOptions = {
     caps: opts.caps,

@@ -47,7 +47,7 @@ export async function inspectRedis(
  * SELECT fails on every connection, is only logged, and the connection goes on in database 0, where
  * sessions would mix with whatever else lives there. SELECT is sent again here to learn its answer.
  */
-async function missingDatabase(client: Redis): Promise<StoreCondition | undefined> {
+export async function missingDatabase(client: Redis): Promise<Extract<StoreCondition, { healthy: false }> | undefined> {
   const db = client.options.db ?? 0;
   if (db === 0) return undefined;
   try {
