@@ -186,6 +186,17 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
     expect(finding(run, 'cors.headers')!.fix).to.include('enable-cors');
   });
 
+  it('fails naming the dropped request header, not the routing, when a proxy drops If-Match', async () => {
+    proxy = await TestProxy.start(replica.port, { request: (h) => delete h['if-match'] });
+    const run = await runCheck([proxy.url, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    const write = finding(run, 'msc4108.conditional-write');
+    expect(write?.status, shown(run)).to.equal('fail');
+    expect(write!.detail).to.include('If-Match header is missing').and.include('drops request headers');
+    expect(write!.fix).to.equal(FIX.requestHeaders);
+    expect(finding(run, 'store.shared')?.fix, shown(run)).to.equal(FIX.requestHeaders);
+  });
+
   it('fails naming the ETag when a proxy strips it from every answer, and deletes the sessions it created', async () => {
     proxy = await TestProxy.start(replica.port, { headers: (h) => delete h.etag });
     const run = await runCheck([proxy.url, '--json']);

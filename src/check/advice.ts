@@ -19,6 +19,8 @@ export const FIX = {
     'A proxy answered instead of the server (no Matrix JSON error): check that the upstream is up and reachable from the proxy, and its connect and read timeouts (nginx `proxy_read_timeout 90s;`).',
   conditional:
     'Pass If-Match and If-None-Match through unchanged and do not cache these paths: no `proxy_cache` (or `proxy_cache off;`) on the rendezvous location, no `proxy_set_header If-Match`/`If-None-Match`; on a CDN, bypass its cache for these paths.',
+  requestHeaders:
+    "Pass request headers through unchanged: no `proxy_set_header` that empties or replaces If-Match, If-None-Match, Content-Type or Prefer on the rendezvous location (nginx passes the client's headers on by default); on a CDN or WAF, let these headers reach the origin.",
   validators:
     'Keep ETag, Expires and Last-Modified on every answer, 304 included: no `proxy_hide_header ETag`, no `etag off;` on a caching layer, and give every answer its Content-Type (some CDNs drop ETags without one).',
   notModified:

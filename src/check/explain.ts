@@ -11,10 +11,10 @@ import { type Answer, summarise, header, jsonOf } from './http';
 export function explain(a: Answer, base: string, endpoint?: string): { detail: string; fix: string } {
   const json = jsonOf(a);
   const errcode = typeof json?.errcode === 'string' ? json.errcode : undefined;
+  // The server's own words, when it sent any: which limit it was, which header it missed.
+  const said = typeof json?.error === 'string' ? `: "${json.error.replace(/\s+/g, ' ').trim().slice(0, 200)}"` : '';
   if (a.status === 429) {
     const retry = header(a, 'retry-after');
-    // The server's own words say which limit it was: the create rate, or a cap on live sessions.
-    const said = typeof json?.error === 'string' ? `: "${json.error.replace(/\s+/g, ' ').trim().slice(0, 200)}"` : '';
     return {
       detail: `the server refused the check with ${`429 ${errcode ?? ''}`.trim()} (Retry-After: ${retry ?? 'none'})${said}`,
       fix: FIX.rateLimited,
@@ -35,6 +35,14 @@ export function explain(a: Answer, base: string, endpoint?: string): { detail: s
   }
   if (a.status >= 500 && errcode === undefined) {
     return { detail: `${summarise(a)}, from a proxy rather than the server`, fix: FIX.proxyError };
+  }
+  if (a.status === 400 && errcode === 'M_MISSING_PARAM') {
+    // The check sends every header and field each request needs: the server missing one means
+    // something between them took it out.
+    return {
+      detail: `the server answered ${summarise(a)}${said}, although the check sent it: something on the way drops request headers`,
+      fix: FIX.requestHeaders,
+    };
   }
   if (a.status === 404 && errcode === 'M_NOT_FOUND') {
     return {

@@ -9,6 +9,8 @@ import zlib from 'node:zlib';
 export interface ProxyBehaviour {
   /** Edits the upstream answer's headers on the way out (e.g. strips a CORS header); `status` is the answer's. */
   headers?: (headers: http.IncomingHttpHeaders, status: number) => void;
+  /** Edits the client's request headers on the way in (e.g. drops If-Match, as a misconfigured `proxy_set_header` does). */
+  request?: (headers: http.IncomingHttpHeaders) => void;
   /** Compresses bodies for clients that accept gzip and weakens ETags, as CDNs and gzip-on nginx do. */
   gzip?: boolean;
   /**
@@ -72,6 +74,7 @@ export class TestProxy {
         return;
       }
       const headers = { ...req.headers };
+      behaviour.request?.(headers);
       if (behaviour.forwardedFor) {
         const prior = headers['x-forwarded-for'];
         headers['x-forwarded-for'] = `${prior ? `${String(prior)}, ` : ''}${req.socket.remoteAddress}`;
