@@ -197,6 +197,19 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
     expect(finding(run, 'store.shared')?.fix, shown(run)).to.equal(FIX.requestHeaders);
   });
 
+  it('warns that the wait did not reach the server when a proxy drops Prefer, and says to pass it', async () => {
+    proxy = await TestProxy.start(replica.port, { request: (h) => delete h.prefer });
+    const run = await runCheck([proxy.url, '--json']);
+    expect(run.code, shown(run)).to.equal(0);
+    for (const id of ['msc4108.long-poll', 'msc3886.long-poll']) {
+      const poll = finding(run, id);
+      expect(poll?.status, `${id}: ${shown(run)}`).to.equal('warn');
+      expect(poll!.detail, id).to.include('answered at once (304)').and.include('Prefer');
+      expect(poll!.fix, id).to.equal(FIX.longPollNotHeld);
+    }
+    expect(finding(run, 'msc4388.long-poll')?.status, shown(run)).to.equal('pass');
+  });
+
   it('fails naming the ETag when a proxy strips it from every answer, and deletes the sessions it created', async () => {
     proxy = await TestProxy.start(replica.port, { headers: (h) => delete h.etag });
     const run = await runCheck([proxy.url, '--json']);

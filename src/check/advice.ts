@@ -36,6 +36,8 @@ export const FIX = {
     'Do not rewrite Content-Type: no `charset utf-8;`/`charset_types` covering text/plain, no `default_type` or `proxy_hide_header Content-Type` on the rendezvous location.',
   longPoll:
     'Let held requests and answers through at once: nginx `proxy_buffering off;` and `proxy_read_timeout 90s;` (above RZ_LONGPOLL_MAX_WAIT_SECONDS), and no upstream `max_conns` or single shared connection that queues other requests behind a held read; ingress-nginx: `nginx.ingress.kubernetes.io/proxy-buffering: "off"` and `nginx.ingress.kubernetes.io/proxy-read-timeout: "90"` (the chart sets both).',
+  longPollNotHeld:
+    'Turn long-poll on (RZ_LONGPOLL_MAX_WAIT_SECONDS above 0; 30 by default) and let the wait a client asks for reach the server: pass the Prefer request header and the query string through unchanged (no `proxy_set_header Prefer`, no rewrite that drops `?timeout_ms=`).',
   longPollTimeout:
     'Hold requests longer than the longest long-poll: nginx `proxy_read_timeout 90s;`; ingress-nginx: `nginx.ingress.kubernetes.io/proxy-read-timeout: "90"`; or lower RZ_LONGPOLL_MAX_WAIT_SECONDS below the proxy\'s timeout.',
   sharedStore:

@@ -53,8 +53,8 @@ export async function checkWake(ctx: CheckContext, id: string, family: string, p
     ctx.report.warn(
       id,
       title,
-      `the read was answered at once (${a.status}) instead of being held: this server does not offer long-poll (RZ_LONGPOLL_MAX_WAIT_SECONDS=0, or a waiter bound was reached), or something in front ended the request. Clients then poll once a second.`,
-      FIX.longPollTimeout,
+      `the read was answered at once (${a.status}) instead of being held: this server does not offer long-poll (RZ_LONGPOLL_MAX_WAIT_SECONDS=0, or a waiter bound was reached), or the request's wait did not reach it (a proxy dropping the Prefer header or the query string). Clients then poll once a second.`,
+      FIX.longPollNotHeld,
     );
     return;
   }
