@@ -884,6 +884,36 @@ export function unknownSettings(env: NodeJS.ProcessEnv = process.env): string[] 
   return Object.keys(env).filter((name) => name.startsWith('RZ_') && !known.has(name));
 }
 
+/**
+ * The setting an unknown RZ_ variable most likely meant, if any: one of the few settings without the
+ * prefix written with it (RZ_REDIS_URL for REDIS_URL: every other Redis setting has it), or a name
+ * at most two letters away (RZ_TTL_SECOND).
+ */
+export function settingSuggestion(name: string): string | undefined {
+  const names = SETTINGS.map((s) => s.name);
+  const bare = name.slice('RZ_'.length);
+  if (names.includes(bare)) return bare;
+  let best: { name: string; distance: number } | undefined;
+  for (const candidate of names) {
+    const distance = editDistance(name, candidate);
+    if (distance <= 2 && (best === undefined || distance < best.distance)) best = { name: candidate, distance };
+  }
+  return best?.name;
+}
+
+/** Levenshtein distance: letters inserted, deleted or replaced to turn one name into the other. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = row;
+  }
+  return previous[b.length]!;
+}
+
 export function helpText(): string {
   const lines = [
     'Usage: rendezvous-server                             start a replica (settings below)',

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { ConfigError, helpText, loadConfig, unknownSettings, type Config } from './config';
+import { ConfigError, helpText, loadConfig, settingSuggestion, unknownSettings, type Config } from './config';
 import { createLogger } from './logger';
 import { Metrics } from './metrics';
 import { createBackend } from './store';
@@ -107,7 +107,9 @@ async function main(): Promise<void> {
   }
   // Before the errors, not instead of them: a misspelt name is often why a setting reads as missing.
   for (const name of unknownSettings()) {
-    process.stderr.write(`rendezvous-server: warning: ${name} is not a setting and is ignored (see --help)\n`);
+    const meant = settingSuggestion(name);
+    const hint = meant === undefined ? 'see --help' : `did you mean ${meant}?`;
+    process.stderr.write(`rendezvous-server: warning: ${name} is not a setting and is ignored (${hint})\n`);
   }
   let config: Config;
   try {

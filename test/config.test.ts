@@ -86,8 +86,16 @@ describe('configuration', () => {
   it('names a misspelt setting beside the errors, since the typo is often their cause', () => {
     const cli = startWith({ RZ_MAX_BYTES: '1e3', RZ_TTL_SECOND: '5' });
     expect(cli.status).to.equal(2);
-    expect(cli.stderr).to.include('warning: RZ_TTL_SECOND is not a setting and is ignored');
+    expect(cli.stderr).to.include(
+      'warning: RZ_TTL_SECOND is not a setting and is ignored (did you mean RZ_TTL_SECONDS?)',
+    );
     expect(cli.stderr).to.match(/config error: RZ_MAX_BYTES must be/);
+  });
+
+  it('points RZ_REDIS_URL at REDIS_URL, which has no prefix, instead of starting on memory unexplained', () => {
+    const cli = startWith({ RZ_REDIS_URL: 'redis://127.0.0.1:1', RZ_MAX_BYTES: '1e3', RZ_NOT_ANYTHING_CLOSE: '1' });
+    expect(cli.stderr).to.include('warning: RZ_REDIS_URL is not a setting and is ignored (did you mean REDIS_URL?)');
+    expect(cli.stderr).to.include('warning: RZ_NOT_ANYTHING_CLOSE is not a setting and is ignored (see --help)');
   });
 });
 
