@@ -4,6 +4,10 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import zlib from 'node:zlib';
 import { FIX } from '../src/check/advice';
+import type { CheckContext } from '../src/check/context';
+import type { EtagFamily, EtagSession } from '../src/check/etag-family';
+import { checkPublicUrl } from '../src/check/public-url';
+import { Report, type Finding } from '../src/check/report';
 import { HttpClient } from '../src/check/http';
 import { PATHS } from '../src/check/paths';
 import { Balancer } from './helpers/balancer';
@@ -629,5 +633,34 @@ describe("rendezvous-server check's HTTP client", () => {
       (err: Error) => err.message,
     );
     expect(inflated).to.match(/larger than 8 MiB once decoded \(gzip\)/);
+  });
+});
+
+describe("rendezvous-server check's finding on the session URLs handed out", () => {
+  const publicUrlFinding = (base: string, handedOut: string): Finding => {
+    const report = new Report();
+    const path = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous/abc';
+    const fam = { family: 'msc4108', name: 'MSC4108' } as EtagFamily;
+    const session = { url: base + path, publicUrl: handedOut + path } as EtagSession;
+    checkPublicUrl({ base, report } as CheckContext, fam, session);
+    return report.findings[0]!;
+  };
+
+  it('passes URLs under the URL checked', () => {
+    expect(publicUrlFinding('https://rz.example.org', 'https://rz.example.org').status).to.equal('pass');
+  });
+
+  it('only warns of another host, which may be how clients reach it (checked from inside a cluster)', () => {
+    expect(publicUrlFinding('http://rz.rendezvous.svc', 'https://rz.example.org').status).to.equal('warn');
+    expect(publicUrlFinding('http://127.0.0.1:8080', 'http://localhost:8080').status).to.equal('warn');
+  });
+
+  it('fails a loopback URL handed out at a URL other devices use (RZ_PUBLIC_BASE_URL left at its default)', () => {
+    for (const handedOut of ['http://localhost:8080', 'http://127.0.0.1:8080', 'http://[::1]:8080']) {
+      const f = publicUrlFinding('https://rz.example.org', handedOut);
+      expect(f.status, handedOut).to.equal('fail');
+      expect(f.detail, handedOut).to.include('no other device can reach').and.include('RZ_PUBLIC_BASE_URL');
+      expect(f.fix, handedOut).to.equal(FIX.publicUrl);
+    }
   });
 });

@@ -24,10 +24,30 @@ export function checkPublicUrl(ctx: CheckContext, fam: EtagFamily, s: EtagSessio
     ctx.report.pass(id, title, `built from ${handedOut}`);
     return;
   }
+  if (loopback(s.publicUrl) && !loopback(ctx.base)) {
+    ctx.report.fail(
+      id,
+      title,
+      `the server hands out ${s.publicUrl}, a loopback URL that no other device can reach (RZ_PUBLIC_BASE_URL unset, its default http://localhost:$PORT, or naming the server's own machine): the other device is sent to itself and never finds the session`,
+      FIX.publicUrl,
+    );
+    return;
+  }
   ctx.report.warn(
     id,
     title,
     `the server hands out ${s.publicUrl}, not a URL under ${ctx.base}: fine when that is how clients reach it (checking from inside a cluster, say); otherwise the other device is sent elsewhere`,
     FIX.publicUrl,
   );
+}
+
+/** Whether a URL names the machine it is used on (localhost, 127.0.0.0/8, ::1): no other device reaches it. */
+function loopback(url: string): boolean {
+  let host: string;
+  try {
+    host = new URL(url).hostname.toLowerCase();
+  } catch {
+    return false;
+  }
+  return host === 'localhost' || host.endsWith('.localhost') || /^127\./.test(host) || host === '[::1]';
 }
