@@ -143,16 +143,22 @@ const redisUrl = z
 /** Comma-separated IPs or CIDRs; each is normalised to CIDR form so the parser runs once at start. */
 const cidrList = z.string().transform((v, ctx) => {
   const out: string[] = [];
+  const bad: string[] = [];
   for (const item of v
     .split(',')
     .map((x) => x.trim())
     .filter((x) => x !== '')) {
     const cidr = normaliseCidr(item);
-    if (cidr === null) {
-      explain(ctx, `not an IP address or CIDR range: ${item}`);
-      return z.NEVER;
-    }
-    out.push(cidr);
+    if (cidr === null) bad.push(item);
+    else out.push(cidr);
+  }
+  // Every bad entry at once: fixing them one start at a time is slow.
+  if (bad.length > 0) {
+    explain(
+      ctx,
+      `not ${bad.length === 1 ? 'an IP address or CIDR range' : 'IP addresses or CIDR ranges'}: ${bad.join(', ')}`,
+    );
+    return z.NEVER;
   }
   return out;
 });

@@ -227,6 +227,12 @@ describe('configuration mistakes', () => {
     return [];
   };
 
+  it('names every bad entry of RZ_TRUSTED_PROXIES at once', () => {
+    const problems = problemsOf({ RZ_TRUSTED_PROXIES: '10.0.0.0/8, 10.0.0.0/33, proxy, ::1' });
+    expect(problems).to.have.length(1);
+    expect(problems[0]).to.include('not IP addresses or CIDR ranges: 10.0.0.0/33, proxy');
+  });
+
   it('refuses a base URL with a query, a fragment or credentials, which every session URL would carry', () => {
     for (const url of ['https://rz.example.org/path?q=1', 'https://rz.example.org/?', 'https://rz.example.org#top']) {
       expect(problemsOf({ RZ_PUBLIC_BASE_URL: url }), url).to.deep.equal([
