@@ -292,7 +292,8 @@ function httpContent(r: Rng, pools: Pools): HttpCase {
     method = pick(r, ['GET', 'HEAD', 'OPTIONS', 'PUT', 'POST', 'PATCH']);
     if (method === 'PUT') {
       h['if-match'] = pick(r, ['"not-the-etag"', 'W/"nope"', '"a", "b"']);
-      if (p.victim.family === 'msc4388' && r() < 0.9) {
+      // Always a stale token: any other body may be a valid write (`{"sequence_token":"1",...}` is one).
+      if (p.victim.family === 'msc4388') {
         return {
           kind: 'http',
           method,
@@ -380,7 +381,8 @@ function stallCase(r: Rng): StallCase {
   ] as const);
   const sent = pick(r, ['', '{"data":"', 'a'.repeat(1 + int(r, 200))]);
   const body = pick(r, [
-    () => `Content-Length: ${sent.length + 1 + int(r, 4000)}\r\n\r\n${sent}`,
+    // Within the payload cap: a declared length above it is answered 413 at once, rightly.
+    () => `Content-Length: ${Math.min(4096, sent.length + 1 + int(r, 4000))}\r\n\r\n${sent}`,
     () => `Transfer-Encoding: chunked\r\n\r\n${sent === '' ? '' : `${sent.length.toString(16)}\r\n${sent}\r\n`}`,
     () => `Transfer-Encoding: chunked\r\n\r\n${(sent.length + 10).toString(16)}\r\n${sent}`,
   ])();
