@@ -318,6 +318,18 @@ for (const kind of BACKEND_KINDS) {
       expect(got!.data.toString()).to.equal('v3');
     });
 
+    it('takes no re-send on a session never written: no version came before its first', async () => {
+      const meta = await created('v1');
+      // The ETag of "revision 0" was never handed out, yet its form is plain from the first one.
+      const result = await b.update(meta.id, {
+        family: 'msc3886',
+        condition: { kind: 'etag', etags: [etagOf({ tag: meta.tag, rev: 0 })] },
+        contentType: 'application/json',
+        data: buf('v1'),
+      });
+      expect(result.status).to.equal('conflict');
+    });
+
     it('counts live sessions store-wide, on its own clock', async () => {
       const before = await b.counts();
       const one = await created('one');

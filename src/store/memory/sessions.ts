@@ -183,6 +183,7 @@ export class MemorySessions implements SessionStore {
         (c.kind === 'token' ||
           (c.kind === 'etag' &&
             input.contentType === e.contentType &&
+            e.rev > 1 &&
             c.etags.includes(etagOf({ tag: e.tag, rev: e.rev - 1 }))));
       outcome = resent ? 'unchanged' : 'conflict';
     }

@@ -51,7 +51,8 @@ if mode == 'token' then
   matched = ARGV[3] == tostring(s.rev)
 elseif mode == 'etag' then
   local current = s.salt .. '.' .. s.rev
-  local before = s.salt .. '.' .. (s.rev - 1)
+  -- A session at its first revision has no version before it (revision 0 was never handed out).
+  local before = s.rev > 1 and (s.salt .. '.' .. (s.rev - 1)) or nil
   for candidate in string.gmatch(ARGV[3], '%S+') do
     if candidate == current then
       matched = true
