@@ -277,7 +277,8 @@ export async function runDifferential(
       case 'weak':
         return `W/${cur}`;
       case 'previous':
-        return s.prevEtag ?? '"none.0"';
+        // At the first revision: the "version before", which was never handed out.
+        return s.prevEtag ?? cur.replace(/\.\d+"$/, '.0"');
       case 'list':
         return `"other", ${cur}`;
       case 'weaklist':
@@ -399,20 +400,16 @@ export async function runDifferential(
   }
 
   async function etagWrite(slot: Slot): Promise<[Answer, Answer]> {
-    const cond = pick(r, [
-      'none',
-      'current',
-      'current',
-      'weak',
-      'previous',
-      'list',
-      'weaklist',
-      'star',
-      'stale',
-      'bad',
-    ]);
-    const ct = pick(r, ['text/plain', 'text/plain; charset=utf-8', 'application/json', 'none', 'image/png']);
-    const sameBody = r() < 0.4;
+    // One write in six is the verbatim re-send of the last one: previous version, same body, same type.
+    const resend = r() < 0.16;
+    const cond = resend
+      ? 'previous'
+      : pick(r, ['none', 'current', 'current', 'weak', 'previous', 'list', 'weaklist', 'star', 'stale', 'bad']);
+    const sameBody = resend || r() < 0.4;
+    const ct =
+      resend || (sameBody && r() < 0.6)
+        ? slot.type
+        : pick(r, ['text/plain', 'text/plain; charset=utf-8', 'application/json', 'none', 'image/png']);
     const fresh = Buffer.from(ascii(r, 1 + Math.floor(r() * 20)));
     const prefix = r() < 0.1 ? otherPrefix(slot) : slot.prefix;
     const before = slot.seen.map((x) => x.etag);
