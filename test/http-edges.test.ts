@@ -278,12 +278,14 @@ describe('a request waiting its turn behind a held long-poll, whose client leave
   });
   after(async () => server?.stop());
 
-  const count = async (method: string, status: string) => {
+  const count = async (method: string, status: string, family = 'msc3886') => {
     const text = await (await fetch(`${server.url}/metrics`)).text();
     const line = text
       .split('\n')
       .find(
-        (l) => l.startsWith('rendezvous_http_requests_total{') && l.includes(`method="${method}",status="${status}"`),
+        (l) =>
+          l.startsWith('rendezvous_http_requests_total{') &&
+          l.includes(`family="${family}",method="${method}",status="${status}"`),
       );
     return line === undefined ? 0 : Number(line.split(' ').pop());
   };

@@ -55,6 +55,9 @@ export function createApp(deps: AppDeps): Koa {
   // Token verdicts live in the backend, so with Redis every replica shares them.
   if (config.msc4388Enabled) msc4388Routes(protocol, createPolicy(config, backend.verdicts, log), routes);
 
+  // For a request whose client left before its turn came (see `serve`): counted by the route it asked for.
+  app.context.routeOf = (path, method) => routes.routeOf(path, method);
+
   app.use(httpMetrics(metrics));
   app.use(requestId);
   app.use(commonHeaders);

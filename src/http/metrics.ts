@@ -4,6 +4,13 @@ import { boundChildren, type Metrics } from '../metrics';
 import type { SessionStore } from '../store/types';
 import { isValidTarget } from './host';
 
+declare module 'koa' {
+  interface DefaultContext {
+    /** The route a request would be matched to, for one that never reached the routers. */
+    routeOf?: (path: string, method: string) => string | RegExp | undefined;
+  }
+}
+
 /** Path prefixes of each API family; the label set stays fixed whatever clients send. */
 const PREFIXES: readonly [string, string][] = [
   ['/_matrix/client/unstable/org.matrix.msc3886/rendezvous', 'msc3886'],
@@ -60,6 +67,9 @@ export const CLIENT_CLOSED = '499';
  * pipelined ahead of it: as a held long-poll it left, 499.
  */
 export function countClientClosed(metrics: Metrics, ctx: Context): void {
+  // Never routed: the route it would have taken says its family (a session at the root, say).
+  const path = pathOf(ctx);
+  if (path !== undefined) ctx._matchedRoute ??= ctx.routeOf?.(path, ctx.method);
   metrics.httpRequests.labels(familyOf(ctx), METHODS.has(ctx.method) ? ctx.method : 'OTHER', CLIENT_CLOSED).inc();
 }
 

@@ -30,6 +30,16 @@ export class Routes {
   }
 
   /**
+   * The route a request would be matched to (what Koa's router leaves in `ctx._matchedRoute`), for
+   * one that never reached the routers: the family it is counted under depends on it.
+   */
+  routeOf(path: string, method: string): string | RegExp | undefined {
+    const router = [...this.prefixed].find(([prefix]) => new RegExp(`^${escapeRegExp(prefix)}(?:/|$)`, 'i').test(path));
+    const match = (router?.[1] ?? this.root).match(path, method);
+    return match.route ? match.pathAndMethod.at(-1)?.path : undefined;
+  }
+
+  /**
    * Hands each request to the router of its prefix. Built once every route is added. The prefix is
    * compared without regard to case, as the routers compare their routes.
    */
