@@ -655,6 +655,10 @@ describe("rendezvous-server check's finding on the session URLs handed out", () 
     expect(publicUrlFinding('http://127.0.0.1:8080', 'http://localhost:8080').status).to.equal('warn');
   });
 
+  it('takes a host name that only starts like a loopback address for another host', () => {
+    expect(publicUrlFinding('https://rz.example.org', 'https://127.rz.example.org').status).to.equal('warn');
+  });
+
   it('fails a loopback URL handed out at a URL other devices use (RZ_PUBLIC_BASE_URL left at its default)', () => {
     for (const handedOut of ['http://localhost:8080', 'http://127.0.0.1:8080', 'http://[::1]:8080']) {
       const f = publicUrlFinding('https://rz.example.org', handedOut);

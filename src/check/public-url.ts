@@ -49,5 +49,7 @@ function loopback(url: string): boolean {
   } catch {
     return false;
   }
-  return host === 'localhost' || host.endsWith('.localhost') || /^127\./.test(host) || host === '[::1]';
+  // The URL parser writes every IPv4 address as four decimal numbers: a name that merely starts with
+  // "127." (127.rz.example.org) is a host name like any other.
+  return host === 'localhost' || host.endsWith('.localhost') || /^127(\.\d+){3}$/.test(host) || host === '[::1]';
 }
