@@ -452,6 +452,46 @@ describe('LongPoll waiters', () => {
     store.close();
   });
 
+  it('hold on when the subscriber was away as they began and its resync finds the store away', async () => {
+    const store = memorySessions();
+    // The subscriber is down when the wait begins: it is held on its timer, then on notices once
+    // the subscriber is back, and the re-read that this resync asks for finds the store away.
+    const table = new ListenerTable({
+      subscribe: () => Promise.reject(new Error('subscriber down')),
+      unsubscribe: () => {},
+      isUp: () => false,
+    });
+    const notifier: Notifier = {
+      listen: (id, listener) => table.listen(id, listener),
+      stats: () => table.stats(),
+      settled: async () => {},
+      connected: async () => false,
+      close: async () => {},
+    };
+    const lp = new LongPoll(store, notifier, LIMITS, new Metrics({ processMetrics: false }));
+    let firstRead!: Promise<void>;
+    const held = await holdOne(lp, store, { beforeWait: () => (firstRead = afterReads(store, 1)) });
+    await firstRead;
+    const get = store.get.bind(store);
+    let failed!: () => void;
+    const refused = new Promise<void>((resolve) => (failed = resolve));
+    store.get = async () => {
+      store.get = get;
+      failed();
+      throw new StoreUnavailableError('session store unavailable (connection)', 'connection');
+    };
+    let ended = false;
+    void held.result.then(() => (ended = true));
+    table.dispatch((held.current as Session).id, { kind: 'resync' });
+    await refused;
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(ended, 'the wait ended with the failed re-read').to.equal(false);
+    await held.write('b');
+    const woken = await held.result;
+    expect(woken.cause).to.equal('change');
+    store.close();
+  });
+
   it('hold on when their re-read after a reconnect fails (a failover), and find a write made meanwhile', async () => {
     const store = memorySessions();
     // A notifier whose notices the test controls: the write below is made while no notice can come.

@@ -157,6 +157,11 @@ class Waiter {
   private subscribed = false;
   private announced = false;
   /**
+   * A read made once the wait began has answered: the wait is held (on notices, or on its timer alone
+   * while the subscriber is away), and a store condition on a later read does not end it.
+   */
+  private readOnce = false;
+  /**
    * The held state has expired by this replica's clock, and the store is asked whether it has (see
    * `expiredHere`): how the wait ends if the store still holds the session unchanged.
    */
@@ -253,6 +258,7 @@ class Waiter {
       (session) => {
         this.reading = false;
         if (this.done) return;
+        this.readOnce = true;
         if (session === null) return this.finish({ cause: 'gone' });
         if (this.req.changed(session)) return this.finish({ cause: 'change', session });
         // A notice may have brought a newer state while this read was in flight: keep the newest.
@@ -276,7 +282,7 @@ class Waiter {
         // was to confirm the expiry by this replica's clock, or a shutdown's): nothing else would
         // end the wait.
         if (
-          this.announced &&
+          this.readOnce &&
           error instanceof StoreUnavailableError &&
           this.expiry === undefined &&
           this.timer !== undefined
