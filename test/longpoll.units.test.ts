@@ -385,6 +385,31 @@ function afterReads(store: MemorySessions, n: number): Promise<void> {
   });
 }
 
+/**
+ * A resync (the subscriber back before the command connection, as in a failover) whose re-read finds
+ * the store away: whether the wait has ended once that read failed and what it set off has run.
+ */
+async function endsOnFailedResync(
+  store: MemorySessions,
+  table: ListenerTable,
+  held: { current: Session; result: Promise<unknown> },
+): Promise<boolean> {
+  const get = store.get.bind(store);
+  let failed!: () => void;
+  const refused = new Promise<void>((resolve) => (failed = resolve));
+  store.get = async () => {
+    store.get = get;
+    failed();
+    throw new StoreUnavailableError('session store unavailable (connection)', 'connection');
+  };
+  let ended = false;
+  void held.result.then(() => (ended = true));
+  table.dispatch(held.current.id, { kind: 'resync' });
+  await refused;
+  await new Promise((resolve) => setImmediate(resolve));
+  return ended;
+}
+
 async function clockAt<T>(at: number, body: () => Promise<T>): Promise<T> {
   const now = Date.now;
   Date.now = () => at;
@@ -472,20 +497,7 @@ describe('LongPoll waiters', () => {
     let firstRead!: Promise<void>;
     const held = await holdOne(lp, store, { beforeWait: () => (firstRead = afterReads(store, 1)) });
     await firstRead;
-    const get = store.get.bind(store);
-    let failed!: () => void;
-    const refused = new Promise<void>((resolve) => (failed = resolve));
-    store.get = async () => {
-      store.get = get;
-      failed();
-      throw new StoreUnavailableError('session store unavailable (connection)', 'connection');
-    };
-    let ended = false;
-    void held.result.then(() => (ended = true));
-    table.dispatch((held.current as Session).id, { kind: 'resync' });
-    await refused;
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(ended, 'the wait ended with the failed re-read').to.equal(false);
+    expect(await endsOnFailedResync(store, table, held), 'the wait ended with the failed re-read').to.equal(false);
     await held.write('b');
     const woken = await held.result;
     expect(woken.cause).to.equal('change');
@@ -508,20 +520,7 @@ describe('LongPoll waiters', () => {
     await held.waiting;
     // The subscriber is back on the new master before the command connection is: the re-read that a
     // resync asks for finds the store away.
-    const get = store.get.bind(store);
-    let failed!: () => void;
-    const refused = new Promise<void>((resolve) => (failed = resolve));
-    store.get = async () => {
-      store.get = get;
-      failed();
-      throw new StoreUnavailableError('session store unavailable (connection)', 'connection');
-    };
-    let ended = false;
-    void held.result.then(() => (ended = true));
-    table.dispatch((held.current as Session).id, { kind: 'resync' });
-    await refused;
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(ended, 'the wait ended with the failed re-read').to.equal(false);
+    expect(await endsOnFailedResync(store, table, held), 'the wait ended with the failed re-read').to.equal(false);
     // A write the wait has no notice of (it was published while the subscriber was away).
     await held.write('b');
     const woken = await held.result;
