@@ -12,6 +12,8 @@ import type { Middleware } from 'koa';
 export class Routes {
   readonly root = new Router();
   private readonly prefixed = new Map<string, Router>();
+  /** `prefixed` with the pattern of each prefix's paths, made once every route is added. */
+  private prefixes: (readonly [RegExp, Router])[] | undefined;
 
   /** The router of the paths under `prefix` (the prefix itself included); `''` is the root. */
   under(prefix: string): Router {
@@ -34,8 +36,8 @@ export class Routes {
    * one that never reached the routers: the family it is counted under depends on it.
    */
   routeOf(path: string, method: string): string | RegExp | undefined {
-    const router = [...this.prefixed].find(([prefix]) => new RegExp(`^${escapeRegExp(prefix)}(?:/|$)`, 'i').test(path));
-    const match = (router?.[1] ?? this.root).match(path, method);
+    const prefixed = this.byPrefix().find(([under]) => under.test(path));
+    const match = (prefixed?.[1] ?? this.root).match(path, method);
     return match.route ? match.pathAndMethod.at(-1)?.path : undefined;
   }
 
@@ -45,15 +47,19 @@ export class Routes {
    */
   middleware(): Middleware {
     const root = this.root.routes() as Middleware;
-    const prefixed = [...this.prefixed].map(
-      ([prefix, router]) =>
-        [new RegExp(`^${escapeRegExp(prefix)}(?:/|$)`, 'i'), router.routes() as Middleware] as const,
-    );
+    const prefixed = this.byPrefix().map(([under, router]) => [under, router.routes() as Middleware] as const);
     return (ctx, next) => {
       const path = ctx.path;
       for (const [under, routes] of prefixed) if (under.test(path)) return routes(ctx, next);
       return root(ctx, next);
     };
+  }
+
+  /** Each prefix's router beside the pattern of the paths under it. */
+  private byPrefix(): (readonly [RegExp, Router])[] {
+    return (this.prefixes ??= [...this.prefixed].map(
+      ([prefix, router]) => [new RegExp(`^${escapeRegExp(prefix)}(?:/|$)`, 'i'), router] as const,
+    ));
   }
 }
 

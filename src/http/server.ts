@@ -127,7 +127,7 @@ function inTurn(
     // left, 499); with every one sent, the last closed the connection (Connection: close), which told
     // the client this request was not taken.
     const left = () => {
-      if ((req.socket as { _httpMessage?: ServerResponse | null })._httpMessage) givenUp(req, res);
+      if (answerInProgress(req.socket)) givenUp(req, res);
     };
     req.once('close', left);
     res.once('socket', () => {
@@ -135,6 +135,11 @@ function inTurn(
       handler(req, res);
     });
   };
+}
+
+/** The response that has the connection now (Node's own record of it), if one is still unfinished. */
+function answerInProgress(socket: Duplex): ServerResponse | undefined {
+  return (socket as { _httpMessage?: ServerResponse | null })._httpMessage ?? undefined;
 }
 
 /** The headers every answer carries (commonHeaders, CORS), for answers written before Koa sees a request. */
@@ -170,7 +175,7 @@ function parserAnswer(code: string | undefined): [number, string, string] {
  * just closed: nothing can be said to the client without corrupting what it reads.
  */
 function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, answered: (status: number) => void): void {
-  const pending = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+  const pending = answerInProgress(socket);
   if (err.code === 'ECONNRESET' || !socket.writable) {
     socket.destroy();
     return;
@@ -211,7 +216,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, answered:
  */
 function answerConnect(socket: Duplex, answered: (status: number) => void): void {
   socket.on('error', () => socket.destroy());
-  if ((socket as { _httpMessage?: ServerResponse | null })._httpMessage) {
+  if (answerInProgress(socket)) {
     socket.destroy();
   } else {
     answerRaw(socket, 400, CONNECT_REFUSED);
