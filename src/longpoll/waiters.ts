@@ -51,7 +51,6 @@ export type WaitResult =
   | { cause: 'aborted' }
   | { cause: 'error'; error: unknown };
 
-/** How each way a wait ends is labelled in the metrics (wake-ups, and the held request's outcome). */
 /**
  * How often a wait past the session's expiry by this replica's clock, whose session the store still
  * holds (its clock is behind this one's), asks the store again.
@@ -65,6 +64,7 @@ const EXPIRY_RECHECK_MS = 1000;
  */
 const REREAD_RETRY_MS = 200;
 
+/** How each way a wait ends is labelled in the metrics (wake-ups, and the held request's outcome). */
 export const CAUSE_LABEL = {
   change: 'change',
   timeout: 'timeout',
@@ -299,11 +299,11 @@ class Waiter {
     );
   }
 
-  /** Ends the wait with the last state read, or with 404 once that state has expired. */
+  /** Ends the wait with the last state read, unless that state has expired (then the store says). */
   endWithCurrent(cause: 'timeout' | 'shutdown'): void {
     if (this.done) return;
     // A timer that fires late (a busy event loop) or a shutdown that comes before the expiry timer
-    // has run may find the session past its expiry: a read would answer 404, and so does the wait.
+    // has run may find the session past its expiry by this replica's clock: the store decides.
     if (this.held.expiresAt <= Date.now()) return this.expiredHere(cause);
     this.finish({ cause, session: this.held });
   }
