@@ -56,6 +56,23 @@ describe('create policy', () => {
     hs.calls = 0;
   });
 
+  /**
+   * A create with a token the homeserver would accept, while it is in `mode`: the answer, for the
+   * test's own checks, and afterwards (the homeserver back to normal) the proof that nothing was
+   * cached, the same token creating.
+   */
+  async function whileHomeserver(
+    mode: FakeHomeserver['mode'],
+    token: string,
+    check: (r: Awaited<ReturnType<typeof create>>) => void | Promise<void>,
+  ): Promise<void> {
+    hs.mode = mode;
+    hs.valid.add(token);
+    await check(await create(server.url + V1, bearer(token)));
+    hs.mode = 'normal';
+    expect((await create(server.url + V1, bearer(token))).status).to.equal(200);
+  }
+
   it('is open by default: discovery says true and anyone creates', async () => {
     const open = await startServer({ REDIS_URL: redis.url, RZ_PUBLIC_BASE_URL: 'https://x.example' });
     try {
@@ -199,14 +216,11 @@ describe('create policy', () => {
     });
 
     it('takes a 401 M_MISSING_TOKEN (the token never reached the homeserver) for no verdict: 503, not cached', async () => {
-      hs.mode = 'stripped';
-      hs.valid.add('stripped-token');
-      const r = await create(server.url + V1, bearer('stripped-token'));
-      expectError(r, 503, 'M_UNKNOWN');
-      expect(r.json.soft_logout).to.equal(undefined);
-      expectError(await request('GET', server.url + V1, { headers: bearer('stripped-token') }), 503, 'M_UNKNOWN');
-      hs.mode = 'normal';
-      expect((await create(server.url + V1, bearer('stripped-token'))).status).to.equal(200);
+      await whileHomeserver('stripped', 'stripped-token', async (r) => {
+        expectError(r, 503, 'M_UNKNOWN');
+        expect(r.json.soft_logout).to.equal(undefined);
+        expectError(await request('GET', server.url + V1, { headers: bearer('stripped-token') }), 503, 'M_UNKNOWN');
+      });
     });
 
     it("passes a rate-limiting homeserver's Retry-After on with its 503", async () => {
@@ -240,32 +254,21 @@ describe('create policy', () => {
     });
 
     it('a homeserver whose answer stops arriving after its headers gives 504 as well, and nothing is cached', async () => {
-      hs.mode = 'stalled';
-      hs.valid.add('stalled-token');
-      const r = await create(server.url + V1, bearer('stalled-token'));
-      expectError(r, 504, 'M_UNKNOWN');
-      expect(r.headers['retry-after']).to.equal('1');
-      hs.mode = 'normal';
-      expect((await create(server.url + V1, bearer('stalled-token'))).status).to.equal(200);
+      await whileHomeserver('stalled', 'stalled-token', (r) => {
+        expectError(r, 504, 'M_UNKNOWN');
+        expect(r.headers['retry-after']).to.equal('1');
+      });
     });
 
     it('reads no more of a homeserver answer than a whoami answer can be: a huge one gives 503, not cached', async () => {
-      hs.mode = 'huge';
-      hs.valid.add('padded-token');
-      const r = await create(server.url + V1, bearer('padded-token'));
-      expectError(r, 503, 'M_UNKNOWN');
-      hs.mode = 'normal';
-      expect((await create(server.url + V1, bearer('padded-token'))).status).to.equal(200);
+      await whileHomeserver('huge', 'padded-token', (r) => expectError(r, 503, 'M_UNKNOWN'));
     });
 
     it('a homeserver answering 500 gives 503 with Retry-After, and nothing is cached', async () => {
-      hs.mode = 'error';
-      hs.valid.add('flaky-token');
-      const r = await create(server.url + V1, bearer('flaky-token'));
-      expectError(r, 503, 'M_UNKNOWN');
-      expect(r.headers['retry-after']).to.equal('1');
-      hs.mode = 'normal';
-      expect((await create(server.url + V1, bearer('flaky-token'))).status).to.equal(200);
+      await whileHomeserver('error', 'flaky-token', (r) => {
+        expectError(r, 503, 'M_UNKNOWN');
+        expect(r.headers['retry-after']).to.equal('1');
+      });
     });
 
     it('a homeserver that is down gives 503 (and discovery without a token still answers 200)', async () => {
