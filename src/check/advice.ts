@@ -1,12 +1,14 @@
+/** How a proxy in front routes the rendezvous paths to the server, path unchanged. */
+const ROUTE_WITH_PATH_UNCHANGED =
+  'nginx: `location ~ ^/_matrix/client/(unstable/org\\.matrix\\.msc4108|unstable/io\\.element\\.msc4388|v1|unstable/org\\.matrix\\.msc3886)/rendezvous(/|$) { proxy_pass http://rendezvous; }` (no URI after the upstream name); Ingress: a `path: /` rule with `pathType: Prefix` to the Service.';
+
 /**
  * How to fix each kind of finding, as the line to put in nginx or in the chart's Ingress values.
  * One place, so the wording stays consistent and the README can point at it.
  */
 export const FIX = {
-  routing:
-    'Route the rendezvous paths to the server with the path unchanged. nginx: `location ~ ^/_matrix/client/(unstable/org\\.matrix\\.msc4108|unstable/io\\.element\\.msc4388|v1|unstable/org\\.matrix\\.msc3886)/rendezvous(/|$) { proxy_pass http://rendezvous; }` (no URI after the upstream name); Ingress: a `path: /` rule with `pathType: Prefix` to the Service.',
-  notFound:
-    'Check the base URL given to the check and to clients (scheme, host, port and path prefix): it must be the URL the rendezvous server answers at, usually with no path (the server serves its paths from the root), or a homeserver or proxy that routes the rendezvous paths to it. Behind a proxy, route them with the path unchanged: nginx `location ~ ^/_matrix/client/(unstable/org\\.matrix\\.msc4108|unstable/io\\.element\\.msc4388|v1|unstable/org\\.matrix\\.msc3886)/rendezvous(/|$) { proxy_pass http://rendezvous; }` (no URI after the upstream name); Ingress: a `path: /` rule with `pathType: Prefix` to the Service.',
+  routing: `Route the rendezvous paths to the server with the path unchanged. ${ROUTE_WITH_PATH_UNCHANGED}`,
+  notFound: `Check the base URL given to the check and to clients (scheme, host, port and path prefix): it must be the URL the rendezvous server answers at, usually with no path (the server serves its paths from the root), or a homeserver or proxy that routes the rendezvous paths to it. Behind a proxy, route them with the path unchanged. ${ROUTE_WITH_PATH_UNCHANGED}`,
   redirect:
     'Check the URL given to the check and to clients: use the one the redirect points at (https:// rather than http://, the right host), or route the rendezvous paths to the server without redirecting them. Clients re-send a redirected POST as a body-less GET (301, 302, 303), and a browser follows no redirect across origins without CORS on it.',
   unreachable:

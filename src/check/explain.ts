@@ -76,19 +76,25 @@ export function explain(a: Answer, base: string, endpoint?: string): { detail: s
 }
 
 /**
- * ", or ..." naming the path of the URL checked, when it has one: the server serves its paths from
- * the root, so a URL with a path reaches it only through a proxy that strips that path.
+ * The path of the URL checked, when it has one: the server serves its paths from the root, so such a
+ * URL reaches it only through a proxy that strips the path.
  */
-function pathOf(base: string): string {
+function pathIn(base: string): string | undefined {
   const path = new URL(base).pathname;
-  if (path === '' || path === '/') return '';
+  return path === '' || path === '/' ? undefined : path;
+}
+
+/** ", or ..." naming the path of the URL checked, when it has one. */
+function pathOf(base: string): string {
+  const path = pathIn(base);
+  if (path === undefined) return '';
   return `, or the URL checked is not where the server answers: it serves its paths from the root, and the URL has the path ${path} (a proxy in front must strip it)`;
 }
 
-/** What a base URL with a path most likely gets wrong. */
+/** What a base URL with a path most likely gets wrong, when it has one. */
 function baseHint(base: string): string {
-  const path = new URL(base).pathname;
-  if (path === '' || path === '/') return '';
+  const path = pathIn(base);
+  if (path === undefined) return '';
   return ` (the URL has the path ${path}, and the server serves its paths from the root: leave the path out, or have a proxy in front strip it)`;
 }
 
