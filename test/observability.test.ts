@@ -161,6 +161,8 @@ describe('metrics', () => {
       const post = await req(`${url}/metrics`, { method: 'POST', body: '' });
       expect([get.status, head.status, other.status, post.status]).to.deep.equal([200, 200, 404, 405]);
       expect(post.headers.get('allow')).to.equal('GET, HEAD');
+      expect(((await other.json()) as { errcode: string }).errcode).to.equal('M_NOT_FOUND');
+      expect(((await post.json()) as { errcode: string }).errcode).to.equal('M_UNRECOGNIZED');
       expect(head.headers.get('content-type')).to.equal(get.headers.get('content-type'));
       expect(Number(head.headers.get('content-length'))).to.be.greaterThan(0);
       expect(await head.text()).to.equal('');

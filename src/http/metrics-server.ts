@@ -22,17 +22,20 @@ export function createMetricsServer(metrics: Metrics, store: SessionStore): http
           'Content-Length': Buffer.byteLength(text),
         })
         .end(head ? undefined : text);
+    // Errors as Matrix JSON errors, as on the main port.
+    const refuse = (status: number, errcode: string, error: string, extra?: Record<string, string>) =>
+      answer(status, 'application/json', JSON.stringify({ errcode, error }), extra);
     if (path !== '/metrics') {
-      answer(404, 'text/plain', 'not found\n');
+      refuse(404, 'M_NOT_FOUND', 'Only /metrics is served on this port');
       return;
     }
     if (req.method !== 'GET' && !head) {
-      answer(405, 'text/plain', 'method not allowed\n', { Allow: 'GET, HEAD' });
+      refuse(405, 'M_UNRECOGNIZED', 'Method not allowed here', { Allow: 'GET, HEAD' });
       return;
     }
     scrape(metrics, store).then(
       (text) => answer(200, metrics.registry.contentType, text),
-      () => answer(500, 'text/plain', 'metrics unavailable\n'),
+      () => refuse(500, 'M_UNKNOWN', 'Metrics unavailable'),
     );
   });
 }
