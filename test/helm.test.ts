@@ -157,6 +157,88 @@ describe('Helm chart, rendered by helm', function () {
     expect(sentinel.stderr).to.include('redis.sentinels');
   });
 
+  it('refuses values from templates/validate/values.yaml, in helm template, install and lint alike', async () => {
+    // One refusal of each kind the chart makes at render time (the schema cannot say them).
+    const refused: [Record<string, string>, string, Record<string, string>?][] = [
+      [{ 'image.repository': '' }, 'required values are not set'],
+      [
+        { 'autoscaling.enabled': 'true', 'autoscaling.minReplicas': '5', 'autoscaling.maxReplicas': '2' },
+        'minReplicas',
+      ],
+      [{ 'region.peers.us': 'https://us.example.org' }, 'inconsistent region values'],
+      [{ 'config.extraEnv.PORT': '1' }, 'config.extraEnv.PORT'],
+      [{ 'config.extraEnv.RZ_REGION': 'eu' }, 'config.extraEnv.RZ_REGION'],
+      [{ 'ingress.enabled': 'true', 'metrics.separatePort': 'false' }, 'would publish /metrics'],
+      [{ 'redis.tls.certKey': 'tls.crt' }, 'redis.tls.certKey'],
+      [
+        {
+          'redis.url': '',
+          'redis.mode': 'sentinel',
+          'redis.sentinels': 's:26379',
+          'networkPolicy.enabled': 'true',
+          'networkPolicy.egress.enabled': 'true',
+        },
+        'redisPorts',
+        { 'networkPolicy.egress.redisPorts': '[]' },
+      ],
+    ];
+    for (const [set, message, json] of refused) {
+      const args = valueArgs([REQUIRED_ONLY], set, json);
+      const what = JSON.stringify({ ...set, ...json });
+      for (const command of [
+        ['template', 'rz', CHART],
+        ['install', 'rz', CHART, '--dry-run=client'],
+      ]) {
+        const r = await helm([...command, ...args]);
+        expect(r.code, `${command[0]} ${what}`).to.not.equal(0);
+        // The template that says it validates values, never an object's (the test pod's was named).
+        expect(r.stderr, `${command[0]} ${what}`).to.match(
+          /execution error at \(rendezvous-server\/templates\/validate\/values\.yaml:/,
+        );
+        expect(r.stderr, `${command[0]} ${what}`).to.include(message);
+      }
+      // Lint turns `fail` into a log line; the refusal must fail it all the same, with its message.
+      const lint = await helm(['lint', CHART, ...args]);
+      expect(lint.code, `lint ${what}: ${lint.stdout}`).to.not.equal(0);
+      expect(lint.stdout, `lint ${what}`).to.include(
+        '[ERROR] templates/: rendezvous-server/templates/validate/values.yaml',
+      );
+      expect(lint.stdout, `lint ${what}`).to.include(message);
+    }
+    // No template but the validating one refuses anything.
+    const templates = readdirSync(join(CHART, 'templates'), { recursive: true, encoding: 'utf8' });
+    for (const file of templates.filter((f) => /\.(yaml|tpl|txt)$/.test(f))) {
+      const text = read('templates', file);
+      if (file !== '_helpers.tpl') expect(text, file).to.not.match(/\bfail\b\s|rendezvous\.refuse/);
+      if (file !== join('validate', 'values.yaml')) expect(text, file).to.not.include('include "rendezvous.validate"');
+    }
+  });
+
+  it('says in words, not as its regular expression, what a public URL must be', async () => {
+    for (const value of [
+      'ftp://rendezvous.example.org',
+      'https://user:password@rendezvous.example.org',
+      'rendezvous.example.org',
+    ]) {
+      const r = await helm(['template', 'rz', CHART, ...valueArgs([REQUIRED_ONLY], { 'config.publicBaseUrl': value })]);
+      expect(r.code, value).to.not.equal(0);
+      expect(r.stderr, value).to.include('publicBaseUrl').and.include('an absolute http:// or https:// URL');
+      expect(r.stderr, value).to.not.include('25[0-5]');
+      expect(r.stderr.length, value).to.be.below(600);
+    }
+    // The sentence itself is no URL: refused too.
+    const schema = JSON.parse(read('values.schema.json')) as Values;
+    const sentence = schema.properties.config.properties.publicBaseUrl.then.const as string;
+    const r = await helm([
+      'template',
+      'rz',
+      CHART,
+      ...valueArgs([REQUIRED_ONLY], {}, { 'config.publicBaseUrl': JSON.stringify(sentence) }),
+    ]);
+    expect(r.code).to.not.equal(0);
+    expect(r.stderr).to.include('publicBaseUrl');
+  });
+
   it('checks the values against values.schema.json before rendering anything', async () => {
     // Each refusal names the value (helm 3 and 4 word the rest differently).
     for (const [key, value, complaint] of [
@@ -1152,7 +1234,7 @@ describe('Helm chart, rendered by helm', function () {
     }[] = [
       {
         name: 'config.publicBaseUrl',
-        pattern: new RegExp(config.publicBaseUrl.pattern as string),
+        pattern: new RegExp(config.publicBaseUrl.if.not.pattern as string),
         env: (v) => ({ RZ_PUBLIC_BASE_URL: v }),
         takes: [
           'https://rendezvous.example.org',

@@ -33,9 +33,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-  What an installation cannot do without, checked in one place so a plain `helm install` names
-  everything missing at once. Included by every template that uses these values, so whichever of
-  them Helm renders first reports it.
+  Refuses the values with this message. `fail` stops `helm template` and `helm install`, but
+  `helm lint` only logs it and renders on; asking for a template that does not exist is an error
+  lint reports too, and its name carries the message. Never reached outside lint.
+*/}}
+{{- define "rendezvous.refuse" -}}
+{{- fail . }}
+{{- include (printf "values refused: %s" .) . }}
+{{- end }}
+
+{{/*
+  Every value the chart refuses, refused in one place: templates/validate/values.yaml includes this
+  and nothing else, so Helm's error names that template (not whichever object it rendered first),
+  and a plain `helm install` names everything missing at once.
 */}}
 {{- define "rendezvous.validate" -}}
 {{- $missing := list }}
@@ -53,53 +63,76 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $missing = append $missing "redis.clusterNodes: host:port,... of some Cluster nodes (redis.mode cluster)" }}
 {{- end }}
 {{- if $missing }}
-{{- fail (printf "\nrequired values are not set:\n  - %s" (join "\n  - " $missing)) }}
+{{- include "rendezvous.refuse" (printf "\nrequired values are not set:\n  - %s" (join "\n  - " $missing)) }}
 {{- end }}
 {{- /* Another topology's location would be dropped without a word; the server refuses two topologies. */}}
 {{- range $key, $mode := dict "url" "single" "sentinels" "sentinel" "clusterNodes" "cluster" }}
 {{- if and (get $.Values.redis $key) (ne $.Values.redis.mode $mode) }}
-{{- fail (printf "redis.%s is set, but redis.mode is %s: it applies only with redis.mode %s (the chart would leave it out; the server refuses two Redis topologies): set redis.mode %s, or clear redis.%s" $key $.Values.redis.mode $mode $mode $key) }}
+{{- include "rendezvous.refuse" (printf "redis.%s is set, but redis.mode is %s: it applies only with redis.mode %s (the chart would leave it out; the server refuses two Redis topologies): set redis.mode %s, or clear redis.%s" $key $.Values.redis.mode $mode $mode $key) }}
 {{- end }}
 {{- end }}
 {{- if and .Values.redis.existingSecretSentinelPasswordKey (ne .Values.redis.mode "sentinel") }}
-{{- fail (printf "redis.existingSecretSentinelPasswordKey is set, but redis.mode is %s: the Sentinels' password applies only with redis.mode sentinel (the server refuses RZ_REDIS_SENTINEL_PASSWORD otherwise)" .Values.redis.mode) }}
+{{- include "rendezvous.refuse" (printf "redis.existingSecretSentinelPasswordKey is set, but redis.mode is %s: the Sentinels' password applies only with redis.mode sentinel (the server refuses RZ_REDIS_SENTINEL_PASSWORD otherwise)" .Values.redis.mode) }}
 {{- end }}
 {{- $redisTls := or .Values.redis.tls.enabled (and (eq .Values.redis.mode "single") (hasPrefix "rediss://" (lower (toString .Values.redis.url)))) }}
 {{- if and .Values.redis.tls.existingSecret (not $redisTls) }}
-{{- fail "redis.tls.existingSecret is set, but TLS to Redis is off: set redis.tls.enabled true or use a rediss:// redis.url (the server refuses TLS files without TLS, which would leave the connection plaintext)" }}
+{{- include "rendezvous.refuse" "redis.tls.existingSecret is set, but TLS to Redis is off: set redis.tls.enabled true or use a rediss:// redis.url (the server refuses TLS files without TLS, which would leave the connection plaintext)" }}
 {{- end }}
 {{- if .Values.metrics.separatePort }}
 {{- if eq (int .Values.metrics.port) (int .Values.containerPort) }}
-{{- fail (printf "metrics.port (%s) must differ from containerPort (%s): the server refuses RZ_METRICS_PORT equal to PORT; to serve /metrics on the main port, set metrics.separatePort false instead" (include "rendezvous.envValue" .Values.metrics.port) (include "rendezvous.envValue" .Values.containerPort)) }}
+{{- include "rendezvous.refuse" (printf "metrics.port (%s) must differ from containerPort (%s): the server refuses RZ_METRICS_PORT equal to PORT; to serve /metrics on the main port, set metrics.separatePort false instead" (include "rendezvous.envValue" .Values.metrics.port) (include "rendezvous.envValue" .Values.containerPort)) }}
 {{- end }}
 {{- if eq (int .Values.metrics.port) (int .Values.service.port) }}
-{{- fail (printf "metrics.port (%s) must differ from service.port (%s): the Service exposes both, and Kubernetes refuses a Service with two ports of one number" (include "rendezvous.envValue" .Values.metrics.port) (include "rendezvous.envValue" .Values.service.port)) }}
+{{- include "rendezvous.refuse" (printf "metrics.port (%s) must differ from service.port (%s): the Service exposes both, and Kubernetes refuses a Service with two ports of one number" (include "rendezvous.envValue" .Values.metrics.port) (include "rendezvous.envValue" .Values.service.port)) }}
 {{- end }}
 {{- end }}
 {{- if and (not .Values.metrics.separatePort) (ne .Values.service.type "ClusterIP") }}
-{{- fail (printf "service.type %s with metrics.separatePort false would publish /metrics (a %s Service is reachable from outside the cluster, and /metrics would be on its port): keep metrics on their own port" .Values.service.type .Values.service.type) }}
+{{- include "rendezvous.refuse" (printf "service.type %s with metrics.separatePort false would publish /metrics (a %s Service is reachable from outside the cluster, and /metrics would be on its port): keep metrics on their own port" .Values.service.type .Values.service.type) }}
 {{- end }}
 {{- with .Values.config.host }}
 {{- if or (eq (lower .) "localhost") (hasPrefix "127." .) (eq . "::1") }}
-{{- fail (printf "config.host %s is the pod's loopback: the kubelet's probes and the Service reach a pod at its own address, so no pod would ever be ready. Leave it empty (every address) or name an address the pod has" .) }}
+{{- include "rendezvous.refuse" (printf "config.host %s is the pod's loopback: the kubelet's probes and the Service reach a pod at its own address, so no pod would ever be ready. Leave it empty (every address) or name an address the pod has" .) }}
 {{- end }}
 {{- end }}
 {{- $probeMs := mul (int .Values.probes.readiness.timeoutSeconds) 1000 }}
 {{- if le (int $probeMs) (int .Values.config.redisCommandTimeoutMs) }}
-{{- fail (printf "probes.readiness.timeoutSeconds (%v) must exceed config.redisCommandTimeoutMs (%v ms): /ready waits that long for a Redis that does not answer, and a probe that times out first takes every pod out of the Service in a Redis outage, where they should stay in to answer clients with the server's JSON 503" .Values.probes.readiness.timeoutSeconds .Values.config.redisCommandTimeoutMs) }}
+{{- include "rendezvous.refuse" (printf "probes.readiness.timeoutSeconds (%v) must exceed config.redisCommandTimeoutMs (%v ms): /ready waits that long for a Redis that does not answer, and a probe that times out first takes every pod out of the Service in a Redis outage, where they should stay in to answer clients with the server's JSON 503" .Values.probes.readiness.timeoutSeconds .Values.config.redisCommandTimeoutMs) }}
 {{- end }}
 {{- if .Values.autoscaling.enabled }}
 {{- if gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas) }}
-{{- fail (printf "autoscaling.minReplicas (%v) must not exceed autoscaling.maxReplicas (%v): Kubernetes refuses such a HorizontalPodAutoscaler" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) }}
+{{- include "rendezvous.refuse" (printf "autoscaling.minReplicas (%v) must not exceed autoscaling.maxReplicas (%v): Kubernetes refuses such a HorizontalPodAutoscaler" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) }}
 {{- end }}
 {{- if not (dig "requests" "cpu" "" .Values.resources) }}
-{{- fail "autoscaling.enabled scales on CPU utilisation, a percentage of resources.requests.cpu: set one (e.g. 100m), or the HorizontalPodAutoscaler can never compute it and never scales" }}
+{{- include "rendezvous.refuse" "autoscaling.enabled scales on CPU utilisation, a percentage of resources.requests.cpu: set one (e.g. 100m), or the HorizontalPodAutoscaler can never compute it and never scales" }}
 {{- end }}
 {{- end }}
 {{- $drain := add .Values.config.shutdownDelaySeconds .Values.config.shutdownGraceSeconds }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $drain) }}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.shutdownDelaySeconds + config.shutdownGraceSeconds (%v), or the kubelet kills pods mid-drain" .Values.terminationGracePeriodSeconds $drain) }}
+{{- include "rendezvous.refuse" (printf "terminationGracePeriodSeconds (%v) must exceed config.shutdownDelaySeconds + config.shutdownGraceSeconds (%v), or the kubelet kills pods mid-drain" .Values.terminationGracePeriodSeconds $drain) }}
 {{- end }}
+{{- if .Values.ingress.enabled }}
+{{- if not .Values.metrics.separatePort }}
+{{- include "rendezvous.refuse" "ingress.enabled with metrics.separatePort false would publish /metrics: keep metrics on their own port" }}
+{{- end }}
+{{- if not .Values.ingress.hosts }}
+{{- include "rendezvous.refuse" "ingress.hosts is required with ingress.enabled, e.g. [{host: rendezvous.example.org, paths: [{path: /, pathType: Prefix}]}]" }}
+{{- end }}
+{{- end }}
+{{- $np := .Values.networkPolicy }}
+{{- if and $np.enabled $np.egress.enabled (eq .Values.redis.mode "sentinel") (not $np.egress.redisPorts) }}
+{{- include "rendezvous.refuse" "networkPolicy.egress.redisPorts: in redis.mode sentinel, name the port(s) of the data nodes the Sentinels hand out, e.g. [6379] (the Sentinels' own ports are read from redis.sentinels)" }}
+{{- end }}
+{{- $tls := .Values.redis.tls }}
+{{- if ne (empty $tls.certKey) (empty $tls.keyKey) }}
+{{- include "rendezvous.refuse" "redis.tls.certKey and redis.tls.keyKey go together: a client certificate needs its key (and a lone one would point at the directory)" }}
+{{- end }}
+{{- if and $tls.certKey (not $tls.existingSecret) }}
+{{- include "rendezvous.refuse" "redis.tls.certKey and keyKey name keys of redis.tls.existingSecret: set it too" }}
+{{- end }}
+{{- if not (has .Values.redis.mode (list "single" "sentinel" "cluster")) }}
+{{- include "rendezvous.refuse" "redis.mode must be single, sentinel or cluster" }}
+{{- end }}
+{{- include "rendezvous.validateEnv" . }}
 {{- include "rendezvous.validateRegion" . }}
 {{- end }}
 
@@ -132,7 +165,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $problems = append $problems "region.acceptedSecretKey needs region.existingSecret, the Secret that holds both (the server refuses RZ_REGION_ACCEPTED_SECRET without RZ_REGION_SECRET)" }}
 {{- end }}
 {{- if $problems }}
-{{- fail (printf "\ninconsistent region values:\n  - %s" (join "\n  - " $problems)) }}
+{{- include "rendezvous.refuse" (printf "\ninconsistent region values:\n  - %s" (join "\n  - " $problems)) }}
 {{- end }}
 {{- end }}
 
@@ -223,4 +256,80 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/name: {{ include "rendezvous.name" . }}-check
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: check
+{{- end }}
+
+{{/*
+  Every variable the chart sets is collected first, so a config.extraEnv entry naming one of them
+  is refused by name instead of rendering a duplicate key (the later one silently winning). Numbers
+  are written by rendezvous.envValue: a values file's 1048576 as 1048576, never 1.048576e+06.
+*/}}
+{{- define "rendezvous.env" -}}
+{{- $env := dict
+  "PORT" (include "rendezvous.envValue" .Values.containerPort)
+  "RZ_PUBLIC_BASE_URL" .Values.config.publicBaseUrl
+  "RZ_TTL_SECONDS" (include "rendezvous.envValue" .Values.config.ttlSeconds)
+  "RZ_MAX_BYTES" (include "rendezvous.envValue" .Values.config.maxBytes)
+  "RZ_REDIS_COMMAND_TIMEOUT_MS" (include "rendezvous.envValue" .Values.config.redisCommandTimeoutMs)
+  "RZ_SHUTDOWN_DELAY_SECONDS" (include "rendezvous.envValue" .Values.config.shutdownDelaySeconds)
+  "RZ_SHUTDOWN_GRACE_SECONDS" (include "rendezvous.envValue" .Values.config.shutdownGraceSeconds)
+  "LOG_LEVEL" .Values.config.logLevel
+  "RZ_ACCESS_LOG" (include "rendezvous.envValue" .Values.config.accessLog)
+  "RZ_TRUSTED_PROXIES" .Values.config.trustedProxies
+  "RZ_LONGPOLL_MAX_WAIT_SECONDS" (include "rendezvous.envValue" .Values.config.longPollMaxWaitSeconds)
+}}
+{{- with .Values.config.host }}
+{{- $_ := set $env "HOST" . }}
+{{- end }}
+{{- if eq .Values.redis.mode "single" }}
+{{- $_ := set $env "REDIS_URL" .Values.redis.url }}
+{{- else if eq .Values.redis.mode "sentinel" }}
+{{- $_ := set $env "RZ_REDIS_SENTINELS" .Values.redis.sentinels }}
+{{- $_ := set $env "RZ_REDIS_SENTINEL_MASTER" .Values.redis.sentinelMaster }}
+{{- else if eq .Values.redis.mode "cluster" }}
+{{- $_ := set $env "RZ_REDIS_CLUSTER_NODES" .Values.redis.clusterNodes }}
+{{- end }}
+{{- with .Values.redis.username }}
+{{- $_ := set $env "RZ_REDIS_USERNAME" . }}
+{{- end }}
+{{- if .Values.redis.tls.enabled }}
+{{- $_ := set $env "RZ_REDIS_TLS" "true" }}
+{{- end }}
+{{- if .Values.metrics.separatePort }}
+{{- $_ := set $env "RZ_METRICS_PORT" (include "rendezvous.envValue" .Values.metrics.port) }}
+{{- end }}
+{{- with .Values.region.name }}
+{{- $_ := set $env "RZ_REGION" . }}
+{{- with include "rendezvous.regionPeers" $ }}
+{{- $_ := set $env "RZ_REGION_PEERS" . }}
+{{- end }}
+{{- end }}
+{{- toYaml $env }}
+{{- end }}
+
+{{/* config.extraEnv names none of the chart's own variables (rendezvous.env) or files. */}}
+{{- define "rendezvous.validateEnv" -}}
+{{- $env := include "rendezvous.env" . | fromYaml }}
+{{- $reserved := list "RZ_REDIS_PASSWORD" "RZ_REDIS_SENTINEL_PASSWORD" "RZ_REDIS_TLS_CA_FILE" "RZ_REDIS_TLS_CERT_FILE" "RZ_REDIS_TLS_KEY_FILE" }}
+{{- /*
+  The region settings are the chart's with or without regions on: set through config.extraEnv they
+  would skip its region checks (rendezvous.validateRegion), and a secret there would sit in this
+  ConfigMap. The forwarding knobs (RZ_REGION_CONNECT_TIMEOUT_MS and the like) stay open to it.
+*/}}
+{{- $regionVars := dict
+  "RZ_REGION" "set region.name instead"
+  "RZ_REGION_PEERS" "set region.peers instead"
+  "RZ_REGION_SECRET" "the secret is never a plain value (it would sit in this ConfigMap): name the Secret holding it in region.existingSecret"
+  "RZ_REGION_SECRET_FILE" "set region.existingSecret instead (the chart mounts it and sets the path)"
+  "RZ_REGION_ACCEPTED_SECRET" "the secret is never a plain value (it would sit in this ConfigMap): set region.acceptedSecretKey, its key in region.existingSecret"
+  "RZ_REGION_ACCEPTED_SECRET_FILE" "set region.acceptedSecretKey instead (the chart mounts it and sets the path)"
+  "RZ_REGION_TLS_CA_FILE" "set region.tls.existingSecret instead (the chart mounts it and sets the path)"
+}}
+{{- range $name, $value := .Values.config.extraEnv }}
+{{- if hasKey $regionVars $name }}
+{{- include "rendezvous.refuse" (printf "config.extraEnv.%s: the region settings are the chart's own; %s" $name (get $regionVars $name)) }}
+{{- end }}
+{{- if or (hasKey $env $name) (has $name $reserved) }}
+{{- include "rendezvous.refuse" (printf "config.extraEnv.%s: the chart sets %s itself; use its own value instead" $name $name) }}
+{{- end }}
+{{- end }}
 {{- end }}
