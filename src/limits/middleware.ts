@@ -2,7 +2,7 @@ import type { Context, Middleware } from 'koa';
 import type { Metrics } from '../metrics';
 import { BudgetRefusal, type SharedBudget } from './budget';
 import type { ClientAddresses } from './client-address';
-import { limitExceeded } from './errors';
+import { LIMIT_MESSAGES, limitExceeded } from './errors';
 
 /**
  * Probes and scrapes are never limited: a limited probe would take a healthy replica out. Only the
@@ -48,10 +48,7 @@ export function limits({ addresses, create, request, metrics, exempt }: LimitsDe
   };
   const refuse = (isCreate: boolean, retryAfterMs: number) => {
     (isCreate ? refused.create : refused.request).inc();
-    return limitExceeded(
-      isCreate ? 'Too many sessions created from your address' : 'Too many requests from your address',
-      retryAfterMs,
-    );
+    return limitExceeded(isCreate ? LIMIT_MESSAGES.createRate : LIMIT_MESSAGES.requestRate, retryAfterMs);
   };
   return (ctx, next) => {
     if ((ctx.method === 'GET' || ctx.method === 'HEAD') && exempt.has(ctx.path)) return next();
