@@ -381,24 +381,49 @@ describe('rendezvous-server check against a server with MSC4388 turned off', () 
   });
 });
 
-describe('rendezvous-server check against a server that refuses its creates (rate limit spent)', () => {
+describe('rendezvous-server check against a server with a small create budget (RZ_CREATE_RATE)', () => {
+  let redis: RedisServer;
   let replica: Replica;
   before(async () => {
-    replica = await Replica.start({ RZ_CREATE_RATE: '1' });
+    redis = await RedisServer.start();
+    // Two runs' worth: a run creates 7 sessions (one per family, 4 for the shared store).
+    replica = await Replica.start(replicaEnv(redis, { RZ_CREATE_RATE: '14' }));
   });
   after(async () => {
     await replica?.stop();
+    await redis?.destroy();
   });
 
-  it('fails naming the limit, rather than take the root for a homeserver that routes elsewhere', async () => {
-    // The create budget is a clock-aligned minute: both runs must fall in one.
-    await roomInWindow(60_000, 20_000);
-    await runCheck([replica.url, '--json']);
+  it('fits two runs in a minute, and says plainly that a third was rate limited, which limit, and when to run again', async function () {
+    this.timeout(60_000);
+    // The create budget is a clock-aligned minute: all three runs must fall in one.
+    await roomInWindow(60_000, 25_000);
+    for (const n of [1, 2]) {
+      const run = await runCheck([replica.url, '--json']);
+      expect(run.code, `run ${n}: ${shown(run)}`).to.equal(0);
+      expect(finding(run, 'store.shared')?.status, `run ${n}`).to.equal('pass');
+    }
     const run = await runCheck([replica.url, '--json']);
     expect(run.code, shown(run)).to.equal(1);
-    expect(finding(run, 'msc3886.root'), shown(run)).to.equal(undefined);
-    expect(finding(run, 'msc3886.create')?.status).to.equal('fail');
-    expect(finding(run, 'msc3886.create')?.detail).to.include('429 M_LIMIT_EXCEEDED');
+    // One failure, the limit; nothing taken for a protocol or proxy failure.
+    expect(idsWith(run, 'fail'), shown(run)).to.deep.equal(['rate-limit']);
+    const limited = finding(run, 'rate-limit')!;
+    expect(limited.detail).to.include('RATE LIMITED').and.include('429 M_LIMIT_EXCEEDED');
+    expect(limited.detail)
+      .to.include('RZ_CREATE_RATE')
+      .and.match(/run the check again in \d+ s \(at \d\d:\d\d:\d\d UTC/);
+    // The steps it did not get to are there, skipped, saying why.
+    const skipped = run.json!.findings.filter((f) => f.status === 'skip');
+    for (const id of ['msc4108.read', 'msc4108.long-poll', 'msc3886.create', 'store.shared', 'metrics.public']) {
+      const f = skipped.find((s) => s.id === id);
+      expect(f?.detail, `${id}: ${shown(run)}`).to.include('rate limited');
+    }
+    await expectNoSessionLeft(redis);
+    // The text report counts them.
+    const text = await runCheck([replica.url]);
+    expect(text.code).to.equal(1);
+    expect(text.stdout).to.match(/^FAIL {2}rate-limit /m);
+    expect(text.stdout).to.match(/\d+ passed, \d+ warnings, 1 failed, [1-9]\d* skipped in [\d.]+ s\n$/);
   });
 });
 
@@ -411,15 +436,38 @@ describe('rendezvous-server check against a server whose per-address session cap
     await replica?.stop();
   });
 
-  it('says what the server refused (a cap, not the create rate) and names the caps in the fix', async () => {
+  it('says what the server refused (a cap, not the create rate), rather than take the root for a homeserver', async () => {
     const res = await fetch(`${replica.url}/`, { method: 'POST', body: 'x' });
     expect(res.status).to.equal(200);
     const run = await runCheck([replica.url, '--json']);
     expect(run.code, shown(run)).to.equal(1);
-    const create = finding(run, 'msc3886.create');
-    expect(create?.status).to.equal('fail');
-    expect(create?.detail).to.include('429 M_LIMIT_EXCEEDED').and.include('Too many live sessions');
-    expect(create?.fix).to.include('RZ_MAX_SESSIONS_PER_ADDRESS');
+    expect(idsWith(run, 'fail'), shown(run)).to.deep.equal(['rate-limit']);
+    expect(finding(run, 'msc3886.root'), shown(run)).to.equal(undefined);
+    const limited = finding(run, 'rate-limit')!;
+    expect(limited.detail).to.include('RZ_MAX_SESSIONS_PER_ADDRESS').and.not.include('RZ_CREATE_RATE');
+    expect(finding(run, 'msc4108.create')?.status).to.equal('skip');
+  });
+});
+
+describe('rendezvous-server check: steps it could not get to', () => {
+  let replica: Replica;
+  before(async () => {
+    replica = await Replica.start({ RZ_METRICS_PORT: '0' });
+  });
+  after(async () => {
+    await replica?.stop();
+  });
+
+  it('reports each as skipped, with why, and counts them in the summary', async () => {
+    // A path under the URL: no family creates, so their later steps cannot run.
+    const run = await runCheck([`${replica.url}/rendezvous`, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    for (const id of ['msc4108.read', 'msc4108.not-modified', 'msc4108.long-poll', 'msc3886.delete', 'expiry']) {
+      expect(finding(run, id)?.status, `${id}: ${shown(run)}`).to.equal('skip');
+      expect(finding(run, id)?.detail, id).to.match(/^not checked: /);
+    }
+    const counts = (run.json as unknown as { counts: Record<string, number> }).counts;
+    expect(counts.skip).to.equal(idsWith(run, 'skip').length).and.to.be.greaterThan(5);
   });
 });
 
@@ -485,9 +533,10 @@ describe('rendezvous-server check against a URL that redirects (http:// to https
       '301 redirect to https://rendezvous.example.org/_matrix/client/unstable/org.matrix.msc4108/rendezvous',
     );
     expect(create!.fix).to.include('the redirect points at');
-    // The redirect's own missing Cache-Control and CORS headers say nothing about the server's.
-    expect(finding(run, 'cache-control'), shown(run)).to.equal(undefined);
-    expect(finding(run, 'cors.headers'), shown(run)).to.equal(undefined);
+    // The redirect's own missing Cache-Control and CORS headers say nothing about the server's:
+    // those checks are skipped, not failed.
+    expect(finding(run, 'cache-control')?.status, shown(run)).to.equal('skip');
+    expect(finding(run, 'cors.headers')?.status, shown(run)).to.equal('skip');
   });
 });
 

@@ -7,8 +7,9 @@ export const CHECK_USAGE = `Usage: rendezvous-server check <base-url> [--json] [
 Checks a live deployment through everything in front of it (proxies, ingress, load balancer), the
 way clients meet it: every protocol family's create, read, conditional write, 304, long-poll and
 delete; ETags, caching and CORS headers as they arrive; expiry against this machine's clock; that
-the replicas share one store; that /metrics is not public. It creates about 20 short-lived
-sessions and deletes them.
+the replicas share one store; that /metrics is not public. It creates 7 short-lived sessions
+and deletes them. Steps it could not get to are reported as skipped, saying why; a run the server
+rate limits says so, which limit, and when to run again.
 
   <base-url>      the URL clients use, e.g. https://matrix.example.org or https://rendezvous.example.org
   --json          print the findings as JSON instead of text

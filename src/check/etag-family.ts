@@ -62,6 +62,24 @@ export async function createEtagSession(
   return { session: { url, publicUrl, etag, created: a } };
 }
 
+/** The steps of one family's check, in order, for those a failure leaves undone. */
+export function etagSteps(fam: EtagFamily): { id: string; title: string }[] {
+  const f = fam.family;
+  return [
+    { id: `${f}.create`, title: `${fam.name} create` },
+    { id: `${f}.public-url`, title: `${fam.name} session URLs point at the URL clients use` },
+    { id: `${f}.read`, title: `${fam.name} read` },
+    { id: `${f}.content-type`, title: `${fam.name} GET answers Content-Type exactly "text/plain"` },
+    { id: `${f}.not-modified`, title: `${fam.name} GET with If-None-Match answers 304` },
+    {
+      id: `${f}.conditional-write`,
+      title: `${fam.name} conditional write (If-Match): the current ETag writes, a stale one is refused`,
+    },
+    { id: `${f}.long-poll`, title: `${fam.name} long-poll: a write wakes a held read` },
+    { id: `${f}.delete`, title: `${fam.name} delete: the session is gone at once` },
+  ];
+}
+
 /**
  * Create, read, 304, conditional write (and a stale one refused), long-poll, delete: what a login
  * does, with every answer kept for the header checks. Returns the session's create answer.
@@ -76,7 +94,10 @@ export async function checkEtagFamily(
   for (const [i, place] of places.entries()) {
     fam = place;
     created = await attempt(ctx, id('create'), `${fam.name} create`, () => createEtagSession(ctx, fam, 'check-1'));
-    if (created === undefined) return undefined;
+    if (created === undefined) {
+      ctx.report.skipMissing(etagSteps(fam), `not checked: ${fam.name} create got no answer (${id('create')})`);
+      return undefined;
+    }
     // A limit or an outage is this server's answer, whatever the path: reported, not taken for a
     // homeserver that routes elsewhere.
     if (
@@ -97,6 +118,8 @@ export async function checkEtagFamily(
   const { family, name } = fam;
   if (created === undefined) return undefined;
   if ('answer' in created) {
+    const noSession = () =>
+      ctx.report.skipMissing(etagSteps(fam), `not checked: ${name} create gave no session to check (${id('create')})`);
     const location = header(created.answer, 'location');
     if (family === 'msc4108' && created.answer.status === 307 && location !== undefined) {
       ctx.report.skip(
@@ -113,6 +136,7 @@ export async function checkEtagFamily(
         `${created.answer.status} with a session but no ETag (the server sends one with every session answer, so something in front strips it): clients cannot write (If-Match) or poll (If-None-Match), and Element Web fails with "ETag missing"`,
         FIX.validators,
       );
+      noSession();
       return undefined;
     }
     unexpected(
@@ -123,14 +147,26 @@ export async function checkEtagFamily(
       `${family === 'msc4108' ? 201 : 200} with the session's id and an ETag`,
       ctx.base + fam.createPath,
     );
+    noSession();
     return undefined;
   }
   const s = created.session;
   ctx.report.pass(id('create'), `${name} create`, `${s.created.status}, ETag ${s.etag}`);
-  if (!(await readBack(ctx, fam, s))) return { fam, session: s };
+  if (!(await readBack(ctx, fam, s))) {
+    ctx.report.skipMissing(
+      etagSteps(fam).filter((step) => step.id !== id('public-url')),
+      `not checked: the session could not be read back (${id('read')}); it is deleted at the end`,
+    );
+    return { fam, session: s };
+  }
   await notModified(ctx, fam, s);
   const etag = await conditionalWrite(ctx, fam, s);
-  if (etag !== undefined) {
+  if (etag === undefined) {
+    ctx.report.skipMissing(
+      [{ id: id('long-poll'), title: `${name} long-poll: a write wakes a held read` }],
+      `not checked: it writes with the ETag of the conditional write, which failed (${id('conditional-write')})`,
+    );
+  } else {
     await checkWake(ctx, id('long-poll'), name, {
       hold: () =>
         ask(

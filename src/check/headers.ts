@@ -15,6 +15,14 @@ const tokens = (value: string | undefined) =>
     .map((t) => t.trim())
     .filter((t) => t !== '');
 
+/** The checks across every answer, for a run that saw none to look at. */
+export const HEADER_STEPS: { id: string; title: string }[] = [
+  { id: 'cache-control', title: 'Cache-Control: no-store, no-transform reaches clients' },
+  { id: 'cors.headers', title: 'CORS headers on every answer (Allow-Origin, Expose-Headers with ETag)' },
+  { id: 'etag', title: 'ETags arrive intact (strong, or weak and accepted)' },
+  { id: 'validators', title: 'Expires and Last-Modified on every answer about a session' },
+];
+
 /**
  * What every answer the check received must carry, looked at together once the families have run:
  * caching headers, CORS headers, and ETags (present, and strong or at least accepted when weak).
@@ -31,10 +39,17 @@ export function checkHeaders(ctx: CheckContext): void {
       (s.answer.status < 300 || s.answer.status >= 400 || s.answer.status === 304) &&
       (s.answer.status < 400 || typeof jsonOf(s.answer)?.errcode === 'string'),
   );
-  if (seen.length === 0) return;
+  if (seen.length === 0) {
+    ctx.report.skipMissing(HEADER_STEPS, 'not checked: no answer from the rendezvous server to look at');
+    return;
+  }
   cacheControl(ctx, seen);
   cors(ctx, seen);
   const aboutSessions = seen.filter((s) => s.validators && [200, 201, 202, 304, 412].includes(s.answer.status));
+  if (aboutSessions.length === 0) {
+    ctx.report.skipMissing(HEADER_STEPS.slice(2), 'not checked: no answer about a session to look at');
+    return;
+  }
   etags(ctx, aboutSessions);
   dates(ctx, aboutSessions);
 }

@@ -1,17 +1,19 @@
 import { FIX } from './advice';
 import { Cleanup, type CheckContext } from './context';
-import { checkEtagFamily, type EtagFamily } from './etag-family';
+import { checkEtagFamily, etagSteps, type EtagFamily } from './etag-family';
 import { explain, reason } from './explain';
 import { checkExpiry } from './expiry';
-import { checkHeaders } from './headers';
+import { HEADER_STEPS, checkHeaders } from './headers';
 import { HttpClient, summarise } from './http';
-import { checkMsc4388 } from './msc4388';
+import { MSC4388_STEPS, checkMsc4388 } from './msc4388';
 import { PATHS } from './paths';
 import { checkPreflight } from './preflight';
 import { checkPublicMetrics } from './public-metrics';
 import { checkPublicUrl } from './public-url';
 import { Report } from './report';
+import { reportRateLimited } from './rate-limit';
 import { checkSharedStore } from './shared-store';
+import { RateLimited, request } from './steps';
 
 export { Report, type Finding, type Status } from './report';
 
@@ -58,6 +60,12 @@ export async function runCheck(base: string, options: { metricsHere?: boolean } 
   };
   try {
     await checkAll(ctx);
+  } catch (err) {
+    if (!(err instanceof RateLimited)) throw err;
+    reportRateLimited(ctx, err);
+    // What was seen before the limit is evidence all the same.
+    checkHeaders(ctx);
+    skipUnreached(ctx, 'not checked: the check was rate limited before it got here (see rate-limit)');
   } finally {
     const { left, last } = await ctx.cleanup.run(http);
     if (left > 0) {
@@ -81,13 +89,35 @@ export async function runCheck(base: string, options: { metricsHere?: boolean } 
   return { url: base, report, durationMs: Date.now() - started };
 }
 
+/** Every step of a full run, for the steps a run could not get to: each is then reported as skipped. */
+const STEPS: { id: string; title: string }[] = [
+  { id: 'reach', title: 'The URL answers HTTP' },
+  ...[MSC4108, MSC3886[1]!].flatMap((fam) => etagSteps(fam)),
+  { id: 'expiry', title: 'Expires against the local clock (clock skew)' },
+  ...MSC4388_STEPS,
+  { id: 'cors.preflight', title: 'CORS preflight (OPTIONS) answers what browsers need, with Max-Age' },
+  { id: 'store.shared', title: 'Replicas share one session store' },
+  { id: 'metrics.public', title: '/metrics is not reachable at the public URL' },
+  ...HEADER_STEPS,
+];
+
+/** Skips each step of a full run that has no finding, unless its whole family was skipped. */
+function skipUnreached(ctx: CheckContext, why: string): void {
+  const family = (id: string) => id.split('.')[0]!;
+  ctx.report.skipMissing(
+    STEPS.filter((s) => !ctx.report.findings.some((f) => f.status === 'skip' && f.id === family(s.id))),
+    why,
+  );
+}
+
 async function checkAll(ctx: CheckContext): Promise<void> {
   const title = 'The URL answers HTTP';
   try {
-    const first = await ctx.http.request({ url: `${ctx.base}/` });
+    const first = await request(ctx, { url: `${ctx.base}/` });
     ctx.rttMs = first.answeredAt - first.sentAt;
     ctx.report.pass('reach', title, `GET / answered ${summarise(first)} in ${ctx.rttMs} ms`);
   } catch (err) {
+    if (err instanceof RateLimited) throw err;
     ctx.report.fail('reach', title, `no answer: ${reason(err)}`, FIX.unreachable);
     return;
   }
@@ -101,6 +131,12 @@ async function checkAll(ctx: CheckContext): Promise<void> {
   if (msc3886) {
     checkPublicUrl(ctx, msc3886.fam, msc3886.session);
     if (!msc4108) checkExpiry(ctx, msc3886.session.created);
+  }
+  if (!msc4108 && !msc3886) {
+    ctx.report.skipMissing(
+      [{ id: 'expiry', title: 'Expires against the local clock (clock skew)' }],
+      'not checked: no family created a session here to read its Expires',
+    );
   }
   const msc4388 = await checkMsc4388(ctx, msc4108 !== undefined || msc3886 !== undefined);
 

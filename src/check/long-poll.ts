@@ -2,6 +2,7 @@ import { FIX } from './advice';
 import type { CheckContext } from './context';
 import { explain, reason } from './explain';
 import type { Answer } from './http';
+import { RateLimited } from './steps';
 
 /** How long the check asks the server to hold a read, in seconds. */
 export const HOLD_SECONDS = 5;
@@ -37,6 +38,7 @@ export async function checkWake(ctx: CheckContext, id: string, family: string, p
     (err: unknown) => (earlyError = err ?? new Error('failed')),
   );
   await Promise.race([settled, new Promise((resolve) => setTimeout(resolve, leadMs))]);
+  if (earlyError instanceof RateLimited) throw earlyError;
   if (earlyError !== undefined) {
     ctx.report.fail(id, title, `the held read failed: ${reason(earlyError)}`, FIX.longPoll);
     return;
@@ -60,6 +62,7 @@ export async function checkWake(ctx: CheckContext, id: string, family: string, p
   }
 
   const [held, written] = await Promise.allSettled([holding, probe.write()]);
+  for (const r of [written, held]) if (r.status === 'rejected' && r.reason instanceof RateLimited) throw r.reason;
   if (written.status === 'rejected') {
     ctx.report.fail(id, title, `the write from a second connection failed: ${reason(written.reason)}`, FIX.longPoll);
     return;

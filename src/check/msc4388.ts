@@ -11,6 +11,25 @@ const OPAQUE_ID = /^[A-Za-z0-9._~-]{1,255}$/;
 const MIN_EXPIRES_MS = 110_000;
 const MAX_EXPIRES_MS = 300_000;
 
+/** The steps of an MSC4388 session, in order, for those a failure leaves undone. */
+const SESSION_STEPS: { id: string; title: string }[] = [
+  { id: 'msc4388.create', title: 'MSC4388 create' },
+  { id: 'msc4388.read', title: 'MSC4388 read' },
+  {
+    id: 'msc4388.conditional-write',
+    title: 'MSC4388 write: the current sequence_token writes, a stale one is refused',
+  },
+  { id: 'msc4388.long-poll', title: 'MSC4388 long-poll: a write wakes a held read' },
+  { id: 'msc4388.delete', title: 'MSC4388 delete: the session is gone at once' },
+];
+
+/** Every MSC4388 step of a full run. */
+export const MSC4388_STEPS: { id: string; title: string }[] = [
+  { id: 'msc4388.discovery', title: 'MSC4388 discovery (unstable path)' },
+  { id: 'msc4388.discovery-v1', title: 'MSC4388 discovery (/v1 path)' },
+  ...SESSION_STEPS,
+];
+
 export type Discovery = 'open' | 'closed' | 'off' | 'unknown';
 
 async function discover(ctx: CheckContext, path: string, stepId: string, title: string): Promise<Discovery> {
@@ -71,6 +90,12 @@ export async function checkMsc4388(ctx: CheckContext, etagFamilyServed: boolean)
     return unstable;
   }
   if (unstable === 'open') await session(ctx);
+  else {
+    ctx.report.skipMissing(
+      SESSION_STEPS,
+      'not checked: discovery on the unstable path did not find the server (msc4388.discovery), so no session was made',
+    );
+  }
   return unstable;
 }
 
@@ -88,12 +113,14 @@ async function session(ctx: CheckContext): Promise<void> {
     );
 
   const title = 'MSC4388 create';
+  const skipRest = (why: string) => ctx.report.skipMissing(SESSION_STEPS, `not checked: ${why}`);
+  const noSession = () => skipRest('the create gave no session to check (msc4388.create)');
   const created = await attempt(ctx, 'msc4388.create', title, () => send('create', base, 'POST', { data: 'check-1' }));
-  if (created === undefined) return;
+  if (created === undefined) return noSession();
   const c = jsonOf(created);
   if (created.status !== 200 || typeof c?.id !== 'string' || !OPAQUE_ID.test(c.id)) {
     unexpected(ctx, 'msc4388.create', title, created, '200 {"id", "sequence_token", "expires_in_ms"}', base);
-    return;
+    return noSession();
   }
   const url = `${base}/${c.id}`;
   // Created, whatever else is wrong with the answer: it is deleted at the end.
@@ -112,7 +139,7 @@ async function session(ctx: CheckContext): Promise<void> {
       `200 with a session (id ${c.id}) but ${wrong.join(' and ')}: clients write with the sequence_token and time the login by expires_in_ms, and this server sends both with every create, so something else answered (another server, an older release) or a proxy rewrote the body; the session is deleted`,
       FIX.routing,
     );
-    return;
+    return noSession();
   }
   if (expiresInMs < MIN_EXPIRES_MS || expiresInMs > MAX_EXPIRES_MS) {
     ctx.report.warn(
@@ -125,17 +152,23 @@ async function session(ctx: CheckContext): Promise<void> {
     ctx.report.pass('msc4388.create', title, `200, expires in ${Math.round(expiresInMs / 1000)} s`);
   }
 
+  const unread = () => skipRest('the session could not be read back (msc4388.read); it is deleted at the end');
   const read = await attempt(ctx, 'msc4388.read', 'MSC4388 read', () => send('GET', url, 'GET'));
-  if (read === undefined) return;
+  if (read === undefined) return unread();
   const r = jsonOf(read);
   if (read.status !== 200 || r?.data !== 'check-1' || r.sequence_token !== sequenceToken) {
     unexpected(ctx, 'msc4388.read', 'MSC4388 read', read, '200 with the data and token just written');
-    return;
+    return unread();
   }
   ctx.report.pass('msc4388.read', 'MSC4388 read', '200 with the data and token just written');
 
   const token = await sequencedWrite(ctx, url, sequenceToken, send);
-  if (token !== undefined) {
+  if (token === undefined) {
+    ctx.report.skipMissing(
+      [SESSION_STEPS[3]!],
+      'not checked: it writes with the token of the sequenced write, which failed (msc4388.conditional-write)',
+    );
+  } else {
     await checkWake(ctx, 'msc4388.long-poll', 'MSC4388', {
       hold: () =>
         ask(

@@ -1,7 +1,7 @@
 import { FIX } from './advice';
 import type { CheckContext } from './context';
 import { ORIGIN, summarise, header } from './http';
-import { attempt } from './steps';
+import { attempt, request } from './steps';
 
 /** A day, what the server sends; under ten minutes browsers preflight nearly every poll. */
 const MIN_MAX_AGE = 600;
@@ -26,7 +26,7 @@ export async function checkPreflight(ctx: CheckContext, paths: { name: string; p
   const warnings: string[] = [];
   for (const { name, path } of paths) {
     const a = await attempt(ctx, id, title, () =>
-      ctx.http.request({
+      request(ctx, {
         method: 'OPTIONS',
         url: `${ctx.base}${path}/rendezvous-check`,
         headers: {

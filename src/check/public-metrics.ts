@@ -1,6 +1,7 @@
 import { FIX } from './advice';
 import type { CheckContext } from './context';
 import { reason } from './explain';
+import { RateLimited, request } from './steps';
 
 /** Spellings a case-insensitive router or a lax proxy rule may still serve. */
 const SPELLINGS = ['/metrics', '/metrics/', '/METRICS', '/Metrics'];
@@ -15,10 +16,11 @@ export async function checkPublicMetrics(ctx: CheckContext): Promise<void> {
   const unanswered: string[] = [];
   for (const path of SPELLINGS) {
     try {
-      const a = await ctx.http.request({ url: ctx.base + path });
+      const a = await request(ctx, { url: ctx.base + path });
       const text = a.body.toString('utf8');
       if (a.status === 200 && (text.includes('# HELP') || text.includes('rendezvous_'))) exposed.push(path);
     } catch (err) {
+      if (err instanceof RateLimited) throw err;
       // A connection closed without an answer (nginx `return 444;`, a common way to block a path)
       // shows nothing to anyone: no metrics are exposed there.
       unanswered.push(`${path} (${reason(err)})`);

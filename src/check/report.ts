@@ -35,6 +35,14 @@ export class Report {
     this.add({ id, status: 'skip', title, detail });
   }
 
+  /**
+   * Each of these steps that has no finding yet is reported as skipped, saying why: a step the check
+   * could not get to still counts in the totals.
+   */
+  skipMissing(steps: { id: string; title: string }[], why: string): void {
+    for (const s of steps) if (!this.has(s.id)) this.skip(s.id, s.title, why);
+  }
+
   has(id: string): boolean {
     return this.findings.some((f) => f.id === id);
   }
