@@ -33,9 +33,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-  Refuses the values with this message. `fail` stops `helm template` and `helm install`, but
-  `helm lint` only logs it and renders on; asking for a template that does not exist is an error
-  lint reports too, and its name carries the message. Never reached outside lint.
+  Refuses values that were set with this message. `fail` stops `helm template` and `helm install`,
+  but `helm lint` only logs it and renders on; asking for a template that does not exist is an
+  error lint reports too, and its name carries the message. Never reached outside lint. (Values
+  that are merely missing get a plain `fail`: lint without values passes, as Helm intends.)
 */}}
 {{- define "rendezvous.refuse" -}}
 {{- fail . }}
@@ -63,7 +64,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $missing = append $missing "redis.clusterNodes: host:port,... of some Cluster nodes (redis.mode cluster)" }}
 {{- end }}
 {{- if $missing }}
-{{- include "rendezvous.refuse" (printf "\nrequired values are not set:\n  - %s" (join "\n  - " $missing)) }}
+{{- /* A plain `fail`: lint logs it and goes on, as Helm means it to, so the bare chart lints. */}}
+{{- fail (printf "\nrequired values are not set:\n  - %s" (join "\n  - " $missing)) }}
 {{- end }}
 {{- /* Another topology's location would be dropped without a word; the server refuses two topologies. */}}
 {{- range $key, $mode := dict "url" "single" "sentinels" "sentinel" "clusterNodes" "cluster" }}
