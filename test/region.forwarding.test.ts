@@ -562,3 +562,61 @@ describe('forwarding: requests refused before they are forwarded', () => {
     expect(scrape.value('rendezvous_region_forwarded_requests_total', { peer: 'eu', status: '413' })).to.equal(1);
   });
 });
+
+describe('forwarding: a write both invalid and too large is answered as at home', () => {
+  const regions = euAndUs();
+  const MSC4388_LIMIT = 6 * 4096 + 1024;
+
+  // The handlers check the path and headers before they read a body: the forwarding replica, which
+  // reads the body to send it on, must refuse on the same grounds first, not with its 413.
+  const cases: { name: string; path: string; headers: Record<string, string>; bytes: number }[] = [
+    { name: 'MSC3886, a malformed If-Match', path: `/${euId(70)}`, headers: { 'If-Match': 'nope' }, bytes: 5000 },
+    {
+      name: 'MSC3886, a Content-Type that cannot be stored',
+      path: `${MSC3886}/${euId(71)}`,
+      headers: { 'Content-Type': 'x'.repeat(300) },
+      bytes: 5000,
+    },
+    {
+      name: 'MSC4108, no If-Match',
+      path: `${MSC4108}/${euId(72)}`,
+      headers: { 'Content-Type': 'text/plain' },
+      bytes: 5000,
+    },
+    {
+      name: 'MSC4108, not text/plain',
+      path: `${MSC4108}/${euId(73)}`,
+      headers: { 'Content-Type': 'application/json', 'If-Match': '"x"' },
+      bytes: 5000,
+    },
+    {
+      name: 'MSC4388, a transaction id outside the grammar',
+      path: `${MSC4388}/${euId(74)}/bad%24txn`,
+      headers: JSON_TYPE,
+      bytes: MSC4388_LIMIT + 100,
+    },
+    {
+      name: 'an id outside the grammar',
+      path: `${MSC4108}/eu.bad%24id`,
+      headers: { 'Content-Type': 'text/plain', 'If-Match': '"x"' },
+      bytes: 5000,
+    },
+  ];
+  for (const { name, path, headers, bytes } of cases) {
+    it(name, async () => {
+      const send = (base: string) => request('PUT', `${base}${path}`, { headers, body: 'x'.repeat(bytes) });
+      const home = await send(regions.eu.url);
+      const forwarded = await send(regions.us.url);
+      expect(home.status).to.not.equal(413);
+      expect([forwarded.status, forwarded.json?.errcode]).to.deep.equal([home.status, home.json?.errcode]);
+    });
+  }
+
+  it('a valid write over the limit is 413 in both', async () => {
+    const path = `${MSC4108}/${euId(75)}`;
+    const headers = { 'Content-Type': 'text/plain', 'If-Match': '"x"' };
+    const home = await request('PUT', `${regions.eu.url}${path}`, { headers, body: 'x'.repeat(5000) });
+    const forwarded = await request('PUT', `${regions.us.url}${path}`, { headers, body: 'x'.repeat(5000) });
+    expect([home.status, forwarded.status]).to.deep.equal([413, 413]);
+  });
+});

@@ -193,18 +193,21 @@ describe('region routing: which paths name a session', () => {
   const parse = sessionPathParser(true);
 
   it('finds the id of every family, on every method a session route answers', () => {
-    expect(parse('/eu.abc', 'GET')).to.deep.equal({ id: 'eu.abc', msc4388: false });
+    expect(parse('/eu.abc', 'GET')).to.deep.equal({ id: 'eu.abc', family: 'msc3886' });
     expect(parse('/_matrix/client/unstable/org.matrix.msc3886/rendezvous/eu.abc', 'DELETE')).to.deep.equal({
       id: 'eu.abc',
-      msc4388: false,
+      family: 'msc3886',
     });
     expect(parse('/_matrix/client/unstable/org.matrix.msc4108/rendezvous/eu.abc', 'PUT')).to.deep.equal({
       id: 'eu.abc',
-      msc4388: false,
+      family: 'msc4108',
     });
     for (const prefix of ['/_matrix/client/unstable/io.element.msc4388/rendezvous', '/_matrix/client/v1/rendezvous']) {
-      expect(parse(`${prefix}/eu.abc`, 'GET')).to.deep.equal({ id: 'eu.abc', msc4388: true });
-      expect(parse(`${prefix}/eu.abc/txn-1`, 'PUT')).to.deep.equal({ id: 'eu.abc', msc4388: true });
+      expect(parse(`${prefix}/eu.abc`, 'GET')).to.deep.equal({ id: 'eu.abc', family: 'msc4388' });
+      expect(parse(`${prefix}/eu.abc/txn-1`, 'PUT')).to.deep.equal({ id: 'eu.abc', family: 'msc4388', txnId: 'txn-1' });
+      // The transaction id decoded as the routers decode it (left as it came when it cannot be).
+      expect(parse(`${prefix}/eu.abc/t%24`, 'PUT')).to.deep.equal({ id: 'eu.abc', family: 'msc4388', txnId: 't$' });
+      expect(parse(`${prefix}/eu.abc/t%E0%A4%A`, 'PUT')?.txnId).to.equal('t%E0%A4%A');
       // `/{id}/{txnId}` is a write path only; anything else there is answered locally (405).
       expect(parse(`${prefix}/eu.abc/txn-1`, 'GET')).to.equal(undefined);
     }
@@ -228,13 +231,20 @@ describe('region routing: which paths name a session', () => {
   });
 
   it('matches prefixes in any case and takes one trailing slash, as the routers do', () => {
-    expect(parse('/eu.abc/', 'GET')).to.deep.equal({ id: 'eu.abc', msc4388: false });
+    expect(parse('/eu.abc/', 'GET')).to.deep.equal({ id: 'eu.abc', family: 'msc3886' });
     expect(parse('/_MATRIX/CLIENT/UNSTABLE/ORG.MATRIX.MSC4108/RENDEZVOUS/eu.abc', 'GET')).to.deep.equal({
       id: 'eu.abc',
-      msc4388: false,
+      family: 'msc4108',
     });
-    expect(parse('/_matrix/client/V1/rendezvous/eu.abc/', 'DELETE')).to.deep.equal({ id: 'eu.abc', msc4388: true });
-    expect(parse('/_matrix/client/v1/rendezvous/eu.abc/txn-1/', 'PUT')).to.deep.equal({ id: 'eu.abc', msc4388: true });
+    expect(parse('/_matrix/client/V1/rendezvous/eu.abc/', 'DELETE')).to.deep.equal({
+      id: 'eu.abc',
+      family: 'msc4388',
+    });
+    expect(parse('/_matrix/client/v1/rendezvous/eu.abc/txn-1/', 'PUT')).to.deep.equal({
+      id: 'eu.abc',
+      family: 'msc4388',
+      txnId: 'txn-1',
+    });
     for (const path of [
       '//',
       '/eu.abc//',
@@ -246,7 +256,7 @@ describe('region routing: which paths name a session', () => {
   });
 
   it('decodes the id as the routers do, and leaves disabled MSC4388 paths alone', () => {
-    expect(parse('/eu%2Eabc', 'GET')).to.deep.equal({ id: 'eu.abc', msc4388: false });
+    expect(parse('/eu%2Eabc', 'GET')).to.deep.equal({ id: 'eu.abc', family: 'msc3886' });
     expect(parse('/%E0%A4%A', 'GET')).to.equal(undefined);
     expect(sessionPathParser(false)('/_matrix/client/v1/rendezvous/eu.abc', 'GET')).to.equal(undefined);
   });

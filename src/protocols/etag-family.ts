@@ -14,7 +14,7 @@ import {
   type WriteCondition,
 } from '../store/types';
 import { type EntityTagCondition, MAX_TAGS, conditionMatches, parseEntityTags } from './conditional';
-import { EMPTY_JSON, notFound, sendBody, sessionId } from './common';
+import { EMPTY_JSON, notFound, opaque, sendBody, sessionId } from './common';
 import { settle } from './long-poll';
 
 /**
@@ -100,14 +100,27 @@ export interface EtagWriteRules {
 }
 
 /**
+ * What a PUT checks before it reads its body, in this order: the id (404 outside the grammar), then
+ * the family's headers. A replica forwarding the PUT to another region checks the same first, so an
+ * invalid write with a body over the limit is refused alike there and at home (not 413 in one).
+ */
+export function etagWriteHead(
+  ctx: Context,
+  rawId: string | undefined,
+  rules: EtagWriteRules,
+): { id: string; contentType: string; condition: WriteCondition } {
+  const id = opaque(rawId, notFound);
+  return { id, ...rules.prepare(ctx) };
+}
+
+/**
  * PUT of an ETag-family session: a compare-and-set on If-Match, 202 with the new validators, or 412
  * with the current ones. The verbatim re-send of a write that already landed (its answer lost) also
  * answers 202 with the current validators, and writes nothing (the store decides: `unchanged`).
  */
 export function etagWriteHandler(sessions: SessionStore, maxBytes: number, rules: EtagWriteRules) {
   return async (ctx: Context): Promise<void> => {
-    const id = sessionId(ctx);
-    const { contentType, condition } = rules.prepare(ctx);
+    const { id, contentType, condition } = etagWriteHead(ctx, ctx.params.id as string | undefined, rules);
     const data = await readBody(ctx, maxBytes);
     const result = await sessions.update(id, { family: rules.family, condition, contentType, data });
     if (result.status === 'not_found') throw notFound();

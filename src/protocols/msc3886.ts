@@ -5,7 +5,14 @@ import { MatrixError } from '../http/errors';
 import type { ProtocolDeps } from './context';
 import { createSession } from './create';
 import { deleteHandler, sendBody } from './common';
-import { conditionHeader, etagReadHandler, etagWriteHandler, noContent, setValidators } from './etag-family';
+import {
+  type EtagWriteRules,
+  conditionHeader,
+  etagReadHandler,
+  etagWriteHandler,
+  noContent,
+  setValidators,
+} from './etag-family';
 import { idPrefixOf } from '../region/names';
 
 /** MSC3886 lives at the server root and under the prefix a homeserver can reverse-proxy. */
@@ -30,22 +37,24 @@ function requestContentType(ctx: Context): string {
   return raw;
 }
 
+/** Any type is stored and echoed; If-Match is optional (absent or `*`: unconditional) and may list tags. */
+export const MSC3886_WRITE: EtagWriteRules = {
+  family: FAMILY,
+  prepare(ctx) {
+    const cond = conditionHeader(ctx, 'If-Match');
+    return {
+      contentType: requestContentType(ctx),
+      condition: cond === null || cond.any ? { kind: 'any' } : { kind: 'etag', etags: cond.etags },
+    };
+  },
+  conflict: () => new MatrixError(412, 'M_CONCURRENT_WRITE', 'The session was changed by someone else (If-Match)'),
+};
+
 export function msc3886Routes({ config, sessions, metrics, longPoll }: ProtocolDeps, routes: Routes): void {
   const ttlMs = config.ttlSeconds * 1000;
   const createdBody = (id: string) => JSON.stringify({ id, max_bytes: config.maxBytes });
   const idPrefix = idPrefixOf(config.region);
-  // Any type is stored and echoed; If-Match is optional (absent or `*`: unconditional) and may list tags.
-  const write = etagWriteHandler(sessions, config.maxBytes, {
-    family: FAMILY,
-    prepare(ctx) {
-      const cond = conditionHeader(ctx, 'If-Match');
-      return {
-        contentType: requestContentType(ctx),
-        condition: cond === null || cond.any ? { kind: 'any' } : { kind: 'etag', etags: cond.etags },
-      };
-    },
-    conflict: () => new MatrixError(412, 'M_CONCURRENT_WRITE', 'The session was changed by someone else (If-Match)'),
-  });
+  const write = etagWriteHandler(sessions, config.maxBytes, MSC3886_WRITE);
   const read = etagReadHandler(sessions, longPoll, FAMILY);
   const remove = deleteHandler(sessions, FAMILY, noContent);
 

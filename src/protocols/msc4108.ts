@@ -5,7 +5,14 @@ import { MatrixError } from '../http/errors';
 import type { ProtocolDeps } from './context';
 import { createSession } from './create';
 import { EMPTY_JSON, deleteHandler, sendBody } from './common';
-import { conditionHeader, etagReadHandler, etagWriteHandler, noContent, setValidators } from './etag-family';
+import {
+  type EtagWriteRules,
+  conditionHeader,
+  etagReadHandler,
+  etagWriteHandler,
+  noContent,
+  setValidators,
+} from './etag-family';
 import { idPrefixOf } from '../region/names';
 
 /** MSC4108, 2024 revision: the ETag family under the Matrix client-server API. */
@@ -42,6 +49,16 @@ const concurrentWrite = () =>
     'org.matrix.msc4108.errcode': 'M_CONCURRENT_WRITE',
   });
 
+/** A PUT says `text/plain` and names the one version it replaces. */
+export const MSC4108_WRITE: EtagWriteRules = {
+  family: FAMILY,
+  prepare(ctx) {
+    requireTextPlain(ctx);
+    return { contentType: TEXT_PLAIN, condition: { kind: 'etag', etags: [requireSingleIfMatch(ctx)] } };
+  },
+  conflict: concurrentWrite,
+};
+
 export function msc4108Routes({ config, sessions, metrics, longPoll }: ProtocolDeps, routes: Routes): void {
   const router = routes.under(MSC4108_PREFIX);
   const ttlMs = config.ttlSeconds * 1000;
@@ -71,17 +88,7 @@ export function msc4108Routes({ config, sessions, metrics, longPoll }: ProtocolD
     sendBody(ctx, 201, 'application/json', JSON.stringify({ url }));
   });
 
-  router.put(
-    `${MSC4108_PREFIX}/:id`,
-    etagWriteHandler(sessions, config.maxBytes, {
-      family: FAMILY,
-      prepare(ctx) {
-        requireTextPlain(ctx);
-        return { contentType: TEXT_PLAIN, condition: { kind: 'etag', etags: [requireSingleIfMatch(ctx)] } };
-      },
-      conflict: concurrentWrite,
-    }),
-  );
+  router.put(`${MSC4108_PREFIX}/:id`, etagWriteHandler(sessions, config.maxBytes, MSC4108_WRITE));
   router.get(`${MSC4108_PREFIX}/:id`, etagReadHandler(sessions, longPoll, FAMILY, TEXT_PLAIN));
   router.delete(`${MSC4108_PREFIX}/:id`, deleteHandler(sessions, FAMILY, noContent));
 }

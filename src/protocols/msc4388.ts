@@ -60,6 +60,19 @@ const badTxnId = () =>
     'The transaction id is not an opaque identifier (1-255 of A-Z a-z 0-9 . _ ~ -)',
   );
 
+/**
+ * What a PUT checks before it reads its body, in this order: the transaction id (when its path has
+ * one), then the id. A replica forwarding the PUT to another region checks the same first, so an
+ * invalid write with a body over the limit is refused alike there and at home (not 413 in one).
+ */
+export function msc4388WriteHead(
+  rawId: string | undefined,
+  rawTxnId: string | undefined,
+): { id: string; txnId: string | undefined } {
+  const txnId = rawTxnId === undefined ? undefined : opaque(rawTxnId, badTxnId);
+  return { id: opaque(rawId, notFound), txnId };
+}
+
 const emptyObject = (ctx: Context): void => sendBody(ctx, 200, 'application/json', EMPTY_JSON);
 
 export function msc4388Routes(
@@ -110,8 +123,11 @@ export function msc4388Routes(
       }
     }
 
-    async function write(ctx: Context, txnId: string | undefined): Promise<void> {
-      const id = sessionId(ctx);
+    async function write(ctx: Context): Promise<void> {
+      const { id, txnId } = msc4388WriteHead(
+        ctx.params.id as string | undefined,
+        ctx.params.txnId as string | undefined,
+      );
       const body = await readJsonObject(ctx, bodyLimit);
       const token = opaque(stringField(body, 'sequence_token'), badSequenceToken);
       const data = dataField(body);
@@ -151,9 +167,9 @@ export function msc4388Routes(
       );
     });
 
-    router.put(`${prefix}/:id`, (ctx) => write(ctx, undefined));
+    router.put(`${prefix}/:id`, write);
 
-    router.put(`${prefix}/:id/:txnId`, (ctx) => write(ctx, opaque(ctx.params.txnId as string, badTxnId)));
+    router.put(`${prefix}/:id/:txnId`, write);
 
     router.get(`${prefix}/:id`, async (ctx) => {
       refuseUnsafeFetch(ctx);

@@ -153,9 +153,11 @@ export class Forwarder {
   /**
    * Forwards the request in `ctx` to `target`'s region and relays its answer, or throws the Matrix
    * error the client gets instead (503 unreachable, 502 refused). `bodyLimit` is what the local
-   * handler would read, so an oversized body is 413 here exactly as it would be at home.
+   * handler would read, and `writeHead` throws what the handler refuses a PUT for before reading its
+   * body: a PUT is refused here exactly as it would be at home, in the same order (an invalid one
+   * with a body over the limit is the handler's 400, not 413).
    */
-  async forward(ctx: Context, target: Peer, bodyLimit: number, msc4388: boolean): Promise<void> {
+  async forward(ctx: Context, target: Peer, bodyLimit: number, msc4388: boolean, writeHead: () => void): Promise<void> {
     const peer = target as PeerState;
     const started = performance.now();
     const blocked = peer.breaker.blockedForMs();
@@ -163,9 +165,12 @@ export class Forwarder {
     const method = ctx.method;
     let body: Buffer | undefined;
     try {
-      body = method === 'PUT' ? await readBody(ctx, bodyLimit) : undefined;
+      if (method === 'PUT') {
+        writeHead();
+        body = await readBody(ctx, bodyLimit);
+      }
     } catch (err) {
-      // Refused here before it could go (too large, compressed, cut short): counted all the same, with
+      // Refused here before it could go (invalid, too large, compressed, cut short): counted all the same, with
       // the status the client gets, as every other answer to a request for this peer's sessions.
       const status =
         err instanceof MatrixError ? err.status : fromHttpError(err as { status?: number; type?: string })?.status;

@@ -2,11 +2,16 @@ import { escapeRegExp } from '../http/routes';
 import { MSC3886_PREFIXES } from '../protocols/msc3886';
 import { MSC4108_PREFIX } from '../protocols/msc4108';
 import { MSC4388_PREFIXES } from '../protocols/msc4388';
+import type { Family } from '../store/types';
 
-/** A request path that names a session: its id, and whether it is an MSC4388 path (JSON bodies). */
+/**
+ * A request path that names a session: its id and family, and on an MSC4388 write path the
+ * transaction id (present only there). Both are decoded as the routers decode them.
+ */
 export interface SessionPath {
   id: string;
-  msc4388: boolean;
+  family: Family;
+  txnId?: string;
 }
 
 interface Prefix {
@@ -14,23 +19,23 @@ interface Prefix {
   base: RegExp;
   /** Its length (a case-insensitive match of ASCII text is as long as the text). */
   length: number;
-  msc4388: boolean;
+  family: Family;
 }
 
-const prefix = (base: string, msc4388: boolean): Prefix => ({
+const prefix = (base: string, family: Family): Prefix => ({
   base: new RegExp(`^${escapeRegExp(base)}/`, 'i'),
   length: base.length + 1,
-  msc4388,
+  family,
 });
 
 /** Every path below which `/<id>` names a session, longest first; MSC3886 at the root is separate. */
 function prefixes(msc4388Enabled: boolean): Prefix[] {
   const out: Prefix[] = [
-    ...MSC3886_PREFIXES.filter((p) => p !== '').map((p) => prefix(p, false)),
-    prefix(MSC4108_PREFIX, false),
+    ...MSC3886_PREFIXES.filter((p) => p !== '').map((p) => prefix(p, 'msc3886')),
+    prefix(MSC4108_PREFIX, 'msc4108'),
   ];
   // Disabled MSC4388 paths are 404 M_UNRECOGNIZED here, as on a single-region server: never forwarded.
-  if (msc4388Enabled) out.push(...MSC4388_PREFIXES.map((p) => prefix(p.prefix, true)));
+  if (msc4388Enabled) out.push(...MSC4388_PREFIXES.map((p) => prefix(p.prefix, 'msc4388')));
   return out;
 }
 
@@ -55,24 +60,30 @@ export function sessionPathParser(msc4388Enabled: boolean): (path: string, metho
       // MSC3886 at the root: exactly one segment.
       const slash = path.indexOf('/', 1);
       if (end < 2 || (slash >= 0 && slash < end)) return undefined;
-      return session(path.slice(1, end), false);
+      return session(path.slice(1, end), 'msc3886');
     }
     for (const p of known) {
       if (!p.base.test(path)) continue;
       const rest = path.slice(p.length, end);
       const slash = rest.indexOf('/');
-      if (slash < 0) return session(rest, p.msc4388);
+      if (slash < 0) return session(rest, p.family);
       // `<id>/<txnId>`: one more segment, MSC4388 writes only.
-      if (!p.msc4388 || method !== 'PUT' || slash === rest.length - 1 || rest.indexOf('/', slash + 1) >= 0) {
+      if (
+        p.family !== 'msc4388' ||
+        method !== 'PUT' ||
+        slash === rest.length - 1 ||
+        rest.indexOf('/', slash + 1) >= 0
+      ) {
         return undefined;
       }
-      return session(rest.slice(0, slash), true);
+      const found = session(rest.slice(0, slash), 'msc4388');
+      return found && { ...found, txnId: decoded(rest.slice(slash + 1)) };
     }
     return undefined;
   };
 }
 
-function session(raw: string, msc4388: boolean): SessionPath | undefined {
+function session(raw: string, family: Family): SessionPath | undefined {
   if (raw === '') return undefined;
   let id = raw;
   if (raw.includes('%')) {
@@ -82,5 +93,14 @@ function session(raw: string, msc4388: boolean): SessionPath | undefined {
       return undefined;
     }
   }
-  return { id, msc4388 };
+  return { id, family };
+}
+
+/** A path parameter as the routers hand it over: decoded, or as it came when it cannot be. */
+function decoded(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw;
+  }
 }
