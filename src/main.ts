@@ -2,13 +2,24 @@
 import { ConfigError, helpText, loadConfig, settingSuggestion, unknownSettings, type Config } from './config';
 import { createLogger } from './logger';
 import { Metrics } from './metrics';
-import { createBackend } from './store';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createBackend, type Backend } from './store';
 import { MeteredSessions } from './store/metered';
 import { LongPoll, longPollLimits } from './longpoll';
 import { createApp } from './http/app';
 import { Lifecycle, Readiness } from './http/health';
-import { createHttpServer, drain, keepAccepting, listen, serve } from './http/server';
-import { createMetricsServer } from './http/metrics-server';
+import {
+  SERVED_EVENTS,
+  createHttpServer,
+  drain,
+  handOver,
+  holdRequests,
+  keepAccepting,
+  listen,
+  serve,
+} from './http/server';
+import { metricsRequests } from './http/metrics-server';
 import { checkCommand } from './check/cli';
 
 export interface RunningServer {
@@ -27,26 +38,42 @@ export interface RunningServer {
 export async function start(config: Config): Promise<RunningServer> {
   const log = createLogger(config);
   const metrics = new Metrics();
-  const backend = await createBackend(config, log);
+  // The addresses first, then the store: an address that cannot be had (a port in use) ends the
+  // start at once, not after the wait for Redis below. Until the store is connected (or given up on),
+  // requests are held unanswered, then served in order: none meets a connection still being made.
+  const server = createHttpServer(config, metrics, log);
+  holdRequests(server, SERVED_EVENTS);
+  const address = await listen(server, config.port, config.host);
+  const metricsServer = config.metricsPort === undefined ? undefined : http.createServer();
+  let backend: Backend;
+  let metricsAddress: AddressInfo | undefined;
+  try {
+    if (metricsServer) {
+      holdRequests(metricsServer);
+      keepAccepting(metricsServer, log);
+      metricsAddress = await listen(metricsServer, config.metricsPort!, config.host, 'HOST, RZ_METRICS_PORT');
+    }
+    backend = await createBackend(config, log);
+  } catch (err) {
+    // Nothing will serve what is held: it is let go with the listeners.
+    for (const listening of [server, metricsServer]) {
+      listening?.close();
+      listening?.closeAllConnections();
+    }
+    throw err;
+  }
   const sessions = new MeteredSessions(backend.sessions, metrics, backend.kind === 'redis');
   const lifecycle = new Lifecycle();
   const readiness = new Readiness(backend, config.readiness, lifecycle, log);
   void readiness.start();
   const longPoll = new LongPoll(sessions, backend.wakeups, longPollLimits(config), metrics);
-  const server = createHttpServer(config, metrics, log);
-  const address = await listen(server, config.port, config.host);
-  // Nothing is served between the listen and this: the request listener is attached before any
-  // connection's events can run, as long as no await comes between the two.
   const served = { ...config, publicBaseUrl: boundBaseUrl(config.publicBaseUrl, address.port) };
   serve(
     server,
     createApp({ config: served, backend, sessions, log, lifecycle, readiness, metrics, longPoll }),
     metrics,
   );
-  const metricsServer = config.metricsPort === undefined ? undefined : createMetricsServer(metrics, sessions);
-  if (metricsServer) keepAccepting(metricsServer, log);
-  const metricsAddress =
-    metricsServer && (await listen(metricsServer, config.metricsPort!, config.host, 'HOST, RZ_METRICS_PORT'));
+  if (metricsServer) handOver(metricsServer, metricsRequests(metrics, sessions));
   log.info(
     {
       port: address.port,

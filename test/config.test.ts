@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import net from 'node:net';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,12 +9,33 @@ import { req } from './helpers/exchange';
 import { KEY_FILE, OTHER_KEY_FILE, PEM_FILE } from './helpers/pem';
 import { RedisServer } from './helpers/redis';
 import { Replica } from './helpers/replica';
+import { request, type Reply } from './helpers/http';
+import { freePort } from './helpers/ports';
+import { startServer } from './helpers/server';
 
 const MAIN = join(__dirname, '..', 'dist', 'main.js');
 
 /** The server started with only these settings (and PATH), as an operator's shell would. */
 const startWith = (env: Record<string, string>) =>
   spawnSync(process.execPath, [MAIN], { encoding: 'utf8', env: { PATH: process.env.PATH, ...env }, timeout: 10_000 });
+
+/** As `startWith`, without blocking this process (a server of the test's own must go on answering). */
+const startAsync = (env: Record<string, string>): Promise<{ status: number | null; stderr: string }> =>
+  new Promise((resolve) => {
+    const child = spawn(process.execPath, [MAIN], { env: { PATH: process.env.PATH, ...env }, timeout: 10_000 });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+    child.stdout.resume();
+    child.on('close', (status) => resolve({ status, stderr }));
+  });
+
+/** Whether a connection to this loopback port is accepted. */
+const accepts = (port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+  });
 
 describe('configuration', () => {
   it('has working defaults for a bare machine', () => {
@@ -287,6 +309,61 @@ describe('configuration mistakes', () => {
     const cli = startWith({ HOST: '192.0.2.1', PORT: '0' });
     expect(cli.status).to.equal(1);
     expect(cli.stderr).to.include('cannot listen on 192.0.2.1, port 0 (HOST, PORT): listen EADDRNOTAVAIL');
+  });
+
+  it('stops at once on a port in use, without first waiting for its Redis', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = String((taken.address() as net.AddressInfo).port);
+    // Nothing listens on port 1: the client would wait its 5 s for a Redis that never comes.
+    const unreachable = { HOST: '127.0.0.1', REDIS_URL: 'redis://127.0.0.1:1' };
+    try {
+      for (const [env, settings] of [
+        [{ PORT: port }, 'HOST, PORT'],
+        [{ PORT: '0', RZ_METRICS_PORT: port }, 'HOST, RZ_METRICS_PORT'],
+      ] as const) {
+        const started = Date.now();
+        const cli = await startAsync({ ...unreachable, ...env });
+        expect(cli.status, settings).to.equal(1);
+        expect(cli.stderr).to.include(`cannot listen on 127.0.0.1, port ${port} (${settings}): listen EADDRINUSE`);
+        expect(Date.now() - started, settings).to.be.below(3000);
+      }
+    } finally {
+      taken.close();
+    }
+  });
+
+  it('holds the requests that come while it waits for its Redis, and serves them once it stops waiting', async function () {
+    this.timeout(20_000);
+    const port = await freePort();
+    let startedAt = 0;
+    const starting = startServer({ PORT: String(port), REDIS_URL: 'redis://127.0.0.1:1' }).then((server) => {
+      startedAt = Date.now();
+      return server;
+    });
+    // Listening already (the port is taken first), though the store is still awaited.
+    let health: Promise<{ answer: Reply; at: number }> | undefined;
+    const sentAt = Date.now();
+    for (let tries = 0; health === undefined && tries < 100; tries++) {
+      if (await accepts(port)) {
+        health = request('GET', `http://127.0.0.1:${port}/health`).then((answer) => ({ answer, at: Date.now() }));
+      } else {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+    expect(health, 'listening while the store is awaited').to.not.equal(undefined);
+    const server = await starting;
+    try {
+      const { answer, at } = await health!;
+      expect(answer.status).to.equal(200);
+      // Answered once the start was over (its 5 s wait for Redis), not before.
+      expect(startedAt - sentAt).to.be.above(4000);
+      expect(at).to.be.at.least(startedAt);
+      const ready = await request('GET', `http://127.0.0.1:${port}/ready`);
+      expect([ready.status, ready.json.reason]).to.deep.equal([503, 'session store not reached yet']);
+    } finally {
+      await server.stop();
+    }
   });
 
   it('refuses a certificate, CA or key file that holds no PEM block, naming the setting', () => {

@@ -5,12 +5,16 @@ import { COMMON_HEADERS } from './headers';
 import { scrape } from './metrics';
 
 /**
- * `/metrics` on a port of its own (RZ_METRICS_PORT), for operators who keep it off the port the
- * load balancer exposes. Plain Node http: nothing on this port needs the Koa stack. Every answer
- * carries the common headers, as on the main port, and a HEAD is answered as the GET without its body.
+ * What answers on `/metrics`'s port of its own (RZ_METRICS_PORT), for operators who keep it off the
+ * port the load balancer exposes: a handler for a plain Node http server, since nothing on this port
+ * needs the Koa stack. Every answer carries the common headers, as on the main port, and a HEAD is
+ * answered as the GET without its body.
  */
-export function createMetricsServer(metrics: Metrics, store: SessionStore): http.Server {
-  return http.createServer((req, res) => {
+export function metricsRequests(
+  metrics: Metrics,
+  store: SessionStore,
+): (req: http.IncomingMessage, res: http.ServerResponse) => void {
+  return (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const head = req.method === 'HEAD';
     const answer = (status: number, type: string, text: string, extra?: Record<string, string>) =>
@@ -37,5 +41,5 @@ export function createMetricsServer(metrics: Metrics, store: SessionStore): http
       (text) => answer(200, metrics.registry.contentType, text),
       () => refuse(500, 'M_UNKNOWN', 'Metrics unavailable'),
     );
-  });
+  };
 }

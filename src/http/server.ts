@@ -75,15 +75,44 @@ function closeAfterAnswer(_req: http.IncomingMessage, res: ServerResponse): void
 /**
  * Hands the server's requests to the app, those pipelined on a connection in their turn. One whose
  * client leaves before its turn comes is never handled, and is counted as a client-closed request.
+ * Requests held since the server started listening (`holdRequests`) are handed over first, in order.
  */
 export function serve(server: http.Server, app: Koa, metrics: Metrics): void {
   const handler = inTurn(app.callback(), (req, res) => countClientClosed(metrics, app.createContext(req, res)));
-  server.on('request', handler);
   // An Expect other than 100-continue would get Node's bare 417; RFC 9110 section 10.1.1 lets a
-  // server ignore it instead, and the request is served as any other.
-  server.on('checkExpectation', handler);
-  // Node would say 100 Continue before the app has seen the headers; readBody says it when it reads.
-  server.on('checkContinue', handler);
+  // server ignore it instead, and the request is served as any other. Node would say 100 Continue
+  // before the app has seen the headers; readBody says it when it reads.
+  handOver(server, handler, SERVED_EVENTS);
+}
+
+type RequestEvent = 'request' | 'checkExpectation' | 'checkContinue';
+/** Every event the app's server hands a request over with (`serve`). */
+export const SERVED_EVENTS: readonly RequestEvent[] = ['request', 'checkExpectation', 'checkContinue'];
+type Handler = (req: http.IncomingMessage, res: ServerResponse) => void;
+const HELD = Symbol('rendezvous.held');
+type Holding = http.Server & { [HELD]?: { keep: Handler; requests: [http.IncomingMessage, ServerResponse][] } };
+
+/**
+ * Keeps the requests a server receives, unanswered, until `handOver` gives it its handler: a replica
+ * listens before it connects to its store (an address in use then ends the start at once, not after
+ * the wait for the store), and serves nothing until the store is connected or given up on.
+ */
+export function holdRequests(server: http.Server, events: readonly RequestEvent[] = ['request']): void {
+  const requests: [http.IncomingMessage, ServerResponse][] = [];
+  const keep: Handler = (req, res) => void requests.push([req, res]);
+  for (const event of events) server.on(event, keep);
+  (server as Holding)[HELD] = { keep, requests };
+}
+
+/** Gives the server its handler for these events, and hands it the requests held until now, in order. */
+export function handOver(server: http.Server, handler: Handler, events: readonly RequestEvent[] = ['request']): void {
+  const held = (server as Holding)[HELD];
+  delete (server as Holding)[HELD];
+  for (const event of events) {
+    if (held) server.off(event, held.keep);
+    server.on(event, handler);
+  }
+  for (const [req, res] of held?.requests ?? []) handler(req, res);
 }
 
 /** RFC 9110 section 9.2.1. */
