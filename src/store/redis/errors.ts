@@ -24,6 +24,9 @@ function reasonOf(err: unknown): UnavailableReason {
   // The Cluster client followed MOVED, ASK, TRYAGAIN or CLUSTERDOWN as often as it may (a slot
   // migrating, a shard without a master) and gave up: the cluster's state, not the connection.
   if (err.message.startsWith('Too many Cluster redirections')) return 'cluster';
+  // The Cluster client has no node to send the command to (no slot map yet, or none left after a
+  // failed refresh) and queues nothing: the cluster is not usable, as with CLUSTERDOWN.
+  if (err.message.startsWith("Cluster isn't ready")) return 'cluster';
   // No node answered the slot map: why the last one did not is the reason.
   if (err.name === 'ClusterAllFailedError' && 'lastNodeError' in err && err.lastNodeError instanceof Error) {
     return reasonOf(err.lastNodeError);
