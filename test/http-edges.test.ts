@@ -76,6 +76,39 @@ describe('requests at the edges of HTTP', function () {
     expectCommonHeaders(broken);
   });
 
+  it('answers a request line of another major HTTP version 505 and closes, whether the parser takes it or not', async () => {
+    const before = await server.metrics.registry.getSingleMetricAsString('rendezvous_http_requests_total');
+    const count = (text: string) =>
+      Number(
+        /rendezvous_http_requests_total\{family="unmatched",method="OTHER",status="505"\} (\d+)/.exec(text)?.[1] ?? 0,
+      );
+    // Node's parser takes 2.0 and 0.9 (and would hand them over as any request), and refuses 3.0.
+    for (const version of ['2.0', '0.9', '3.0']) {
+      // A second request behind it: never answered, the connection is closed after the 505.
+      const { text, closedByServer } = await rawExchange(
+        server.port,
+        `GET /health HTTP/${version}\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n`,
+      );
+      const answers = parseAnswers(text);
+      expect(
+        answers.map((a) => a.status),
+        version,
+      ).to.deep.equal([505]);
+      expect(closedByServer, version).to.equal(true);
+      expect(answers[0]!.headers.connection).to.equal('close');
+      expect(answers[0]!.headers['content-type']).to.equal('application/json');
+      expect(JSON.parse(answers[0]!.body)).to.have.property('errcode').that.is.a('string');
+      expectCommonHeaders(answers[0]!);
+    }
+    const after = await server.metrics.registry.getSingleMetricAsString('rendezvous_http_requests_total');
+    expect(count(after) - count(before)).to.equal(3);
+    // HTTP/1.0 and 1.1 are served as ever.
+    for (const version of ['1.0', '1.1']) {
+      const a = await exchange(`GET /health HTTP/${version}\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      expect(a.status, version).to.equal(200);
+    }
+  });
+
   it('stores and echoes an MSC3886 Content-Type with a tab before its parameter (RFC 9110 whitespace)', async () => {
     const type = 'text/plain;\tcharset=utf-8';
     const { url } = await create(type);

@@ -78,7 +78,24 @@ function closeAfterAnswer(_req: http.IncomingMessage, res: ServerResponse): void
  * Requests held since the server started listening (`holdRequests`) are handed over first, in order.
  */
 export function serve(server: http.Server, app: Koa, metrics: Metrics): void {
-  const handler = inTurn(app.callback(), (req, res) => countClientClosed(metrics, app.createContext(req, res)));
+  const inOrder = inTurn(app.callback(), (req, res) => countClientClosed(metrics, app.createContext(req, res)));
+  // Node's parser takes `HTTP/2.0` and `HTTP/0.9` request lines and hands them over as HTTP/1.x
+  // requests: answered 505 and closed, as the versions it refuses itself (see parserAnswer), and
+  // counted as they are.
+  const handler: Handler = (req, res) => {
+    if (req.httpVersionMajor === 1) return inOrder(req, res);
+    const [status, errcode, error] = VERSION_NOT_SUPPORTED;
+    const body = JSON.stringify({ errcode, error });
+    res.shouldKeepAlive = false;
+    res.writeHead(status, {
+      ...COMMON_ANSWER,
+      'Content-Type': 'application/json',
+      'Content-Length': body.length,
+      Connection: 'close',
+    });
+    res.end(body);
+    metrics.httpRequests.labels('unmatched', 'OTHER', String(status)).inc();
+  };
   // An Expect other than 100-continue would get Node's bare 417; RFC 9110 section 10.1.1 lets a
   // server ignore it instead, and the request is served as any other. Node would say 100 Continue
   // before the app has seen the headers; readBody says it when it reads.
@@ -172,23 +189,44 @@ function answerInProgress(socket: Duplex): ServerResponse | undefined {
 }
 
 /** The headers every answer carries (commonHeaders, CORS), for answers written before Koa sees a request. */
-const COMMON_RAW = Object.entries({
+const COMMON_ANSWER: Readonly<Record<string, string>> = {
   ...COMMON_HEADERS,
   'Access-Control-Allow-Origin': '*',
   'Access-Control-Expose-Headers': EXPOSED.join(','),
-})
+};
+const COMMON_RAW = Object.entries(COMMON_ANSWER)
   .map(([name, value]) => `${name}: ${value}\r\n`)
   .join('');
 
+/** RFC 9110 section 15.6.6: the answer to a request in a major version of HTTP other than 1. */
+const VERSION_NOT_SUPPORTED: [number, string, string] = [505, 'M_UNRECOGNIZED', 'Only HTTP/1.x is served here'];
+
+/** The major version a request line the parser refused ends with, if it ends with one. */
+function refusedMajorVersion(
+  err: NodeJS.ErrnoException & { rawPacket?: Buffer; bytesParsed?: number },
+): string | undefined {
+  const { rawPacket, bytesParsed } = err;
+  if (rawPacket === undefined || bytesParsed === undefined) return undefined;
+  const line = rawPacket.subarray(Math.max(0, bytesParsed - 16), bytesParsed).toString('latin1');
+  return /HTTP\/(\d+)\.\d+$/.exec(line)?.[1];
+}
+
 /** What Node's parser refuses, as Matrix errors rather than its bare default answers. */
-function parserAnswer(code: string | undefined): [number, string, string] {
-  switch (code) {
+function parserAnswer(err: NodeJS.ErrnoException): [number, string, string] {
+  switch (err.code) {
     case 'HPE_HEADER_OVERFLOW':
       return [431, 'M_TOO_LARGE', 'Request headers are too large'];
     case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
       return [413, 'M_TOO_LARGE', 'Chunk extensions are too large'];
     case 'ERR_HTTP_REQUEST_TIMEOUT':
       return [408, 'M_UNKNOWN', 'Request took too long to arrive'];
+    // Node's parser knows HTTP/0.9, 1.0, 1.1 and 2.0 only: HTTP/3.0 is refused as a malformed line.
+    case 'HPE_INVALID_VERSION': {
+      const major = refusedMajorVersion(err);
+      return major !== undefined && major !== '1'
+        ? VERSION_NOT_SUPPORTED
+        : [400, 'M_BAD_REQUEST', 'Malformed HTTP request'];
+    }
     default:
       return [400, 'M_BAD_REQUEST', 'Malformed HTTP request'];
   }
@@ -215,7 +253,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, answered:
     if (!pending) socket.destroy();
     return;
   }
-  const [status, errcode, error] = parserAnswer(err.code);
+  const [status, errcode, error] = parserAnswer(err);
   const body = JSON.stringify({ errcode, error });
   if (pending) {
     if (pending.headersSent || pending.req.complete) {
