@@ -47,6 +47,21 @@ describe('requests at the edges of HTTP', function () {
     }
   });
 
+  it('answers OPTIONS * for the server as a whole: 204 with every method it supports in Allow', async () => {
+    const a = await exchange('OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    expect(a.status).to.equal(204);
+    expect(a.headers.allow?.split(/,\s*/).sort()).to.deep.equal(['DELETE', 'GET', 'HEAD', 'OPTIONS', 'POST', 'PUT']);
+    expectCommonHeaders(a);
+    // A preflight is a preflight whatever its target; and `*` names no resource for other methods.
+    const preflight = await exchange(
+      'OPTIONS * HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n' +
+        'Access-Control-Request-Method: PUT\r\nConnection: close\r\n\r\n',
+    );
+    expect(preflight.status).to.equal(204);
+    expect(preflight.headers['access-control-allow-methods']).to.include('PUT');
+    expect((await exchange('GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).status).to.equal(404);
+  });
+
   it('serves a request whose Expect it does not know, as RFC 9110 allows, rather than a bare 417', async () => {
     const { url, etag } = await create('text/plain');
     const a = await exchange(
