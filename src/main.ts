@@ -53,7 +53,11 @@ export async function start(config: Config): Promise<RunningServer> {
       keepAccepting(metricsServer, log);
       metricsAddress = await listen(metricsServer, config.metricsPort!, config.host, 'HOST, RZ_METRICS_PORT');
     }
-    backend = await createBackend(config, log);
+    // The calls the backend makes on its own (rates, verdicts, reconciliation, pings...) count their
+    // failures here; the session operations' are counted by MeteredSessions, below.
+    backend = await createBackend(config, log, (operation, reason) =>
+      metrics.redisErrors.labels(operation, reason).inc(),
+    );
   } catch (err) {
     // Nothing will serve what is held: it is let go with the listeners.
     for (const listening of [server, metricsServer]) {

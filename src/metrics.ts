@@ -102,8 +102,8 @@ export class Metrics {
 
   readonly redisErrors = new Counter({
     name: 'rendezvous_redis_errors_total',
-    help: 'Store operations that failed, by reason (connection, timeout, oom, readonly, loading, busy, cluster, noperm, script, other)',
-    labelNames: ['reason'] as const,
+    help: 'Redis calls that failed, by what they were for (create, get, update, delete, counts, rates, reconcile, verdict, ping, inspect, subscribe) and reason (connection, timeout, oom, readonly, loading, busy, cluster, noperm, script, other)',
+    labelNames: ['operation', 'reason'] as const,
     registers: [this.registry],
   });
 

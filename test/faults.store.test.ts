@@ -99,7 +99,7 @@ describe('a Redis at its maxmemory (noeviction)', function () {
       expect(lines[0]).to.include({ reason: 'oom' });
       expect(replica.logs.filter((l) => l.level >= 50)).to.deep.equal([]);
       const metrics = await (await req(`${replica.url}/metrics`)).text();
-      expect(metrics).to.match(/rendezvous_redis_errors_total\{reason="oom"\} [1-9]/);
+      expect(metrics).to.match(/rendezvous_redis_errors_total\{operation="[a-z]+",reason="oom"\} [1-9]/);
       expect(metrics).to.not.match(/rendezvous_http_requests_total\{[^}]*status="500"/);
     }
   });

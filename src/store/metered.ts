@@ -7,6 +7,7 @@ import {
   type Session,
   type SessionCounts,
   type SessionStore,
+  type StoreOperation,
   type UpdateInput,
   type UpdateResult,
 } from './types';
@@ -14,7 +15,8 @@ import {
 /**
  * The session store with the session metrics: creates, writes by outcome, CAS conflicts, deletes,
  * and (when `timed`, for a store across the network) every operation's round trip and failures by
- * reason. Every family's sessions go through here, so protocol modules stay unaware of metrics.
+ * operation and reason (the counts a scrape reads included). Every family's sessions go through
+ * here, so protocol modules stay unaware of metrics.
  */
 export class MeteredSessions implements SessionStore {
   private readonly created;
@@ -34,11 +36,11 @@ export class MeteredSessions implements SessionStore {
     this.conflicts = boundChildren((family) => metrics.casConflicts.labels(family));
     this.deleted = boundChildren((family) => metrics.sessionsDeleted.labels(family));
     this.duration = boundChildren((operation) => metrics.redisDuration.labels(operation));
-    this.failures = boundChildren((reason) => metrics.redisErrors.labels(reason));
+    this.failures = boundChildren((operation, reason) => metrics.redisErrors.labels(operation, reason));
   }
 
   /** Times the call when the store is remote; failures are counted by reason either way. */
-  private observe<T>(operation: string, call: Promise<T>): Promise<T> {
+  private observe<T>(operation: StoreOperation, call: Promise<T>): Promise<T> {
     if (!this.timed) return call;
     const start = performance.now();
     const histogram = this.duration(operation);
@@ -49,7 +51,7 @@ export class MeteredSessions implements SessionStore {
       },
       (err: unknown) => {
         histogram.observe((performance.now() - start) / 1000);
-        this.failures(err instanceof StoreUnavailableError ? err.reason : 'other').inc();
+        this.failures(operation, err instanceof StoreUnavailableError ? err.reason : 'other').inc();
         throw err;
       },
     );
@@ -79,6 +81,6 @@ export class MeteredSessions implements SessionStore {
   }
 
   counts(): Promise<SessionCounts> {
-    return this.inner.counts();
+    return this.observe('counts', this.inner.counts());
   }
 }

@@ -206,6 +206,31 @@ export interface Backend {
 export type UnavailableReason =
   'connection' | 'timeout' | 'oom' | 'readonly' | 'loading' | 'busy' | 'cluster' | 'noperm' | 'script' | 'other';
 
+/**
+ * What a store call was for, as the metrics label it: a session operation, the session counts a
+ * scrape reads, rate-budget settlement, cap reconciliation (Redis Cluster), a token verdict, the
+ * readiness ping, the look at the store's configuration, or a long-poll wake-up (un)subscription.
+ * A fixed set: every call the Redis backend makes is one of these.
+ */
+export type StoreOperation =
+  | 'create'
+  | 'get'
+  | 'update'
+  | 'delete'
+  | 'counts'
+  | 'rates'
+  | 'reconcile'
+  | 'verdict'
+  | 'ping'
+  | 'inspect'
+  | 'subscribe';
+
+/** Told of every store call that failed: what it was for, and why. */
+export type FailureCounter = (operation: StoreOperation, reason: UnavailableReason) => void;
+
+/** For a store whose failures nobody counts (tests, tools). */
+export const uncounted: FailureCounter = () => undefined;
+
 /** The backing store cannot serve the request right now: the client gets a 503 with Retry-After. */
 export class StoreUnavailableError extends Error {
   constructor(

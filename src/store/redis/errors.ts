@@ -1,4 +1,4 @@
-import { StoreUnavailableError, type UnavailableReason } from '../types';
+import { StoreUnavailableError, type FailureCounter, type StoreOperation, type UnavailableReason } from '../types';
 
 /** Redis error replies by their first word, as the reason a request could not be served. */
 const REPLY_REASONS: Record<string, UnavailableReason> = {
@@ -46,6 +46,7 @@ function reasonOf(err: unknown): UnavailableReason {
  * Retry-After, and the reason goes to the metrics and the (rate-limited) log line.
  */
 export function unavailable(err: unknown): StoreUnavailableError {
+  if (err instanceof StoreUnavailableError) return err;
   const reason = reasonOf(err);
   return new StoreUnavailableError(`session store unavailable (${reason})`, reason, { cause: err });
 }
@@ -53,4 +54,16 @@ export function unavailable(err: unknown): StoreUnavailableError {
 /** For `.catch(storeFailure)`: any failure of a backend call becomes StoreUnavailableError. */
 export function storeFailure(err: unknown): never {
   throw unavailable(err);
+}
+
+/**
+ * For `.catch` of a call made for `operation`: the failure is counted by its reason, and becomes
+ * StoreUnavailableError.
+ */
+export function countedFailure(operation: StoreOperation, failed: FailureCounter): (err: unknown) => never {
+  return (err) => {
+    const e = unavailable(err);
+    failed(operation, e.reason);
+    throw e;
+  };
 }

@@ -1,10 +1,10 @@
 import type { Cluster, Redis } from 'ioredis';
 import { ConfigError } from '../../config';
 import type { Logger } from 'pino';
-import type { Backend, CapLimits } from '../types';
+import { uncounted, type Backend, type CapLimits, type FailureCounter } from '../types';
 import { createRedisClient, redisTopology, tlsHint, usesTls, whenReady, type RedisConfig } from './connect';
 import { LogThrottle } from '../../log-throttle';
-import { storeFailure, unavailable } from './errors';
+import { countedFailure, unavailable } from './errors';
 import { inspectRedis, missingDatabase } from './inspect';
 import { RedisNotifier } from './notifier';
 import { RedisRateCounters } from './rates';
@@ -26,6 +26,11 @@ export interface RedisBackendOptions {
   allowEviction: boolean;
   /** How long start-up waits for Redis before serving 503s until it answers. */
   connectWaitMs?: number;
+  /**
+   * Told of every call this backend makes that fails, but the session operations', whose caller
+   * counts them (MeteredSessions): rates, reconciliation, verdicts, pings, inspections, subscriptions.
+   */
+  failed?: FailureCounter;
 }
 
 /**
@@ -35,6 +40,8 @@ export interface RedisBackendOptions {
  */
 export async function createRedisBackend(opts: RedisBackendOptions, log: Logger): Promise<Backend> {
   const topology = redisTopology(opts.redis)!;
+  const failed = opts.failed ?? uncounted;
+  const pingFailure = countedFailure('ping', failed);
   const clustered = topology === 'cluster';
   const client = createRedisClient(opts.redis);
   const tls = usesTls(opts.redis);
@@ -63,7 +70,7 @@ export async function createRedisBackend(opts: RedisBackendOptions, log: Logger)
   // A database this Redis does not have: the client's SELECT fails, is only logged, and the
   // connection goes on in database 0, where sessions would mix with whatever else lives there. A
   // setting that is wrong, found at start like every other (later, `/ready` says so).
-  const wrongDatabase = up && !clustered ? await missingDatabase(client as Redis) : undefined;
+  const wrongDatabase = up && !clustered ? await missingDatabase(client as Redis, failed) : undefined;
   if (wrongDatabase !== undefined) {
     client.disconnect();
     throw new ConfigError([wrongDatabase.detail]);
@@ -73,11 +80,12 @@ export async function createRedisBackend(opts: RedisBackendOptions, log: Logger)
     caps: opts.caps,
     maxTxnsPerSession: opts.maxTxnsPerSession,
     commandTimeoutMs: opts.redis.redisCommandTimeoutMs,
+    failed,
   };
   const sessions = clustered
     ? new ClusterRedisSessions(client as Cluster, sessionOptions, log)
     : new RedisSessions(client, sessionOptions);
-  const wakeups = new RedisNotifier(() => createRedisClient(opts.redis, { subscriber: true }), log, clustered);
+  const wakeups = new RedisNotifier(() => createRedisClient(opts.redis, { subscriber: true }), log, clustered, failed);
   // With Redis unreachable the replica starts at once rather than waiting for a subscriber that
   // cannot connect either; waits are then held on timers alone until it is up, and re-checked.
   if (!(await wakeups.connected(up ? 5000 : 0))) {
@@ -88,15 +96,16 @@ export async function createRedisBackend(opts: RedisBackendOptions, log: Logger)
     description: `redis ${topology}`,
     sessions,
     wakeups,
-    verdicts: new RedisVerdictCache(client),
-    rates: new RedisRateCounters(defineScripts(client)),
+    verdicts: new RedisVerdictCache(client, failed),
+    rates: new RedisRateCounters(defineScripts(client), failed),
     // While the connection is down for a known reason (refused credentials, no such host), that
     // reason is the answer, at once: readiness shows it instead of a bare "not reached".
     ping: () =>
-      connectionError !== undefined && client.status !== 'ready'
-        ? Promise.reject(unavailable(connectionError))
-        : client.ping().then(() => undefined, storeFailure),
-    inspect: () => inspectRedis(client, clustered, opts.allowEviction),
+      (connectionError !== undefined && client.status !== 'ready'
+        ? Promise.reject(connectionError)
+        : client.ping().then(() => undefined)
+      ).catch(pingFailure),
+    inspect: () => inspectRedis(client, clustered, opts.allowEviction, failed),
     close: async () => {
       await wakeups.close();
       // Cap bookkeeping a failure interrupted is finished first, for as long as shutdown allows.

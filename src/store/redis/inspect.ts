@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
-import type { StoreCondition } from '../types';
+import { uncounted, type FailureCounter, type StoreCondition } from '../types';
+import { unavailable } from './errors';
 
 const POLICY = /^maxmemory_policy:(\S+)/m;
 
@@ -18,15 +19,17 @@ export async function inspectRedis(
   client: Redis | Cluster,
   clustered: boolean,
   allowEviction: boolean,
+  failed: FailureCounter = uncounted,
 ): Promise<StoreCondition> {
   const nodes = dataNodes(client, clustered);
   if (nodes.length === 0) return { healthy: false, problem: 'unreachable', detail: 'no Redis node is known yet' };
-  const database = clustered ? undefined : await missingDatabase(client as Redis);
+  const database = clustered ? undefined : await missingDatabase(client as Redis, failed);
   if (database !== undefined) return database;
   let infos: string[];
   try {
     infos = await Promise.all(nodes.map((node) => node.info('memory')));
   } catch (err) {
+    failed('inspect', unavailable(err).reason);
     const message = (err as Error).message;
     // A user whose ACL forbids INFO cannot tell the policy; that is no reason to stop serving.
     if (/^NOPERM/.test(message)) return { healthy: true, note: 'cannot read maxmemory-policy (INFO is not allowed)' };
@@ -47,13 +50,17 @@ export async function inspectRedis(
  * SELECT fails on every connection, is only logged, and the connection goes on in database 0, where
  * sessions would mix with whatever else lives there. SELECT is sent again here to learn its answer.
  */
-export async function missingDatabase(client: Redis): Promise<Extract<StoreCondition, { healthy: false }> | undefined> {
+export async function missingDatabase(
+  client: Redis,
+  failed: FailureCounter = uncounted,
+): Promise<Extract<StoreCondition, { healthy: false }> | undefined> {
   const db = client.options.db ?? 0;
   if (db === 0) return undefined;
   try {
     await client.select(db);
     return undefined;
   } catch (err) {
+    failed('inspect', unavailable(err).reason);
     const message = (err as Error).message;
     // Anything else (no connection, an ACL without SELECT) says nothing about the database: INFO tells.
     if (!/DB index is out of range/i.test(message)) return undefined;

@@ -2,7 +2,15 @@ import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { idOfWakeChannel, parseStoredSession, wakeChannel } from '../format';
 import { ListenerTable, parseWake, wakeOf } from '../listeners';
-import type { Notifier, NotifierStats, Subscription, WakeListener } from '../types';
+import {
+  uncounted,
+  type FailureCounter,
+  type Notifier,
+  type NotifierStats,
+  type Subscription,
+  type WakeListener,
+} from '../types';
+import { unavailable } from './errors';
 
 const SUBSCRIBE_TIMEOUT_MS = 2000;
 /** Subscribes failed in a row after which the subscriber client is replaced, and how often at most. */
@@ -38,11 +46,13 @@ export class RedisNotifier implements Notifier {
 
   /**
    * @param clustered whether the factory makes Cluster clients (whose sharded subscribers start late)
+   * @param failed told of every (un)subscribe that fails
    */
   constructor(
     private readonly factory: SubscriberFactory,
     private readonly log: Logger,
     private readonly clustered = false,
+    private readonly failed: FailureCounter = uncounted,
   ) {
     this.table = new ListenerTable({
       subscribe: (id) => this.subscribe(id),
@@ -104,6 +114,7 @@ export class RedisNotifier implements Notifier {
       await Promise.race([this.sub.ssubscribe(wakeChannel(id)), timeout]);
       this.failedInARow = 0;
     } catch (err) {
+      this.failed('subscribe', unavailable(err).reason);
       // Only while the client claims to be up: failures during a reconnect are expected.
       if (this.isUp() && ++this.failedInARow >= REBUILD_AFTER_FAILURES) this.rebuild();
       throw err;
@@ -127,7 +138,9 @@ export class RedisNotifier implements Notifier {
   private unsubscribe(id: string): void {
     // Ignored failure: a dropped connection has no subscriptions left, and the next `ready` only
     // restores the sessions still in the table.
-    if (!this.closed) this.sub.sunsubscribe(wakeChannel(id)).catch(() => {});
+    if (!this.closed) {
+      this.sub.sunsubscribe(wakeChannel(id)).catch((err: unknown) => this.failed('subscribe', unavailable(err).reason));
+    }
   }
 
   private onMessage(channel: Buffer, message: Buffer): void {

@@ -1,6 +1,6 @@
 import { rateBatchesKey, rateBucketOf, rateWindowKey } from '../format';
-import type { RateCounters, RateWindow } from '../types';
-import { storeFailure } from './errors';
+import { uncounted, type FailureCounter, type RateCounters, type RateWindow } from '../types';
+import { countedFailure } from './errors';
 import type { ScriptedClient } from './scripts';
 
 /** Counts kept this long past their window's end: replicas whose clocks lag still add to them. */
@@ -14,7 +14,14 @@ const KEEP_AFTER_MS = 5000;
 export class RedisRateCounters implements RateCounters {
   readonly shared = true;
 
-  constructor(private readonly cmd: ScriptedClient) {}
+  private readonly failure;
+
+  constructor(
+    private readonly cmd: ScriptedClient,
+    failed: FailureCounter = uncounted,
+  ) {
+    this.failure = countedFailure('rates', failed);
+  }
 
   add(window: RateWindow, counts: readonly (readonly [string, number])[], batch?: string): Promise<number[]> {
     const keys: string[] = [rateBatchesKey(window.budget, window.start)];
@@ -33,6 +40,6 @@ export class RedisRateCounters implements RateCounters {
       }
       args.push(index, address, count);
     }
-    return this.cmd.rzAddRateCounts(keys.length, ...keys, ...args).catch(storeFailure);
+    return this.cmd.rzAddRateCounts(keys.length, ...keys, ...args).catch(this.failure);
   }
 }

@@ -12,20 +12,22 @@ import {
   txnKey,
   wakeChannel,
 } from '../format';
-import type {
-  CapLimits,
-  CreateInput,
-  CreateResult,
-  Family,
-  Session,
-  SessionCounts,
-  SessionMeta,
-  SessionStore,
-  UpdateInput,
-  UpdateOutcome,
-  UpdateResult,
+import {
+  uncounted,
+  type CapLimits,
+  type CreateInput,
+  type CreateResult,
+  type FailureCounter,
+  type Family,
+  type Session,
+  type SessionCounts,
+  type SessionMeta,
+  type SessionStore,
+  type UpdateInput,
+  type UpdateOutcome,
+  type UpdateResult,
 } from '../types';
-import { storeFailure, unavailable } from './errors';
+import { countedFailure, storeFailure, unavailable } from './errors';
 import { defineScripts, type Reply, type ScriptedClient } from './scripts';
 
 /**
@@ -40,6 +42,11 @@ export interface RedisSessionOptions {
   maxTxnsPerSession: number;
   /** Slower than this, a command fails (the client's own timeout); Cluster creates allow for it. */
   commandTimeoutMs: number;
+  /**
+   * Told of the calls that fail in the background (cap reconciliation on Cluster); the session
+   * operations' own failures reach their caller, which counts them.
+   */
+  failed?: FailureCounter;
 }
 
 const OUTCOMES: Record<number, UpdateOutcome> = { 1: 'updated', 2: 'conflict', 3: 'unchanged' };
@@ -189,7 +196,7 @@ export class ClusterRedisSessions extends RedisSessions {
 
   constructor(client: Cluster, opts: RedisSessionOptions, log: Logger) {
     super(client, opts);
-    this.reconciler = new Reconciler(this.cmd, log);
+    this.reconciler = new Reconciler(this.cmd, log, opts.failed);
   }
 
   /**
@@ -292,10 +299,16 @@ class Reconciler {
   private readonly timers = new Set<NodeJS.Timeout>();
   private stopped = false;
 
+  /** Counts a failed attempt, and passes it on as StoreUnavailableError. */
+  private readonly failure;
+
   constructor(
     private readonly cmd: ScriptedClient,
     private readonly log: Logger,
-  ) {}
+    failed: FailureCounter = uncounted,
+  ) {
+    this.failure = countedFailure('reconcile', failed);
+  }
 
   idle(): Promise<void> {
     return this.pending === 0 ? Promise.resolve() : new Promise((resolve) => this.waiters.push(resolve));
@@ -336,9 +349,13 @@ class Reconciler {
   settleCreate(id: string): void {
     this.retry(
       async () => {
-        const placed = await this.cmd.rzPlaceTombstone(sessionKey(id), LOST_CREATE_TOMBSTONE, JOURNAL_MS);
+        const placed = await this.cmd
+          .rzPlaceTombstone(sessionKey(id), LOST_CREATE_TOMBSTONE, JOURNAL_MS)
+          .catch(this.failure);
         if (placed === 1) {
-          await this.cmd.rzReleaseClaim(CAPS_KEY, CAPS_BY_ADDRESS_KEY, CAPS_JOURNAL_KEY, CAPS_JOURNAL_DETAILS_KEY, id);
+          await this.cmd
+            .rzReleaseClaim(CAPS_KEY, CAPS_BY_ADDRESS_KEY, CAPS_JOURNAL_KEY, CAPS_JOURNAL_DETAILS_KEY, id)
+            .catch(this.failure);
         }
       },
       0,
@@ -349,7 +366,7 @@ class Reconciler {
   settleDelete(id: string, afterMs: number): void {
     this.retry(
       async () => {
-        const tombstone = parseTombstone(await this.cmd.get(sessionKey(id)));
+        const tombstone = parseTombstone(await this.cmd.get(sessionKey(id)).catch(this.failure));
         if (tombstone !== null) await this.release(id, tombstone.owner, tombstone.expiresAt);
       },
       afterMs,
@@ -367,16 +384,18 @@ class Reconciler {
   }
 
   private release(id: string, owner: string, expiresAt: number): Promise<unknown> {
-    return this.cmd.rzReleaseSlot(
-      CAPS_KEY,
-      CAPS_BY_ADDRESS_KEY,
-      CAPS_JOURNAL_KEY,
-      CAPS_JOURNAL_DETAILS_KEY,
-      id,
-      owner,
-      expiresAt,
-      JOURNAL_MS,
-    );
+    return this.cmd
+      .rzReleaseSlot(
+        CAPS_KEY,
+        CAPS_BY_ADDRESS_KEY,
+        CAPS_JOURNAL_KEY,
+        CAPS_JOURNAL_DETAILS_KEY,
+        id,
+        owner,
+        expiresAt,
+        JOURNAL_MS,
+      )
+      .catch(this.failure);
   }
 
   private retry(step: () => Promise<unknown>, afterMs: number, what: string): void {
