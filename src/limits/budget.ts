@@ -59,7 +59,10 @@ export interface BudgetOptions {
   windowMs: number;
   /** How often a replica settles its counts with the backend. */
   intervalMs: number;
-  /** Addresses tracked at once per replica; the oldest is forgotten beyond it. */
+  /**
+   * Addresses tracked at once per replica; beyond it, the one whose window started first is
+   * forgotten here (its counts still go to the backend, and whoever waits on them is decided there).
+   */
   maxAddresses?: number;
   now?: () => number;
 }
@@ -97,6 +100,8 @@ export class SharedBudget {
   /** Addresses with counts to send. */
   private dirty = new Set<Tally>();
   private timer: NodeJS.Timeout | undefined;
+  /** Forgets the addresses of windows that have ended, whether or not requests still come. */
+  private sweeper: NodeJS.Timeout | undefined;
   private degraded = false;
   /** Set by `stop`: nothing is scheduled or sent from then on. */
   private stopped = false;
@@ -158,12 +163,43 @@ export class SharedBudget {
       // A new window: counts start again. Whoever waited on the old one is admitted (new budget).
       this.forget(t);
     } else if (this.tallies.size >= this.maxAddresses) {
-      this.forget(this.tallies.values().next().value!);
+      this.sweep(this.now());
+      // Still full, of addresses whose window is running: the oldest is forgotten here only. Its
+      // counts not yet sent still go, and whoever waits on them is decided by the backend's total, so
+      // with a shared backend it loses at most one allowance. With none (one process) its count
+      // starts again: to make that happen to one address, a client must bring maxAddresses others
+      // into the window after it, every one of them on its own budget, which at the defaults is far
+      // more requests per window than any replica answers.
+      if (this.tallies.size >= this.maxAddresses) this.evict(this.tallies.values().next().value!);
     }
     // Re-inserted at the end: the map stays in order of last window start, oldest first.
     t = { address, window, known: 0, pending: 0, sending: 0, fresh: 0, confirms: undefined };
     this.tallies.set(address, t);
+    this.sweepLater();
     return t;
+  }
+
+  /** Drops `t` from the map alone: a batch on its way, or the next one, still carries its counts. */
+  private evict(t: Tally): void {
+    this.tallies.delete(t.address);
+  }
+
+  /**
+   * Sweeps once the window of the oldest address has ended (then as often as settlements, while
+   * counts of it are still on their way), so the map empties when requests stop coming: a
+   * settlement sweeps too, but settlements stop with the requests, and a budget that is not shared
+   * never settles.
+   */
+  private sweepLater(): void {
+    if (this.sweeper !== undefined || this.stopped) return;
+    const oldest = this.tallies.values().next().value;
+    if (oldest === undefined) return;
+    const ms = Math.max(oldest.window + this.opts.windowMs - this.now(), this.opts.intervalMs);
+    this.sweeper = setTimeout(() => {
+      this.sweeper = undefined;
+      this.sweep(this.now());
+      this.sweepLater();
+    }, ms).unref();
   }
 
   private forget(t: Tally): void {
@@ -182,6 +218,8 @@ export class SharedBudget {
     this.stopped = true;
     clearTimeout(this.timer);
     this.timer = undefined;
+    clearTimeout(this.sweeper);
+    this.sweeper = undefined;
     for (const t of this.tallies.values()) {
       this.decide(t.confirms, t.known + t.sending, t.window);
       t.confirms = undefined;
@@ -269,7 +307,8 @@ export class SharedBudget {
   private sweep(now: number): void {
     for (const t of this.tallies.values()) {
       if (t.window + this.opts.windowMs > now) return;
-      if (t.pending > 0 || t.sending > 0 || t.confirms !== undefined) return;
+      // Unshared, `pending` is the count itself, never sent: nothing is on its way.
+      if (this.counters.shared && (t.pending > 0 || t.sending > 0 || t.confirms !== undefined)) return;
       this.tallies.delete(t.address);
     }
   }

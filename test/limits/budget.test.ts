@@ -221,6 +221,56 @@ describe('shared rate budgets (counted locally, settled in batches)', () => {
     for (let i = 0; i < 1000; i++) budget.admit(`10.0.${i >> 8}.${i & 255}`);
     expect(budget.size).to.equal(100);
   });
+
+  it('does not admit a request waiting on a settlement when its address is pushed out by others', async () => {
+    const counters = new CountingCounters();
+    const budget = new SharedBudget(counters, { ...opts, points: 2, maxAddresses: 100 });
+    // Another replica has spent the whole budget of this address already.
+    const window = { budget: 'request', start: 1_000_000 - (1_000_000 % 60_000), ms: 60_000 };
+    await counters.inner.add(window, [['192.0.2.77', 2]]);
+    const waiting = budget.admit('192.0.2.77');
+    expect(waiting).to.be.instanceOf(Promise);
+    const outcome = (waiting as Promise<void>).then(
+      () => 'admitted',
+      (err: unknown) => (err instanceof BudgetRefusal ? 'refused' : 'failed'),
+    );
+    // A flood from as many other addresses as the budget tracks pushes it out of the map.
+    for (let i = 0; i < 100; i++) void budget.admit(`10.1.0.${i}`);
+    expect(budget.size).to.equal(100);
+    // Its count still reaches the backend, whose total decides.
+    expect(await outcome).to.equal('refused');
+    expect(await counters.inner.add(window, [['192.0.2.77', 0]])).to.deep.equal([3]);
+  });
+});
+
+describe('shared rate budgets once the load stops', () => {
+  // A real clock and a short window: the addresses go once it has ended, with no request to sweep them.
+  const flood = (budget: SharedBudget, n: number) => {
+    for (let i = 0; i < n; i++) budget.admit(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+  };
+
+  it('forgets tens of thousands of addresses once their window ends (one process)', async () => {
+    const budget = new SharedBudget(new MemoryRateCounters(), {
+      name: 'request',
+      points: 5,
+      windowMs: 200,
+      intervalMs: 10,
+    });
+    flood(budget, 30_000);
+    expect(budget.size).to.be.greaterThan(0);
+    await until('every address to be forgotten', async () => budget.size === 0, 5000);
+    budget.stop();
+  });
+
+  it('forgets tens of thousands of addresses once their window ends (shared backend)', async () => {
+    const counters = new CountingCounters();
+    const budget = new SharedBudget(counters, { name: 'request', points: 1_000_000, windowMs: 200, intervalMs: 10 });
+    flood(budget, 30_000);
+    expect(budget.size).to.be.greaterThan(0);
+    await counters.nextAnswer();
+    await until('every address to be forgotten', async () => budget.size === 0, 5000);
+    budget.stop();
+  });
 });
 
 describe('shared rate budgets when the replica stops', () => {
