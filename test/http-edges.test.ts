@@ -4,6 +4,7 @@ import { Replica } from './helpers/replica';
 import { parseAnswers, rawExchange, type RawAnswer } from './helpers/raw';
 import { loadConfig } from '../src/config';
 import { start, type RunningServer } from '../src/main';
+import { MAX_WAITING_TURN } from '../src/http/server';
 import { NO_LIMITS, startServer, type TestServer } from './helpers/server';
 import { CSP } from './helpers/http';
 import { sharedRedisUrl } from './helpers/redis';
@@ -374,5 +375,42 @@ describe('a request waiting its turn behind a held long-poll, whose client leave
     );
     expect(parseAnswers(text).map((a) => a.status)).to.deep.equal([415]);
     expect(await count('PUT', '499')).to.equal(before);
+  });
+});
+
+describe('requests pipelined behind one still being answered', function () {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => server?.stop());
+
+  /** A session and a long-poll GET of it that is held (nothing changes) for `seconds`. */
+  const heldPoll = async (seconds: number): Promise<{ path: string; poll: string }> => {
+    const created = await fetch(`${server.url}/`, { method: 'POST', body: 'one' });
+    const path = new URL(created.headers.get('Location')!).pathname;
+    const etag = created.headers.get('ETag')!;
+    const poll = `GET ${path} HTTP/1.1\r\nHost: x\r\nIf-None-Match: ${etag}\r\nPrefer: wait=${seconds}\r\n\r\n`;
+    return { path, poll };
+  };
+  const deletes = (n: number) => 'DELETE /no-such-session HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(n);
+
+  // Each waits, unanswered, for every answer ahead of it: without a bound, one connection could
+  // queue requests for as long as a long-poll is held ahead of them.
+  it('closes a connection that queues more requests than MAX_WAITING_TURN behind a held one', async () => {
+    const { path, poll } = await heldPoll(2);
+    const { text, closedByServer } = await rawExchange(server.port, poll + deletes(5 * MAX_WAITING_TURN));
+    expect(closedByServer).to.equal(true);
+    expect(parseAnswers(text)).to.deep.equal([]);
+    // The queued requests were never handled; the session is still there.
+    expect((await fetch(`${server.url}${path}`)).status).to.equal(200);
+  });
+
+  it('answers every one of MAX_WAITING_TURN requests queued behind a held one, in order', async () => {
+    const { poll } = await heldPoll(1);
+    const last = 'DELETE /no-such-session HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
+    const { text } = await rawExchange(server.port, poll + deletes(MAX_WAITING_TURN - 1) + last);
+    const statuses = parseAnswers(text).map((a) => a.status);
+    expect(statuses).to.deep.equal([304, ...new Array<number>(MAX_WAITING_TURN).fill(404)]);
   });
 });

@@ -136,7 +136,18 @@ export function handOver(server: http.Server, handler: Handler, events: readonly
 const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
 /** On a connection: how many of its requests that are not safe have not been answered yet. */
 const UNSAFE_UNANSWERED = Symbol('rendezvous.unsafeUnanswered');
-type Pipelining = Socket & { [UNSAFE_UNANSWERED]?: number };
+/** On a connection: how many of its requests wait for their turn, not handed to the app yet. */
+const WAITING_TURN = Symbol('rendezvous.waitingTurn');
+type Pipelining = Socket & { [UNSAFE_UNANSWERED]?: number; [WAITING_TURN]?: number };
+
+/**
+ * Requests one connection may have waiting for their turn. Node parses and hands over every request
+ * pipelined on a connection, and stops reading only once answers pile up unsent: requests waiting
+ * behind one still being answered (a held long-poll) have no answer yet, so a client could queue
+ * them without end. Beyond this many the connection is closed, as one over the connection bounds is:
+ * no client that pipelines at all (browsers do not) sends this many ahead of the answers.
+ */
+export const MAX_WAITING_TURN = 128;
 
 /**
  * Node hands over every request pipelined on a connection as soon as it is parsed, while the ones
@@ -172,11 +183,25 @@ function inTurn(
     // an answer ahead still unsent, the client left (counted as the app counts a held long-poll it
     // left, 499); with every one sent, the last closed the connection (Connection: close), which told
     // the client this request was not taken.
+    const waiting = (socket[WAITING_TURN] ?? 0) + 1;
+    if (waiting > MAX_WAITING_TURN) {
+      // The requests still parsed from what was read come here too, and go the same way.
+      socket.destroy();
+      return;
+    }
+    socket[WAITING_TURN] = waiting;
+    let queued = true;
+    const dequeued = () => {
+      if (queued) socket[WAITING_TURN]!--;
+      queued = false;
+    };
     const left = () => {
+      dequeued();
       if (answerInProgress(req.socket)) givenUp(req, res);
     };
     req.once('close', left);
     res.once('socket', () => {
+      dequeued();
       req.off('close', left);
       handler(req, res);
     });
