@@ -83,14 +83,18 @@ const httpUrl = z
   .transform((u) => u.replace(/\/+$/, ''));
 /** A user name or password in an http(s) URL. */
 const CREDENTIALS = /^https?:\/\/[^/]*@/i;
+/** White space a URL parser would percent-encode, but that is written out to clients as it stands. */
+const WHITE_SPACE = /\s/;
 /** A URL handed to clients: credentials in it would be shown to every one. */
 const clientUrl = httpUrl.superRefine((u, ctx) => {
   if (CREDENTIALS.test(u)) explain(ctx, 'no user name or password in it');
+  else if (WHITE_SPACE.test(u)) explain(ctx, 'no white space: it reaches clients as it is written');
 });
 /** A URL that paths are appended to: a query or fragment would swallow them, credentials would be shown to clients. */
 const baseUrl = httpUrl.superRefine((u, ctx) => {
   if (u.includes('?') || u.includes('#')) explain(ctx, 'no query or fragment: paths are appended to it');
   else if (CREDENTIALS.test(u)) explain(ctx, 'no user name or password in it');
+  else if (WHITE_SPACE.test(u)) explain(ctx, 'no white space: it reaches clients as it is written');
 });
 /** `host:port,host:port`: the seed list of a Sentinel set or a Cluster. */
 const hostPorts = z

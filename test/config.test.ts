@@ -278,6 +278,16 @@ describe('configuration mistakes', () => {
     expect(problemsOf({ RZ_PUBLIC_BASE_URL: 'https://rz.example.org/rendezvous/' })).to.deep.equal([]);
   });
 
+  it('refuses a base URL with white space, which would reach clients unencoded in every session URL', () => {
+    for (const url of ['https://rz.example.org/r z', 'https://rz.example.org/a b/c']) {
+      expect(problemsOf({ RZ_PUBLIC_BASE_URL: url }), url).to.deep.equal([
+        `RZ_PUBLIC_BASE_URL must be an absolute http(s) URL (got ${JSON.stringify(url)}: no white space: it reaches clients as it is written)`,
+      ]);
+    }
+    expect(problemsOf({ RZ_MSC4108_DELEGATE_URL: 'https://rz.example.org/a b' })[0]).to.include('no white space');
+    expect(problemsOf({ RZ_PUBLIC_BASE_URL: 'https://rz.example.org/r%20z' })).to.deep.equal([]);
+  });
+
   it('refuses Redis settings that would be ignored: no Redis, TLS files without TLS, Sentinel settings elsewhere', () => {
     expect(problemsOf({ RZ_REDIS_PASSWORD: 'x', RZ_REDIS_TLS: 'true' })).to.deep.equal([
       'RZ_REDIS_TLS, RZ_REDIS_PASSWORD are set, but no Redis is: set REDIS_URL, RZ_REDIS_SENTINELS or RZ_REDIS_CLUSTER_NODES (without one, sessions are kept in memory)',
