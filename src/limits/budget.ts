@@ -220,7 +220,9 @@ export class SharedBudget {
     this.timer = undefined;
     clearTimeout(this.sweeper);
     this.sweeper = undefined;
-    for (const t of this.tallies.values()) {
+    // Whoever waits was counted, so its address is among those with counts to send, even one pushed
+    // out of the map (evict): the map alone would leave that one waiting for ever.
+    for (const t of this.dirty) {
       this.decide(t.confirms, t.known + t.sending, t.window);
       t.confirms = undefined;
     }

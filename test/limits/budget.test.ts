@@ -319,3 +319,30 @@ describe('shared rate budgets when the replica stops', () => {
     expect(counters.calls).to.deep.equal([]);
   });
 });
+
+describe('shared rate budgets stopped with an address pushed out of the map', () => {
+  it('decide a request still waiting on the settlement of an address pushed out by others', async () => {
+    const counters = new CountingCounters();
+    const budget = new SharedBudget(counters, {
+      name: 'request',
+      points: 2,
+      windowMs: 60_000,
+      intervalMs: 10_000,
+      maxAddresses: 10,
+      now: () => 1_000_000,
+    });
+    const waiting = budget.admit('192.0.2.10');
+    expect(waiting).to.be.instanceOf(Promise);
+    // Pushed out of the map before any settlement: its count and its waiting request are still held.
+    for (let i = 0; i < 10; i++) budget.admit(`10.2.0.${i}`);
+    budget.stop();
+    const outcome = await Promise.race([
+      (waiting as Promise<void>).then(
+        () => 'admitted',
+        () => 'refused',
+      ),
+      new Promise((resolve) => setTimeout(resolve, 200, 'still waiting')),
+    ]);
+    expect(outcome).to.equal('admitted');
+  });
+});
