@@ -1,4 +1,5 @@
 import { LIMIT_MESSAGES } from '../limits/errors';
+import { FIX } from './advice';
 import type { CheckContext } from './context';
 import { header, jsonOf } from './http';
 import type { RateLimited } from './steps';
@@ -24,9 +25,6 @@ const LIMITS: { message: string; limit: string }[] = [
     limit: 'the cap on live sessions of the whole server (RZ_MAX_SESSIONS), which frees as sessions end or expire',
   },
 ];
-
-const FIX =
-  'Wait, then run the check again. A run creates 7 sessions (RZ_CREATE_RATE allows 30 a minute per client address by default) and deletes each. Behind a proxy, set RZ_TRUSTED_PROXIES so clients behind it are not all counted as the proxy, sharing one budget.';
 
 /** Seconds to wait, from Retry-After (seconds or a date), else the body's retry_after_ms. */
 function waitSeconds(a: RateLimited['answer']): number | undefined {
@@ -63,6 +61,6 @@ export function reportRateLimited(ctx: CheckContext, limited: RateLimited): void
     'rate-limit',
     'The check was not rate limited',
     `RATE LIMITED: ${limited.asked} was refused with 429${json?.errcode === 'M_LIMIT_EXCEEDED' ? ' M_LIMIT_EXCEEDED' : ''} by ${by}. The check stopped there: the steps after it are skipped, not failed, and say nothing about the deployment; ${when}`,
-    FIX,
+    FIX.rateLimited,
   );
 }

@@ -20,7 +20,7 @@ describe('per-address state behind a trusted proxy, once the clients stop', func
 
   const address = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
 
-  it('holds long-polls from thousands of addresses, and keeps nothing of them once answered', async () => {
+  it('holds long-polls from thousands of addresses, and keeps nothing of them in the long-poll tables once answered', async () => {
     const created = await fetch(`${server.url}/`, { method: 'POST', body: 'one' });
     const path = new URL(created.headers.get('Location')!).pathname;
     const etag = created.headers.get('ETag')!;
