@@ -116,10 +116,18 @@ type Holding = http.Server & { [HELD]?: { keep: Handler; requests: [http.Incomin
  */
 export function holdRequests(server: http.Server, events: readonly RequestEvent[] = ['request']): void {
   const requests: [http.IncomingMessage, ServerResponse][] = [];
-  const keep: Handler = (req, res) => void requests.push([req, res]);
+  const keep: Handler = (req, res) => {
+    // Held requests have no answer, so nothing slows a client that pipelines them: bounded, as
+    // requests waiting for their turn are once serving (MAX_WAITING_TURN).
+    if (requests.length >= MAX_HELD_AT_START) return void req.socket.destroy();
+    requests.push([req, res]);
+  };
   for (const event of events) server.on(event, keep);
   (server as Holding)[HELD] = { keep, requests };
 }
+
+/** Requests held at most while a replica starts (`holdRequests`); the connection of any past it is closed. */
+export const MAX_HELD_AT_START = 1024;
 
 /** Gives the server its handler for these events, and hands it the requests held until now, in order. */
 export function handOver(server: http.Server, handler: Handler, events: readonly RequestEvent[] = ['request']): void {
