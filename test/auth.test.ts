@@ -11,6 +11,7 @@ import { FakeHomeserver } from './helpers/fake-homeserver';
 import { RedisServer } from './helpers/redis';
 import { request, type Reply } from './helpers/http';
 import { startServer } from './helpers/server';
+import { until } from './helpers/topologies';
 
 const V1 = '/_matrix/client/v1/rendezvous';
 const UNSTABLE = '/_matrix/client/unstable/io.element.msc4388/rendezvous';
@@ -364,6 +365,22 @@ describe('create policy', () => {
     now += 100;
     expect(await cache.get('b')).to.equal(undefined);
     expect(await cache.get('c')).to.equal(undefined);
+  });
+
+  it('the in-memory verdict cache lets expired verdicts go with nothing asking for them', async () => {
+    let now = 1000;
+    const cache = new MemoryVerdictCache(10, () => now, 10);
+    try {
+      await cache.set('a', 'valid', 100);
+      await cache.set('b', 'invalid', 200);
+      now += 100;
+      // Idle from here on: no get or set comes to find them expired.
+      await until('the expired verdict to go', async () => cache.size === 1);
+      now += 100;
+      await until('every verdict to go', async () => cache.size === 0);
+    } finally {
+      cache.close();
+    }
   });
 });
 

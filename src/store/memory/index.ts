@@ -19,18 +19,20 @@ export interface MemoryBackendOptions {
 export function createMemoryBackend(opts: MemoryBackendOptions): Backend {
   const sessions = new MemorySessions(opts);
   const wakeups = new MemoryNotifier(sessions);
+  const verdicts = new MemoryVerdictCache();
   return {
     kind: 'memory',
     description: 'memory',
     sessions,
     wakeups,
-    verdicts: new MemoryVerdictCache(),
+    verdicts,
     rates: new MemoryRateCounters(opts.now),
     ping: async () => {},
     inspect: async () => ({ healthy: true }),
     close: async () => {
       await wakeups.close();
       sessions.close();
+      verdicts.close();
     },
   };
 }
