@@ -30,6 +30,38 @@ describe('why a Redis call failed, as the metrics and /ready say it', () => {
     }
   });
 
+  it('counts no readiness ping while the connection is down: none is sent', async () => {
+    const failures: string[] = [];
+    const failed: FailureCounter = (operation, reason) => void failures.push(`${operation}:${reason}`);
+    // Nothing listens on port 1: the connection is refused, again and again.
+    const backend = await createRedisBackend(
+      {
+        redis: loadConfig({ REDIS_URL: 'redis://127.0.0.1:1' }),
+        caps: { global: 0, perAddress: 0 },
+        maxTxnsPerSession: 4,
+        allowEviction: false,
+        connectWaitMs: 0,
+        failed,
+      },
+      createLogger({ logLevel: 'silent' }),
+    );
+    try {
+      const refusal = () =>
+        backend.ping().then(
+          () => undefined,
+          (err: Error) => err,
+        );
+      // Before the refusal is known, and once it is: either way no PING goes out.
+      expect((await refusal())?.message).to.equal('session store unavailable (connection)');
+      await until('the refusal to be known', async () =>
+        String(((await refusal())?.cause as Error | undefined)?.message).includes('ECONNREFUSED'),
+      );
+      expect(failures.filter((f) => f.startsWith('ping:'))).to.deep.equal([]);
+    } finally {
+      await backend.close();
+    }
+  });
+
   it('keeps the other reasons it reads from the message', () => {
     expect(unavailable(new Error('Too many Cluster redirections. Last error: TRYAGAIN')).reason).to.equal('cluster');
     expect(unavailable(new Error('Command timed out')).reason).to.equal('timeout');

@@ -99,12 +99,17 @@ export async function createRedisBackend(opts: RedisBackendOptions, log: Logger)
     verdicts: new RedisVerdictCache(client, failed),
     rates: new RedisRateCounters(defineScripts(client), failed),
     // While the connection is down for a known reason (refused credentials, no such host), that
-    // reason is the answer, at once: readiness shows it instead of a bare "not reached".
-    ping: () =>
-      (connectionError !== undefined && client.status !== 'ready'
-        ? Promise.reject(connectionError)
-        : client.ping().then(() => undefined)
-      ).catch(pingFailure),
+    // reason is the answer, at once: readiness shows it instead of a bare "not reached". A ping is
+    // counted as a failed Redis call only when one was sent: while the connection is not up none is
+    // (a node's client sends nothing before it is ready, and queues nothing), and a count per /ready
+    // probe would say how often balancers probe, not how Redis fares. The outage itself shows in the
+    // log, in /ready, and in the failures of the calls that requests make.
+    ping: () => {
+      if (client.status !== 'ready' && (connectionError !== undefined || !clustered)) {
+        return Promise.reject(unavailable(connectionError ?? new Error('not connected to Redis yet')));
+      }
+      return client.ping().then(() => undefined, pingFailure);
+    },
     inspect: () => inspectRedis(client, clustered, opts.allowEviction, failed),
     close: async () => {
       await wakeups.close();
