@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { Redis, type Cluster } from 'ioredis';
+import type { Logger } from 'pino';
 import { loadConfig } from '../../src/config';
 import { newSessionIds } from '../../src/ids';
 import { createLogger } from '../../src/logger';
@@ -11,6 +12,7 @@ import {
   sessionKey,
 } from '../../src/store/format';
 import { ClusterRedisSessions, createRedisBackend } from '../../src/store/redis';
+import { MAX_SETTLING } from '../../src/store/redis/sessions';
 import { defineScripts } from '../../src/store/redis/scripts';
 import type { Backend, CreateInput } from '../../src/store/types';
 import { RedisServer } from '../helpers/redis';
@@ -256,6 +258,57 @@ describe('session caps when a step fails (Redis Cluster: claim and create are se
     expect(attempts, 'attempts after the backend closed').to.equal(sent);
   });
 });
+
+describe('cap bookkeeping left to settle on Redis Cluster, bounded', () => {
+  it(`keeps at most MAX_SETTLING steps to settle, and says what it gives up beyond them`, async () => {
+    // Every claim's answer is lost, and every tombstone that would settle it hangs: each create
+    // leaves one step to settle, none of which ends until the test lets it.
+    const hanging: (() => void)[] = [];
+    let tombstones = 0;
+    const client = {
+      defineCommand: () => undefined,
+      rzClaimSlot: () => Promise.reject(new Error('Command timed out')),
+      rzPlaceTombstone: () => (tombstones++, new Promise<number>((resolve) => hanging.push(() => resolve(0)))),
+    };
+    const warnings: [Record<string, unknown>, string][] = [];
+    const log = { warn: (fields: Record<string, unknown>, msg: string) => void warnings.push([fields, msg]) };
+    const sessions = new ClusterRedisSessions(
+      client as unknown as Cluster,
+      { caps: { global: 100, perAddress: 50 }, maxTxnsPerSession: 4, commandTimeoutMs: 1000 },
+      log as unknown as Logger,
+    );
+    try {
+      const lostCreates = MAX_SETTLING + 3;
+      for (let i = 0; i < lostCreates; i++) {
+        expect(await createFails(sessions)).to.equal('StoreUnavailableError');
+      }
+      expect(tombstones, 'steps taken on').to.equal(MAX_SETTLING);
+      // Told in throttled lines (not one per step given up), naming what is lost and until when.
+      expect(warnings.length).to.be.within(1, lostCreates - MAX_SETTLING);
+      for (const [fields, msg] of warnings) {
+        expect(msg).to.equal(
+          'too many cap bookkeeping steps left to settle: one is given up; its slot frees when its session would have expired',
+        );
+        expect(fields).to.include({ step: 'settle a create', limit: MAX_SETTLING });
+      }
+      // Once the steps settle, there is room again.
+      for (const settle of hanging.splice(0)) settle();
+      await sessions.reconciled();
+      expect(await createFails(sessions)).to.equal('StoreUnavailableError');
+      expect(tombstones).to.equal(MAX_SETTLING + 1);
+    } finally {
+      for (const settle of hanging.splice(0)) settle();
+      sessions.stop();
+    }
+  });
+});
+
+/** The name of the error a create fails with ('created' if it does not). */
+const createFails = (sessions: ClusterRedisSessions): Promise<string> =>
+  sessions.create(input()).then(
+    () => 'created',
+    (err: Error) => err.name,
+  );
 
 describe('session caps when a step fails (one Redis node: one script, all or nothing)', function () {
   this.timeout(30_000);

@@ -29,6 +29,7 @@ import {
 } from '../types';
 import { countedFailure, storeFailure, unavailable } from './errors';
 import { defineScripts, type Reply, type ScriptedClient } from './scripts';
+import { LogThrottle } from '../../log-throttle';
 
 /**
  * The largest payload a wake-up notice carries. Above it the notice is the bare revision and waiters
@@ -280,6 +281,15 @@ export class ClusterRedisSessions extends RedisSessions {
   }
 }
 
+/**
+ * Steps one replica keeps to settle at most, in flight or waiting for their next attempt. Each holds
+ * a closure (and a timer while it waits) for up to JOURNAL_MS: during a long Redis slowdown under
+ * load, every create or delete whose outcome is unknown adds one. Beyond this many, a step is given
+ * up at once, as one whose journal has forgotten it is: its slot frees when its session would have
+ * expired, as the caps count it until then.
+ */
+export const MAX_SETTLING = 10_000;
+
 /** Backoff between attempts of a settling step while Redis keeps failing it. */
 const RETRY_MS = [250, 500, 1000, 2000, 5000];
 
@@ -298,6 +308,8 @@ class Reconciler {
   /** Attempts waiting for their turn, each counted in `pending`. */
   private readonly timers = new Set<NodeJS.Timeout>();
   private stopped = false;
+  /** Steps given up: one line per kind per interval, however many are. */
+  private readonly givenUp = new LogThrottle(10_000);
 
   /** Counts a failed attempt, and passes it on as StoreUnavailableError. */
   private readonly failure;
@@ -401,6 +413,16 @@ class Reconciler {
   private retry(step: () => Promise<unknown>, afterMs: number, what: string): void {
     // Closing: the connection is going, and nothing would retry what fails.
     if (this.stopped) return;
+    if (this.pending >= MAX_SETTLING) {
+      const unlogged = this.givenUp.take('too many');
+      if (unlogged !== undefined) {
+        this.log.warn(
+          { step: what, limit: MAX_SETTLING, unlogged },
+          'too many cap bookkeeping steps left to settle: one is given up; its slot frees when its session would have expired',
+        );
+      }
+      return;
+    }
     const giveUpAt = Date.now() + JOURNAL_MS;
     this.pending++;
     const run = (attempt: number) => {
@@ -410,7 +432,8 @@ class Reconciler {
           if (this.stopped) return this.done();
           if (Date.now() + RETRY_MS[attempt]! > giveUpAt) {
             const message = `could not ${what}; its slot frees when it would have expired`;
-            this.log.warn({ err: (err as Error).message }, message);
+            const unlogged = this.givenUp.take(what);
+            if (unlogged !== undefined) this.log.warn({ err: (err as Error).message, unlogged }, message);
             this.done();
             return;
           }
