@@ -1,5 +1,7 @@
 import { expect } from 'chai';
 import { spawn, spawnSync } from 'node:child_process';
+import diagnostics from 'node:diagnostics_channel';
+import type http from 'node:http';
 import net from 'node:net';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +14,7 @@ import { Replica } from './helpers/replica';
 import { request, type Reply } from './helpers/http';
 import { freePort } from './helpers/ports';
 import { startServer } from './helpers/server';
+import { until } from './helpers/topologies';
 import { MAX_HELD_AT_START } from '../src/http/server';
 
 const MAIN = join(__dirname, '..', 'dist', 'main.js');
@@ -374,6 +377,64 @@ describe('configuration mistakes', () => {
       expect([ready.status, ready.json.reason]).to.deep.equal([503, 'session store not reached yet']);
     } finally {
       await server.stop();
+    }
+  });
+
+  it('does not serve a request held at start whose client has left: it makes no session for nobody', async function () {
+    this.timeout(30_000);
+    // Its Redis, on a port of its own, is down until the held request's client has gone.
+    const redis = await RedisServer.start();
+    await redis.stop();
+    const port = await freePort();
+    // The request as the server receives it, to know when the server has seen its connection close.
+    const received = new Promise<http.IncomingMessage>((resolve) => {
+      const seen = (message: unknown) => {
+        const { request, server } = message as { request: http.IncomingMessage; server: http.Server };
+        if ((server.address() as net.AddressInfo | null)?.port !== port) return;
+        diagnostics.unsubscribe('http.server.request.start', seen);
+        resolve(request);
+      };
+      diagnostics.subscribe('http.server.request.start', seen);
+    });
+    // Room for one session: a session made for the held create would take this one's slot.
+    const starting = startServer({ PORT: String(port), REDIS_URL: redis.url, RZ_MAX_SESSIONS: '1' });
+    let socket: net.Socket | undefined;
+    for (let tries = 0; socket === undefined && tries < 100; tries++) {
+      const s = net.connect(port, '127.0.0.1');
+      const connected = await new Promise<boolean>((resolve) => {
+        s.once('connect', () => resolve(true));
+        s.once('error', () => resolve(false));
+      });
+      if (connected) socket = s;
+      else await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(socket, 'listening').to.not.equal(undefined);
+    socket!.on('error', () => undefined);
+    socket!.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n');
+    const held = await received;
+    const closed = new Promise((resolve) => held.once('close', resolve));
+    socket!.destroy();
+    await closed;
+    await redis.resume();
+    const server = await starting;
+    try {
+      await until(
+        'the store to be reached',
+        async () => (await request('GET', `http://127.0.0.1:${port}/ready`)).status === 200,
+      );
+      const created = await request('POST', `http://127.0.0.1:${port}/`, {
+        headers: { 'Content-Type': 'text/plain' },
+        body: 'y',
+      });
+      expect(created.status, 'a create once started').to.equal(200);
+      // Counted as a request whose client left before its turn is: 499.
+      const counted = (await server.metrics.httpRequests.get()).values.filter(
+        (v) => v.labels.method === 'POST' && v.labels.status === '499',
+      );
+      expect(counted.map((v) => [v.labels.family, v.value])).to.deep.equal([['msc3886', 1]]);
+    } finally {
+      await server.stop();
+      await redis.destroy();
     }
   });
 

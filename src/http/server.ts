@@ -75,10 +75,12 @@ function closeAfterAnswer(_req: http.IncomingMessage, res: ServerResponse): void
 /**
  * Hands the server's requests to the app, those pipelined on a connection in their turn. One whose
  * client leaves before its turn comes is never handled, and is counted as a client-closed request.
- * Requests held since the server started listening (`holdRequests`) are handed over first, in order.
+ * Requests held since the server started listening (`holdRequests`) are handed over first, in order;
+ * those whose client left while they were held go the same way.
  */
 export function serve(server: http.Server, app: Koa, metrics: Metrics): void {
-  const inOrder = inTurn(app.callback(), (req, res) => countClientClosed(metrics, app.createContext(req, res)));
+  const clientLeft: Handler = (req, res) => countClientClosed(metrics, app.createContext(req, res));
+  const inOrder = inTurn(app.callback(), clientLeft);
   // Node's parser takes `HTTP/2.0` and `HTTP/0.9` request lines and hands them over as HTTP/1.x
   // requests: answered 505 and closed, as the versions it refuses itself (see parserAnswer), and
   // counted as they are.
@@ -99,7 +101,7 @@ export function serve(server: http.Server, app: Koa, metrics: Metrics): void {
   // An Expect other than 100-continue would get Node's bare 417; RFC 9110 section 10.1.1 lets a
   // server ignore it instead, and the request is served as any other. Node would say 100 Continue
   // before the app has seen the headers; readBody says it when it reads.
-  handOver(server, handler, SERVED_EVENTS);
+  handOver(server, handler, SERVED_EVENTS, clientLeft);
 }
 
 type RequestEvent = 'request' | 'checkExpectation' | 'checkContinue';
@@ -129,15 +131,29 @@ export function holdRequests(server: http.Server, events: readonly RequestEvent[
 /** Requests held at most while a replica starts (`holdRequests`); the connection of any past it is closed. */
 export const MAX_HELD_AT_START = 1024;
 
-/** Gives the server its handler for these events, and hands it the requests held until now, in order. */
-export function handOver(server: http.Server, handler: Handler, events: readonly RequestEvent[] = ['request']): void {
+/**
+ * Gives the server its handler for these events, and hands it the requests held until now, in order.
+ * A held request whose client has left (Node destroyed it with its connection, which it also does
+ * when the client half-closes) goes to `clientLeft` instead: nobody would receive its answer, and
+ * what it asked for would be done for nobody (a create would make a session that takes a slot of
+ * the caps until it expires).
+ */
+export function handOver(
+  server: http.Server,
+  handler: Handler,
+  events: readonly RequestEvent[] = ['request'],
+  clientLeft: Handler = () => undefined,
+): void {
   const held = (server as Holding)[HELD];
   delete (server as Holding)[HELD];
   for (const event of events) {
     if (held) server.off(event, held.keep);
     server.on(event, handler);
   }
-  for (const [req, res] of held?.requests ?? []) handler(req, res);
+  for (const [req, res] of held?.requests ?? []) {
+    if (req.destroyed || req.socket.destroyed) clientLeft(req, res);
+    else handler(req, res);
+  }
 }
 
 /** RFC 9110 section 9.2.1. */
