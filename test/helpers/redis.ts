@@ -78,6 +78,16 @@ export class RedisServer {
     await exited;
   }
 
+  /** The running server's process id, if it runs. */
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
+  /** Sends `signal` without waiting (SIGSTOP/SIGCONT pause and resume it, as a stalled host would). */
+  signal(signal: NodeJS.Signals): void {
+    this.proc?.kill(signal);
+  }
+
   async destroy(): Promise<void> {
     // A client a test left open would otherwise try to reconnect, and log, for the rest of the run.
     for (const client of this.clients) client.disconnect();

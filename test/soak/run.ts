@@ -1,0 +1,100 @@
+// `npm run soak [-- --duration=S --seed=N ...]`: the chaos soak; exits non-zero on any violation.
+import { constants } from 'node:os';
+import { Soak, type SoakOptions } from './soak';
+
+const HELP = `npm run soak -- [options]
+  --duration=S      how long the load runs, in seconds (default 600)
+  --seed=N          seed of the fault schedule and the load (default: from the clock)
+  --per-family=N    exchanges kept running at once per protocol family (default 5)
+  --hostile-rate=R  hostile or malformed requests per second (default 5)
+  --fault-every=A-B seconds between faults, a seeded pick in [A, B] (default 6-15)
+  --rss-limit=MB    a replica above this resident size is a violation (default 256)
+  --verbose         print each fault as it is injected`;
+
+function parse(argv: string[]): SoakOptions {
+  const opts: SoakOptions = {
+    durationS: 600,
+    seed: Date.now() % 2 ** 31,
+    perFamily: 5,
+    hostileRate: 5,
+    faultMinS: 6,
+    faultMaxS: 15,
+    rssLimitMb: 256,
+    verbose: false,
+  };
+  for (const arg of argv) {
+    const [key, value = ''] = arg.replace(/^--/, '').split('=', 2) as [string, string?];
+    const num = Number(value);
+    switch (key) {
+      case 'duration':
+        opts.durationS = num;
+        break;
+      case 'seed':
+        opts.seed = num;
+        break;
+      case 'per-family':
+        opts.perFamily = num;
+        break;
+      case 'hostile-rate':
+        opts.hostileRate = num;
+        break;
+      case 'fault-every': {
+        const [a, b] = value.split('-').map(Number);
+        opts.faultMinS = a!;
+        opts.faultMaxS = b ?? a!;
+        break;
+      }
+      case 'rss-limit':
+        opts.rssLimitMb = num;
+        break;
+      case 'verbose':
+        opts.verbose = true;
+        break;
+      case 'help':
+        process.stdout.write(`${HELP}\n`);
+        process.exit(0);
+      // falls through (never reached)
+      default:
+        process.stderr.write(`unknown option ${arg}\n${HELP}\n`);
+        process.exit(2);
+    }
+  }
+  for (const [k, v] of Object.entries(opts)) {
+    if (typeof v === 'number' && !(Number.isFinite(v) && v >= 0)) {
+      process.stderr.write(`bad value for ${k}\n${HELP}\n`);
+      process.exit(2);
+    }
+  }
+  return opts;
+}
+
+async function main(): Promise<void> {
+  const opts = parse(process.argv.slice(2));
+  const soak = new Soak(opts);
+  // Registered before any child is started, so it runs before the helpers' own exit-on-signal:
+  // the summary so far is printed and every process of the run killed, whatever state it is in.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      process.stdout.write(`\ninterrupted (${signal}); stopping everything\n${soak.summary()}\n`);
+      soak.killAllNow();
+      process.exit(128 + constants.signals[signal]);
+    });
+  }
+  process.stdout.write(`soak: seed ${opts.seed}, ${opts.durationS} s\n`);
+  let failed = false;
+  try {
+    await soak.start();
+    await soak.run();
+  } catch (err) {
+    failed = true;
+    process.stderr.write(`soak run failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  } finally {
+    await soak.stop();
+  }
+  const left = soak.leftovers();
+  if (left.length > 0) soak.violation('processes left running', left.join(', '));
+  process.stdout.write(`${soak.summary()}\n  processes left running: ${left.length}\n`);
+  process.exit(failed || soak.violations.length > 0 ? 1 : 0);
+}
+
+void main();
