@@ -9,6 +9,7 @@ const HELP = `npm run soak -- [options]
   --hostile-rate=R  hostile or malformed requests per second (default 5)
   --fault-every=A-B seconds between faults, a seeded pick in [A, B] (default 6-15)
   --rss-limit=MB    a replica above this resident size is a violation (default 256)
+  --persistence=P   Redis persistence: always (default), everysec or none
   --verbose         print each fault as it is injected`;
 
 function parse(argv: string[]): SoakOptions {
@@ -20,6 +21,7 @@ function parse(argv: string[]): SoakOptions {
     faultMinS: 6,
     faultMaxS: 15,
     rssLimitMb: 256,
+    persistence: 'always',
     verbose: false,
   };
   for (const arg of argv) {
@@ -46,6 +48,13 @@ function parse(argv: string[]): SoakOptions {
       }
       case 'rss-limit':
         opts.rssLimitMb = num;
+        break;
+      case 'persistence':
+        if (value !== 'always' && value !== 'everysec' && value !== 'none') {
+          process.stderr.write(`bad value for persistence\n${HELP}\n`);
+          process.exit(2);
+        }
+        opts.persistence = value;
         break;
       case 'verbose':
         opts.verbose = true;

@@ -25,6 +25,8 @@ export interface SoakOptions {
   faultMaxS: number;
   /** A replica above this resident size is a violation. */
   rssLimitMb: number;
+  /** Redis persistence: `always` (the default; nothing acknowledged is lost), `everysec`, or `none`. */
+  persistence: 'always' | 'everysec' | 'none';
   /** Print every fault as it is injected. */
   verbose: boolean;
 }
@@ -156,7 +158,11 @@ export class Soak {
   // Processes
 
   async start(): Promise<void> {
-    this.redis = await RedisServer.start(['--appendonly', 'yes', '--appendfsync', 'always']);
+    // Without persistence (or with a second of writes unsynced) a restart loses sessions: the soak
+    // then reports what any such deployment would lose, which is why `always` is the default.
+    this.redis = await RedisServer.start(
+      this.opts.persistence === 'none' ? [] : ['--appendonly', 'yes', '--appendfsync', this.opts.persistence],
+    );
     this.trackPid(this.redis.pid);
     const ports = [await freePort(), await freePort(), await freePort()];
     this.balancer = await Balancer.start(ports);
@@ -506,6 +512,7 @@ export class Soak {
     }
     dev.B.etag = got.headers.get('etag')!;
 
+    const landed: Sent[] = [];
     const write = async (side: 'A' | 'B', data: string): Promise<number> => {
       const me = dev[side];
       const sent: Sent = { method: 'PUT', path, headers: { 'Content-Type': ct, 'If-Match': me.etag }, body: data };
@@ -527,6 +534,7 @@ export class Soak {
         }
       }
       me.etag = etag;
+      landed.push(sent);
       return a.at;
     };
 
@@ -546,7 +554,8 @@ export class Soak {
         if (a.status === 304) {
           if (longPoll) this.judgeTimeout(family, sent, a, ack.at);
           else if (ack.at !== undefined && a.sentAt > ack.at) this.judgeTimeout(family, sent, a, ack.at);
-          if (!longPoll) await sleep(300);
+          // A plain poll, or a long-poll the server did not hold: wait as a polling client would.
+          if (!longPoll || a.at - a.sentAt < 1000) await sleep(300);
           continue;
         }
         if (a.status !== 200) {
@@ -574,6 +583,16 @@ export class Soak {
         await sleep(rng.int(20, 600));
         ack.at = await write(writer, data);
         await reading;
+      }
+    }
+    if (rng.chance(0.3)) {
+      // A re-send of an early write that turns up after the other side wrote (a balancer that
+      // retried it late): it must be refused as stale, and change nothing.
+      this.count(this.counters, 'late re-sends');
+      const late = landed[0]!;
+      const a = await this.retrying(late);
+      if (a.status !== 412 || a.headers.get('etag') !== dev.B.etag) {
+        this.violation('late re-send', `${family}: expected 412 ${dev.B.etag}: ${describe(late, a)}`);
       }
     }
     await this.finish(family, path, expiresAt, 204);
@@ -613,6 +632,7 @@ export class Soak {
     dev.B.token = (JSON.parse(got.text) as { sequence_token: string }).sequence_token;
 
     let txn = 0;
+    const recorded: { sent: Sent; token: string }[] = [];
     const write = async (side: 'A' | 'B', data: string): Promise<number> => {
       const me = dev[side];
       const useTxn = rng.chance(0.5);
@@ -635,6 +655,7 @@ export class Soak {
         }
       }
       me.token = token;
+      if (useTxn) recorded.push({ sent, token });
       return a.at;
     };
 
@@ -654,7 +675,8 @@ export class Soak {
         if (r.sequence_token === me.token) {
           if (longPoll) this.judgeTimeout('msc4388', sent, a, ack.at);
           else if (ack.at !== undefined && a.sentAt > ack.at) this.judgeTimeout('msc4388', sent, a, ack.at);
-          if (!longPoll) await sleep(300);
+          // A plain poll, or a long-poll the server did not hold: wait as a polling client would.
+          if (!longPoll || a.at - a.sentAt < 1000) await sleep(300);
           continue;
         }
         me.token = r.sequence_token;
@@ -676,6 +698,15 @@ export class Soak {
         ack.at = await write(writer, data);
         await reading;
       }
+    }
+    if (recorded.length > 0 && rng.chance(0.5)) {
+      // A transaction id re-sent long after, the other side having written since: its recorded
+      // answer comes back, whatever the session holds now.
+      this.count(this.counters, 'late re-sends (txnId)');
+      const { sent, token } = recorded[0]!;
+      const a = await this.retrying(sent);
+      const t = a.status === 200 ? (JSON.parse(a.text) as { sequence_token: string }).sequence_token : '';
+      if (t !== token) this.violation('late txnId re-send', `msc4388: expected 200 ${token}: ${describe(sent, a)}`);
     }
     await this.finish('msc4388', path, expiresAt, 200);
   }
