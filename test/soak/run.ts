@@ -8,8 +8,10 @@ const HELP = `npm run soak -- [options]
   --per-family=N    exchanges kept running at once per protocol family (default 5)
   --hostile-rate=R  hostile or malformed requests per second (default 5)
   --fault-every=A-B seconds between faults, a seeded pick in [A, B] (default 6-15)
+  --pause=A-B       how long Redis is paused, in ms (default 1200-4000)
   --rss-limit=MB    a replica above this resident size is a violation (default 256)
   --persistence=P   Redis persistence: always (default), everysec or none
+  --no-limits       turn the rate budgets and caps off (default: the production defaults)
   --verbose         print each fault as it is injected`;
 
 function parse(argv: string[]): SoakOptions {
@@ -20,8 +22,11 @@ function parse(argv: string[]): SoakOptions {
     hostileRate: 5,
     faultMinS: 6,
     faultMaxS: 15,
+    pauseMinMs: 1200,
+    pauseMaxMs: 4000,
     rssLimitMb: 256,
     persistence: 'always',
+    limits: true,
     verbose: false,
   };
   for (const arg of argv) {
@@ -46,6 +51,12 @@ function parse(argv: string[]): SoakOptions {
         opts.faultMaxS = b ?? a!;
         break;
       }
+      case 'pause': {
+        const [a, b] = value.split('-').map(Number);
+        opts.pauseMinMs = a!;
+        opts.pauseMaxMs = b ?? a!;
+        break;
+      }
       case 'rss-limit':
         opts.rssLimitMb = num;
         break;
@@ -55,6 +66,9 @@ function parse(argv: string[]): SoakOptions {
           process.exit(2);
         }
         opts.persistence = value;
+        break;
+      case 'no-limits':
+        opts.limits = false;
         break;
       case 'verbose':
         opts.verbose = true;

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -23,10 +24,15 @@ export interface SoakOptions {
   /** Seconds between faults: a uniform pick in [min, max]. */
   faultMinS: number;
   faultMaxS: number;
+  /** How long Redis is paused, in ms: a seeded pick in [min, max]. */
+  pauseMinMs: number;
+  pauseMaxMs: number;
   /** A replica above this resident size is a violation. */
   rssLimitMb: number;
   /** Redis persistence: `always` (the default; nothing acknowledged is lost), `everysec`, or `none`. */
   persistence: 'always' | 'everysec' | 'none';
+  /** The production rate budgets and caps (default); off, every client may do anything. */
+  limits: boolean;
   /** Print every fault as it is injected. */
   verbose: boolean;
 }
@@ -81,6 +87,19 @@ interface Answer {
 }
 
 class ExchangeAbort extends Error {}
+
+/**
+ * The client address the requests of the current device come from (sent as X-Forwarded-For, which
+ * the balancer and the replicas trust from loopback): each device has its own, so the per-address
+ * rate budgets and caps apply to the soak's clients as they would to real ones.
+ */
+const clientAddress = new AsyncLocalStorage<{ address: string; normal: boolean }>();
+const from = <T>(address: string, normal: boolean, fn: () => Promise<T>): Promise<T> =>
+  clientAddress.run({ address, normal }, fn);
+
+function deviceAddress(n: number): string {
+  return `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
+}
 
 function describe(sent: Sent, answer?: Answer | string): string {
   const headers = Object.entries(sent.headers)
@@ -165,7 +184,7 @@ export class Soak {
     );
     this.trackPid(this.redis.pid);
     const ports = [await freePort(), await freePort(), await freePort()];
-    this.balancer = await Balancer.start(ports);
+    this.balancer = await Balancer.start(ports, { trustedProxies: '127.0.0.1' });
     this.base = this.balancer.url;
     for (const [index, port] of ports.entries()) {
       this.slots.push({ index, port, replica: undefined, startedAt: 0, rss: [] });
@@ -186,6 +205,17 @@ export class Soak {
           RZ_PUBLIC_BASE_URL: this.base,
           RZ_TTL_SECONDS: String(TTL_S),
           RZ_SHUTDOWN_GRACE_SECONDS: '5',
+          RZ_TRUSTED_PROXIES: '127.0.0.1',
+          // The defaults, which the replica helper turns off unless told.
+          ...(this.opts.limits
+            ? {
+                RZ_CREATE_RATE: '30',
+                RZ_REQUEST_RATE: '30',
+                RZ_MAX_SESSIONS: '20000',
+                RZ_MAX_SESSIONS_PER_ADDRESS: '50',
+                RZ_MAX_CONNECTIONS_PER_ADDRESS: '256',
+              }
+            : {}),
         });
         break;
       } catch (err) {
@@ -266,7 +296,7 @@ export class Soak {
         }
         case 'redis-pause': {
           this.redis.signal('SIGSTOP');
-          await sleep(this.rng.int(1200, 4000));
+          await sleep(this.rng.int(this.opts.pauseMinMs, this.opts.pauseMaxMs));
           this.redis.signal('SIGCONT');
           break;
         }
@@ -332,9 +362,10 @@ export class Soak {
     let res: Response;
     let text: string;
     try {
+      const client = clientAddress.getStore();
       res = await fetch(`${this.base}${sent.path}`, {
         method: sent.method,
-        headers: sent.headers,
+        headers: client ? { ...sent.headers, 'X-Forwarded-For': client.address } : sent.headers,
         body: sent.body,
         signal: AbortSignal.timeout(timeoutMs),
       });
@@ -352,6 +383,18 @@ export class Soak {
   private checkAnswer(sent: Sent, a: Answer): void {
     if (a.status === 500 || (a.status >= 500 && ![502, 503, 504].includes(a.status))) {
       this.violation('5xx', describe(sent, a));
+    }
+    if (a.status === 429) {
+      const ra = a.headers.get('retry-after');
+      let ms: unknown;
+      try {
+        ms = (JSON.parse(a.text) as { retry_after_ms?: unknown }).retry_after_ms;
+      } catch {
+        // Reported below.
+      }
+      if (ra === null || !/^\d+$/.test(ra) || typeof ms !== 'number') {
+        this.violation('429 without Retry-After or retry_after_ms', describe(sent, a));
+      }
     }
     if (a.status === 503) {
       const ra = a.headers.get('retry-after');
@@ -379,9 +422,13 @@ export class Soak {
       let delay: number;
       try {
         const a = await this.send(sent, timeoutMs);
-        if (![502, 503, 504].includes(a.status)) return { ...a, retried };
+        if (a.status === 429 && clientAddress.getStore()?.normal) {
+          // Budgets must never touch a client that behaves as these do.
+          this.violation('normal client rate-limited', `${clientAddress.getStore()?.address}: ${describe(sent, a)}`);
+        }
+        if (![429, 502, 503, 504].includes(a.status)) return { ...a, retried };
         last = `${a.status}`;
-        delay = a.status === 503 ? Math.min(2000, 1000 * Number(a.headers.get('retry-after') ?? 1)) : 200;
+        delay = [429, 503].includes(a.status) ? Math.min(2000, 1000 * Number(a.headers.get('retry-after') ?? 1)) : 200;
       } catch (err) {
         last = String(err);
         delay = Math.min(2000, 100 * attempt);
@@ -462,8 +509,9 @@ export class Soak {
   private async exchange(family: Family): Promise<void> {
     const xid = this.nextXid++;
     try {
-      if (family === 'msc4388') await this.exchange4388(xid);
-      else await this.exchangeEtag(family, xid);
+      const addr = { A: deviceAddress(2 * xid), B: deviceAddress(2 * xid + 1) };
+      if (family === 'msc4388') await from(addr.A, true, () => this.exchange4388(xid, addr));
+      else await from(addr.A, true, () => this.exchangeEtag(family, xid, addr));
       this.completed[family]++;
     } catch (err) {
       this.abandoned[family]++;
@@ -471,7 +519,11 @@ export class Soak {
     }
   }
 
-  private async exchangeEtag(family: 'msc3886' | 'msc4108', xid: number): Promise<void> {
+  private async exchangeEtag(
+    family: 'msc3886' | 'msc4108',
+    xid: number,
+    addr: Record<'A' | 'B', string>,
+  ): Promise<void> {
     const rng = this.loadRng;
     const ct = family === 'msc4108' ? 'text/plain' : rng.pick(['application/json', 'application/octet-stream']);
     const createSent: Sent =
@@ -504,7 +556,7 @@ export class Soak {
 
     // B scans the code and reads what is there.
     const first: Sent = { method: 'GET', path, headers: {} };
-    const got = await this.retrying(first);
+    const got = await from(addr.B, true, () => this.retrying(first));
     if (got.status === 404) vanished(first, got);
     if (got.status !== 200) {
       this.violation('unexpected answer', `${family}: ${describe(first, got)}`);
@@ -578,10 +630,10 @@ export class Soak {
       ] as const) {
         const data = this.payload(xid, writer, n);
         const ack: { at?: number } = {};
-        const reading = waitFor(reader, data, ack);
+        const reading = from(addr[reader], true, () => waitFor(reader, data, ack));
         reading.catch(() => undefined);
         await sleep(rng.int(20, 600));
-        ack.at = await write(writer, data);
+        ack.at = await from(addr[writer], true, () => write(writer, data));
         await reading;
       }
     }
@@ -590,7 +642,7 @@ export class Soak {
       // retried it late): it must be refused as stale, and change nothing.
       this.count(this.counters, 'late re-sends');
       const late = landed[0]!;
-      const a = await this.retrying(late);
+      const a = await from(addr.B, true, () => this.retrying(late));
       if (a.status !== 412 || a.headers.get('etag') !== dev.B.etag) {
         this.violation('late re-send', `${family}: expected 412 ${dev.B.etag}: ${describe(late, a)}`);
       }
@@ -598,7 +650,7 @@ export class Soak {
     await this.finish(family, path, expiresAt, 204);
   }
 
-  private async exchange4388(xid: number): Promise<void> {
+  private async exchange4388(xid: number, addr: Record<'A' | 'B', string>): Promise<void> {
     const rng = this.loadRng;
     const prefix = rng.pick(MSC4388_PATHS);
     const json = (method: string, path: string, body: unknown): Sent => ({
@@ -623,7 +675,7 @@ export class Soak {
     };
 
     const first: Sent = { method: 'GET', path, headers: {} };
-    const got = await this.retrying(first);
+    const got = await from(addr.B, true, () => this.retrying(first));
     if (got.status === 404) vanished(first, got);
     if (got.status !== 200) {
       this.violation('unexpected answer', `msc4388: ${describe(first, got)}`);
@@ -692,10 +744,10 @@ export class Soak {
       ] as const) {
         const data = this.payload(xid, writer, n);
         const ack: { at?: number } = {};
-        const reading = waitFor(reader, data, ack);
+        const reading = from(addr[reader], true, () => waitFor(reader, data, ack));
         reading.catch(() => undefined);
         await sleep(rng.int(20, 600));
-        ack.at = await write(writer, data);
+        ack.at = await from(addr[writer], true, () => write(writer, data));
         await reading;
       }
     }
@@ -732,7 +784,11 @@ export class Soak {
   // ---------------------------------------------------------------------------------------------
   // Resting sessions: created and left alone, read now and then until they expire.
 
-  private async restingLoop(until: number): Promise<void> {
+  private restingLoop(until: number): Promise<void> {
+    return from('172.16.0.1', true, () => this.resting(until));
+  }
+
+  private async resting(until: number): Promise<void> {
     const resting: { family: Family; path: string; data: string; expiresAt: number; createdAt: number }[] = [];
     let lastCreate = 0;
     while (!this.stopping && Date.now() < until) {
@@ -925,7 +981,8 @@ export class Soak {
       }
       const { sent, ok } = this.hostile();
       try {
-        const a = await this.send(sent, 20_000);
+        // A few addresses, so that their budgets may run out (429 is a fine answer to them).
+        const a = await from(`192.0.2.${this.loadRng.int(1, 4)}`, false, () => this.send(sent, 20_000));
         if (!ok(a.status) && ![502, 503, 504].includes(a.status)) {
           this.violation('hostile request answered wrongly', describe(sent, a));
         }
