@@ -1,6 +1,6 @@
 // `npm run soak [-- --duration=S --seed=N ...]`: the chaos soak; exits non-zero on any violation.
 import { constants } from 'node:os';
-import { Soak, type SoakOptions } from './soak';
+import { FAULT_KINDS, Soak, type FaultKind, type SoakOptions } from './soak';
 
 const HELP = `npm run soak -- [options]
   --duration=S      how long the load runs, in seconds (default 600)
@@ -8,6 +8,7 @@ const HELP = `npm run soak -- [options]
   --per-family=N    exchanges kept running at once per protocol family (default 5)
   --hostile-rate=R  hostile or malformed requests per second (default 5)
   --fault-every=A-B seconds between faults, a seeded pick in [A, B] (default 6-15)
+  --faults=K,K      kinds of fault to inject (default all: ${FAULT_KINDS.join(', ')})
   --pause=A-B       how long Redis is paused, in ms (default 1200-4000)
   --rss-limit=MB    a replica above this resident size is a violation (default 256)
   --persistence=P   Redis persistence: always (default), everysec or none
@@ -22,6 +23,7 @@ function parse(argv: string[]): SoakOptions {
     hostileRate: 5,
     faultMinS: 6,
     faultMaxS: 15,
+    faultKinds: [...FAULT_KINDS],
     pauseMinMs: 1200,
     pauseMaxMs: 4000,
     rssLimitMb: 256,
@@ -49,6 +51,16 @@ function parse(argv: string[]): SoakOptions {
         const [a, b] = value.split('-').map(Number);
         opts.faultMinS = a!;
         opts.faultMaxS = b ?? a!;
+        break;
+      }
+      case 'faults': {
+        const kinds = value.split(',');
+        const unknown = kinds.filter((k) => !(FAULT_KINDS as readonly string[]).includes(k));
+        if (unknown.length > 0 || kinds.length === 0) {
+          process.stderr.write(`unknown fault kind ${unknown.join(', ')}\n${HELP}\n`);
+          process.exit(2);
+        }
+        opts.faultKinds = kinds as FaultKind[];
         break;
       }
       case 'pause': {

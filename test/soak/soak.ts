@@ -21,6 +21,8 @@ export interface SoakOptions {
   perFamily: number;
   /** Hostile requests per second. */
   hostileRate: number;
+  /** The kinds of fault the schedule picks from. */
+  faultKinds: FaultKind[];
   /** Seconds between faults: a uniform pick in [min, max]. */
   faultMinS: number;
   faultMaxS: number;
@@ -46,7 +48,8 @@ const RETRY_BUDGET_MS = 90_000;
 
 type Family = 'msc3886' | 'msc4108' | 'msc4388';
 const FAMILIES: Family[] = ['msc3886', 'msc4108', 'msc4388'];
-type FaultKind = 'replica-kill' | 'replica-term' | 'redis-restart' | 'redis-kill' | 'redis-pause';
+export const FAULT_KINDS = ['replica-kill', 'replica-term', 'redis-restart', 'redis-kill', 'redis-pause'] as const;
+export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** mulberry32: small, seedable, good enough to make a schedule repeatable. */
 export class Rng {
@@ -307,7 +310,7 @@ export class Soak {
   }
 
   private async faultLoop(until: number): Promise<void> {
-    const kinds: FaultKind[] = ['replica-kill', 'replica-term', 'redis-restart', 'redis-kill', 'redis-pause'];
+    const kinds = this.opts.faultKinds;
     for (;;) {
       const wait = this.rng.int(this.opts.faultMinS * 1000, this.opts.faultMaxS * 1000);
       const kind = this.rng.pick(kinds);
