@@ -42,6 +42,7 @@ export interface SoakOptions {
 const MSC4108 = '/_matrix/client/unstable/org.matrix.msc4108/rendezvous';
 const MSC4388_PATHS = ['/_matrix/client/v1/rendezvous', '/_matrix/client/unstable/io.element.msc4388/rendezvous'];
 const TTL_S = 120;
+const PUBLIC_BASE = 'https://rendezvous.soak.test';
 const POLL_WAIT_S = 8;
 /** How long a client keeps retrying one request before it gives its exchange up. */
 const RETRY_BUDGET_MS = 90_000;
@@ -186,26 +187,39 @@ export class Soak {
       this.opts.persistence === 'none' ? [] : ['--appendonly', 'yes', '--appendfsync', this.opts.persistence],
     );
     this.trackPid(this.redis.pid);
-    const ports = [await freePort(), await freePort(), await freePort()];
-    this.balancer = await Balancer.start(ports, { trustedProxies: '127.0.0.1' });
-    this.base = this.balancer.url;
-    for (const [index, port] of ports.entries()) {
-      this.slots.push({ index, port, replica: undefined, startedAt: 0, rss: [] });
+    // The replicas first, each on a port it got (another program may take a port between the
+    // moment it was found free and the listen), then the balancer in front of those ports.
+    for (let index = 0; index < 3; index++) {
+      const slot: ReplicaSlot = { index, port: 0, replica: undefined, startedAt: 0, rss: [] };
+      for (let attempt = 1; slot.replica === undefined; attempt++) {
+        slot.port = await freePort();
+        try {
+          await this.startReplica(slot, 1);
+        } catch (err) {
+          if (attempt >= 10) throw err;
+        }
+      }
+      this.slots.push(slot);
     }
-    await Promise.all(this.slots.map((slot) => this.startReplica(slot)));
+    this.balancer = await Balancer.start(
+      this.slots.map((s) => s.port),
+      { trustedProxies: '127.0.0.1' },
+    );
+    this.base = this.balancer.url;
   }
 
   private trackPid(pid: number | undefined): void {
     if (pid !== undefined) this.pidsStarted.add(pid);
   }
 
-  private async startReplica(slot: ReplicaSlot): Promise<void> {
+  private async startReplica(slot: ReplicaSlot, attempts = 20): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
         slot.replica = await Replica.start({
           PORT: String(slot.port),
           REDIS_URL: this.redis.url,
-          RZ_PUBLIC_BASE_URL: this.base,
+          // Absolute URLs name the public host; the soak uses their paths only.
+          RZ_PUBLIC_BASE_URL: PUBLIC_BASE,
           RZ_TTL_SECONDS: String(TTL_S),
           RZ_SHUTDOWN_GRACE_SECONDS: '5',
           RZ_TRUSTED_PROXIES: '127.0.0.1',
@@ -223,7 +237,7 @@ export class Soak {
         break;
       } catch (err) {
         // The port of a killed replica can take a moment to be free again.
-        if (attempt >= 20) throw err;
+        if (attempt >= attempts) throw err;
         await sleep(250);
       }
     }
@@ -1031,7 +1045,7 @@ export class Soak {
     const lives = [
       ...this.retired.map((r) => ({ label: `replica ${r.index} (retired)`, lived: r.lived, rss: r.rss })),
       ...this.slots.map((s) => ({ label: `replica ${s.index}`, lived: Date.now() - s.startedAt, rss: s.rss })),
-    ].sort((a, b) => b.lived - a.lived);
+    ].sort((a, b) => Math.round(b.lived / 1000) - Math.round(a.lived / 1000));
     const longest = lives[0];
     if (longest && longest.rss.length > 0) {
       const rss = longest.rss;
