@@ -55,6 +55,11 @@ export class Balancer {
     return this.nginx.url;
   }
 
+  /** nginx's prefix directory (config, temp files); `stop()` removes it. */
+  get dir(): string {
+    return this.nginx.dir;
+  }
+
   static async start(upstreamPorts: number[], options: BalancerOptions = {}): Promise<Balancer> {
     const port = await freePort();
     const dir = NginxProcess.directory();

@@ -356,7 +356,9 @@ export class Soak {
         // Already gone.
       }
     }
-    if (this.redis) rmSync(this.redis.dir, { recursive: true, force: true });
+    for (const dir of [this.redis?.dir, this.balancer?.dir]) {
+      if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+    }
   }
 
   /** Child processes of this one still running (ps itself, and the TypeScript loader's esbuild, excluded). */
