@@ -201,6 +201,22 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
     expect(finding(run, 'store.shared')?.fix, shown(run)).to.equal(FIX.requestHeaders);
   });
 
+  it('fails naming a cache, not the store, when a proxy caches session reads (nginx proxy_cache)', async () => {
+    proxy = await TestProxy.start(replica.port, { cacheSeconds: 10 });
+    const run = await runCheck([proxy.url, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    // One replica on one Redis: nothing here is about the store.
+    const blamed = run.json!.findings.filter((f) => f.fix === FIX.sharedStore).map((f) => f.id);
+    expect(blamed, shown(run)).to.deep.equal([]);
+    for (const id of ['msc4108.delete', 'msc3886.delete', 'msc4388.delete', 'store.shared']) {
+      const f = finding(run, id);
+      expect(f?.status, `${id}: ${shown(run)}`).to.equal('fail');
+      expect(f!.detail, id).to.include('cache');
+      expect(f!.fix, id).to.equal(FIX.cache);
+    }
+    expect(FIX.cache).to.include('proxy_cache');
+  });
+
   it('warns that the wait did not reach the server when a proxy drops Prefer, and says to pass it', async () => {
     proxy = await TestProxy.start(replica.port, { request: (h) => delete h.prefer });
     const run = await runCheck([proxy.url, '--json']);

@@ -21,6 +21,8 @@ export const FIX = {
     'A proxy answered instead of the server (no Matrix JSON error): check that the upstream is up and reachable from the proxy, and its connect and read timeouts (nginx `proxy_read_timeout 90s;`).',
   conditional:
     'Pass If-Match and If-None-Match through unchanged and do not cache these paths: no `proxy_cache` (or `proxy_cache off;`) on the rendezvous location, no `proxy_set_header If-Match`/`If-None-Match`; on a CDN, bypass its cache for these paths.',
+  cache:
+    'Do not cache the rendezvous paths: no `proxy_cache` on the rendezvous location (or `proxy_cache off;` there), and never `proxy_ignore_headers Cache-Control` for them (the server sends `Cache-Control: no-store`); on a CDN, bypass its cache for these paths.',
   requestHeaders:
     "Pass request headers through unchanged: no `proxy_set_header` that empties or replaces If-Match, If-None-Match, Content-Type or Prefer on the rendezvous location (nginx passes the client's headers on by default); on a CDN or WAF, let these headers reach the origin.",
   validators:
@@ -39,7 +41,7 @@ export const FIX = {
   longPoll:
     'Let held requests and answers through at once: nginx `proxy_buffering off;` and `proxy_read_timeout 90s;` (above RZ_LONGPOLL_MAX_WAIT_SECONDS), and no upstream `max_conns` or single shared connection that queues other requests behind a held read; ingress-nginx: `nginx.ingress.kubernetes.io/proxy-buffering: "off"` and `nginx.ingress.kubernetes.io/proxy-read-timeout: "90"` (the chart sets both).',
   longPollNotHeld:
-    'Turn long-poll on (RZ_LONGPOLL_MAX_WAIT_SECONDS above 0; 30 by default) and let the wait a client asks for reach the server: pass the Prefer request header and the query string through unchanged (no `proxy_set_header Prefer`, no rewrite that drops `?timeout_ms=`).',
+    'Turn long-poll on (RZ_LONGPOLL_MAX_WAIT_SECONDS above 0; 30 by default) and let the wait a client asks for reach the server: pass the Prefer request header and the query string through unchanged (no `proxy_set_header Prefer`, no rewrite that drops `?timeout_ms=`, no `proxy_cache` on the rendezvous location: nginx then drops If-None-Match on the way to the server).',
   longPollTimeout:
     'Hold requests longer than the longest long-poll: nginx `proxy_read_timeout 90s;`; ingress-nginx: `nginx.ingress.kubernetes.io/proxy-read-timeout: "90"`; or lower RZ_LONGPOLL_MAX_WAIT_SECONDS below the proxy\'s timeout.',
   sharedStore:

@@ -346,8 +346,14 @@ async function remove(ctx: CheckContext, fam: EtagFamily, s: EtagSession): Promi
     ctx.report.fail(
       stepId,
       title,
-      `a read after the delete answered ${gone.status}${gone.status === 200 ? ' with the payload: a replica on another store, or a cache, still has it' : ''}; clients only report "expired" on 404 M_NOT_FOUND`,
-      gone.status === 200 ? FIX.sharedStore : FIX.routing,
+      `a read after the delete answered ${gone.status}${
+        gone.replayed === true
+          ? ' with the payload, replayed by a cache in front (it carries the X-Request-Id of an earlier read)'
+          : gone.status === 200
+            ? ' with the payload: a replica on another store, or a cache, still has it'
+            : ''
+      }; clients only report "expired" on 404 M_NOT_FOUND`,
+      gone.replayed === true ? FIX.cache : gone.status === 200 ? FIX.sharedStore : FIX.routing,
     );
     return;
   }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import zlib from 'node:zlib';
@@ -13,6 +14,11 @@ export interface Answer {
   encoding: string | undefined;
   sentAt: number;
   answeredAt: number;
+  /**
+   * The answer carries the X-Request-Id of an earlier request of this run, not its own: something in
+   * front answered it from a cache (the server echoes each request's own id).
+   */
+  replayed?: boolean;
 }
 
 export interface Ask {
@@ -48,6 +54,13 @@ export class HttpClient {
   /** URLs a DELETE was sent to whose answer never came: it may well have deleted the session. */
   readonly unansweredDeletes = new Set<string>();
 
+  /**
+   * Every request carries an X-Request-Id of its own, which the server echoes: an answer carrying
+   * another request's id was kept and replayed by a cache in front.
+   */
+  private readonly idPrefix = `rz-check-${randomBytes(6).toString('hex')}-`;
+  private sent = 0;
+
   constructor(private readonly defaultTimeoutMs = 10_000) {}
 
   request(ask: Ask): Promise<Answer> {
@@ -64,7 +77,13 @@ export class HttpClient {
     const secure = url.protocol === 'https:';
     const lib = secure ? https : http;
     const agent = ask.fresh ? false : secure ? this.agents.https : this.agents.http;
-    const headers: Record<string, string> = { 'Accept-Encoding': ACCEPT_ENCODING, Origin: ORIGIN, ...ask.headers };
+    const requestId = `${this.idPrefix}${++this.sent}`;
+    const headers: Record<string, string> = {
+      'Accept-Encoding': ACCEPT_ENCODING,
+      Origin: ORIGIN,
+      'X-Request-Id': requestId,
+      ...ask.headers,
+    };
     if (ask.body !== undefined) headers['Content-Length'] = String(Buffer.byteLength(ask.body));
     const timeoutMs = ask.timeoutMs ?? this.defaultTimeoutMs;
     let deadline: NodeJS.Timeout | undefined;
@@ -96,6 +115,7 @@ export class HttpClient {
             );
             return;
           }
+          const echoed = res.headers['x-request-id'];
           resolve({
             status: res.statusCode ?? 0,
             headers: headerMap(res.rawHeaders),
@@ -103,6 +123,7 @@ export class HttpClient {
             encoding,
             sentAt,
             answeredAt,
+            replayed: typeof echoed === 'string' && echoed.startsWith(this.idPrefix) && echoed !== requestId,
           });
         });
       });

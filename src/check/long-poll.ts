@@ -52,10 +52,19 @@ export async function checkWake(ctx: CheckContext, id: string, family: string, p
       ctx.report.fail(id, title, `the held read was answered at once: ${detail}`, fix);
       return;
     }
+    if (a.replayed === true) {
+      ctx.report.fail(
+        id,
+        title,
+        `the held read was answered at once (${a.status}) by a cache in front, with an earlier read's answer (it carries that read's X-Request-Id): devices read stale payloads and never wait for each other`,
+        FIX.cache,
+      );
+      return;
+    }
     ctx.report.warn(
       id,
       title,
-      `the read was answered at once (${a.status}) instead of being held: this server does not offer long-poll (RZ_LONGPOLL_MAX_WAIT_SECONDS=0, or a waiter bound was reached), or the request's wait did not reach it (a proxy dropping the Prefer header or the query string). Clients then poll once a second.`,
+      `the read was answered at once (${a.status}) instead of being held: this server does not offer long-poll (RZ_LONGPOLL_MAX_WAIT_SECONDS=0, or a waiter bound was reached), or the request's wait did not reach it (a proxy dropping the Prefer header or the query string, or a proxy cache, which sends reads on without If-None-Match and answers the 304 itself). Clients then poll once a second.`,
       FIX.longPollNotHeld,
     );
     return;

@@ -200,8 +200,10 @@ async function session(ctx: CheckContext): Promise<void> {
     ctx.report.fail(
       'msc4388.delete',
       deleteTitle,
-      `a read after the delete answered ${summarise(gone)}; clients only report "expired" on 404 M_NOT_FOUND`,
-      gone.status === 200 ? FIX.sharedStore : FIX.routing,
+      `a read after the delete answered ${summarise(gone)}${
+        gone.replayed === true ? ', replayed by a cache in front (it carries the X-Request-Id of an earlier read)' : ''
+      }; clients only report "expired" on 404 M_NOT_FOUND`,
+      gone.replayed === true ? FIX.cache : gone.status === 200 ? FIX.sharedStore : FIX.routing,
     );
     return;
   }

@@ -18,7 +18,11 @@ export const SHARED_STORE_ROUNDS = 8;
 /** Requests that must find a session written moments before, over all the sessions. */
 export const SHARED_STORE_PROBES = SHARED_STORE_SESSIONS * (2 * SHARED_STORE_ROUNDS + 1);
 
-type Outcome = { kind: 'ok' } | { kind: 'miss'; what: string } | { kind: 'error'; answer?: Answer; err?: unknown };
+type Outcome =
+  | { kind: 'ok' }
+  | { kind: 'miss'; what: string }
+  | { kind: 'cached'; what: string }
+  | { kind: 'error'; answer?: Answer; err?: unknown };
 
 /**
  * A few sessions, each created, read, then written and read again round after round, every request
@@ -33,8 +37,16 @@ export async function checkSharedStore(ctx: CheckContext, fam: EtagFamily): Prom
   if (limited !== undefined) throw (limited as PromiseRejectedResult).reason;
   const outcomes = settled.map((s) => (s as PromiseFulfilledResult<Outcome>).value);
   const misses = outcomes.filter((o) => o.kind === 'miss');
+  const cached = outcomes.filter((o) => o.kind === 'cached');
   const errors = outcomes.filter((o) => o.kind === 'error');
-  if (misses.length > 0) {
+  if (cached.length > 0) {
+    ctx.report.fail(
+      'store.shared',
+      title,
+      `${cached.length} of ${SHARED_STORE_SESSIONS} sessions were read back as they were before a write (${cached[0]!.what}): a cache in front answers reads, so a device never sees what the other one wrote`,
+      FIX.cache,
+    );
+  } else if (misses.length > 0) {
     ctx.report.fail(
       'store.shared',
       title,
@@ -86,6 +98,12 @@ async function oneSession(ctx: CheckContext, fam: EtagFamily): Promise<Outcome> 
       const again = await request(ctx, { url, fresh: true });
       if (again.status === 404) return { kind: 'miss', what: 'a read right after a write answered 404' };
       if (again.status === 200 && again.body.toString() !== body) {
+        if (again.replayed === true) {
+          return {
+            kind: 'cached',
+            what: 'a read right after a write was answered with an earlier X-Request-Id and the payload from before it',
+          };
+        }
         return { kind: 'miss', what: 'a read right after a write answered the payload from before it' };
       }
       if (again.status !== 200) return { kind: 'error', answer: again };

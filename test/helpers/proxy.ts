@@ -35,6 +35,19 @@ export interface ProxyBehaviour {
   routes?: (target: string) => boolean;
   /** What the others get: an HTML page (default), or a homeserver's own Matrix 404. */
   unrouted?: 'html' | 'matrix';
+  /**
+   * Caches 200 answers to GET for this many seconds whatever Cache-Control says, as nginx
+   * `proxy_cache` with `proxy_ignore_headers Cache-Control Expires` does: conditional headers are
+   * dropped on the way up, and a cached answer's ETag matching If-None-Match is answered 304 here.
+   */
+  cacheSeconds?: number;
+}
+
+interface Cached {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+  until: number;
 }
 
 /** A small HTTP proxy on a loopback port in front of one upstream port. */
@@ -61,7 +74,21 @@ export class TestProxy {
   static async start(upstreamPort: number, behaviour: ProxyBehaviour = {}): Promise<TestProxy> {
     const agent = new http.Agent({ keepAlive: true, maxSockets: behaviour.serialise ? 1 : Infinity });
     const counts = { dropped: 0 };
+    const cache = new Map<string, Cached>();
     const server = http.createServer((req, res) => {
+      if (behaviour.cacheSeconds !== undefined && req.method === 'GET') {
+        const hit = cache.get(req.url ?? '');
+        if (hit !== undefined && hit.until > Date.now()) {
+          req.resume();
+          if (hit.headers.etag !== undefined && req.headers['if-none-match'] === hit.headers.etag) {
+            const { 'content-length': _length, 'content-type': _type, ...rest } = hit.headers;
+            res.writeHead(304, rest).end();
+          } else {
+            res.writeHead(hit.status, hit.headers).end(hit.body);
+          }
+          return;
+        }
+      }
       if (behaviour.routes !== undefined && !behaviour.routes(req.url ?? '')) {
         req.resume();
         if (behaviour.unrouted === 'matrix') {
@@ -75,6 +102,11 @@ export class TestProxy {
       }
       const headers = { ...req.headers };
       behaviour.request?.(headers);
+      const caching = behaviour.cacheSeconds !== undefined && req.method === 'GET';
+      if (caching) {
+        delete headers['if-none-match'];
+        delete headers['if-modified-since'];
+      }
       if (behaviour.forwardedFor) {
         const prior = headers['x-forwarded-for'];
         headers['x-forwarded-for'] = `${prior ? `${String(prior)}, ` : ''}${req.socket.remoteAddress}`;
@@ -95,6 +127,24 @@ export class TestProxy {
             upRes.on('end', () => {
               counts.dropped++;
               res.socket?.destroy();
+            });
+            return;
+          }
+          if (caching && upRes.statusCode === 200) {
+            const chunks: Buffer[] = [];
+            upRes.on('data', (c: Buffer) => chunks.push(c));
+            upRes.on('end', () => {
+              const entry = {
+                status: 200,
+                headers: { ...upRes.headers },
+                body: Buffer.concat(chunks),
+                until: Date.now() + behaviour.cacheSeconds! * 1000,
+              };
+              cache.set(req.url ?? '', entry);
+              const { 'content-length': _length, 'content-type': _type, ...rest } = entry.headers;
+              if (entry.headers.etag !== undefined && req.headers['if-none-match'] === entry.headers.etag) {
+                res.writeHead(304, rest).end();
+              } else res.writeHead(200, entry.headers).end(entry.body);
             });
             return;
           }
