@@ -720,6 +720,37 @@ describe("rendezvous-server check's finding on the session URLs handed out", () 
     expect(publicUrlFinding('http://127.0.0.1:8080', 'http://localhost:8080').status).to.equal('warn');
   });
 
+  it('fails the public host over plain http, the public host with another port, or an internal address', () => {
+    for (const [base, handedOut, says] of [
+      ['https://matrix.example.org', 'http://matrix.example.org', 'http:// instead of https://'],
+      ['https://matrix.example.org', 'https://matrix.example.org:8080', 'port 8080'],
+      ['https://matrix.example.org', 'http://matrix.example.org:8080', 'http:// instead of https://'],
+      ['https://matrix.example.org', 'http://10.0.0.11:8080', 'internal address'],
+      ['https://matrix.example.org', 'https://rendezvous-1', 'internal address'],
+      ['https://matrix.example.org', 'http://[fd00::11]:8080', 'internal address'],
+    ] as const) {
+      const f = publicUrlFinding(base, handedOut);
+      expect(f.status, handedOut).to.equal('fail');
+      expect(f.detail, handedOut).to.include(says);
+      expect(f.fix, handedOut).to.equal(FIX.publicUrl);
+    }
+  });
+
+  it('only warns where the URL checked may itself be the inside one, naming what differs', () => {
+    // The plain-http side of a site whose clients use https; a replica's own port; an internal name.
+    expect(publicUrlFinding('http://matrix.example.org', 'https://matrix.example.org').detail).to.include(
+      'https:// instead of http://',
+    );
+    for (const [base, handedOut] of [
+      ['http://matrix.example.org', 'https://matrix.example.org'],
+      ['http://10.0.0.5:8080', 'http://10.0.0.5'],
+      ['http://rendezvous:8080', 'http://10.0.0.11:8080'],
+      ['http://10.0.0.5:8080', 'https://matrix.example.org'],
+    ] as const) {
+      expect(publicUrlFinding(base, handedOut).status, `${base} ${handedOut}`).to.equal('warn');
+    }
+  });
+
   it('takes a host name that only starts like a loopback address for another host', () => {
     expect(publicUrlFinding('https://rz.example.org', 'https://127.rz.example.org').status).to.equal('warn');
   });
