@@ -443,6 +443,28 @@ describe('rendezvous-server check against a server with a small create budget (R
   });
 });
 
+describe('rendezvous-server check against a server with a small request budget (RZ_REQUEST_RATE)', () => {
+  let redis: RedisServer;
+  let replica: Replica;
+  before(async () => {
+    redis = await RedisServer.start();
+    // 50 requests per 10 s: less than one run sends.
+    replica = await Replica.start(replicaEnv(redis, { RZ_REQUEST_RATE: '5' }));
+  });
+  after(async () => {
+    await replica?.stop();
+    await redis?.destroy();
+  });
+
+  it('names the request budget in the finding and in its fix, not the create budget', async () => {
+    const run = await runCheck([replica.url, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    const limited = finding(run, 'rate-limit')!;
+    expect(limited.detail, shown(run)).to.include('RZ_REQUEST_RATE');
+    expect(limited.fix).to.include('RZ_REQUEST_RATE').and.include('about 115 requests');
+  });
+});
+
 describe('rendezvous-server check against a server whose per-address session cap is full', () => {
   let replica: Replica;
   before(async () => {

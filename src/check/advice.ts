@@ -15,6 +15,8 @@ export const FIX = {
     'Check the URL (scheme, host, port), that its name resolves and its TLS certificate verifies from here (a private CA: NODE_EXTRA_CA_CERTS=ca.pem), and that a firewall lets this machine in.',
   rateLimited:
     'Run the check again once Retry-After has passed. A run creates 7 sessions, deleting each; the default RZ_CREATE_RATE allows 30 creates a minute per client address, and RZ_MAX_SESSIONS_PER_ADDRESS (50) and RZ_MAX_SESSIONS (20000) bound the sessions alive at once, which free only as sessions end or expire. Behind a proxy, set RZ_TRUSTED_PROXIES so clients are not all counted as the proxy.',
+  requestRateLimited:
+    'Run the check again once Retry-After has passed. A run sends about 115 requests (most of them to prove the shared store); the default RZ_REQUEST_RATE of 30 a second over RZ_REQUEST_RATE_WINDOW_SECONDS (10) allows 300 per window per client address, about two runs, shared with every other client at that address. Behind a proxy, set RZ_TRUSTED_PROXIES so clients are not all counted as the proxy.',
   storeUnavailable:
     'The server answered 503: its Redis is unreachable or refusing writes. Check REDIS_URL (Helm: redis.url) and that Redis answers from the replicas; /ready says why.',
   proxyError:

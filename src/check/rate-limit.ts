@@ -5,7 +5,7 @@ import { header, jsonOf } from './http';
 import type { RateLimited } from './steps';
 
 /** Which limit a 429's message names, and the setting behind it. */
-const LIMITS: { message: string; limit: string }[] = [
+const LIMITS: { message: string; limit: string; fix?: string }[] = [
   {
     message: LIMIT_MESSAGES.createRate,
     limit:
@@ -14,6 +14,7 @@ const LIMITS: { message: string; limit: string }[] = [
   {
     message: LIMIT_MESSAGES.requestRate,
     limit: 'the request rate (RZ_REQUEST_RATE per second per client address, over RZ_REQUEST_RATE_WINDOW_SECONDS)',
+    fix: FIX.requestRateLimited,
   },
   {
     message: LIMIT_MESSAGES.addressCap,
@@ -61,6 +62,6 @@ export function reportRateLimited(ctx: CheckContext, limited: RateLimited): void
     'rate-limit',
     'The check was not rate limited',
     `RATE LIMITED: ${limited.asked} was refused with 429${json?.errcode === 'M_LIMIT_EXCEEDED' ? ' M_LIMIT_EXCEEDED' : ''} by ${by}. The check stopped there: the steps after it are skipped, not failed, and say nothing about the deployment; ${when}`,
-    FIX.rateLimited,
+    (json?.errcode === 'M_LIMIT_EXCEEDED' ? known?.fix : undefined) ?? FIX.rateLimited,
   );
 }
