@@ -571,6 +571,10 @@ describe('rendezvous-server check against a URL that redirects (http:// to https
       '301 redirect to https://rendezvous.example.org/_matrix/client/unstable/org.matrix.msc4108/rendezvous',
     );
     expect(create!.fix).to.include('the redirect points at');
+    // The preflight met the same redirect: the URL is to fix, not the proxy's OPTIONS handling.
+    const preflight = finding(run, 'cors.preflight');
+    expect(preflight?.detail, shown(run)).to.include('301 redirect to https://rendezvous.example.org/');
+    expect(preflight!.fix).to.equal(FIX.redirect);
     // The redirect's own missing Cache-Control and CORS headers say nothing about the server's:
     // those checks are skipped, not failed.
     expect(finding(run, 'cache-control')?.status, shown(run)).to.equal('skip');

@@ -24,6 +24,8 @@ export async function checkPreflight(ctx: CheckContext, paths: { name: string; p
   const title = 'CORS preflight (OPTIONS) answers what browsers need, with Max-Age';
   const problems: string[] = [];
   const warnings: string[] = [];
+  // A redirect is no CORS answer of the proxy's own: the URL is the thing to fix.
+  let redirected = false;
   for (const { name, path } of paths) {
     const a = await attempt(ctx, id, title, () =>
       request(ctx, {
@@ -38,7 +40,13 @@ export async function checkPreflight(ctx: CheckContext, paths: { name: string; p
     );
     if (a === undefined) return;
     if (a.status < 200 || a.status >= 300) {
-      problems.push(`${name}: ${summarise(a)}`);
+      const location = header(a, 'location');
+      if (a.status >= 300 && a.status < 400 && location !== undefined) {
+        redirected = true;
+        problems.push(`${name}: ${a.status} redirect to ${location}`);
+      } else {
+        problems.push(`${name}: ${summarise(a)}`);
+      }
       continue;
     }
     const origin = a.headers.get('access-control-allow-origin') ?? [];
@@ -63,8 +71,8 @@ export async function checkPreflight(ctx: CheckContext, paths: { name: string; p
     ctx.report.fail(
       id,
       title,
-      `${problems.join('; ')}: browsers refuse the request that follows, so logins from Element Web fail`,
-      FIX.preflight,
+      `${problems.join('; ')}: browsers refuse the request that follows${redirected ? ' (they follow no redirect of a preflight)' : ''}, so logins from Element Web fail`,
+      redirected ? FIX.redirect : FIX.preflight,
     );
   } else if (warnings.length > 0) {
     ctx.report.warn(
