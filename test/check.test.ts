@@ -259,6 +259,22 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
     expect(finding(run, 'validators')!.fix).to.include('Keep ETag, Expires and Last-Modified');
   });
 
+  it('fails naming a second Content-Type added in front (nginx add_header), and says to remove it', async () => {
+    proxy = await TestProxy.start(replica.port, {
+      headers: (h) => {
+        if (typeof h['content-type'] === 'string') {
+          (h as Record<string, string | string[]>)['content-type'] = [h['content-type'], 'text/plain'];
+        }
+      },
+    });
+    const run = await runCheck([proxy.url, '--json']);
+    expect(run.code, shown(run)).to.equal(1);
+    const f = finding(run, 'msc4108.content-type')!;
+    expect(f.status, shown(run)).to.equal('fail');
+    expect(f.detail).to.include('"text/plain, text/plain"').and.include('two Content-Type headers');
+    expect(f.fix).to.include('add_header Content-Type');
+  });
+
   it('fails naming the 304 when a proxy adds Content-Type and a Content-Length to it', async () => {
     proxy = await TestProxy.start(replica.port, {
       headers: (h, status) => {

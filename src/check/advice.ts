@@ -39,7 +39,7 @@ export const FIX = {
   preflight:
     'Pass OPTIONS requests to the server (no `if ($request_method = OPTIONS) { return 204; }` of the proxy\'s own), and keep its Access-Control-* answer intact; ingress-nginx: `nginx.ingress.kubernetes.io/enable-cors: "false"`.',
   contentType:
-    'Do not rewrite Content-Type: no `charset utf-8;`/`charset_types` covering text/plain, no `default_type` or `proxy_hide_header Content-Type` on the rendezvous location.',
+    "Do not rewrite Content-Type: no `add_header Content-Type` (nginx adds a second one beside the server's), no `charset utf-8;`/`charset_types` covering text/plain, no `default_type` or `proxy_hide_header Content-Type` on the rendezvous location.",
   longPoll:
     'Let held requests and answers through at once: nginx `proxy_buffering off;` and `proxy_read_timeout 90s;` (above RZ_LONGPOLL_MAX_WAIT_SECONDS), and no upstream `max_conns` or single shared connection that queues other requests behind a held read; ingress-nginx: `nginx.ingress.kubernetes.io/proxy-buffering: "off"` and `nginx.ingress.kubernetes.io/proxy-read-timeout: "90"` (the chart sets both).',
   longPollNotHeld:

@@ -212,7 +212,11 @@ async function readBack(ctx: CheckContext, fam: EtagFamily, s: EtagSession): Pro
     ctx.report.fail(
       typeId,
       typeTitle,
-      `it arrived as ${type === undefined ? 'no Content-Type' : `"${type}"`}; ${
+      `it arrived as ${type === undefined ? 'no Content-Type' : `"${type}"`}${
+        (a.headers.get('content-type')?.length ?? 0) > 1
+          ? " (two Content-Type headers or more: something in front adds one beside the server's)"
+          : ''
+      }; ${
         fam.family === 'msc4108'
           ? 'Element X and Element Web compare the string exactly and stop the login'
           : 'matrix-js-sdk compares the stored type exactly'
