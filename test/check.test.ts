@@ -391,6 +391,46 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
   });
 });
 
+describe('rendezvous-server check --full-wait against a proxy read timeout shorter than the longest wait', () => {
+  let redis: RedisServer;
+  let replica: Replica;
+  let proxy: TestProxy;
+  before(async () => {
+    redis = await RedisServer.start();
+    replica = await Replica.start(replicaEnv(redis, { RZ_LONGPOLL_MAX_WAIT_SECONDS: '3' }));
+    // Long enough for every step a write wakes, shorter than the server's 3 s wait.
+    proxy = await TestProxy.start(replica.port, { readTimeoutMs: 1500 });
+  });
+  after(async () => {
+    await proxy?.stop();
+    await replica?.stop();
+    await redis?.destroy();
+  });
+
+  it("passes without the proxy, having held the read for the server's whole wait", async function () {
+    this.timeout(30_000);
+    const run = await runCheck([replica.url, '--json', '--full-wait']);
+    const f = finding(run, 'long-poll.full-wait');
+    expect(f?.status, shown(run)).to.equal('pass');
+    expect(f!.detail).to.include('(3 s)');
+  });
+
+  it('fails naming the proxy timeout behind it (exit 1); without --full-wait says it was not checked', async function () {
+    this.timeout(30_000);
+    const run = await runCheck([proxy.url, '--json', '--full-wait']);
+    expect(run.code, shown(run)).to.equal(1);
+    expect(idsWith(run, 'fail'), shown(run)).to.deep.equal(['long-poll.full-wait']);
+    const f = finding(run, 'long-poll.full-wait')!;
+    expect(f.detail).to.include('a proxy ended the held read with 504');
+    expect(f.fix).to.equal(FIX.longPollTimeout);
+    await expectNoSessionLeft(redis);
+    const quick = await runCheck([proxy.url, '--json']);
+    expect(quick.code, shown(quick)).to.equal(0);
+    expect(finding(quick, 'long-poll.full-wait')?.status).to.equal('skip');
+    expect(finding(quick, 'long-poll.full-wait')?.detail).to.include('--full-wait');
+  });
+});
+
 describe('rendezvous-server check against a server with MSC4388 turned off', () => {
   let redis: RedisServer;
   let replica: Replica;

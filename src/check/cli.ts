@@ -2,7 +2,7 @@ import { redactUrl } from '../config';
 import { formatJson, formatText } from './format';
 import { runCheck } from './index';
 
-export const CHECK_USAGE = `Usage: rendezvous-server check <base-url> [--json] [--metrics-here]
+export const CHECK_USAGE = `Usage: rendezvous-server check <base-url> [--json] [--metrics-here] [--full-wait]
 
 Checks a live deployment through everything in front of it (proxies, ingress, load balancer), the
 way clients meet it: every protocol family's create, read, conditional write, 304, long-poll and
@@ -15,6 +15,8 @@ rate limits says so, which limit, and when to run again.
   --json          print the findings as JSON instead of text
   --metrics-here  this URL serves /metrics on purpose (RZ_METRICS_PORT unset, checked from inside,
                   e.g. the in-cluster Service): metrics answering here is a warning, not a failure
+  --full-wait     also hold one read for the server's longest wait (RZ_LONGPOLL_MAX_WAIT_SECONDS, 30 s
+                  by default), which finds a proxy read timeout shorter than it (one more session)
 
 Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 for a usage error.
 `;
@@ -26,16 +28,21 @@ interface Output {
   write(text: string): unknown;
 }
 
-type Parsed = { help: true } | { help: false; base: string; json: boolean; metricsHere: boolean } | { error: string };
+type Parsed =
+  | { help: true }
+  | { help: false; base: string; json: boolean; metricsHere: boolean; fullWait: boolean }
+  | { error: string };
 
 export function parseCheckArgs(args: string[]): Parsed {
   let json = false;
   let metricsHere = false;
+  let fullWait = false;
   const positional: string[] = [];
   for (const arg of args) {
     if (arg === '--help' || arg === '-h') return { help: true };
     if (arg === '--json') json = true;
     else if (arg === '--metrics-here') metricsHere = true;
+    else if (arg === '--full-wait') fullWait = true;
     else if (arg.startsWith('-')) return { error: `unknown option ${arg}` };
     else positional.push(arg);
   }
@@ -61,7 +68,7 @@ export function parseCheckArgs(args: string[]): Parsed {
   if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
     return { error: 'the URL must have no query, fragment or credentials' };
   }
-  return { help: false, base: url.href.replace(/\/+$/, ''), json, metricsHere };
+  return { help: false, base: url.href.replace(/\/+$/, ''), json, metricsHere, fullWait };
 }
 
 /** `rendezvous-server check ...`: resolves with the exit status. */
@@ -75,7 +82,7 @@ export async function checkCommand(args: string[], out: Output, err: Output): Pr
     out.write(CHECK_USAGE);
     return EXIT.ok;
   }
-  const result = await runCheck(parsed.base, { metricsHere: parsed.metricsHere });
+  const result = await runCheck(parsed.base, { metricsHere: parsed.metricsHere, fullWait: parsed.fullWait });
   out.write(parsed.json ? formatJson(result) : formatText(result));
   return result.report.failed ? EXIT.failed : EXIT.ok;
 }

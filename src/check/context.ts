@@ -34,6 +34,8 @@ export interface CheckContext {
   weakEtagAccepted: Map<FamilyId, boolean>;
   /** The URL serves /metrics on purpose (`--metrics-here`): metrics answering is a warning. */
   metricsHere: boolean;
+  /** Hold one read for the server's longest wait (`--full-wait`). */
+  fullWait: boolean;
 }
 
 /**

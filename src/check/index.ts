@@ -3,6 +3,7 @@ import { Cleanup, type CheckContext } from './context';
 import { checkEtagFamily, etagSteps, type EtagFamily } from './etag-family';
 import { explain, reason } from './explain';
 import { checkExpiry } from './expiry';
+import { FULL_WAIT_STEP, checkFullWait } from './full-wait';
 import { HEADER_STEPS, checkHeaders } from './headers';
 import { HttpClient, summarise } from './http';
 import { MSC4388_STEPS, checkMsc4388 } from './msc4388';
@@ -44,7 +45,10 @@ export interface CheckResult {
  * Checks a live deployment at `base` (no trailing slash) through everything in front of it, the
  * way clients meet it. Creates only short-lived sessions, and deletes every one of them.
  */
-export async function runCheck(base: string, options: { metricsHere?: boolean } = {}): Promise<CheckResult> {
+export async function runCheck(
+  base: string,
+  options: { metricsHere?: boolean; fullWait?: boolean } = {},
+): Promise<CheckResult> {
   const started = Date.now();
   const report = new Report();
   const http = new HttpClient();
@@ -57,6 +61,7 @@ export async function runCheck(base: string, options: { metricsHere?: boolean } 
     rttMs: 0,
     weakEtagAccepted: new Map(),
     metricsHere: options.metricsHere ?? false,
+    fullWait: options.fullWait ?? false,
   };
   try {
     await checkAll(ctx);
@@ -98,6 +103,7 @@ const STEPS: { id: string; title: string }[] = [
   { id: 'cors.preflight', title: 'CORS preflight (OPTIONS) answers what browsers need, with Max-Age' },
   { id: 'store.shared', title: 'Replicas share one session store' },
   { id: 'metrics.public', title: '/metrics is not reachable at the public URL' },
+  FULL_WAIT_STEP,
   ...HEADER_STEPS,
 ];
 
@@ -153,5 +159,6 @@ async function checkAll(ctx: CheckContext): Promise<void> {
     ctx.report.skip('store.shared', 'Replicas share one session store', 'no family could create sessions here');
   }
   await checkPublicMetrics(ctx);
+  if (shared) await checkFullWait(ctx, shared.fam, ctx.fullWait);
   checkHeaders(ctx);
 }

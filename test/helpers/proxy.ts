@@ -41,6 +41,8 @@ export interface ProxyBehaviour {
    * dropped on the way up, and a cached answer's ETag matching If-None-Match is answered 304 here.
    */
   cacheSeconds?: number;
+  /** Answers 504 when the upstream has not answered within this long, as nginx `proxy_read_timeout` does. */
+  readTimeoutMs?: number;
 }
 
 interface Cached {
@@ -151,6 +153,15 @@ export class TestProxy {
           forward(req, res, upRes, behaviour);
         },
       );
+      if (behaviour.readTimeoutMs !== undefined) {
+        const timer = setTimeout(() => {
+          up.destroy();
+          if (!res.headersSent) res.writeHead(504, { 'Content-Type': 'text/html' });
+          res.end('<html>504 Gateway Time-out</html>');
+        }, behaviour.readTimeoutMs);
+        up.on('response', () => clearTimeout(timer));
+        up.on('close', () => clearTimeout(timer));
+      }
       up.on('error', () => {
         if (!res.headersSent) res.writeHead(502, { 'Content-Type': 'text/html' });
         res.end('<html>502 Bad Gateway</html>');
