@@ -11,7 +11,7 @@ import { req } from './helpers/exchange';
 import { KEY_FILE, OTHER_KEY_FILE, PEM_FILE } from './helpers/pem';
 import { RedisServer } from './helpers/redis';
 import { Replica } from './helpers/replica';
-import { request, type Reply } from './helpers/http';
+import { request } from './helpers/http';
 import { freePort } from './helpers/ports';
 import { startServer } from './helpers/server';
 import { until } from './helpers/topologies';
@@ -33,13 +33,19 @@ const startAsync = (env: Record<string, string>): Promise<{ status: number | nul
     child.on('close', (status) => resolve({ status, stderr }));
   });
 
-/** Whether a connection to this loopback port is accepted. */
-const accepts = (port: number): Promise<boolean> =>
-  new Promise((resolve) => {
+/** A connection to `port` once something listens there: nothing tells when a starting replica does. */
+async function connectWhenListening(port: number): Promise<net.Socket | undefined> {
+  for (let tries = 0; tries < 100; tries++) {
     const socket = net.connect(port, '127.0.0.1');
-    socket.once('connect', () => (socket.destroy(), resolve(true)));
-    socket.once('error', () => resolve(false));
-  });
+    const connected = await new Promise<boolean>((resolve) => {
+      socket.once('connect', () => resolve(true));
+      socket.once('error', () => resolve(false));
+    });
+    if (connected) return socket;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return undefined;
+}
 
 describe('configuration', () => {
   it('has working defaults for a bare machine', () => {
@@ -357,22 +363,16 @@ describe('configuration mistakes', () => {
     });
     // Listening already (the port is taken first), though the store is still awaited: nothing tells
     // when the port is taken, so it is tried until it accepts.
-    let health: Promise<Reply> | undefined;
-    let acceptedWhileStarting = false;
-    for (let tries = 0; health === undefined && tries < 100; tries++) {
-      if (await accepts(port)) {
-        acceptedWhileStarting = !started;
-        health = request('GET', `http://127.0.0.1:${port}/health`);
-      } else {
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-    }
-    expect(health, 'listening').to.not.equal(undefined);
+    const probe = await connectWhenListening(port);
+    const acceptedWhileStarting = !started;
+    probe?.destroy();
+    expect(probe, 'listening').to.not.equal(undefined);
+    const health = request('GET', `http://127.0.0.1:${port}/health`);
     expect(acceptedWhileStarting, 'accepting while the store is awaited').to.equal(true);
     const server = await starting;
     try {
       // Held, not refused nor dropped: answered by the app once it exists.
-      expect((await health!).status).to.equal(200);
+      expect((await health).status).to.equal(200);
       const ready = await request('GET', `http://127.0.0.1:${port}/ready`);
       expect([ready.status, ready.json.reason]).to.deep.equal([503, 'session store not reached yet']);
     } finally {
@@ -398,16 +398,7 @@ describe('configuration mistakes', () => {
     });
     // Room for one session: a session made for the held create would take this one's slot.
     const starting = startServer({ PORT: String(port), REDIS_URL: redis.url, RZ_MAX_SESSIONS: '1' });
-    let socket: net.Socket | undefined;
-    for (let tries = 0; socket === undefined && tries < 100; tries++) {
-      const s = net.connect(port, '127.0.0.1');
-      const connected = await new Promise<boolean>((resolve) => {
-        s.once('connect', () => resolve(true));
-        s.once('error', () => resolve(false));
-      });
-      if (connected) socket = s;
-      else await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    const socket = await connectWhenListening(port);
     expect(socket, 'listening').to.not.equal(undefined);
     socket!.on('error', () => undefined);
     socket!.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n');
@@ -446,16 +437,7 @@ describe('configuration mistakes', () => {
       started = true;
       return server;
     });
-    let socket: net.Socket | undefined;
-    for (let tries = 0; socket === undefined && tries < 100; tries++) {
-      const s = net.connect(port, '127.0.0.1');
-      const connected = await new Promise<boolean>((resolve) => {
-        s.once('connect', () => resolve(true));
-        s.once('error', () => resolve(false));
-      });
-      if (connected) socket = s;
-      else await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    const socket = await connectWhenListening(port);
     expect(socket, 'listening').to.not.equal(undefined);
     const closed = new Promise<boolean>((resolve) => socket!.once('close', () => resolve(!started)));
     socket!.on('error', () => undefined);

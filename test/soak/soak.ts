@@ -469,6 +469,34 @@ export class Soak {
     return `x${xid}|${side}|${n}|${'.'.repeat(this.loadRng.int(0, 64))}`;
   }
 
+  /**
+   * Two to four rounds of each device writing while the other waits to read it (a long-poll the
+   * write must wake, or polls): `ack.at` is when the write was answered, for judging the wake-up.
+   */
+  private async alternate(
+    xid: number,
+    addr: Record<'A' | 'B', string>,
+    write: (side: 'A' | 'B', data: string) => Promise<number>,
+    waitFor: (side: 'A' | 'B', expect: string, ack: { at?: number }) => Promise<void>,
+  ): Promise<void> {
+    const rng = this.loadRng;
+    const rounds = rng.int(2, 4);
+    for (let n = 1; n <= rounds; n++) {
+      for (const [writer, reader] of [
+        ['B', 'A'],
+        ['A', 'B'],
+      ] as const) {
+        const data = this.payload(xid, writer, n);
+        const ack: { at?: number } = {};
+        const reading = from(addr[reader], true, () => waitFor(reader, data, ack));
+        reading.catch(() => undefined);
+        await sleep(rng.int(20, 600));
+        ack.at = await from(addr[writer], true, () => write(writer, data));
+        await reading;
+      }
+    }
+  }
+
   private static parse(payload: string): { xid: string; side: string; n: number } | undefined {
     const m = /^x(\d+)\|([AB])\|(\d+)\|/.exec(payload);
     return m ? { xid: m[1]!, side: m[2]!, n: Number(m[3]) } : undefined;
@@ -641,21 +669,7 @@ export class Soak {
       }
     };
 
-    const rounds = rng.int(2, 4);
-    for (let n = 1; n <= rounds; n++) {
-      for (const [writer, reader] of [
-        ['B', 'A'],
-        ['A', 'B'],
-      ] as const) {
-        const data = this.payload(xid, writer, n);
-        const ack: { at?: number } = {};
-        const reading = from(addr[reader], true, () => waitFor(reader, data, ack));
-        reading.catch(() => undefined);
-        await sleep(rng.int(20, 600));
-        ack.at = await from(addr[writer], true, () => write(writer, data));
-        await reading;
-      }
-    }
+    await this.alternate(xid, addr, write, waitFor);
     if (rng.chance(0.3)) {
       // A re-send of an early write that turns up after the other side wrote (a balancer that
       // retried it late): it must be refused as stale, and change nothing.
@@ -755,21 +769,7 @@ export class Soak {
       }
     };
 
-    const rounds = rng.int(2, 4);
-    for (let n = 1; n <= rounds; n++) {
-      for (const [writer, reader] of [
-        ['B', 'A'],
-        ['A', 'B'],
-      ] as const) {
-        const data = this.payload(xid, writer, n);
-        const ack: { at?: number } = {};
-        const reading = from(addr[reader], true, () => waitFor(reader, data, ack));
-        reading.catch(() => undefined);
-        await sleep(rng.int(20, 600));
-        ack.at = await from(addr[writer], true, () => write(writer, data));
-        await reading;
-      }
-    }
+    await this.alternate(xid, addr, write, waitFor);
     if (recorded.length > 0 && rng.chance(0.5)) {
       // A transaction id re-sent long after, the other side having written since: its recorded
       // answer comes back, whatever the session holds now.
