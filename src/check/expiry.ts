@@ -13,13 +13,15 @@ const secs = (ms: number) => `${Math.round(ms / 1000)} s`;
  * own, so a server clock that is off shortens or stretches every login by as much. The server's
  * time is its Date header (else Last-Modified), to the second.
  */
+export const EXPIRY_STEP = { id: 'expiry', title: 'Expires against the local clock (clock skew)' };
+
 export function checkExpiry(ctx: CheckContext, created: Answer): void {
-  const title = 'Expires against the local clock (clock skew)';
+  const { id, title } = EXPIRY_STEP;
   const expires = Date.parse(header(created, 'expires') ?? '');
   const serverNow = Date.parse(header(created, 'date') ?? header(created, 'last-modified') ?? '');
   if (Number.isNaN(expires) || Number.isNaN(serverNow)) {
     ctx.report.fail(
-      'expiry',
+      id,
       title,
       'a new session arrived without a readable Expires and Date/Last-Modified (IMF-fixdate): clients cannot tell when it ends',
       FIX.validators,
@@ -33,14 +35,14 @@ export function checkExpiry(ctx: CheckContext, created: Answer): void {
   const detail = `the server's clock is ${secs(Math.abs(skew))} ${direction} this machine's (to the second); a new session lasts ${secs(expires - serverNow)} and, by this machine's clock, ends in ${secs(left)}`;
   if (left <= 0 || Math.abs(skew) > FAIL_SKEW_MS) {
     ctx.report.fail(
-      'expiry',
+      id,
       title,
       `${detail}: clients on a correct clock see sessions end ${skew < 0 ? 'early, or already expired' : 'late'}`,
       FIX.clock,
     );
   } else if (Math.abs(skew) > WARN_SKEW_MS) {
-    ctx.report.warn('expiry', title, detail, FIX.clock);
+    ctx.report.warn(id, title, detail, FIX.clock);
   } else {
-    ctx.report.pass('expiry', title, detail);
+    ctx.report.pass(id, title, detail);
   }
 }

@@ -2,18 +2,18 @@ import { FIX } from './advice';
 import { Cleanup, type CheckContext } from './context';
 import { checkEtagFamily, etagSteps, type EtagFamily } from './etag-family';
 import { explain, reason } from './explain';
-import { checkExpiry } from './expiry';
+import { EXPIRY_STEP, checkExpiry } from './expiry';
 import { FULL_WAIT_STEP, checkFullWait } from './full-wait';
 import { HEADER_STEPS, checkHeaders } from './headers';
 import { HttpClient, summarise } from './http';
 import { MSC4388_STEPS, checkMsc4388 } from './msc4388';
 import { PATHS } from './paths';
-import { checkPreflight } from './preflight';
-import { checkPublicMetrics } from './public-metrics';
+import { PREFLIGHT_STEP, checkPreflight } from './preflight';
+import { PUBLIC_METRICS_STEP, checkPublicMetrics } from './public-metrics';
 import { checkPublicUrl } from './public-url';
 import { Report } from './report';
 import { reportRateLimited } from './rate-limit';
-import { checkSharedStore } from './shared-store';
+import { SHARED_STORE_STEP, checkSharedStore } from './shared-store';
 import { RateLimited, request } from './steps';
 
 export { Report, type Finding, type Status } from './report';
@@ -94,15 +94,17 @@ export async function runCheck(
   return { url: base, report, durationMs: Date.now() - started };
 }
 
+const REACH_STEP = { id: 'reach', title: 'The URL answers HTTP' };
+
 /** Every step of a full run, for the steps a run could not get to: each is then reported as skipped. */
 const STEPS: { id: string; title: string }[] = [
-  { id: 'reach', title: 'The URL answers HTTP' },
+  REACH_STEP,
   ...[MSC4108, MSC3886[1]!].flatMap((fam) => etagSteps(fam)),
-  { id: 'expiry', title: 'Expires against the local clock (clock skew)' },
+  EXPIRY_STEP,
   ...MSC4388_STEPS,
-  { id: 'cors.preflight', title: 'CORS preflight (OPTIONS) answers what browsers need, with Max-Age' },
-  { id: 'store.shared', title: 'Replicas share one session store' },
-  { id: 'metrics.public', title: '/metrics is not reachable at the public URL' },
+  PREFLIGHT_STEP,
+  SHARED_STORE_STEP,
+  PUBLIC_METRICS_STEP,
   FULL_WAIT_STEP,
   ...HEADER_STEPS,
 ];
@@ -117,14 +119,14 @@ function skipUnreached(ctx: CheckContext, why: string): void {
 }
 
 async function checkAll(ctx: CheckContext): Promise<void> {
-  const title = 'The URL answers HTTP';
+  const { id, title } = REACH_STEP;
   try {
     const first = await request(ctx, { url: `${ctx.base}/` });
     ctx.rttMs = first.answeredAt - first.sentAt;
-    ctx.report.pass('reach', title, `GET / answered ${summarise(first)} in ${ctx.rttMs} ms`);
+    ctx.report.pass(id, title, `GET / answered ${summarise(first)} in ${ctx.rttMs} ms`);
   } catch (err) {
     if (err instanceof RateLimited) throw err;
-    ctx.report.fail('reach', title, `no answer: ${reason(err)}`, FIX.unreachable);
+    ctx.report.fail(id, title, `no answer: ${reason(err)}`, FIX.unreachable);
     return;
   }
 
@@ -139,10 +141,7 @@ async function checkAll(ctx: CheckContext): Promise<void> {
     if (!msc4108) checkExpiry(ctx, msc3886.session.created);
   }
   if (!msc4108 && !msc3886) {
-    ctx.report.skipMissing(
-      [{ id: 'expiry', title: 'Expires against the local clock (clock skew)' }],
-      'not checked: no family created a session here to read its Expires',
-    );
+    ctx.report.skipMissing([EXPIRY_STEP], 'not checked: no family created a session here to read its Expires');
   }
   const msc4388 = await checkMsc4388(ctx, msc4108 !== undefined || msc3886 !== undefined);
 
@@ -156,7 +155,7 @@ async function checkAll(ctx: CheckContext): Promise<void> {
   if (shared) {
     await checkSharedStore(ctx, shared.fam);
   } else {
-    ctx.report.skip('store.shared', 'Replicas share one session store', 'no family could create sessions here');
+    ctx.report.skip(SHARED_STORE_STEP.id, SHARED_STORE_STEP.title, 'no family could create sessions here');
   }
   await checkPublicMetrics(ctx);
   if (shared) await checkFullWait(ctx, shared.fam, ctx.fullWait);

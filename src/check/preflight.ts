@@ -19,9 +19,13 @@ const list = (value: string | undefined) =>
  * answered by the server (not swallowed by a proxy), allowing the methods and headers clients use,
  * cached for long enough that polls do not each need one.
  */
+export const PREFLIGHT_STEP = {
+  id: 'cors.preflight',
+  title: 'CORS preflight (OPTIONS) answers what browsers need, with Max-Age',
+};
+
 export async function checkPreflight(ctx: CheckContext, paths: { name: string; path: string }[]): Promise<void> {
-  const id = 'cors.preflight';
-  const title = 'CORS preflight (OPTIONS) answers what browsers need, with Max-Age';
+  const { id, title } = PREFLIGHT_STEP;
   const problems: string[] = [];
   const warnings: string[] = [];
   // A redirect is no CORS answer of the proxy's own: the URL is the thing to fix.

@@ -10,8 +10,10 @@ const SPELLINGS = ['/metrics', '/metrics/', '/METRICS', '/Metrics'];
  * /metrics at the public URL tells anyone the traffic, error rates and process internals: it
  * belongs on a port of its own, and no spelling of it may answer here.
  */
+export const PUBLIC_METRICS_STEP = { id: 'metrics.public', title: '/metrics is not reachable at the public URL' };
+
 export async function checkPublicMetrics(ctx: CheckContext): Promise<void> {
-  const title = '/metrics is not reachable at the public URL';
+  const { id, title } = PUBLIC_METRICS_STEP;
   const exposed: string[] = [];
   const unanswered: string[] = [];
   for (const path of SPELLINGS) {
@@ -28,20 +30,20 @@ export async function checkPublicMetrics(ctx: CheckContext): Promise<void> {
   }
   if (exposed.length > 0 && ctx.metricsHere) {
     ctx.report.warn(
-      'metrics.public',
+      id,
       title,
       `${exposed.join(', ')} answered with Prometheus metrics, as --metrics-here says this URL does: make sure the URL clients use does not`,
       FIX.metrics,
     );
   } else if (exposed.length > 0) {
     ctx.report.fail(
-      'metrics.public',
+      id,
       title,
       `${exposed.join(', ')} answered with Prometheus metrics: anyone can read the traffic, error rates and process details`,
       FIX.metrics,
     );
   } else {
     const closed = unanswered.length > 0 ? `; no answer at all for ${unanswered.join(', ')}` : '';
-    ctx.report.pass('metrics.public', title, `${SPELLINGS.join(', ')}: none answers with metrics${closed}`);
+    ctx.report.pass(id, title, `${SPELLINGS.join(', ')}: none answers with metrics${closed}`);
   }
 }

@@ -30,8 +30,13 @@ type Outcome =
  * replica on another store (or on the in-memory store) answers 404 or an old payload. One replica
  * always passes.
  */
+export const SHARED_STORE_STEP = {
+  id: 'store.shared',
+  title: `Replicas share one session store (${SHARED_STORE_PROBES} requests over fresh connections find what the one before wrote)`,
+};
+
 export async function checkSharedStore(ctx: CheckContext, fam: EtagFamily): Promise<void> {
-  const title = `Replicas share one session store (${SHARED_STORE_PROBES} requests over fresh connections find what the one before wrote)`;
+  const { id, title } = SHARED_STORE_STEP;
   const settled = await Promise.allSettled(Array.from({ length: SHARED_STORE_SESSIONS }, () => oneSession(ctx, fam)));
   const limited = settled.find((s) => s.status === 'rejected');
   if (limited !== undefined) throw (limited as PromiseRejectedResult).reason;
@@ -41,14 +46,14 @@ export async function checkSharedStore(ctx: CheckContext, fam: EtagFamily): Prom
   const errors = outcomes.filter((o) => o.kind === 'error');
   if (cached.length > 0) {
     ctx.report.fail(
-      'store.shared',
+      id,
       title,
       `${cached.length} of ${SHARED_STORE_SESSIONS} sessions were read back as they were before a write (${cached[0]!.what}): a cache in front answers reads, so a device never sees what the other one wrote`,
       FIX.cache,
     );
   } else if (misses.length > 0) {
     ctx.report.fail(
-      'store.shared',
+      id,
       title,
       `${misses.length} of ${SHARED_STORE_SESSIONS} sessions were not found as written by a later request (${misses[0]!.what}): the replicas behind this URL do not share one session store, so clients fail on every request that meets another replica`,
       FIX.sharedStore,
@@ -58,10 +63,10 @@ export async function checkSharedStore(ctx: CheckContext, fam: EtagFamily): Prom
     const { detail, fix } = first.answer
       ? explain(first.answer, ctx.base)
       : { detail: `no answer: ${reason(first.err)}`, fix: FIX.proxyError };
-    ctx.report.fail('store.shared', title, `${errors.length} sessions could not be checked: ${detail}`, fix);
+    ctx.report.fail(id, title, `${errors.length} sessions could not be checked: ${detail}`, fix);
   } else {
     ctx.report.pass(
-      'store.shared',
+      id,
       title,
       `${SHARED_STORE_SESSIONS} sessions, each read back as written ${SHARED_STORE_ROUNDS + 1} times, over ${SHARED_STORE_PROBES + 2 * SHARED_STORE_SESSIONS} connections`,
     );
