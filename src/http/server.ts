@@ -34,9 +34,7 @@ export function createHttpServer(config: Config, metrics: Metrics, log: Logger):
     server.on('checkExpectation', closeAfterAnswer);
     server.on('checkContinue', closeAfterAnswer);
   }
-  // Answers no request of the app's reaches: counted here, as the app counts its own (the method and
-  // path are unknown or unread, so they count as unmatched, method OTHER).
-  const answered = (status: number) => metrics.httpRequests.labels('unmatched', 'OTHER', String(status)).inc();
+  const answered = countUnmatched(metrics);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, answered));
   // Node hands a CONNECT to this event and, with no listener, closes the connection unanswered. Its
   // target is an authority, never a path here: refused as hostCheck refuses any target but a path.
@@ -73,6 +71,14 @@ function closeAfterAnswer(_req: http.IncomingMessage, res: ServerResponse): void
 }
 
 /**
+ * Counts an answer no request of the app's reaches, as the app counts its own: the method and path
+ * are unknown or unread, so it counts as unmatched, method OTHER.
+ */
+function countUnmatched(metrics: Metrics): (status: number) => void {
+  return (status) => metrics.httpRequests.labels('unmatched', 'OTHER', String(status)).inc();
+}
+
+/**
  * Hands the server's requests to the app, those pipelined on a connection in their turn. One whose
  * client leaves before its turn comes is never handled, and is counted as a client-closed request.
  * Requests held since the server started listening (`holdRequests`) are handed over first, in order;
@@ -81,6 +87,7 @@ function closeAfterAnswer(_req: http.IncomingMessage, res: ServerResponse): void
 export function serve(server: http.Server, app: Koa, metrics: Metrics): void {
   const clientLeft: Handler = (req, res) => countClientClosed(metrics, app.createContext(req, res));
   const inOrder = inTurn(app.callback(), clientLeft);
+  const unmatched = countUnmatched(metrics);
   // Node's parser takes `HTTP/2.0` and `HTTP/0.9` request lines and hands them over as HTTP/1.x
   // requests: answered 505 and closed, as the versions it refuses itself (see parserAnswer), and
   // counted as they are.
@@ -96,7 +103,7 @@ export function serve(server: http.Server, app: Koa, metrics: Metrics): void {
       Connection: 'close',
     });
     res.end(body);
-    metrics.httpRequests.labels('unmatched', 'OTHER', String(status)).inc();
+    unmatched(status);
   };
   // An Expect other than 100-continue would get Node's bare 417; RFC 9110 section 10.1.1 lets a
   // server ignore it instead, and the request is served as any other. Node would say 100 Continue
