@@ -8,6 +8,7 @@ import { LogThrottle } from '../log-throttle';
 import type { Metrics } from '../metrics';
 import { ConnectionCap } from './connection-cap';
 import { COMMON_HEADERS, EXPOSED } from './headers';
+import { appHandler } from './handle';
 import { countClientClosed } from './metrics';
 import { headersKept } from './request-limits';
 
@@ -86,7 +87,7 @@ function countUnmatched(metrics: Metrics): (status: number) => void {
  */
 export function serve(server: http.Server, app: Koa, metrics: Metrics): void {
   const clientLeft: Handler = (req, res) => countClientClosed(metrics, app.createContext(req, res));
-  const inOrder = inTurn(app.callback(), clientLeft);
+  const inOrder = inTurn(appHandler(app), clientLeft);
   const unmatched = countUnmatched(metrics);
   // Node's parser takes `HTTP/2.0` and `HTTP/0.9` request lines and hands them over as HTTP/1.x
   // requests: answered 505 and closed, as the versions it refuses itself (see parserAnswer), and
