@@ -14,7 +14,7 @@ import {
 import { ClusterRedisSessions, createRedisBackend } from '../../src/store/redis';
 import { MAX_SETTLING } from '../../src/store/redis/sessions';
 import { defineScripts } from '../../src/store/redis/scripts';
-import type { Backend, CreateInput } from '../../src/store/types';
+import type { Backend, CreateInput, SessionMeta } from '../../src/store/types';
 import { RedisServer } from '../helpers/redis';
 import { ClusterSetup, until } from '../helpers/topologies';
 
@@ -366,6 +366,52 @@ describe('session caps when a step fails (one Redis node: one script, all or not
     expect(first[0]).to.equal(1);
     expect(await create()).to.deep.equal(first);
     await expectExact(backend, admin, [id]);
+  });
+
+  it('answers a create sent twice as made when the first filled the cap, refusing any other', async () => {
+    const scripts = defineScripts(admin);
+    const create = (id: string, salt: string) =>
+      scripts.rzCreateSession(
+        sessionKey(id),
+        CAPS_KEY,
+        CAPS_BY_ADDRESS_KEY,
+        'msc3886',
+        't',
+        'x',
+        60_000,
+        salt,
+        OWNER,
+        100,
+        1,
+      );
+    const { id } = newSessionIds();
+    const first = await create(id, 'salt');
+    expect(first[0]).to.equal(1);
+    // The owner's one slot is taken by this very session: its re-send is answered, counted once.
+    expect(await create(id, 'salt')).to.deep.equal(first);
+    // Another session of the owner is refused; the same id with another salt is taken.
+    expect((await create(newSessionIds().id, 'other'))[0]).to.equal(0);
+    expect(await create(id, 'other')).to.deep.equal([-1]);
+    await expectExact(backend, admin, [id]);
+  });
+
+  it('drops the addresses whose sessions have all expired as creates go on', async () => {
+    const past = Math.floor(Date.now() / 1000) - 5;
+    const stale = Array.from({ length: 400 }, (_, i) => `198.18.${i >> 8}.${i & 255}`);
+    await admin.hset(CAPS_BY_ADDRESS_KEY, Object.fromEntries(stale.map((owner) => [owner, `${past}:1`])));
+    // 400 creates under the global cap of 100: the first 40 stay, one per address; the rest are deleted.
+    for (let i = 0; i < 400; i++) {
+      const made = await backend.sessions.create({ ...input(newSessionIds().id), owner: `192.0.2.${i % 40}` });
+      expect(made.status, `create ${i}`).to.equal('created');
+      if (i >= 40)
+        expect(await backend.sessions.delete((made as { session: SessionMeta }).session.id, 'msc3886')).to.equal(true);
+    }
+    expect((await admin.hmget(CAPS_BY_ADDRESS_KEY, ...stale)).filter((v) => v !== null)).to.deep.equal([]);
+    // Every address with a live session keeps its count.
+    const live = await admin.hmget(CAPS_BY_ADDRESS_KEY, ...Array.from({ length: 40 }, (_, i) => `192.0.2.${i}`));
+    for (const list of live)
+      expect([...list!.matchAll(/\d+:(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0)).to.equal(1);
+    expect((await backend.sessions.counts()).live).to.equal(40);
   });
 
   /** A counted session, and one in the previous release's layout (no owner, no count in these caps). */

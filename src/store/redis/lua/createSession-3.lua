@@ -23,8 +23,14 @@
 --- @include "session"
 --- @include "caps"
 
-local existing = readSession(redis.call('GET', KEYS[1]))
-if existing then
+-- The answer when the id is not free: the session this very create made already (same salt: a
+-- client re-sending it after a lost answer), counting nothing twice, or {-1} for another session;
+-- nil for none (a tombstone reads as none). Read only then, the rare case.
+local function existingAnswer()
+  local existing = readSession(redis.call('GET', KEYS[1]))
+  if not existing then
+    return nil
+  end
   if existing.salt == ARGV[5] then
     return { 1, existing.created, existing.expires }
   end
@@ -36,14 +42,15 @@ local nowSec = math.floor(now / 1000)
 local owner = ARGV[6]
 local refused, claim = capsCheck(KEYS[2], KEYS[3], owner, tonumber(ARGV[7]), tonumber(ARGV[8]), now, nowSec)
 if refused then
-  return refused
+  -- A full cap refuses a new session, never the answer to one that exists.
+  return existingAnswer() or refused
 end
 
 local expires = now + tonumber(ARGV[4])
 local head = sessionHead({ family = ARGV[1], rev = 1, salt = ARGV[5], created = now, modified = now,
   expires = expires, owner = owner, ctype = ARGV[2] })
 if not redis.call('SET', KEYS[1], head .. ARGV[3], 'NX', 'PXAT', expires) then
-  return { -1 }
+  return existingAnswer() or { -1 }
 end
 capsTake(KEYS[2], KEYS[3], owner, claim, expires, nowSec)
 return { 1, now, expires }

@@ -15,14 +15,16 @@
 -- A session expiring at E ms counts in second ceil(E / 1000): its slot frees at most a second after
 -- the session itself, never before.
 
--- Frees the counts of every second that has passed. Its first write is always the HSET of `p`
--- (a command Redis refuses when out of memory): a script that cannot complete then stops before
--- changing anything, and Redis never stops a script once it has written.
+-- Frees the counts of every second that has passed, and returns the live sessions counted then.
+-- Its first write is always the HSET of `p` (a command Redis refuses when out of memory): a script
+-- that cannot complete then stops before changing anything, and Redis never stops a script once it
+-- has written.
 local function capsPrune(caps, nowSec)
-  local last = tonumber(redis.call('HGET', caps, 'p'))
+  local read = redis.call('HMGET', caps, 'p', 'n')
+  local last, live = tonumber(read[1]), tonumber(read[2]) or 0
   redis.call('HSET', caps, 'p', math.max(last or nowSec, nowSec))
   if not last or last >= nowSec then
-    return
+    return live
   end
   local freed = 0
   if nowSec - last > 600 then
@@ -45,9 +47,10 @@ local function capsPrune(caps, nowSec)
     end
   end
   if freed > 0 then
-    redis.call('HINCRBY', caps, 'n', -freed)
+    live = redis.call('HINCRBY', caps, 'n', -freed)
     redis.call('HINCRBY', caps, 'x', freed)
   end
+  return live
 end
 
 
@@ -200,9 +203,10 @@ local function capsFirstSecond(caps, nowSec)
   return first or nowSec + 1
 end
 
--- nil when one more session fits both caps, else {0, cap, ms until a slot frees}.
-local function capsRefusal(caps, rec, globalCap, ownerCap, now, nowSec)
-  if globalCap > 0 and (tonumber(redis.call('HGET', caps, 'n')) or 0) >= globalCap then
+-- nil when one more session fits both caps (`live` sessions counted now), else {0, cap, ms until a
+-- slot frees}.
+local function capsRefusal(caps, live, rec, globalCap, ownerCap, now, nowSec)
+  if globalCap > 0 and live >= globalCap then
     return { 0, 'global', capsFirstSecond(caps, nowSec) * 1000 - now }
   end
   if ownerCap > 0 and rec.total >= ownerCap then
@@ -214,15 +218,16 @@ local function capsRefusal(caps, rec, globalCap, ownerCap, now, nowSec)
   return nil
 end
 
--- Counts one more session expiring in second expSec (and for its owner, when tracked).
+-- Counts one more session expiring in second expSec (and for its owner, when tracked); returns how
+-- many sessions that second now counts.
 local function capsCount(caps, byAddress, owner, rec, expSec, tracked)
   redis.call('HINCRBY', caps, 'n', 1)
-  redis.call('HINCRBY', caps, expSec, 1)
-  if not tracked then
-    return
+  local inSecond = redis.call('HINCRBY', caps, expSec, 1)
+  if tracked then
+    ownerAdd(rec, expSec)
+    ownerWrite(byAddress, owner, rec)
   end
-  ownerAdd(rec, expSec)
-  ownerWrite(byAddress, owner, rec)
+  return inSecond
 end
 
 -- Frees the slots of a session that expires in second expSec (deleted, or never created).
@@ -248,14 +253,17 @@ local function capsRelease(caps, byAddress, owner, expSec, nowSec)
   end
 end
 
--- Owners whose sessions all expired and who never came back would stay forever: each create looks
--- at a few more owners (cursor in the caps hash) and drops their past seconds. A small hash is left
--- alone (it is bounded and HSCAN would return all of it each time).
+-- Owners whose sessions all expired and who never came back would stay forever: every
+-- SWEEP_EVERY-th create of an expiry second (and its first) looks at a few more owners (cursor in the
+-- caps hash) and drops their past seconds, about SWEEP_COUNT / SWEEP_EVERY per create, at least as
+-- many as creates add. A small hash is left alone (it is bounded and HSCAN would return all of it
+-- each time).
+local SWEEP_EVERY, SWEEP_COUNT = 8, 32
 local function capsSweep(caps, byAddress, nowSec, skip)
   if redis.call('HLEN', byAddress) <= 128 then
     return
   end
-  local scan = redis.call('HSCAN', byAddress, redis.call('HGET', caps, 'c') or '0', 'COUNT', 4)
+  local scan = redis.call('HSCAN', byAddress, redis.call('HGET', caps, 'c') or '0', 'COUNT', SWEEP_COUNT)
   redis.call('HSET', caps, 'c', scan[1])
   local flat = scan[2]
   for i = 1, #flat, 2 do
@@ -272,16 +280,19 @@ end
 -- What every create does first: prunes, then checks that one more session of `owner` fits both
 -- caps. Returns the refusal to answer with (nil when it fits), and what `capsTake` needs.
 local function capsCheck(caps, byAddress, owner, globalCap, ownerCap, now, nowSec)
-  capsPrune(caps, nowSec)
+  local live = capsPrune(caps, nowSec)
   local claim = { rec = ownerOf(nil, nowSec), tracked = ownerCap > 0 and owner ~= '-' }
   if claim.tracked then
     claim.rec = ownerRead(byAddress, owner, nowSec)
   end
-  return capsRefusal(caps, claim.rec, globalCap, ownerCap, now, nowSec), claim
+  return capsRefusal(caps, live, claim.rec, globalCap, ownerCap, now, nowSec), claim
 end
 
--- Counts the session `capsCheck` let through, expiring at `expires` ms, and tidies a few owners.
+-- Counts the session `capsCheck` let through, expiring at `expires` ms, and now and then tidies a
+-- few owners.
 local function capsTake(caps, byAddress, owner, claim, expires, nowSec)
-  capsCount(caps, byAddress, owner, claim.rec, math.ceil(expires / 1000), claim.tracked)
-  capsSweep(caps, byAddress, nowSec, owner)
+  local inSecond = capsCount(caps, byAddress, owner, claim.rec, math.ceil(expires / 1000), claim.tracked)
+  if inSecond % SWEEP_EVERY == 1 then
+    capsSweep(caps, byAddress, nowSec, owner)
+  end
 end
