@@ -345,23 +345,25 @@ describe('session caps when a step fails (one Redis node: one script, all or not
     await expectExact(backend, admin, [id]);
   });
 
+  /** The create script called directly, as a replica sends it, with a global cap of 100. */
+  const scriptedCreate = (id: string, salt: string, perAddressCap: number) =>
+    defineScripts(admin).rzCreateSession(
+      sessionKey(id),
+      CAPS_KEY,
+      CAPS_BY_ADDRESS_KEY,
+      'msc3886',
+      't',
+      'x',
+      60_000,
+      salt,
+      OWNER,
+      100,
+      perAddressCap,
+    );
+
   it('counts a create sent twice (same session, same salt) once', async () => {
     const { id } = newSessionIds();
-    const scripts = defineScripts(admin);
-    const create = () =>
-      scripts.rzCreateSession(
-        sessionKey(id),
-        CAPS_KEY,
-        CAPS_BY_ADDRESS_KEY,
-        'msc3886',
-        't',
-        'x',
-        60_000,
-        'salt',
-        OWNER,
-        100,
-        50,
-      );
+    const create = () => scriptedCreate(id, 'salt', 50);
     const first = await create();
     expect(first[0]).to.equal(1);
     expect(await create()).to.deep.equal(first);
@@ -369,21 +371,7 @@ describe('session caps when a step fails (one Redis node: one script, all or not
   });
 
   it('answers a create sent twice as made when the first filled the cap, refusing any other', async () => {
-    const scripts = defineScripts(admin);
-    const create = (id: string, salt: string) =>
-      scripts.rzCreateSession(
-        sessionKey(id),
-        CAPS_KEY,
-        CAPS_BY_ADDRESS_KEY,
-        'msc3886',
-        't',
-        'x',
-        60_000,
-        salt,
-        OWNER,
-        100,
-        1,
-      );
+    const create = (id: string, salt: string) => scriptedCreate(id, salt, 1);
     const { id } = newSessionIds();
     const first = await create(id, 'salt');
     expect(first[0]).to.equal(1);
