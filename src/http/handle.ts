@@ -6,8 +6,10 @@ import compose from 'koa-compose';
  * The app's request handler: Koa's own (`app.callback()`) but for one step. Koa hands every
  * response to on-finished, which attaches four listeners to the response and its connection and an
  * async resource, all removed again when the answer is sent, so that an error of a body streamed
- * into the response reaches `ctx.onerror`. No answer here is streamed (`respond` refuses one), and
- * that bookkeeping was about a tenth of a poll's CPU in a profile of a replica under load.
+ * into the response, or of the connection while a request is served, reaches `ctx.onerror`. No
+ * answer here is streamed (`respond` refuses one), and the connection's errors only ever reached a
+ * debug-level log line (Node's `clientError` sees them too); that bookkeeping was about a tenth of a
+ * poll's CPU in a profile of a replica under load.
  */
 export function appHandler(app: Koa): (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void> {
   const middleware = compose(app.middleware);
