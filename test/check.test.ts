@@ -26,6 +26,23 @@ const replicaEnv = (redis: RedisServer, extra: Record<string, string> = {}) => (
   ...extra,
 });
 
+/**
+ * A replica (`replicaEnv` with `extra`) on a Redis of its own, for the describe block that calls
+ * this: started before its tests, stopped after them.
+ */
+function replicaOnItsOwnRedis(extra: Record<string, string> = {}): { redis: RedisServer; replica: Replica } {
+  const own = {} as { redis: RedisServer; replica: Replica };
+  before(async () => {
+    own.redis = await RedisServer.start();
+    own.replica = await Replica.start(replicaEnv(own.redis, extra));
+  });
+  after(async () => {
+    await own.replica?.stop();
+    await own.redis?.destroy();
+  });
+  return own;
+}
+
 /** On failure, the whole report: what the check saw is the useful part of a failed assertion. */
 const shown = (run: CheckRun) => run.stdout + run.stderr;
 
@@ -392,24 +409,19 @@ describe('rendezvous-server check through misbehaving proxies (one healthy repli
 });
 
 describe('rendezvous-server check --full-wait against a proxy read timeout shorter than the longest wait', () => {
-  let redis: RedisServer;
-  let replica: Replica;
+  const own = replicaOnItsOwnRedis({ RZ_LONGPOLL_MAX_WAIT_SECONDS: '3' });
   let proxy: TestProxy;
   before(async () => {
-    redis = await RedisServer.start();
-    replica = await Replica.start(replicaEnv(redis, { RZ_LONGPOLL_MAX_WAIT_SECONDS: '3' }));
     // Long enough for every step a write wakes, shorter than the server's 3 s wait.
-    proxy = await TestProxy.start(replica.port, { readTimeoutMs: 1500 });
+    proxy = await TestProxy.start(own.replica.port, { readTimeoutMs: 1500 });
   });
   after(async () => {
     await proxy?.stop();
-    await replica?.stop();
-    await redis?.destroy();
   });
 
   it("passes without the proxy, having held the read for the server's whole wait", async function () {
     this.timeout(30_000);
-    const run = await runCheck([replica.url, '--json', '--full-wait']);
+    const run = await runCheck([own.replica.url, '--json', '--full-wait']);
     const f = finding(run, 'long-poll.full-wait');
     expect(f?.status, shown(run)).to.equal('pass');
     expect(f!.detail).to.include('(3 s)');
@@ -423,7 +435,7 @@ describe('rendezvous-server check --full-wait against a proxy read timeout short
     const f = finding(run, 'long-poll.full-wait')!;
     expect(f.detail).to.include('a proxy ended the held read with 504');
     expect(f.fix).to.equal(FIX.longPollTimeout);
-    await expectNoSessionLeft(redis);
+    await expectNoSessionLeft(own.redis);
     const quick = await runCheck([proxy.url, '--json']);
     expect(quick.code, shown(quick)).to.equal(0);
     expect(finding(quick, 'long-poll.full-wait')?.status).to.equal('skip');
@@ -432,19 +444,10 @@ describe('rendezvous-server check --full-wait against a proxy read timeout short
 });
 
 describe('rendezvous-server check against a server with MSC4388 turned off', () => {
-  let redis: RedisServer;
-  let replica: Replica;
-  before(async () => {
-    redis = await RedisServer.start();
-    replica = await Replica.start(replicaEnv(redis, { RZ_MSC4388_ENABLED: 'false' }));
-  });
-  after(async () => {
-    await replica?.stop();
-    await redis?.destroy();
-  });
+  const own = replicaOnItsOwnRedis({ RZ_MSC4388_ENABLED: 'false' });
 
   it('skips that family with a note and passes the rest', async () => {
-    const run = await runCheck([replica.url, '--json']);
+    const run = await runCheck([own.replica.url, '--json']);
     expect(run.code, shown(run)).to.equal(0);
     expect(finding(run, 'msc4388')?.status).to.equal('skip');
     expect(finding(run, 'msc4388')!.detail).to.include('RZ_MSC4388_ENABLED=false');
@@ -454,28 +457,19 @@ describe('rendezvous-server check against a server with MSC4388 turned off', () 
 });
 
 describe('rendezvous-server check against a server with a small create budget (RZ_CREATE_RATE)', () => {
-  let redis: RedisServer;
-  let replica: Replica;
-  before(async () => {
-    redis = await RedisServer.start();
-    // Two runs' worth: a run creates 7 sessions (one per family, 4 for the shared store).
-    replica = await Replica.start(replicaEnv(redis, { RZ_CREATE_RATE: '14' }));
-  });
-  after(async () => {
-    await replica?.stop();
-    await redis?.destroy();
-  });
+  // Two runs' worth: a run creates 7 sessions (one per family, 4 for the shared store).
+  const own = replicaOnItsOwnRedis({ RZ_CREATE_RATE: '14' });
 
   it('fits two runs in a minute, and says plainly that a third was rate limited, which limit, and when to run again', async function () {
     this.timeout(60_000);
     // The create budget is a clock-aligned minute: all three runs must fall in one.
     await roomInWindow(60_000, 25_000);
     for (const n of [1, 2]) {
-      const run = await runCheck([replica.url, '--json']);
+      const run = await runCheck([own.replica.url, '--json']);
       expect(run.code, `run ${n}: ${shown(run)}`).to.equal(0);
       expect(finding(run, 'store.shared')?.status, `run ${n}`).to.equal('pass');
     }
-    const run = await runCheck([replica.url, '--json']);
+    const run = await runCheck([own.replica.url, '--json']);
     expect(run.code, shown(run)).to.equal(1);
     // One failure, the limit; nothing taken for a protocol or proxy failure.
     expect(idsWith(run, 'fail'), shown(run)).to.deep.equal(['rate-limit']);
@@ -490,9 +484,9 @@ describe('rendezvous-server check against a server with a small create budget (R
       const f = skipped.find((s) => s.id === id);
       expect(f?.detail, `${id}: ${shown(run)}`).to.include('rate limited');
     }
-    await expectNoSessionLeft(redis);
+    await expectNoSessionLeft(own.redis);
     // The text report counts them.
-    const text = await runCheck([replica.url]);
+    const text = await runCheck([own.replica.url]);
     expect(text.code).to.equal(1);
     expect(text.stdout).to.match(/^FAIL {2}rate-limit /m);
     expect(text.stdout).to.match(/\d+ passed, \d+ warnings, 1 failed, [1-9]\d* skipped in [\d.]+ s\n$/);
@@ -500,20 +494,11 @@ describe('rendezvous-server check against a server with a small create budget (R
 });
 
 describe('rendezvous-server check against a server with a small request budget (RZ_REQUEST_RATE)', () => {
-  let redis: RedisServer;
-  let replica: Replica;
-  before(async () => {
-    redis = await RedisServer.start();
-    // 50 requests per 10 s: less than one run sends.
-    replica = await Replica.start(replicaEnv(redis, { RZ_REQUEST_RATE: '5' }));
-  });
-  after(async () => {
-    await replica?.stop();
-    await redis?.destroy();
-  });
+  // 50 requests per 10 s: less than one run sends.
+  const own = replicaOnItsOwnRedis({ RZ_REQUEST_RATE: '5' });
 
   it('names the request budget in the finding and in its fix, not the create budget', async () => {
-    const run = await runCheck([replica.url, '--json']);
+    const run = await runCheck([own.replica.url, '--json']);
     expect(run.code, shown(run)).to.equal(1);
     const limited = finding(run, 'rate-limit')!;
     expect(limited.detail, shown(run)).to.include('RZ_REQUEST_RATE');
