@@ -15,6 +15,12 @@ const HELP = `npm run soak -- [options]
   --no-limits       turn the rate budgets and caps off (default: the production defaults)
   --verbose         print each fault as it is injected`;
 
+/** `a-b` as [a, b], and a lone `a` as [a, a]: the bounds of a random interval. */
+function range(value: string): [number, number] {
+  const [a, b] = value.split('-').map(Number);
+  return [a!, b ?? a!];
+}
+
 function parse(argv: string[]): SoakOptions {
   const opts: SoakOptions = {
     durationS: 600,
@@ -47,12 +53,9 @@ function parse(argv: string[]): SoakOptions {
       case 'hostile-rate':
         opts.hostileRate = num;
         break;
-      case 'fault-every': {
-        const [a, b] = value.split('-').map(Number);
-        opts.faultMinS = a!;
-        opts.faultMaxS = b ?? a!;
+      case 'fault-every':
+        [opts.faultMinS, opts.faultMaxS] = range(value);
         break;
-      }
       case 'faults': {
         const kinds = value.split(',');
         const unknown = kinds.filter((k) => !(FAULT_KINDS as readonly string[]).includes(k));
@@ -63,12 +66,9 @@ function parse(argv: string[]): SoakOptions {
         opts.faultKinds = kinds as FaultKind[];
         break;
       }
-      case 'pause': {
-        const [a, b] = value.split('-').map(Number);
-        opts.pauseMinMs = a!;
-        opts.pauseMaxMs = b ?? a!;
+      case 'pause':
+        [opts.pauseMinMs, opts.pauseMaxMs] = range(value);
         break;
-      }
       case 'rss-limit':
         opts.rssLimitMb = num;
         break;
