@@ -461,6 +461,47 @@ for (const kind of BACKEND_KINDS) {
         expect(counts.reduce((x, y) => x + y)).to.equal(8);
         expect(stored).to.match(/^8 \d+\|/);
       });
+
+      it("keeps a busy address's list exact whether a create lands in its newest second, a new one or an older one", async () => {
+        const { a, b, inspect } = await withCaps(0, 1000);
+        const owner = '192.0.2.89';
+        const now = Math.ceil(Date.now() / 1000);
+        // Headed, newest first: six seconds of two sessions each, the oldest 50 s away.
+        const listed = [100, 90, 80, 70, 60, 50].map((s) => `${now + s}:2`).join(' ');
+        await inspect!.hset(CAPS_BY_ADDRESS_KEY, owner, `12 ${now + 50}|${listed}`);
+        const read = async () => {
+          const stored = (await inspect!.hget(CAPS_BY_ADDRESS_KEY, owner))!;
+          const [, total, oldest] = /^(\d+) (\d+)\|/.exec(stored)!;
+          const entries = [...stored.matchAll(/(\d+):(\d+)/g)].map((m) => [Number(m[1]), Number(m[2])] as const);
+          const seconds = entries.map(([sec]) => sec);
+          expect(seconds, stored).to.deep.equal([...seconds].sort((x, y) => y - x));
+          expect(new Set(seconds).size, stored).to.equal(seconds.length);
+          expect(Number(oldest), stored).to.be.at.most(Math.min(...seconds));
+          expect(
+            entries.reduce((sum, [, n]) => sum + n, 0),
+            stored,
+          ).to.equal(Number(total));
+          return { stored, total: Number(total) };
+        };
+        const made: SessionMeta[] = [];
+        const create = async (ttlMs: number) => {
+          const result = await a.sessions.create(input(owner, ttlMs));
+          expect(result.status).to.equal('created');
+          made.push((result as { session: SessionMeta }).session);
+        };
+        await create(300_000); // a second newer than any listed: in front
+        expect((await read()).stored).to.match(new RegExp(`^13 ${now + 50}\\|\\d+:1 ${listed}$`));
+        await create(300_000); // the same second, or the next one
+        expect((await read()).total).to.equal(14);
+        await create(75_000); // between two listed seconds: sorted in
+        const { stored, total } = await read();
+        expect(total).to.equal(15);
+        expect(stored)
+          .to.include(` ${now + 80}:2 `)
+          .and.to.include(` ${now + 70}:2 `);
+        for (const session of made) expect(await b.sessions.delete(session.id, 'msc3886')).to.equal(true);
+        expect(await inspect!.hget(CAPS_BY_ADDRESS_KEY, owner)).to.equal(`12 ${now + 50}|${listed}`);
+      });
     }
 
     it('frees the slots of expired sessions by themselves, once retry_after says', async () => {

@@ -29,13 +29,14 @@ if claimed then
   local created, expires = string.match(claimed, '^%S+ (%d+) (%d+)$')
   return { 1, tonumber(created), tonumber(expires) }
 end
-local refused, claim = capsCheck(KEYS[1], KEYS[2], owner, tonumber(ARGV[4]), tonumber(ARGV[5]), now, nowSec)
+local expires = now + tonumber(ARGV[3])
+local expSec = math.ceil(expires / 1000)
+local refused, claim = capsCheck(KEYS[1], KEYS[2], owner, tonumber(ARGV[4]), tonumber(ARGV[5]), now, nowSec, expSec)
 if refused then
   return refused
 end
 
-local expires = now + tonumber(ARGV[3])
 journalPrune(KEYS[3], KEYS[4], now)
 journalAdd(KEYS[3], KEYS[4], 'c:' .. ARGV[1], now + tonumber(ARGV[6]), owner .. ' ' .. now .. ' ' .. expires)
-capsTake(KEYS[1], KEYS[2], owner, claim, expires, nowSec)
+capsTake(KEYS[1], KEYS[2], owner, claim, expSec, nowSec)
 return { 1, now, expires }

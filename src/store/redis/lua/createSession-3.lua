@@ -40,17 +40,17 @@ end
 local now = nowMs()
 local nowSec = math.floor(now / 1000)
 local owner = ARGV[6]
-local refused, claim = capsCheck(KEYS[2], KEYS[3], owner, tonumber(ARGV[7]), tonumber(ARGV[8]), now, nowSec)
+local expires = now + tonumber(ARGV[4])
+local expSec = math.ceil(expires / 1000)
+local refused, claim = capsCheck(KEYS[2], KEYS[3], owner, tonumber(ARGV[7]), tonumber(ARGV[8]), now, nowSec, expSec)
 if refused then
   -- A full cap refuses a new session, never the answer to one that exists.
   return existingAnswer() or refused
 end
 
-local expires = now + tonumber(ARGV[4])
-local head = sessionHead({ family = ARGV[1], rev = 1, salt = ARGV[5], created = now, modified = now,
-  expires = expires, owner = owner, ctype = ARGV[2] })
-if not redis.call('SET', KEYS[1], head .. ARGV[3], 'NX', 'PXAT', expires) then
+local head = newSessionHead(owner, ARGV[1], ARGV[5], now, expires, ARGV[2])
+if not redis.call('SET', KEYS[1], head .. ARGV[3], 'NX', 'PXAT', string.format('%d', expires)) then
   return existingAnswer() or { -1 }
 end
-capsTake(KEYS[2], KEYS[3], owner, claim, expires, nowSec)
+capsTake(KEYS[2], KEYS[3], owner, claim, expSec, nowSec)
 return { 1, now, expires }

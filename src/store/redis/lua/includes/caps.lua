@@ -15,15 +15,13 @@
 -- A session expiring at E ms counts in second ceil(E / 1000): its slot frees at most a second after
 -- the session itself, never before.
 
--- Frees the counts of every second that has passed, and returns the live sessions counted then.
--- Its first write is always the HSET of `p` (a command Redis refuses when out of memory): a script
--- that cannot complete then stops before changing anything, and Redis never stops a script once it
--- has written.
-local function capsPrune(caps, nowSec)
-  local read = redis.call('HMGET', caps, 'p', 'n')
-  local last, live = tonumber(read[1]), tonumber(read[2]) or 0
-  redis.call('HSET', caps, 'p', math.max(last or nowSec, nowSec))
-  if not last or last >= nowSec then
+-- Frees the counts of the seconds after `last` up to nowSec, all passed, from a caps hash counting
+-- `live` sessions; returns the live sessions counted then. Writes `p` first (a command Redis refuses
+-- when out of memory): a script that cannot complete then stops before changing anything, and Redis
+-- never stops a script once it has written.
+local function capsFree(caps, last, live, nowSec)
+  redis.call('HSET', caps, 'p', nowSec)
+  if not last then
     return live
   end
   local freed = 0
@@ -53,6 +51,17 @@ local function capsPrune(caps, nowSec)
   return live
 end
 
+-- Frees the counts of every second that has passed, and returns the live sessions counted then.
+-- Its first write is always the HSET of `p` (see capsFree).
+local function capsPrune(caps, nowSec)
+  local read = redis.call('HMGET', caps, 'p', 'n')
+  local last, live = tonumber(read[1]), tonumber(read[2]) or 0
+  if last and last >= nowSec then
+    redis.call('HSET', caps, 'p', read[1])
+    return live
+  end
+  return capsFree(caps, last, live, nowSec)
+end
 
 -- Lists longer than this are written with their header, so that a create need not read them whole.
 local OWNER_BARE_MAX = 4
@@ -89,7 +98,7 @@ local function ownerList(entries, oldestFirst)
   local parts, n = {}, #entries
   for i = 1, n do
     local entry = entries[oldestFirst and n + 1 - i or i]
-    parts[i] = entry[1] .. ':' .. entry[2]
+    parts[i] = string.format('%d:%d', entry[1], entry[2])
   end
   return table.concat(parts, ' ')
 end
@@ -137,7 +146,7 @@ local function ownerWrite(byAddress, owner, rec)
     end
     rec.oldest = entries[#entries][1]
   end
-  redis.call('HSET', byAddress, owner, rec.total .. ' ' .. rec.oldest .. '|' .. rec.list)
+  redis.call('HSET', byAddress, owner, string.format('%d %d|%s', rec.total, rec.oldest, rec.list))
 end
 
 -- One more session expiring in second expSec. Newest first, so a create's second is the front
@@ -145,20 +154,51 @@ end
 local function ownerAdd(rec, expSec)
   rec.total = rec.total + 1
   if rec.list == '' then
-    rec.list, rec.oldest = expSec .. ':1', expSec
+    rec.list, rec.oldest = string.format('%d:1', expSec), expSec
     return
   end
   local sec, count, rest = string.match(rec.list, '^(%d+):(%d+)()')
   sec = tonumber(sec)
   if sec == expSec then
-    rec.list = expSec .. ':' .. (tonumber(count) + 1) .. string.sub(rec.list, rest)
+    rec.list = string.format('%d:%d%s', expSec, tonumber(count) + 1, string.sub(rec.list, rest))
   elseif sec < expSec then
-    rec.list = expSec .. ':1 ' .. rec.list
+    rec.list = string.format('%d:1 %s', expSec, rec.list)
   else
-    local entries = ownerEntries(rec.list .. ' ' .. expSec .. ':1', 0)
+    local entries = ownerEntries(string.format('%s %d:1', rec.list, expSec), 0)
     rec.list = ownerList(entries)
     rec.oldest = math.min(rec.oldest, expSec)
   end
+end
+
+-- A create's owner whose stored list is headed and wholly in the future (the usual case for a busy
+-- owner) as its header and front entry alone, without copying the list out of it: nil otherwise.
+-- Strings in Redis's Lua cost a hash of every byte when made, so an owner of many seconds is read
+-- and rewritten without making any string of its list's size but the one written back.
+local function ownerFront(raw, nowSec)
+  local total, oldest, at, sec, count = string.match(raw, '^(%d+) (%d+)|()(%d+):(%d+)')
+  if not total then
+    return nil
+  end
+  oldest = tonumber(oldest)
+  if oldest <= nowSec then
+    return nil
+  end
+  return { raw = raw, at = at, total = tonumber(total), oldest = oldest, headed = true, front = tonumber(sec),
+    frontCount = tonumber(count) }
+end
+
+-- The stored list of an owner from ownerFront with one more session expiring in second expSec, as
+-- ownerAdd and ownerWrite would make it: header and front entry replaced in one pass. nil for a
+-- session that expires before the owner's newest (ownerAdd sorts it in).
+local function ownerFrontAdd(rec, expSec)
+  local total = rec.total + 1
+  if rec.front == expSec then
+    return (string.gsub(rec.raw, '^%d+ %d+|%d+:%d+', string.format('%d %d|%d:%d', total, rec.oldest, expSec,
+      rec.frontCount + 1), 1))
+  elseif rec.front < expSec then
+    return (string.gsub(rec.raw, '^%d+ %d+|', string.format('%d %d|%d:1 ', total, rec.oldest, expSec), 1))
+  end
+  return nil
 end
 
 -- One session fewer in second expSec; false when the owner has none there.
@@ -211,23 +251,11 @@ local function capsRefusal(caps, live, rec, globalCap, ownerCap, now, nowSec)
   end
   if ownerCap > 0 and rec.total >= ownerCap then
     -- The soonest second that frees a slot: the oldest listed (read whole: refusals are rare).
-    local entries = ownerEntries(rec.list, nowSec)
+    local entries = ownerEntries(rec.list or string.sub(rec.raw, rec.at), nowSec)
     local soonest = entries[#entries]
     return { 0, 'address', (soonest and soonest[1] or nowSec + 1) * 1000 - now }
   end
   return nil
-end
-
--- Counts one more session expiring in second expSec (and for its owner, when tracked); returns how
--- many sessions that second now counts.
-local function capsCount(caps, byAddress, owner, rec, expSec, tracked)
-  redis.call('HINCRBY', caps, 'n', 1)
-  local inSecond = redis.call('HINCRBY', caps, expSec, 1)
-  if tracked then
-    ownerAdd(rec, expSec)
-    ownerWrite(byAddress, owner, rec)
-  end
-  return inSecond
 end
 
 -- Frees the slots of a session that expires in second expSec (deleted, or never created).
@@ -277,21 +305,44 @@ local function capsSweep(caps, byAddress, nowSec, skip)
   end
 end
 
--- What every create does first: prunes, then checks that one more session of `owner` fits both
--- caps. Returns the refusal to answer with (nil when it fits), and what `capsTake` needs.
-local function capsCheck(caps, byAddress, owner, globalCap, ownerCap, now, nowSec)
-  local live = capsPrune(caps, nowSec)
-  local claim = { rec = ownerOf(nil, nowSec), tracked = ownerCap > 0 and owner ~= '-' }
+-- What every create does first: checks that one more session of `owner`, expiring in second expSec,
+-- fits both caps, pruning first when a second has passed since the last create (only then does it
+-- write: its first write is `p`, see capsFree). One HMGET reads the live count and expSec's, so that
+-- capsTake can write both in one HSET. Returns the refusal to answer with (nil when it fits), and what
+-- capsTake needs.
+local function capsCheck(caps, byAddress, owner, globalCap, ownerCap, now, nowSec, expSec)
+  local second = string.format('%d', expSec)
+  local read = redis.call('HMGET', caps, 'p', 'n', second)
+  local last, live = tonumber(read[1]), tonumber(read[2]) or 0
+  if not last or last < nowSec then
+    live = capsFree(caps, last, live, nowSec)
+  end
+  local claim = { live = live, second = second, inSecond = tonumber(read[3]) or 0, tracked = ownerCap > 0 and owner ~= '-' }
   if claim.tracked then
-    claim.rec = ownerRead(byAddress, owner, nowSec)
+    local raw = redis.call('HGET', byAddress, owner)
+    claim.rec = raw and ownerFront(raw, nowSec) or ownerOf(raw, nowSec)
+  else
+    claim.rec = ownerOf(nil, nowSec)
   end
   return capsRefusal(caps, live, claim.rec, globalCap, ownerCap, now, nowSec), claim
 end
 
--- Counts the session `capsCheck` let through, expiring at `expires` ms, and now and then tidies a
+-- Counts the session `capsCheck` let through, expiring in second expSec, and now and then tidies a
 -- few owners.
-local function capsTake(caps, byAddress, owner, claim, expires, nowSec)
-  local inSecond = capsCount(caps, byAddress, owner, claim.rec, math.ceil(expires / 1000), claim.tracked)
+local function capsTake(caps, byAddress, owner, claim, expSec, nowSec)
+  local inSecond = claim.inSecond + 1
+  redis.call('HSET', caps, 'n', string.format('%d', claim.live + 1), claim.second, string.format('%d', inSecond))
+  if claim.tracked then
+    local rec = claim.rec
+    local value = rec.raw and ownerFrontAdd(rec, expSec)
+    if value then
+      redis.call('HSET', byAddress, owner, value)
+    else
+      rec.list = rec.list or string.sub(rec.raw, rec.at)
+      ownerAdd(rec, expSec)
+      ownerWrite(byAddress, owner, rec)
+    end
+  end
   if inSecond % SWEEP_EVERY == 1 then
     capsSweep(caps, byAddress, nowSec, owner)
   end

@@ -36,3 +36,9 @@ local function sessionHead(s)
   return string.format('%s%s %d %s %d %d %d %s\n', owner, s.family, s.rev, s.salt, s.created, s.modified,
     s.expires, s.ctype)
 end
+
+-- The head of the session a create makes (counted, revision 1, unchanged since made), formatted
+-- straight from its fields: the create's hot path builds no table for it.
+local function newSessionHead(owner, family, salt, created, expires, ctype)
+  return string.format('@%s %s 1 %s %d %d %d %s\n', owner, family, salt, created, created, expires, ctype)
+end
