@@ -3,6 +3,7 @@ import type { ConnectionOptions } from 'node:tls';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Config } from '../../config';
 import type { UnavailableReason } from '../types';
+import { SCRIPT_COMMANDS } from './scripts';
 
 export type RedisClient = Redis | Cluster;
 
@@ -40,11 +41,13 @@ export function redisTopology(config: Partial<RedisConfig>): Topology | undefine
  * fails immediately), no re-sending after a reconnect, a per-command timeout (a hung socket cannot
  * hold a request), and endless
  * reconnection with capped backoff (service resumes by itself when Redis returns). A READONLY
- * reply means the node we hold was demoted by a failover: reconnect to find the new master.
+ * reply means the node we hold was demoted by a failover: reconnect to find the new master. Reads
+ * are batched automatically; scripts are sent at once (see SCRIPT_COMMANDS).
  */
 export function redisOptions(config: Pick<Config, 'redisCommandTimeoutMs'>): RedisOptions {
   return {
     enableAutoPipelining: true,
+    autoPipeliningIgnoredCommands: [...SCRIPT_COMMANDS],
     enableOfflineQueue: false,
     commandTimeout: config.redisCommandTimeoutMs,
     connectTimeout: 5000,
