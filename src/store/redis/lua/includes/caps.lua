@@ -138,6 +138,11 @@ local function ownerWrite(byAddress, owner, rec)
     return
   end
   if not rec.headed then
+    if not string.find(rec.list, ' ', 1, true) then
+      -- One second: the same text bare (an owner's first session, the usual case).
+      redis.call('HSET', byAddress, owner, rec.list)
+      return
+    end
     -- A short list (it was bare when read): bare again unless it has grown past the bound.
     local entries = ownerEntries(rec.list, 0)
     if #entries <= OWNER_BARE_MAX then
@@ -287,6 +292,23 @@ end
 -- many as creates add. A small hash is left alone (it is bounded and HSCAN would return all of it
 -- each time).
 local SWEEP_EVERY, SWEEP_COUNT = 8, 32
+
+-- Whether an owner's stored list may name a second that has passed: its header's bound says, or
+-- else any of its seconds (a bare list is short). The sweep reads whole only the lists this says
+-- of; nearly all it looks at are of owners whose sessions are all live.
+local function ownerHasPast(raw, nowSec)
+  local oldest = string.match(raw, '^%d+ (%d+)|')
+  if oldest then
+    return tonumber(oldest) <= nowSec
+  end
+  for sec in string.gmatch(raw, '(%d+):') do
+    if tonumber(sec) <= nowSec then
+      return true
+    end
+  end
+  return false
+end
+
 local function capsSweep(caps, byAddress, nowSec, skip)
   if redis.call('HLEN', byAddress) <= 128 then
     return
@@ -296,7 +318,7 @@ local function capsSweep(caps, byAddress, nowSec, skip)
   local flat = scan[2]
   for i = 1, #flat, 2 do
     local owner = flat[i]
-    if owner ~= skip then
+    if owner ~= skip and ownerHasPast(flat[i + 1], nowSec) then
       local rec = ownerOf(flat[i + 1], nowSec)
       if rec.dirty then
         ownerWrite(byAddress, owner, rec)
