@@ -36,7 +36,10 @@ if refused then
   return refused
 end
 
+-- The counts first: capsTake's first write is an HSET, which Redis refuses when out of memory, so a
+-- claim it refuses has changed nothing (capsCheck wrote nothing unless a second had passed, and then
+-- an HSET too). journalPrune's ZREM would not be refused, and every write after it then goes through.
+capsTake(KEYS[1], KEYS[2], owner, claim, expSec, nowSec)
 journalPrune(KEYS[3], KEYS[4], now)
 journalAdd(KEYS[3], KEYS[4], 'c:' .. ARGV[1], now + tonumber(ARGV[6]), owner .. ' ' .. now .. ' ' .. expires)
-capsTake(KEYS[1], KEYS[2], owner, claim, expSec, nowSec)
 return { 1, now, expires }
