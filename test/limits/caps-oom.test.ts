@@ -49,26 +49,33 @@ describe('cap scripts on a Redis at its maxmemory (noeviction)', function () {
     };
   }
 
+  /**
+   * Runs `step` once on a Redis whose caps' pruned second is put ahead (so that nothing is pruned)
+   * and which is then filled past its maxmemory: it must fail out of memory with nothing changed.
+   */
+  async function refusedUnchanged(step: () => Promise<unknown>): Promise<void> {
+    const [seconds] = await client.time();
+    await client.hset(CAPS_KEY, 'p', String(Number(seconds) + 3600));
+    await fill();
+    const before = await state();
+    const error = await step().then(
+      () => undefined,
+      (err: Error) => err,
+    );
+    expect(error?.message).to.match(/OOM/);
+    expect(await state()).to.deep.equal(before);
+  }
+
   const claim = (id: string) => scripts.rzClaimSlot(...JOURNAL, id, '192.0.2.1', 60_000, 100, 50, 120_000);
 
   for (const expired of [false, true]) {
     it(`refuses a claim (Cluster) and changes nothing, ${expired ? 'with' : 'without'} journal entries to forget`, async () => {
-      // A claim made, and the caps' pruned second put ahead, so that the next claim prunes nothing.
       await claim('first');
-      const [seconds] = await client.time();
-      await client.hset(CAPS_KEY, 'p', String(Number(seconds) + 3600));
       if (expired) {
         await client.zadd(CAPS_JOURNAL_KEY, 1, 'c:old');
         await client.hset(CAPS_JOURNAL_DETAILS_KEY, 'c:old', '192.0.2.9 0 1');
       }
-      await fill();
-      const before = await state();
-      const error = await claim('second').then(
-        () => undefined,
-        (err: Error) => err,
-      );
-      expect(error?.message).to.match(/OOM/);
-      expect(await state()).to.deep.equal(before);
+      await refusedUnchanged(() => claim('second'));
     });
   }
 
@@ -87,16 +94,7 @@ describe('cap scripts on a Redis at its maxmemory (noeviction)', function () {
         50,
       );
     await create('first');
-    const [seconds] = await client.time();
-    await client.hset(CAPS_KEY, 'p', String(Number(seconds) + 3600));
-    await fill();
-    const before = await state();
-    const error = await create('second').then(
-      () => undefined,
-      (err: Error) => err,
-    );
-    expect(error?.message).to.match(/OOM/);
-    expect(await state()).to.deep.equal(before);
+    await refusedUnchanged(() => create('second'));
     expect(await client.exists('rz:{second}')).to.equal(0);
   });
 });

@@ -15,14 +15,21 @@
 -- A session expiring at E ms counts in second ceil(E / 1000): its slot frees at most a second after
 -- the session itself, never before.
 
--- Frees the counts of the seconds after `last` up to nowSec, all passed, from a caps hash counting
--- `live` sessions; returns the live sessions counted then. Writes `p` first (a command Redis refuses
--- when out of memory): a script that cannot complete then stops before changing anything, and Redis
--- never stops a script once it has written.
-local function capsFree(caps, last, live, nowSec)
+-- Frees the counts of every second that has passed since the last prune (`p`), and returns the live
+-- sessions counted then, and the count of second `second` when one is given (a create's expiry
+-- second, always ahead, so no prune touches it). Writes only when a second has passed, and then `p`
+-- first (a command Redis refuses when out of memory): a script that cannot complete then stops before
+-- changing anything, and Redis never stops a script once it has written.
+local function capsPrune(caps, nowSec, second)
+  local read = second and redis.call('HMGET', caps, 'p', 'n', second) or redis.call('HMGET', caps, 'p', 'n')
+  local last, live = tonumber(read[1]), tonumber(read[2]) or 0
+  local inSecond = tonumber(read[3]) or 0
+  if last and last >= nowSec then
+    return live, inSecond
+  end
   redis.call('HSET', caps, 'p', nowSec)
   if not last then
-    return live
+    return live, inSecond
   end
   local freed = 0
   if nowSec - last > 600 then
@@ -48,19 +55,7 @@ local function capsFree(caps, last, live, nowSec)
     live = redis.call('HINCRBY', caps, 'n', -freed)
     redis.call('HINCRBY', caps, 'x', freed)
   end
-  return live
-end
-
--- Frees the counts of every second that has passed, and returns the live sessions counted then.
--- Its first write is always the HSET of `p` (see capsFree).
-local function capsPrune(caps, nowSec)
-  local read = redis.call('HMGET', caps, 'p', 'n')
-  local last, live = tonumber(read[1]), tonumber(read[2]) or 0
-  if last and last >= nowSec then
-    redis.call('HSET', caps, 'p', read[1])
-    return live
-  end
-  return capsFree(caps, last, live, nowSec)
+  return live, inSecond
 end
 
 -- Lists longer than this are written with their header, so that a create need not read them whole.
@@ -327,19 +322,14 @@ local function capsSweep(caps, byAddress, nowSec, skip)
   end
 end
 
--- What every create does first: checks that one more session of `owner`, expiring in second expSec,
--- fits both caps, pruning first when a second has passed since the last create (only then does it
--- write: its first write is `p`, see capsFree). One HMGET reads the live count and expSec's, so that
+-- What every create does first: prunes, then checks that one more session of `owner`, expiring in
+-- second expSec, fits both caps. The prune's one HMGET reads the live count and expSec's too, so that
 -- capsTake can write both in one HSET. Returns the refusal to answer with (nil when it fits), and what
 -- capsTake needs.
 local function capsCheck(caps, byAddress, owner, globalCap, ownerCap, now, nowSec, expSec)
   local second = string.format('%d', expSec)
-  local read = redis.call('HMGET', caps, 'p', 'n', second)
-  local last, live = tonumber(read[1]), tonumber(read[2]) or 0
-  if not last or last < nowSec then
-    live = capsFree(caps, last, live, nowSec)
-  end
-  local claim = { live = live, second = second, inSecond = tonumber(read[3]) or 0, tracked = ownerCap > 0 and owner ~= '-' }
+  local live, inSecond = capsPrune(caps, nowSec, second)
+  local claim = { live = live, second = second, inSecond = inSecond, tracked = ownerCap > 0 and owner ~= '-' }
   if claim.tracked then
     local raw = redis.call('HGET', byAddress, owner)
     claim.rec = raw and ownerFront(raw, nowSec) or ownerOf(raw, nowSec)
