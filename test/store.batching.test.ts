@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { createServer, type Server } from 'node:net';
+import type { Redis } from 'ioredis';
 import { loadConfig } from '../src/config';
 import { createRedisClient, whenReady } from '../src/store/redis';
 import { defineScripts } from '../src/store/redis/scripts';
@@ -35,9 +36,13 @@ function commandsIn(buffer: Buffer): { commands: string[][]; rest: Buffer } {
  * else it sends before) and nothing after it, and says when each command arrives: a command it never
  * answers stays in flight for as long as the test likes.
  */
-function silentRedis(): Promise<{ server: Server; port: number; arrived: (name: string) => Promise<void> }> {
-  const seen = new Set<string>();
-  const waiting = new Map<string, () => void>();
+function silentRedis(): Promise<{
+  server: Server;
+  port: number;
+  arrived: (name: string, count?: number) => Promise<void>;
+}> {
+  const seen = new Map<string, number>();
+  const waiting: { name: string; count: number; resolve: () => void }[] = [];
   let handshaking = true;
   const server = createServer((socket) => {
     let pending: Buffer = Buffer.alloc(0);
@@ -50,13 +55,15 @@ function silentRedis(): Promise<{ server: Server; port: number; arrived: (name: 
         const upper = name!.toUpperCase().replace(/^EVALSHA$/, 'EVAL');
         if (handshaking) socket.write(upper === 'INFO' ? '$9\r\nloading:0\r\n' : '+OK\r\n');
         if (upper === 'INFO') handshaking = false;
-        seen.add(upper);
-        waiting.get(upper)?.();
+        seen.set(upper, (seen.get(upper) ?? 0) + 1);
+        for (const w of waiting) if (w.name === upper && seen.get(upper)! >= w.count) w.resolve();
       }
     });
   });
-  const arrived = (name: string) =>
-    seen.has(name) ? Promise.resolve() : new Promise<void>((resolve) => waiting.set(name, resolve));
+  const arrived = (name: string, count = 1) =>
+    (seen.get(name) ?? 0) >= count
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => waiting.push({ name, count, resolve }));
   return new Promise((resolve) =>
     server.listen(0, '127.0.0.1', () =>
       resolve({ server, port: (server.address() as { port: number }).port, arrived }),
@@ -64,24 +71,63 @@ function silentRedis(): Promise<{ server: Server; port: number; arrived: (name: 
   );
 }
 
+/** A client of the stand-in, ready, and how many times its socket has written so far. */
+async function connectTo(port: number) {
+  const client = defineScripts(
+    createRedisClient(loadConfig({ REDIS_URL: `redis://127.0.0.1:${port}`, RZ_REDIS_COMMAND_TIMEOUT_MS: '60000' })),
+  );
+  client.on('error', () => undefined);
+  expect(await whenReady(client, 10_000)).to.equal(true);
+  // Every write of a net.Socket reaches one of these two, once per system call.
+  const socket = (client as Redis).stream as unknown as Record<'_write' | '_writev', (...a: unknown[]) => void>;
+  let writes = 0;
+  for (const method of ['_write', '_writev'] as const) {
+    const original = socket[method]!;
+    socket[method] = function (this: unknown, ...a: unknown[]) {
+      writes++;
+      return original.apply(this, a);
+    };
+  }
+  return { client, writes: () => writes };
+}
+
+const ignore = () => undefined;
+
 describe('commands to one Redis node', () => {
-  it('sends a script at once, while a batch of reads sent before it still waits for its answer', async () => {
+  it('sends a script at once, while reads sent before it still wait for their answer', async () => {
     const { server, port, arrived } = await silentRedis();
-    const client = defineScripts(
-      createRedisClient(loadConfig({ REDIS_URL: `redis://127.0.0.1:${port}`, RZ_REDIS_COMMAND_TIMEOUT_MS: '60000' })),
-    );
-    client.on('error', () => undefined);
+    const { client } = await connectTo(port);
     try {
-      expect(await whenReady(client, 10_000)).to.equal(true);
       let readSettled = false;
       client.get('rz:{held}').then(
         () => (readSettled = true),
         () => (readSettled = true),
       );
       await arrived('GET');
-      void client.rzCountSessions('rz:{:caps}').catch(() => undefined);
+      void client.rzCountSessions('rz:{:caps}').catch(ignore);
       await arrived('EVAL');
       expect(readSettled, 'the read was answered').to.equal(false);
+    } finally {
+      client.disconnect();
+      server.close();
+    }
+  });
+
+  it('writes the commands of one turn of the event loop in one write, and the next turn at once', async () => {
+    const { server, port, arrived } = await silentRedis();
+    const { client, writes } = await connectTo(port);
+    try {
+      const before = writes();
+      client.get('rz:{a}').catch(ignore);
+      client.get('rz:{b}').catch(ignore);
+      client.rzCountSessions('rz:{:caps}').catch(ignore);
+      await arrived('GET', 2);
+      await arrived('EVAL');
+      expect(writes() - before, 'socket writes for three commands of one turn').to.equal(1);
+      // None of them is answered: a read of a later turn is not held behind them.
+      client.get('rz:{c}').catch(ignore);
+      await arrived('GET', 3);
+      expect(writes() - before).to.equal(2);
     } finally {
       client.disconnect();
       server.close();

@@ -3,7 +3,7 @@ import type { ConnectionOptions } from 'node:tls';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Config } from '../../config';
 import type { UnavailableReason } from '../types';
-import { SCRIPT_COMMANDS } from './scripts';
+import { TurnBatchingRedis } from './turn-batching';
 
 export type RedisClient = Redis | Cluster;
 
@@ -41,13 +41,13 @@ export function redisTopology(config: Partial<RedisConfig>): Topology | undefine
  * fails immediately), no re-sending after a reconnect, a per-command timeout (a hung socket cannot
  * hold a request), and endless
  * reconnection with capped backoff (service resumes by itself when Redis returns). A READONLY
- * reply means the node we hold was demoted by a failover: reconnect to find the new master. Reads
- * are batched automatically; scripts are sent at once (see SCRIPT_COMMANDS).
+ * reply means the node we hold was demoted by a failover: reconnect to find the new master. No
+ * auto-pipelining: a single node's or Sentinel's connection batches each turn's commands itself
+ * (TurnBatchingRedis), and a Cluster's cannot (below).
  */
 export function redisOptions(config: Pick<Config, 'redisCommandTimeoutMs'>): RedisOptions {
   return {
-    enableAutoPipelining: true,
-    autoPipeliningIgnoredCommands: [...SCRIPT_COMMANDS],
+    enableAutoPipelining: false,
     enableOfflineQueue: false,
     commandTimeout: config.redisCommandTimeoutMs,
     connectTimeout: 5000,
@@ -120,7 +120,7 @@ export function redirectionDelayMs(commandTimeoutMs: number): number {
 
 export interface ClientPurpose {
   /**
-   * A pub/sub connection: no auto-pipelining (subscribe commands change the connection's mode), no
+   * A pub/sub connection: no batching (subscribe commands change the connection's mode), no
    * automatic resubscription (the owner restores exactly what it still needs), and on Cluster one
    * subscriber per shard so SSUBSCRIBE reaches the node owning each channel's slot.
    */
@@ -138,11 +138,13 @@ export function createRedisClient(config: RedisConfig, purpose: ClientPurpose = 
     ...redisOptions(config),
     ...auth(config.redisUsername, config.redisPassword),
     ...(tls ? { tls } : {}),
-    ...(purpose.subscriber ? { enableAutoPipelining: false, autoResubscribe: false } : {}),
+    ...(purpose.subscriber ? { autoResubscribe: false } : {}),
   };
+  // A subscriber's commands change the connection's mode: each goes on its own.
+  const Node = purpose.subscriber ? Redis : TurnBatchingRedis;
   switch (redisTopology(config)) {
     case 'sentinel':
-      return new Redis({
+      return new Node({
         ...base,
         sentinels: config.redisSentinels,
         name: config.redisSentinelMaster,
@@ -194,7 +196,7 @@ export function createRedisClient(config: RedisConfig, purpose: ClientPurpose = 
       const fromUrl = withoutCredentials(config.redisUrl!);
       const username = config.redisUsername ?? fromUrl.username;
       const password = config.redisPassword ?? fromUrl.password;
-      return new Redis(fromUrl.url, { ...base, ...auth(username, password) });
+      return new Node(fromUrl.url, { ...base, ...auth(username, password) });
     }
     default:
       throw new Error('no Redis topology is configured');

@@ -19,15 +19,6 @@ const SCRIPTS = {
   rzAddRateCounts: 'addRateCounts-n.lua',
 } as const;
 
-/**
- * The scripts' command names. They are sent the moment they are called, never batched: ioredis keeps
- * one automatic batch in flight per connection, and a script costs Redis tens of microseconds where a
- * read costs one, so a batch of creates held every command queued behind it until the last of them
- * had run, and this replica sat idle meanwhile. Sent at once, a script runs while the replica goes on
- * with the next requests; reads, cheap for Redis, are still batched.
- */
-export const SCRIPT_COMMANDS: readonly string[] = Object.keys(SCRIPTS);
-
 /** An array reply of a script: numbers, and strings (or Buffers, from a `…Buffer` call). */
 export type Reply = (number | string)[];
 type BufferReply = (number | Buffer)[];
