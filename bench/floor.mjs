@@ -15,12 +15,14 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { URL } from 'node:url';
 import Koa from 'koa';
-import { Redis } from 'ioredis';
 import { Pool } from 'undici';
 import { COMMON_HEADERS, POLL_HEADERS } from './poll-headers.mjs';
 // The forwarder's own header names and list (from the build, which the bench makes first).
 import { FORWARDED_BY, FORWARDED_FOR, REGION_SECRET } from '../dist/region/auth.js';
 import { HOP_BY_HOP } from '../dist/region/hop-by-hop.js';
+// The service's own Redis connection (each event-loop turn's commands in one write), so that a floor
+// is made of the same parts.
+import { TurnBatchingRedis } from '../dist/store/redis/turn-batching.js';
 
 const POLL = { ...POLL_HEADERS, 'Content-Type': 'application/octet-stream' };
 const CREATED = { ...COMMON_HEADERS, 'Content-Type': 'application/json' };
@@ -33,7 +35,7 @@ function fail(res, status = 503) {
 }
 
 function pollFloor(redisUrl, key, bareKoa) {
-  const client = new Redis(redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
+  const client = new TurnBatchingRedis(redisUrl, { maxRetriesPerRequest: 1 });
   if (!bareKoa) {
     return (_req, res) => {
       client.getBuffer(key).then(
@@ -58,7 +60,7 @@ function pollFloor(redisUrl, key, bareKoa) {
 }
 
 function createFloor(redisUrl) {
-  const client = new Redis(redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
+  const client = new TurnBatchingRedis(redisUrl, { maxRetriesPerRequest: 1 });
   const app = new Koa();
   app.silent = true;
   app.use(async (ctx) => {

@@ -579,7 +579,7 @@ export function markdown(r: RegionsResults, opts: RegionsBenchOptions): string {
     '',
     'The CPU row is what one forwarding replica can sustain, forwarding only, against what it sustains serving its own',
     "sessions: a forward is a second HTTP exchange (a socket write and read per request), where a local poll's Redis",
-    'command shares its socket writes with other requests (auto-pipelining). The floor is the same exchange made by a',
+    'command shares its socket writes with the other requests of its event-loop turn. The floor is the same exchange made by a',
     'process that does nothing else: about the best a forwarding replica could do in this run. Wake-up: a',
     'forwarded waiter hears of the write one link traversal after the home region does; a forwarded write reaches home',
     'one traversal after it is sent.',

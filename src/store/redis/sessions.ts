@@ -82,8 +82,8 @@ export class RedisSessions implements SessionStore {
   protected readonly cmd: ScriptedClient;
 
   /**
-   * @param client an ioredis client (single node, Sentinel or Cluster) created with auto-pipelining
-   *   and without an offline queue, so an outage fails requests fast instead of queueing them.
+   * @param client an ioredis client (single node, Sentinel or Cluster) made by createRedisClient:
+   *   without an offline queue, so an outage fails requests fast instead of queueing them.
    */
   constructor(
     readonly client: Redis | Cluster,
