@@ -133,4 +133,21 @@ describe('commands to one Redis node', () => {
       server.close();
     }
   });
+
+  it('writes the commands of two callbacks of one event-loop phase in one write', async () => {
+    const { server, port, arrived } = await silentRedis();
+    const { client, writes } = await connectTo(port);
+    try {
+      const before = writes();
+      // Two timers of one duration set together run in one timers phase, with the microtasks and
+      // nextTicks of the first run before the second starts: like two requests read in one poll phase.
+      setTimeout(() => client.get('rz:{a}').catch(ignore), 0);
+      setTimeout(() => client.get('rz:{b}').catch(ignore), 0);
+      await arrived('GET', 2);
+      expect(writes() - before, 'socket writes for the commands of two callbacks of one phase').to.equal(1);
+    } finally {
+      client.disconnect();
+      server.close();
+    }
+  });
 });
