@@ -93,11 +93,23 @@ async function connectTo(port: number) {
 
 const ignore = () => undefined;
 
+/** Runs `body` against a stand-in Redis and a ready client of it, and closes both afterwards. */
+type StandIn = Awaited<ReturnType<typeof connectTo>> & { arrived: (name: string, count?: number) => Promise<void> };
+
+async function withStandIn(body: (t: StandIn) => Promise<void>): Promise<void> {
+  const { server, port, arrived } = await silentRedis();
+  const connected = await connectTo(port);
+  try {
+    await body({ ...connected, arrived });
+  } finally {
+    connected.client.disconnect();
+    server.close();
+  }
+}
+
 describe('commands to one Redis node', () => {
-  it('sends a script at once, while reads sent before it still wait for their answer', async () => {
-    const { server, port, arrived } = await silentRedis();
-    const { client } = await connectTo(port);
-    try {
+  it('sends a script at once, while reads sent before it still wait for their answer', () =>
+    withStandIn(async ({ client, arrived }) => {
       let readSettled = false;
       client.get('rz:{held}').then(
         () => (readSettled = true),
@@ -107,16 +119,10 @@ describe('commands to one Redis node', () => {
       void client.rzCountSessions('rz:{:caps}').catch(ignore);
       await arrived('EVAL');
       expect(readSettled, 'the read was answered').to.equal(false);
-    } finally {
-      client.disconnect();
-      server.close();
-    }
-  });
+    }));
 
-  it('writes the commands of one turn of the event loop in one write, and the next turn at once', async () => {
-    const { server, port, arrived } = await silentRedis();
-    const { client, writes } = await connectTo(port);
-    try {
+  it('writes the commands of one turn of the event loop in one write, and the next turn at once', () =>
+    withStandIn(async ({ client, writes, arrived }) => {
       const before = writes();
       client.get('rz:{a}').catch(ignore);
       client.get('rz:{b}').catch(ignore);
@@ -128,16 +134,10 @@ describe('commands to one Redis node', () => {
       client.get('rz:{c}').catch(ignore);
       await arrived('GET', 3);
       expect(writes() - before).to.equal(2);
-    } finally {
-      client.disconnect();
-      server.close();
-    }
-  });
+    }));
 
-  it('writes the commands of two callbacks of one event-loop phase in one write', async () => {
-    const { server, port, arrived } = await silentRedis();
-    const { client, writes } = await connectTo(port);
-    try {
+  it('writes the commands of two callbacks of one event-loop phase in one write', () =>
+    withStandIn(async ({ client, writes, arrived }) => {
       const before = writes();
       // Two timers of one duration set together run in one timers phase, with the microtasks and
       // nextTicks of the first run before the second starts: like two requests read in one poll phase.
@@ -145,9 +145,5 @@ describe('commands to one Redis node', () => {
       setTimeout(() => client.get('rz:{b}').catch(ignore), 0);
       await arrived('GET', 2);
       expect(writes() - before, 'socket writes for the commands of two callbacks of one phase').to.equal(1);
-    } finally {
-      client.disconnect();
-      server.close();
-    }
-  });
+    }));
 });
